@@ -1,0 +1,223 @@
+"""HTTP front of the development ITSM: ServiceNow Table API paths, envelopes and error shapes.
+
+Follows the public Table API documentation for what the sinks use:
+GET/POST /api/now/table/{table}, GET/PUT/PATCH /api/now/table/{table}/{sys_id},
+sysparm_query (=, !=, IN, LIKE, STARTSWITH, ^, ORDERBY, ORDERBYDESC), sysparm_fields,
+sysparm_limit, sysparm_offset; results in {"result": ...}; errors as
+{"error": {"message", "detail"}, "status": "failure"}. An invalid field in a query returns no
+rows (the instance setting glide.invalid_query.returns_no_rows=true), never every row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import html
+import json
+from typing import Any
+
+from aiohttp import web
+
+from connectors.devitsm.store import TABLES, FieldError, Store
+from streams.core import telemetry
+
+log = telemetry.get_logger("devitsm")
+MAX_LIMIT = 10000
+
+
+def failure(status: int, message: str, detail: str | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "detail": detail}, "status": "failure"}, status=status
+    )
+
+
+class QueryError(ValueError):
+    """A sysparm_query term names a field the table does not have."""
+
+
+def parse_query(table: str, query: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, bool]]]:
+    cols = set(Store.columns(table))
+    conditions: list[tuple[str, str, str]] = []
+    order: list[tuple[str, bool]] = []
+    for term in filter(None, query.split("^")):
+        if term.startswith("ORDERBYDESC"):
+            field, desc = term[len("ORDERBYDESC") :], True
+        elif term.startswith("ORDERBY"):
+            field, desc = term[len("ORDERBY") :], False
+        else:
+            for op in ("!=", "STARTSWITH", "LIKE", "IN", "="):
+                idx = term.find(op)
+                if idx > 0:
+                    field, value = term[:idx], term[idx + len(op) :]
+                    if field not in cols:
+                        raise QueryError(field)
+                    conditions.append((field, op, value))
+                    break
+            else:
+                raise QueryError(term)
+            continue
+        if field not in cols:
+            raise QueryError(field)
+        order.append((field, desc))
+    return conditions, order
+
+
+def create_devitsm(store: Store, user: str, password: str) -> web.Application:
+    """The aiohttp application; every /api route needs basic auth as user:password."""
+    expected = f"{user}:{password}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        given = b""
+        if header.startswith("Basic "):
+            try:
+                given = base64.b64decode(header[6:], validate=True)
+            except (binascii.Error, ValueError):
+                given = b""
+        if not hmac.compare_digest(given, expected):
+            return failure(401, "User Not Authenticated", "Required to provide Auth information")
+        return await handler(request)
+
+    def table_of(request: web.Request) -> str:
+        table = request.match_info["table"]
+        if table not in TABLES:
+            raise web.HTTPBadRequest(
+                text=json.dumps(
+                    {"error": {"message": f"Invalid table {table}", "detail": None}, "status": "failure"}
+                ),
+                content_type="application/json",
+            )
+        return table
+
+    def project(row: dict[str, str], fields: str | None) -> dict[str, str]:
+        if not fields:
+            return row
+        wanted = [f.strip() for f in fields.split(",") if f.strip()]
+        return {f: row[f] for f in wanted if f in row}
+
+    async def body(request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps(
+                    {
+                        "error": {
+                            "message": "Exception while reading request",
+                            "detail": f"Cannot decode: {exc}",
+                        },
+                        "status": "failure",
+                    }
+                ),
+                content_type="application/json",
+            ) from None
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(
+                text=json.dumps(
+                    {
+                        "error": {
+                            "message": "Exception while reading request",
+                            "detail": "The payload is not a JSON object",
+                        },
+                        "status": "failure",
+                    }
+                ),
+                content_type="application/json",
+            )
+        return data
+
+    async def list_records(request: web.Request) -> web.Response:
+        table = table_of(request)
+        q = request.query
+        try:
+            limit = min(int(q.get("sysparm_limit", MAX_LIMIT)), MAX_LIMIT)
+            offset = int(q.get("sysparm_offset", 0))
+        except ValueError:
+            return failure(400, "Invalid sysparm_limit or sysparm_offset", "Must be integers")
+        try:
+            conditions, order = parse_query(table, q.get("sysparm_query", ""))
+        except QueryError:
+            rows, total = list[dict[str, str]](), 0
+        else:
+            rows, total = store.query(table, conditions, order, max(limit, 0), max(offset, 0))
+        return web.json_response(
+            {"result": [project(r, q.get("sysparm_fields")) for r in rows]},
+            headers={"X-Total-Count": str(total)},
+        )
+
+    async def create(request: web.Request) -> web.Response:
+        table = table_of(request)
+        try:
+            row = store.insert(table, await body(request))
+        except FieldError as exc:
+            return failure(400, "Invalid field value", str(exc))
+        log.info("created", table=table, number=row["number"], correlation_id=row["correlation_id"])
+        return web.json_response(
+            {"result": project(row, request.query.get("sysparm_fields"))},
+            status=201,
+            headers={"Location": f"{request.url.origin()}/api/now/table/{table}/{row['sys_id']}"},
+        )
+
+    async def get_one(request: web.Request) -> web.Response:
+        table = table_of(request)
+        row = store.get(table, request.match_info["sys_id"])
+        if row is None:
+            return failure(
+                404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
+            )
+        return web.json_response({"result": project(row, request.query.get("sysparm_fields"))})
+
+    async def update(request: web.Request) -> web.Response:
+        table = table_of(request)
+        try:
+            row = store.update(table, request.match_info["sys_id"], await body(request))
+        except FieldError as exc:
+            return failure(400, "Invalid field value", str(exc))
+        if row is None:
+            return failure(
+                404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
+            )
+        log.info("updated", table=table, number=row["number"], state=row["state"])
+        return web.json_response({"result": project(row, request.query.get("sysparm_fields"))})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def index(_: web.Request) -> web.Response:
+        parts = [
+            "<!doctype html><meta charset=utf-8><title>Development ITSM</title>",
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>",
+            "<h1>Development ITSM</h1>",
+        ]
+        for table in TABLES:
+            rows, total = store.query(table, [], [("sys_created_on", True)], 200, 0)
+            parts.append(
+                f"<h2>{table} ({total})</h2><table><tr><th>number</th><th>state</th>"
+                "<th>priority</th><th>short_description</th><th>correlation_id</th><th>updated</th></tr>"
+            )
+            for r in rows:
+                cells = (
+                    r["number"],
+                    r["state"],
+                    r["priority"],
+                    r["short_description"],
+                    r["correlation_id"],
+                    r["sys_updated_on"],
+                )
+                parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            parts.append("</table>")
+        return web.Response(text="".join(parts), content_type="text/html")
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/now/table/{table}", list_records)
+    app.router.add_post("/api/now/table/{table}", create)
+    app.router.add_get("/api/now/table/{table}/{sys_id}", get_one)
+    app.router.add_patch("/api/now/table/{table}/{sys_id}", update)
+    app.router.add_put("/api/now/table/{table}/{sys_id}", update)
+    return app

@@ -1,0 +1,218 @@
+"""SQLite storage of the development ITSM's incident and change_request tables.
+
+Table and column names in SQL text come only from TABLES (queried fields are checked against it
+by the server); every value is a bound parameter.
+"""
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Columns per table; every value is stored and returned as a string, as ServiceNow does.
+COMMON = [
+    "sys_id",
+    "number",
+    "state",
+    "short_description",
+    "description",
+    "correlation_id",
+    "correlation_display",
+    "cmdb_ci",
+    "business_service",
+    "assignment_group",
+    "impact",
+    "urgency",
+    "priority",
+    "caller_id",
+    "contact_type",
+    "work_notes",
+    "close_code",
+    "close_notes",
+    "opened_at",
+    "resolved_at",
+    "closed_at",
+    "sys_created_on",
+    "sys_updated_on",
+    "sys_mod_count",
+    "active",
+]
+TABLES: dict[str, dict[str, Any]] = {
+    "incident": {"prefix": "INC", "start": 10001, "columns": COMMON},
+    "change_request": {
+        "prefix": "CHG",
+        "start": 30001,
+        "columns": [
+            *COMMON,
+            "type",
+            "start_date",
+            "end_date",
+            "justification",
+            "requested_by",
+            "approval",
+            "implementation_plan",
+            "u_commit_ids",
+            "u_build_number",
+            "u_deploy_duration_ms",
+        ],
+    },
+}
+READ_ONLY = {"sys_id", "number", "sys_created_on", "sys_updated_on", "sys_mod_count", "priority", "active"}
+INACTIVE = {"incident": {"6", "7", "8"}, "change_request": {"3", "4", "7"}}
+
+# ServiceNow's default priority lookup: impact x urgency -> priority.
+PRIORITY = {
+    ("1", "1"): "1",
+    ("1", "2"): "2",
+    ("2", "1"): "2",
+    ("1", "3"): "3",
+    ("2", "2"): "3",
+    ("3", "1"): "3",
+    ("2", "3"): "4",
+    ("3", "2"): "4",
+    ("3", "3"): "5",
+}
+
+
+class FieldError(ValueError):
+    """A field value the instance refuses."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Store:
+    """Thread-safe access to one SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.lock = threading.Lock()
+        for table, spec in TABLES.items():
+            cols = ", ".join(f"{c} TEXT NOT NULL DEFAULT ''" for c in spec["columns"])
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} ({cols}, seq INTEGER PRIMARY KEY AUTOINCREMENT)"
+            )
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS {table}_corr ON {table}(correlation_id)")
+            self.db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_sys ON {table}(sys_id)")
+
+    @staticmethod
+    def columns(table: str) -> list[str]:
+        return list(TABLES[table]["columns"])
+
+    def _derive(self, table: str, row: dict[str, str]) -> None:
+        row["priority"] = PRIORITY.get((row.get("impact") or "3", row.get("urgency") or "3"), "5")
+        row["active"] = "false" if row.get("state") in INACTIVE[table] else "true"
+        if table == "incident" and row.get("state") == "6" and not row.get("resolved_at"):
+            row["resolved_at"] = _now()
+
+    def _clean(self, table: str, fields: dict[str, Any]) -> dict[str, str]:
+        cols = set(self.columns(table))
+        out: dict[str, str] = {}
+        for name, value in fields.items():
+            # Like ServiceNow, unknown and read-only fields are ignored rather than refused.
+            if name not in cols or name in READ_ONLY:
+                continue
+            out[name] = "" if value is None else str(value)
+        for name in ("impact", "urgency"):
+            if name in out and out[name] not in ("1", "2", "3"):
+                raise FieldError(f"{name} must be 1, 2 or 3, not {out[name]!r}")
+        return out
+
+    def insert(self, table: str, fields: dict[str, Any]) -> dict[str, str]:
+        row = {c: "" for c in self.columns(table)}
+        row.update(self._clean(table, fields))
+        if not row["short_description"]:
+            raise FieldError("short_description is mandatory")
+        with self.lock:
+            seq = self.db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
+            spec = TABLES[table]
+            now = _now()
+            row.update(
+                sys_id=uuid.uuid4().hex,
+                number=f"{spec['prefix']}{spec['start'] + seq:07d}",
+                sys_created_on=now,
+                sys_updated_on=now,
+                sys_mod_count="0",
+                opened_at=row["opened_at"] or now,
+                state=row["state"] or "1",
+                impact=row["impact"] or "3",
+                urgency=row["urgency"] or "3",
+            )
+            self._derive(table, row)
+            names = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            self.db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(row.values()))
+        return row
+
+    def get(self, table: str, sys_id: str) -> dict[str, str] | None:
+        cur = self.db.execute(f"SELECT * FROM {table} WHERE sys_id = ?", (sys_id,))
+        found = cur.fetchone()
+        return _row(found) if found else None
+
+    def update(self, table: str, sys_id: str, fields: dict[str, Any]) -> dict[str, str] | None:
+        changes = self._clean(table, fields)
+        with self.lock:
+            row = self.get(table, sys_id)
+            if row is None:
+                return None
+            if "work_notes" in changes and row["work_notes"]:
+                # Journal field: appended, newest first, as the UI shows it.
+                changes["work_notes"] = changes["work_notes"] + "\n---\n" + row["work_notes"]
+            row.update(changes)
+            row["sys_updated_on"] = _now()
+            row["sys_mod_count"] = str(int(row["sys_mod_count"] or "0") + 1)
+            self._derive(table, row)
+            sets = ", ".join(f"{k} = ?" for k in row if k != "sys_id")
+            self.db.execute(
+                f"UPDATE {table} SET {sets} WHERE sys_id = ?",
+                [v for k, v in row.items() if k != "sys_id"] + [sys_id],
+            )
+        return row
+
+    def query(
+        self,
+        table: str,
+        conditions: list[tuple[str, str, str]],
+        order: list[tuple[str, bool]],
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, str]], int]:
+        where, args = [], []
+        for field, op, value in conditions:
+            if op == "IN":
+                vals = value.split(",")
+                where.append(f"{field} IN ({', '.join('?' for _ in vals)})")
+                args.extend(vals)
+            else:
+                sql_op = {"=": "=", "!=": "!=", "LIKE": "LIKE", "STARTSWITH": "LIKE"}[op]
+                where.append(f"{field} {sql_op} ?")
+                args.append(f"%{value}%" if op == "LIKE" else f"{value}%" if op == "STARTSWITH" else value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order_sql = ", ".join(f"{f} {'DESC' if desc else 'ASC'}" for f, desc in order) or "seq ASC"
+        if any(f == "sys_created_on" for f, _ in order):
+            # Creation times have one-second resolution; seq breaks ties in creation order.
+            order_sql += ", seq " + ("DESC" if dict(order)["sys_created_on"] else "ASC")
+        total = self.db.execute(f"SELECT COUNT(*) FROM {table}{clause}", args).fetchone()[0]
+        rows = self.db.execute(
+            f"SELECT * FROM {table}{clause} ORDER BY {order_sql} LIMIT ? OFFSET ?", [*args, limit, offset]
+        ).fetchall()
+        return [_row(r) for r in rows], int(total)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _row(row: sqlite3.Row) -> dict[str, str]:
+    out = dict(row)
+    out.pop("seq", None)
+    return out

@@ -1,0 +1,146 @@
+"""The HTTP status table every sink shares, and retry with backoff and jitter within a deadline."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+import httpx
+
+from streams.core import telemetry
+from streams.core.dlq import ErrorClass
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do about one HTTP answer."""
+
+    retryable: bool
+    error_class: ErrorClass
+
+
+def classify(status: int) -> Verdict | None:
+    """None for success; otherwise whether to retry and the error class (DESIGN.md's table)."""
+    if 200 <= status < 300:
+        return None
+    if status == 429:
+        return Verdict(True, ErrorClass.RATE_LIMIT)
+    if status == 408 or status >= 500:
+        # 5xx response codes are assumed to be recoverable, as is a request timeout.
+        return Verdict(True, ErrorClass.NETWORK)
+    if status in (401, 403):
+        return Verdict(False, ErrorClass.AUTH)
+    if status == 409:
+        return Verdict(False, ErrorClass.CONFLICT)
+    if status in (400, 404, 405, 410, 413, 415, 422):
+        return Verdict(False, ErrorClass.VALIDATION)
+    return Verdict(False, ErrorClass.UNKNOWN)
+
+
+def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait (Retry-After as seconds or HTTP date, or X-RateLimit-Reset)."""
+    value = headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return max(0.0, when - (now if now is not None else time.time()))
+    reset = headers.get("X-RateLimit-Reset")
+    if reset and reset.strip().isdigit() and headers.get("X-RateLimit-Remaining", "").strip() == "0":
+        # ServiceNow sends the epoch second at which the window resets.
+        return max(0.0, float(reset) - (now if now is not None else time.time()))
+    return None
+
+
+class SinkError(Exception):
+    """A command could not be delivered; permanent, or retryable but the budget is spent."""
+
+    def __init__(
+        self, message: str, error_class: ErrorClass, attempts: int, retryable: bool, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.attempts = attempts
+        self.retryable = retryable
+        self.status = status
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded by a total deadline per command."""
+
+    budget_seconds: float = 120.0
+    initial_seconds: float = 0.2
+    max_seconds: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    rng: random.Random | None = None
+
+    def delay(self, attempt: int, asked: float | None) -> float:
+        """Wait before attempt+1: the server's ask if any, else jittered exponential."""
+        if asked is not None:
+            return min(asked, self.max_seconds * 6)
+        cap = min(self.max_seconds, self.initial_seconds * (2 ** (attempt - 1)))
+        return (self.rng or random).uniform(cap / 2, cap)
+
+
+class HttpCaller:
+    """Runs one logical request with the status table and retry policy; counts every attempt."""
+
+    def __init__(self, client: httpx.Client, target: str, policy: RetryPolicy) -> None:
+        self.client = client
+        self.target = target
+        self.policy = policy
+        self.log = telemetry.get_logger(f"sink.{target}")
+
+    def call(self, method: str, url: str, **kwargs: object) -> tuple[httpx.Response, int]:
+        """The successful response and the attempts it took, or SinkError."""
+        started = self.policy.clock()
+        attempt = 0
+        verdict: Verdict | None
+        while True:
+            attempt += 1
+            t0 = time.perf_counter()
+            try:
+                resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            except httpx.TransportError as exc:
+                telemetry.SINK_REQUESTS.labels(self.target, "network").inc()
+                verdict, asked, detail, status = (
+                    Verdict(True, ErrorClass.NETWORK),
+                    None,
+                    f"{type(exc).__name__}: {exc}",
+                    None,
+                )
+            else:
+                telemetry.SINK_REQUEST_SECONDS.labels(self.target).observe(time.perf_counter() - t0)
+                telemetry.SINK_REQUESTS.labels(self.target, f"{resp.status_code // 100}xx").inc()
+                verdict = classify(resp.status_code)
+                if verdict is None:
+                    return resp, attempt
+                asked, status = retry_after_seconds(resp.headers), resp.status_code
+                detail = f"HTTP {resp.status_code} from {method} {url}: {resp.text[:300]}"
+            if not verdict.retryable:
+                raise SinkError(detail, verdict.error_class, attempt, False, status)
+            wait = self.policy.delay(attempt, asked)
+            if self.policy.clock() - started + wait > self.policy.budget_seconds:
+                raise SinkError(
+                    f"retry budget of {self.policy.budget_seconds}s spent after "
+                    f"{attempt} attempts; last: {detail}",
+                    verdict.error_class,
+                    attempt,
+                    True,
+                    status,
+                )
+            self.log.warning("retrying", attempt=attempt, wait_s=round(wait, 3), reason=detail[:200])
+            self.policy.sleep(wait)

@@ -1,0 +1,177 @@
+"""The sink loop: consume commands, deliver through a sink, publish results or dead letters, then commit."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+
+from connectors.sinks.http import SinkError
+from streams.core import telemetry
+from streams.core.dlq import DeadLetter, ErrorClass, Headers
+from streams.core.kafka import client_config, producer_config
+from streams.core.models import IncidentCommand, RecordType, SinkOutcome, SinkResult
+from streams.core.serde import AvroSerde, SerdeError
+from streams.core.settings import Settings
+from streams.core.topics import INCIDENT_COMMANDS, ITSM_RESULTS, dlq_name
+
+
+class IncidentSink(Protocol):
+    """One ITSM target for incident commands."""
+
+    name: str
+
+    def handle(self, cmd: IncidentCommand) -> SinkResult: ...
+
+
+class SinkRunner:
+    """At-least-once delivery: an offset is committed only after its result or dead letter is acknowledged."""
+
+    def __init__(self, settings: Settings, serde: AvroSerde, sink: IncidentSink) -> None:
+        self.settings = settings
+        self.serde = serde
+        self.sink = sink
+        self.topic = settings.topic(INCIDENT_COMMANDS)
+        self.results_topic = settings.topic(ITSM_RESULTS)
+        self.dlq_topic = dlq_name(self.topic)
+        self.stage = f"sink.{sink.name}"
+        self.log = telemetry.get_logger(self.stage)
+        self.consumer = Consumer(
+            client_config(
+                settings,
+                **{
+                    "group.id": f"{settings.app_id}-sink-{sink.name}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "auto.offset.reset": "earliest",
+                    # Longer than the retry budget, so a command in backoff keeps its partition.
+                    "max.poll.interval.ms": int((settings.sink_retry_budget_seconds + 60) * 1000),
+                },
+            )
+        )
+        self.producer = Producer(producer_config(settings))
+        self._delivery_errors: list[str] = []
+        self.processed = 0
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err.str()}")
+
+    def _publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+
+    def _acknowledge(self, msg: Message) -> None:
+        left = self.producer.flush(30)
+        if left or self._delivery_errors:
+            # Infrastructure failure: crash loudly; the uncommitted command is redelivered on restart.
+            raise RuntimeError(f"broker did not acknowledge sink output: {self._delivery_errors or left}")
+        self.consumer.commit(message=msg, asynchronous=False)
+
+    def run(self, stop: threading.Event, idle_exit_after: float | None = None) -> int:
+        """Consume until stop is set (or, with idle_exit_after, after that many idle seconds)."""
+        self.consumer.subscribe([self.topic])
+        self.log.info("sink_started", topic=self.topic, group=f"{self.settings.app_id}-sink-{self.sink.name}")
+        idle = 0.0
+        try:
+            while not stop.is_set():
+                msg = self.consumer.poll(0.5)
+                if msg is None:
+                    idle += 0.5
+                    if idle_exit_after is not None and idle >= idle_exit_after:
+                        break
+                    continue
+                idle = 0.0
+                err = msg.error()
+                if err is not None:
+                    if err.fatal() or (not err.retriable() and err.code() != KafkaError._PARTITION_EOF):
+                        raise KafkaException(err)
+                    continue
+                self.process(msg)
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+        return self.processed
+
+    def process(self, msg: Message) -> None:
+        """Handle one consumed command end to end, including the commit."""
+        headers = _header_list(msg)
+        value = msg.value() or b""
+        telemetry.RECORDS_IN.labels(self.stage).inc()
+        now = datetime.now(UTC)
+        with telemetry.tracer(self.stage).start_as_current_span(
+            self.stage, context=telemetry.extract_context(headers)
+        ):
+            try:
+                cmd = self.serde.decode(value, IncidentCommand)
+            except SerdeError as exc:
+                self._dead_letter(msg, ErrorClass(exc.error_class), str(exc), 0, now)
+            else:
+                try:
+                    result = self.sink.handle(cmd)
+                except SinkError as exc:
+                    self._dead_letter(msg, exc.error_class, str(exc), exc.attempts, now)
+                    result = SinkResult(
+                        command_id=cmd.command_id,
+                        correlation_id=cmd.correlation_id,
+                        target=self.sink.name,
+                        record_type=RecordType.INCIDENT,
+                        outcome=SinkOutcome.DEAD_LETTERED,
+                        attempts=exc.attempts,
+                        error_class=exc.error_class.value,
+                        message=str(exc)[:500],
+                        completed_at=datetime.now(UTC),
+                    )
+                self._publish(
+                    self.results_topic,
+                    cmd.correlation_id.encode(),
+                    self.serde.encode(result, self.results_topic),
+                    telemetry.inject_headers(),
+                )
+                telemetry.SINK_COMMANDS.labels(self.sink.name, result.outcome.value).inc()
+                self.log.info(
+                    "command_done",
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    correlation_id=cmd.correlation_id,
+                    action=cmd.action.value,
+                    outcome=result.outcome.value,
+                    itsm_number=result.itsm_number,
+                    attempts=result.attempts,
+                )
+            self._acknowledge(msg)
+
+        self.processed += 1
+
+    def _dead_letter(
+        self, msg: Message, error_class: ErrorClass, message: str, attempts: int, first_failed_at: datetime
+    ) -> None:
+        letter = DeadLetter(
+            msg.topic() or self.topic,
+            msg.partition() or 0,
+            msg.offset() or 0,
+            self.stage,
+            error_class,
+            message,
+            attempts,
+            first_failed_at,
+        )
+        telemetry.DEAD_LETTERS.labels(self.stage, error_class.value).inc()
+        self.log.warning(
+            "dead_letter",
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            error_class=error_class.value,
+            attempts=attempts,
+            reason=message[:300],
+        )
+        self._publish(self.dlq_topic, msg.key(), msg.value() or b"", letter.headers(_header_list(msg)))
+
+
+def _header_list(msg: Message) -> Headers:
+    """A consumed record's headers as a list (librdkafka may give None)."""
+    headers = msg.headers() or []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)

@@ -1,0 +1,1 @@
+"""ServiceNow Table API sink (also serves the development ITSM, which speaks the same API)."""

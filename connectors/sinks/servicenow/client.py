@@ -1,0 +1,65 @@
+"""ServiceNow Table API client: find by correlation id, create, update; the status table applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
+from connectors.sinks.servicenow.config import ServiceNowConfig
+from connectors.sinks.servicenow.mapping import lookup_query
+from streams.core.dlq import ErrorClass
+
+
+class ServiceNowClient:
+    """Calls /api/now/table/{table} with basic auth, explicit timeouts and TLS verification."""
+
+    def __init__(
+        self,
+        config: ServiceNowConfig,
+        policy: RetryPolicy,
+        target: str = "servicenow",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=config.base_url,
+            auth=(config.user, config.password.get_secret_value()),
+            timeout=httpx.Timeout(config.timeout_seconds),
+            verify=config.verify,
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
+            transport=transport,
+        )
+        self.caller = HttpCaller(self.http, target, policy)
+        self.last_attempts = 0
+
+    def _result(self, resp: httpx.Response) -> Any:
+        try:
+            return resp.json()["result"]
+        except (ValueError, KeyError) as exc:
+            raise SinkError(
+                f"ServiceNow answered {resp.status_code} without a result envelope: {resp.text[:200]}",
+                ErrorClass.UNKNOWN,
+                self.last_attempts,
+                False,
+                resp.status_code,
+            ) from exc
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        resp, attempts = self.caller.call(method, url, **kwargs)
+        self.last_attempts += attempts
+        return self._result(resp)
+
+    def find(self, table: str, correlation_id: str) -> dict[str, Any] | None:
+        """The newest record carrying this correlation id, or None."""
+        rows = self._call("GET", f"/api/now/table/{table}", params=lookup_query(correlation_id))
+        return rows[0] if rows else None
+
+    def create(self, table: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/now/table/{table}", json=fields))
+
+    def update(self, table: str, sys_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("PATCH", f"/api/now/table/{table}/{sys_id}", json=fields))
+
+    def close(self) -> None:
+        self.http.close()

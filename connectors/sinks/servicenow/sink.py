@@ -1,0 +1,60 @@
+"""ServiceNowSink: applies IncidentCommands to the incident table idempotently via correlation_id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from connectors.sinks.servicenow import mapping as m
+from connectors.sinks.servicenow.client import ServiceNowClient
+from streams.core.models import IncidentAction, IncidentCommand, RecordType, SinkOutcome, SinkResult
+
+
+class ServiceNowSink:
+    """Open creates unless an active record with the correlation id exists; resolve is idempotent."""
+
+    name = "servicenow"
+
+    def __init__(
+        self, client: ServiceNowClient, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.client = client
+        self.clock = clock
+
+    def handle(self, cmd: IncidentCommand) -> SinkResult:
+        """Deliver one command; raises SinkError when it cannot be delivered."""
+        self.client.last_attempts = 0
+        existing = self.client.find(m.INCIDENT_TABLE, cmd.correlation_id)
+        if cmd.action is IncidentAction.RESOLVE:
+            if existing is None or existing["state"] in m.INACTIVE_STATES:
+                why = (
+                    "no incident with this correlation id"
+                    if existing is None
+                    else f"incident {existing['number']} is already inactive (state {existing['state']})"
+                )
+                return self._result(cmd, SinkOutcome.NOOP, existing, why)
+            rec = self.client.update(m.INCIDENT_TABLE, existing["sys_id"], m.resolve_fields(cmd))
+            return self._result(cmd, SinkOutcome.RESOLVED, rec, "resolved")
+        if existing is None or existing["state"] in (m.STATE_CLOSED, m.STATE_CANCELED):
+            # A closed incident is history: a new occurrence gets a new incident.
+            rec = self.client.create(m.INCIDENT_TABLE, m.open_fields(cmd))
+            return self._result(cmd, SinkOutcome.CREATED, rec, "created")
+        reopen = existing["state"] == m.STATE_RESOLVED
+        rec = self.client.update(m.INCIDENT_TABLE, existing["sys_id"], m.update_fields(cmd, reopen))
+        return self._result(cmd, SinkOutcome.UPDATED, rec, "reopened" if reopen else "updated")
+
+    def _result(
+        self, cmd: IncidentCommand, outcome: SinkOutcome, rec: dict[str, str] | None, message: str
+    ) -> SinkResult:
+        return SinkResult(
+            command_id=cmd.command_id,
+            correlation_id=cmd.correlation_id,
+            target=self.name,
+            record_type=RecordType.INCIDENT,
+            outcome=outcome,
+            itsm_id=rec.get("sys_id") if rec else None,
+            itsm_number=rec.get("number") if rec else None,
+            attempts=self.client.last_attempts,
+            message=message,
+            completed_at=self.clock(),
+        )

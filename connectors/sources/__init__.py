@@ -1,0 +1,1 @@
+"""Sources: turn external payloads into canonical records on Kafka."""

@@ -1,0 +1,1 @@
+"""Prometheus Alertmanager webhook (payload version 4)."""

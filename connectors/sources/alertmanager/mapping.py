@@ -1,0 +1,127 @@
+"""Pure mapping of the Alertmanager v4 webhook payload to canonical Alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from streams.core.models import Alert, AlertSource, AlertStatus
+from streams.core.timeutil import parse_rfc3339
+
+# Alertmanager's "not set" endsAt.
+ZERO_TIME_PREFIX = "0001-01-01"
+
+STATUS = {"firing": AlertStatus.FIRING, "resolved": AlertStatus.RESOLVED}
+
+# Prometheus' label-set fingerprint (prometheus/common model.labelSetToFingerprint): FNV-1a 64
+# over sorted name/value pairs, each followed by the 0xff separator byte.
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_SEPARATOR = 0xFF
+
+
+def labelset_fingerprint(labels: Mapping[str, str]) -> str:
+    """The fingerprint Alertmanager reports for a label set, as 16 hex digits."""
+    h = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name, labels[name]):
+            for byte in part.encode("utf-8"):
+                h = ((h ^ byte) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+            h = ((h ^ _SEPARATOR) * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+class AMAlert(BaseModel):
+    """One alert in the webhook payload."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(min_length=1)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    fingerprint: str | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _has_alertname(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v.get("alertname"):
+            raise ValueError("labels must contain a non-empty alertname")
+        return v
+
+
+class AMWebhook(BaseModel):
+    """The Alertmanager webhook body (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
+
+    model_config = ConfigDict(extra="allow")
+    version: Literal["4"]
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[AMAlert] = Field(min_length=1)
+
+
+class PayloadError(ValueError):
+    """The payload is not a valid webhook; the message says what is wrong, field by field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        out.append(f"{loc}: {err['msg']}")
+    return out
+
+
+def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
+    """Every alert of one webhook as canonical Alerts; PayloadError if any part is invalid."""
+    try:
+        hook = AMWebhook.model_validate(payload)
+    except ValidationError as exc:
+        raise PayloadError(_problems(exc)) from None
+    alerts: list[Alert] = []
+    problems: list[str] = []
+    for i, am in enumerate(hook.alerts):
+        try:
+            alerts.append(_to_alert(am, hook, received_at))
+        except (ValueError, ValidationError) as exc:
+            detail = "; ".join(_problems(exc)) if isinstance(exc, ValidationError) else str(exc)
+            problems.append(f"alerts.{i}: {detail}")
+    if problems:
+        raise PayloadError(problems)
+    return alerts
+
+
+def _to_alert(am: AMAlert, hook: AMWebhook, received_at: datetime) -> Alert:
+    ends_at = None
+    if am.endsAt and not am.endsAt.startswith(ZERO_TIME_PREFIX):
+        ends_at = parse_rfc3339(am.endsAt, "endsAt")
+    return Alert(
+        fingerprint=am.fingerprint or labelset_fingerprint(am.labels),
+        source=AlertSource.ALERTMANAGER,
+        source_instance=hook.externalURL,
+        status=STATUS[am.status],
+        name=am.labels["alertname"],
+        severity=am.labels.get("severity", ""),
+        summary=am.annotations.get("summary", am.annotations.get("message", "")),
+        description=am.annotations.get("description", ""),
+        labels=am.labels,
+        annotations=am.annotations,
+        starts_at=parse_rfc3339(am.startsAt, "startsAt"),
+        ends_at=ends_at,
+        generator_url=am.generatorURL or None,
+        received_at=received_at,
+    )

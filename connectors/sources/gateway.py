@@ -1,0 +1,105 @@
+"""The HTTP ingest gateway: webhooks in, canonical Avro Alerts on alerts.raw, 2xx only once acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from aiohttp import web
+from opentelemetry import trace
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from connectors.sources.alertmanager.mapping import PayloadError
+from connectors.sources.base import WebhookSource
+from streams.core import telemetry
+from streams.core.kafka import AckedProducer, DeliveryError
+from streams.core.serde import AvroSerde, SerdeError
+from streams.core.settings import Settings
+from streams.core.topics import ALERTS_RAW
+
+log = telemetry.get_logger("gateway")
+
+
+def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
+    body: dict[str, object] = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return web.json_response(body, status=status)
+
+
+def create_gateway(
+    settings: Settings,
+    serde: AvroSerde,
+    producer: AckedProducer,
+    sources: Mapping[str, WebhookSource],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> web.Application:
+    """The aiohttp application with one POST route per webhook source, /healthz and /metrics."""
+    topic = settings.topic(ALERTS_RAW)
+    token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+    tracer = telemetry.tracer("gateway")
+
+    def make_handler(source: WebhookSource) -> Callable[[web.Request], object]:
+        async def handle(request: web.Request) -> web.Response:
+            def reject(status: int, message: str, problems: list[str] | None = None) -> web.Response:
+                telemetry.WEBHOOK_REQUESTS.labels(source.name, f"rejected_{status}").inc()
+                log.info(
+                    "webhook_rejected", source=source.name, status=status, reason=message, problems=problems
+                )
+                return _error(status, message, problems)
+
+            if token is not None:
+                given = request.headers.get("Authorization", "")
+                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                    return reject(401, "missing or wrong bearer token")
+            if request.content_type != "application/json":
+                return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
+            try:
+                payload = await request.json()
+            except web.HTTPRequestEntityTooLarge:
+                return reject(413, f"body larger than {settings.gateway_max_body_bytes} bytes")
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                return reject(400, f"body is not valid JSON: {exc}")
+            try:
+                alerts = source.to_alerts(payload, clock())
+            except PayloadError as exc:
+                return reject(400, f"invalid {source.name} payload", exc.problems)
+            try:
+                records = [(a.fingerprint.encode(), serde.encode(a, topic)) for a in alerts]
+            except SerdeError as exc:
+                return reject(400, f"cannot encode {source.name} alert: {exc}")
+            with tracer.start_as_current_span(f"ingest {source.name}") as span:
+                span.set_attribute("alerts", len(records))
+                headers = telemetry.inject_headers([("source", source.name.encode())])
+                try:
+                    await asyncio.gather(*(producer.send(topic, k, v, headers) for k, v in records))
+                except DeliveryError as exc:
+                    span.set_status(trace.StatusCode.ERROR, str(exc))
+                    telemetry.WEBHOOK_REQUESTS.labels(source.name, "error_503").inc()
+                    log.error("publish_failed", source=source.name, error=str(exc))
+                    # 503 makes Alertmanager retry; a repeat is deduplicated downstream.
+                    return _error(503, "alerts could not be published to Kafka; retry later")
+            telemetry.WEBHOOK_REQUESTS.labels(source.name, "accepted").inc()
+            telemetry.WEBHOOK_ALERTS.labels(source.name).inc(len(records))
+            log.info("webhook_accepted", source=source.name, alerts=len(records), topic=topic)
+            return web.json_response(
+                {"accepted": len(records), "fingerprints": [a.fingerprint for a in alerts]}, status=202
+            )
+
+        return handle
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(client_max_size=settings.gateway_max_body_bytes)
+    for source in sources.values():
+        app.router.add_post(source.path, make_handler(source))  # type: ignore[arg-type]
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,0 +1,1 @@
+"""Operator tooling: the itsmctl command, the local Kafka broker, topic declarations."""

@@ -1,0 +1,327 @@
+"""itsmctl: run and operate the ITSM event pipeline (broker, topics, workers, gateway, sinks, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from streams.core import telemetry
+from streams.core.settings import Settings
+
+EPILOG = """Configuration comes from ITSM_* environment variables (see README: Configuration);
+a secret can be given as a file with ITSM_<NAME>_FILE, e.g. ITSM_SERVICENOW_PASSWORD_FILE."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValueError as exc:
+        sys.exit(f"itsmctl: invalid configuration: {exc}")
+
+
+# --- kafka -----------------------------------------------------------------------------------
+
+
+def _broker(args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
+    from ops.kafka import Broker
+
+    return Broker(
+        Path(args.data_dir or settings.kafka_data_dir).resolve(),
+        port=args.port or settings.kafka_port,
+        controller_port=args.controller_port or settings.kafka_controller_port,
+    )
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from ops.kafka import KAFKA_VERSION, BrokerError, fetch_jars
+
+    settings = _settings()
+    try:
+        if args.action == "fetch":
+            libs = fetch_jars()
+            print(f"kafka {KAFKA_VERSION} jars in {libs}")
+            return 0
+        broker = _broker(args, settings)
+        if args.action == "up":
+            pid = broker.start(wait=args.wait)
+            print(
+                f"kafka {KAFKA_VERSION} up: pid {pid}, bootstrap {broker.bootstrap}, data {broker.data_dir}"
+            )
+            return 0
+        if args.action == "down":
+            stopped = broker.stop()
+            print("kafka stopped" if stopped else "kafka was not running")
+            return 0
+        pid = broker.running_pid()
+        if pid is None:
+            print(f"kafka down (no broker for {broker.data_dir})")
+            return 3
+        ok = broker.answers()
+        print(
+            f"kafka {'up' if ok else 'NOT ANSWERING'}: pid {pid}, "
+            f"bootstrap {broker.bootstrap}, data {broker.data_dir}"
+        )
+        return 0 if ok else 1
+    except BrokerError as exc:
+        print(f"itsmctl kafka {args.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from ops import topics
+    from streams.core.kafka import client_config
+    from streams.core.topics import declared
+
+    settings = _settings()
+    admin = AdminClient(client_config(settings))
+    specs = list(declared(settings.topic_prefix))
+    if args.action == "apply":
+        states = topics.apply(admin, specs, settings.topic_replication)
+    else:
+        states = topics.inspect(admin, specs)
+    width = max(len(s.name) for s in states)
+    for s in states:
+        print(f"{s.name:<{width}}  {s.action:<10}  {s.detail}")
+    bad = [s for s in states if s.action in ("missing", "drifted", "cannot-fix")]
+    return 1 if bad else 0
+
+
+# --- long-running processes ------------------------------------------------------------------
+
+
+def _serde(settings: Settings):  # type: ignore[no-untyped-def]
+    from streams.core.serde import AvroSerde, SchemaRegistryClient
+
+    registry = None
+    if settings.schema_registry_url:
+        registry = SchemaRegistryClient(
+            settings.schema_registry_url,
+            settings.schema_registry_user,
+            settings.schema_registry_password,
+            settings.http_timeout_seconds,
+        )
+    return AvroSerde(registry=registry)
+
+
+def cmd_gateway(_: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from connectors.registry import WEBHOOK_SOURCES
+    from connectors.sources.gateway import create_gateway
+    from streams.core.kafka import AckedProducer
+
+    settings = _settings()
+    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_tracing("itsm-gateway")
+    producer = AckedProducer(settings)
+    app = create_gateway(settings, _serde(settings), producer, WEBHOOK_SOURCES)
+
+    async def on_cleanup(_: web.Application) -> None:
+        left = producer.close()
+        telemetry.get_logger("gateway").info("gateway_stopped", undelivered=left)
+
+    app.on_cleanup.append(on_cleanup)
+    telemetry.get_logger("gateway").info(
+        "gateway_listening",
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        routes=[s.path for s in WEBHOOK_SOURCES.values()],
+    )
+    web.run_app(
+        app,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=10,
+    )
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from streams.app import create_app
+
+    settings = _settings()
+    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_tracing("itsm-worker")
+    port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port)
+    telemetry.get_logger("worker").info("metrics_listening", port=port)
+    app = create_app(settings, _serde(settings))
+    worker = Worker(app, loglevel="WARN" if settings.log_level != "debug" else "INFO", quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from connectors.sinks.http import RetryPolicy
+    from connectors.sinks.runner import SinkRunner
+    from connectors.sinks.servicenow.client import ServiceNowClient
+    from connectors.sinks.servicenow.config import ServiceNowConfig
+    from connectors.sinks.servicenow.sink import ServiceNowSink
+
+    settings = _settings()
+    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_tracing("itsm-sink")
+    if args.target != "servicenow":
+        sys.exit(f"itsmctl sink: unknown target {args.target!r}")
+    port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
+    telemetry.get_logger("sink").info("metrics_listening", port=port)
+    policy = RetryPolicy(
+        settings.sink_retry_budget_seconds,
+        settings.sink_backoff_initial_seconds,
+        settings.sink_backoff_max_seconds,
+    )
+    client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy)
+    runner = SinkRunner(settings, _serde(settings), ServiceNowSink(client))
+    try:
+        runner.run(_stop_on_signals())
+    finally:
+        client.close()
+    return 0
+
+
+def cmd_devitsm(_: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from connectors.devitsm.server import create_devitsm
+    from connectors.devitsm.store import Store
+
+    settings = _settings()
+    telemetry.configure_logging(settings.log_level)
+    password = settings.devitsm_password.get_secret_value()
+    if not password:
+        sys.exit(
+            "itsmctl devitsm: set ITSM_DEVITSM_PASSWORD (or ITSM_DEVITSM_PASSWORD_FILE); "
+            "the development ITSM does not run without authentication"
+        )
+    store = Store(settings.devitsm_db)
+    app = create_devitsm(store, settings.devitsm_user, password)
+    telemetry.get_logger("devitsm").info(
+        "devitsm_listening", host=settings.devitsm_host, port=settings.devitsm_port, db=settings.devitsm_db
+    )
+    web.run_app(app, host=settings.devitsm_host, port=settings.devitsm_port, print=None, shutdown_timeout=5)
+    store.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ops.demo import run_demo
+
+    return run_demo(
+        once=args.once, samples=Path(args.samples) if args.samples else None, workdir=Path(args.workdir)
+    )
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="itsmctl",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    k = sub.add_parser(
+        "kafka",
+        help="fetch, start, stop or probe the local single-node KRaft broker",
+        description="The local Kafka broker (Apache Kafka jars from Maven Central, "
+        "cached in ~/.cache/itsm-pipeline), bound to 127.0.0.1.",
+    )
+    k.add_argument(
+        "action",
+        choices=["fetch", "up", "down", "status"],
+        help="fetch: download the jars; up: format (once) and start, wait until it answers; "
+        "down: stop cleanly; status: exit 0 if it answers, 3 if not running",
+    )
+    k.add_argument("--data-dir", help="broker data directory (default ITSM_KAFKA_DATA_DIR or .itsm/kafka)")
+    k.add_argument("--port", type=int, help="client port (default ITSM_KAFKA_PORT or 9092)")
+    k.add_argument("--controller-port", type=int, help="KRaft controller port (default 9093)")
+    k.add_argument("--wait", type=float, default=90.0, help="seconds to wait for the broker to answer")
+    k.set_defaults(func=cmd_kafka)
+
+    t = sub.add_parser(
+        "topics",
+        help="apply or list the declared topics",
+        description="Topics are declared once in streams/core/topics.py.",
+    )
+    t.add_argument(
+        "action",
+        choices=["apply", "list"],
+        help="apply: create missing, alter drifted, report (idempotent); list: declared vs actual",
+    )
+    t.set_defaults(func=cmd_topics)
+
+    sub.add_parser("gateway", help="run the HTTP ingest gateway (webhooks -> alerts.raw)").set_defaults(
+        func=cmd_gateway
+    )
+    sub.add_parser(
+        "worker", help="run the Faust stream worker (alerts.raw -> itsm.incident.commands)"
+    ).set_defaults(func=cmd_worker)
+    s = sub.add_parser("sink", help="run an ITSM sink (itsm.incident.commands -> ITSM)")
+    s.add_argument(
+        "target",
+        nargs="?",
+        default="servicenow",
+        choices=["servicenow"],
+        help="which ITSM API (the development ITSM speaks the ServiceNow one)",
+    )
+    s.set_defaults(func=cmd_sink)
+    sub.add_parser(
+        "devitsm", help="run the development ITSM (ServiceNow Table API compatible, SQLite)"
+    ).set_defaults(func=cmd_devitsm)
+
+    d = sub.add_parser(
+        "demo",
+        help="run the whole pipeline locally and feed it the bundled sample alerts",
+        description="Starts Kafka, applies topics, starts the development ITSM, worker, sink "
+        "and gateway, posts the bundled Alertmanager webhooks and prints what became of each "
+        "alert. Runs until Ctrl-C, or with --once exits when every alert is accounted for.",
+    )
+    d.add_argument(
+        "--once",
+        action="store_true",
+        help="non-interactive: exit 0 when every sample alert is accounted for, 1 otherwise",
+    )
+    d.add_argument(
+        "--samples", help="directory of Alertmanager webhook JSON files (default: the bundled ones)"
+    )
+    d.add_argument(
+        "--workdir",
+        default=".itsm/demo",
+        help="where the demo keeps its broker and ITSM data (wiped at start)",
+    )
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The main job on one machine: broker, topics, ITSM, worker, sink, gateway; samples in, incidents out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from ops import topics as topic_ops
+from ops.kafka import Broker
+from ops.kafka.broker import free_port
+from ops.stack import Stack, port_or_free
+from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, declared, dlq_name
+from streams.stages.incident import correlation_id
+
+STATE_NAMES = {
+    "1": "New",
+    "2": "In Progress",
+    "3": "On Hold",
+    "6": "Resolved",
+    "7": "Closed",
+    "8": "Canceled",
+}
+ACTIVE = {"1", "2", "3"}
+
+
+def bundled_samples() -> Path:
+    return Path(str(resources.files("ops").joinpath("samples/alertmanager")))
+
+
+@dataclass
+class Expected:
+    """What should become of one alert fingerprint, from the webhooks the gateway accepted."""
+
+    fingerprint: str
+    name: str
+    where: str
+    status: str  # firing | resolved
+
+
+def count_records(bootstrap: str, topic: str) -> int:
+    """How many records a topic holds (sum of high - low watermarks)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "itsmctl-count", "enable.auto.commit": False}
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        total = 0
+        for p in meta.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def post_samples(gateway_url: str, samples: Path) -> tuple[dict[str, Expected], list[tuple[str, int, str]]]:
+    """POST every sample file in name order; the expected end state per alert, and a line per file."""
+    expected: dict[str, Expected] = {}
+    lines: list[tuple[str, int, str]] = []
+    for path in sorted(samples.glob("*.json")):
+        body = json.loads(path.read_text())
+        resp = httpx.post(f"{gateway_url}/v1/alerts/alertmanager", json=body, timeout=30)
+        answer = resp.json()
+        if resp.status_code == 202:
+            lines.append((path.name, resp.status_code, f"accepted {answer['accepted']} alert(s)"))
+            for alert, fp in zip(body["alerts"], answer["fingerprints"], strict=True):
+                labels = alert["labels"]
+                expected[fp] = Expected(
+                    fp,
+                    labels["alertname"],
+                    labels.get("instance") or labels.get("service", ""),
+                    alert["status"],
+                )
+        else:
+            detail = answer.get("error", "")
+            if answer.get("problems"):
+                detail += ": " + "; ".join(answer["problems"])
+            lines.append((path.name, resp.status_code, detail))
+    return expected, lines
+
+
+def incident_states(itsm: httpx.Client, expected: dict[str, Expected]) -> dict[str, dict[str, str] | None]:
+    """The newest incident per expected fingerprint, straight from the ITSM's Table API."""
+    out: dict[str, dict[str, str] | None] = {}
+    for fp in expected:
+        resp = itsm.get(
+            "/api/now/table/incident",
+            params={
+                "sysparm_query": f"correlation_id={correlation_id(fp)}^ORDERBYDESCsys_created_on",
+                "sysparm_fields": "number,state,priority,short_description",
+                "sysparm_limit": "1",
+            },
+        )
+        resp.raise_for_status()
+        rows = resp.json()["result"]
+        out[fp] = rows[0] if rows else None
+    return out
+
+
+def settled(exp: Expected, rec: dict[str, str] | None) -> bool:
+    if rec is None:
+        return False
+    return rec["state"] in ACTIVE if exp.status == "firing" else rec["state"] == "6"
+
+
+def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 180.0) -> int:
+    """Run everything, feed the samples, print the outcome; exit code 0 iff every alert is accounted for."""
+    samples = samples or bundled_samples()
+    workdir = workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    broker = Broker(workdir / "kafka", port=port_or_free(9092), controller_port=free_port())
+    print(f"[1/5] starting Kafka (KRaft, 127.0.0.1:{broker.port}) ...", flush=True)
+    broker.start()
+    stack = Stack(workdir, broker.bootstrap, gateway_port=port_or_free(8080), devitsm_port=port_or_free(8090))
+    code = 1
+    try:
+        print("[2/5] applying topics ...", flush=True)
+        states = topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared()))
+        print(f"      {sum(s.action == 'created' for s in states)} topics created", flush=True)
+        print("[3/5] starting development ITSM, worker, sink, gateway ...", flush=True)
+        stack.start()
+        print(
+            f"[4/5] posting {len(list(samples.glob('*.json')))} sample webhooks to {stack.gateway_url} ...",
+            flush=True,
+        )
+        expected, lines = post_samples(stack.gateway_url, samples)
+        for name, status, detail in lines:
+            print(f"      {name:<32} {status}  {detail}", flush=True)
+        print("[5/5] waiting until every alert is accounted for in the ITSM ...", flush=True)
+        deadline = time.monotonic() + timeout
+        with stack.itsm() as itsm:
+            while True:
+                stack.check_alive()
+                recs = incident_states(itsm, expected)
+                dead = count_records(broker.bootstrap, dlq_name(ALERTS_RAW)) + count_records(
+                    broker.bootstrap, dlq_name(INCIDENT_COMMANDS)
+                )
+                done = all(settled(expected[fp], recs[fp]) for fp in expected)
+                if done or time.monotonic() > deadline or stop.is_set():
+                    break
+                time.sleep(0.5)
+        print()
+        print(f"What became of each alert (read back from the ITSM's Table API at {stack.devitsm_url}):")
+        print(f"  {'ALERT':<16} {'WHERE':<16} {'LAST SIGNAL':<12} {'INCIDENT':<11} {'STATE':<12} PRIORITY")
+        for fp, exp in expected.items():
+            rec = recs[fp] or {}
+            state = STATE_NAMES.get(rec.get("state", ""), "missing")
+            print(
+                f"  {exp.name:<16} {exp.where:<16} {exp.status:<12} "
+                f"{rec.get('number', '-'):<11} {state:<12} {rec.get('priority', '-')}"
+            )
+        accounted = sum(settled(expected[fp], recs[fp]) for fp in expected)
+        rejected = sum(1 for _, status, _ in lines if status >= 400)
+        print(
+            f"\nAccounted for: {accounted}/{len(expected)} alerts "
+            f"({sum(e.status == 'firing' for e in expected.values())} open, "
+            f"{sum(e.status == 'resolved' for e in expected.values())} resolved); "
+            f"{rejected} webhook(s) rejected at the gateway; {dead} dead letter(s)."
+        )
+        code = 0 if accounted == len(expected) and dead == 0 else 1
+        if not once and not stop.is_set():
+            print(
+                f"\nRunning. ITSM page: {stack.devitsm_url}/  "
+                f"(user pipeline, password in {stack.password_file})"
+            )
+            print(
+                f"Post more Alertmanager webhooks to {stack.gateway_url}/v1/alerts/alertmanager. "
+                "Ctrl-C stops everything.",
+                flush=True,
+            )
+            while not stop.is_set():
+                stack.check_alive()
+                stop.wait(1.0)
+            code = 0
+    finally:
+        print("\nstopping gateway, sink, worker, ITSM and Kafka ...", flush=True)
+        codes = stack.stop()
+        broker.stop()
+        print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()), flush=True)
+    return code

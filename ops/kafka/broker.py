@@ -1,0 +1,262 @@
+"""Fetch, format, start, probe and stop a single-node KRaft Kafka broker on loopback."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+POM = Path(str(resources.files("ops.kafka").joinpath("pom.xml")))
+LOG4J = Path(str(resources.files("ops.kafka").joinpath("log4j2.properties")))
+
+
+def _pinned_version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if not match:
+        raise RuntimeError(f"{POM} does not pin <kafka.version>")
+    return match.group(1)
+
+
+KAFKA_VERSION = _pinned_version()
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, formatted, started or stopped."""
+
+
+def cache_dir() -> Path:
+    """Where the broker jars live: outside the repo, shared by every clone."""
+    base = os.environ.get("ITSM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "itsm-pipeline"
+    )
+    return Path(base) / f"kafka-{KAFKA_VERSION}"
+
+
+def fetch_jars(quiet: bool = True) -> Path:
+    """Copy kafka_2.13 and its runtime dependencies from Maven Central into the cache."""
+    libs = cache_dir() / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is not on PATH; it is needed once to fetch the Kafka jars")
+    libs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn,
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
+    if quiet:
+        cmd.insert(1, "-q")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BrokerError(f"mvn dependency:copy-dependencies failed:\n{proc.stdout}\n{proc.stderr}")
+    if not any(libs.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
+        raise BrokerError(f"kafka_2.13-{KAFKA_VERSION}.jar missing from {libs} after mvn")
+    marker.write_text(KAFKA_VERSION + "\n")
+    return libs
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("java not found (set JAVA_HOME or put java on PATH); Kafka needs Java 17+")
+    return java
+
+
+@dataclass
+class Broker:
+    """One KRaft broker+controller process bound to 127.0.0.1 with its data in data_dir."""
+
+    data_dir: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def _properties(self) -> str:
+        logs = self.data_dir / "logs"
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={logs}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                # Topics are declared in one place and applied by `itsmctl topics apply`.
+                "auto.create.topics.enable=false",
+                "",
+            ]
+        )
+
+    def _java_cmd(self, main: str, *args: str) -> list[str]:
+        libs = fetch_jars()
+        return [
+            _java(),
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG4J}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
+
+    def format(self) -> None:
+        """Write server.properties and format the KRaft store once (kept across restarts)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text(self._properties())
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        proc = subprocess.run(
+            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout}\n{proc.stderr}")
+
+    def running_pid(self) -> int | None:
+        """The pid of this data dir's broker if that process is alive."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        """True when the broker serves metadata on its listener."""
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout):
+                pass
+        except OSError:
+            return False
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            meta = admin.list_topics(timeout=timeout)
+        except Exception:  # noqa: BLE001 - any client error means "not ready yet"
+            return False
+        return len(meta.brokers) > 0
+
+    def start(self, wait: float = 60.0) -> int:
+        """Start the broker detached, wait until it answers, and return its pid."""
+        pid = self.running_pid()
+        if pid is not None:
+            if self.answers():
+                return pid
+            raise BrokerError(f"a broker process {pid} owns {self.data_dir} but does not answer")
+        self.format()
+        out = open(self.data_dir / "stdout.log", "ab")
+        proc = subprocess.Popen(
+            self._java_cmd("kafka.Kafka", str(self.data_dir / "server.properties")),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        self.pid_file.write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"broker exited with {proc.returncode}; see {self.log_file} and "
+                    f"{self.data_dir / 'stdout.log'}:\n{self._tail()}"
+                )
+            if self.answers(timeout=1.0):
+                return proc.pid
+            time.sleep(0.3)
+        self.stop()
+        raise BrokerError(f"broker did not answer on {self.bootstrap} within {wait}s:\n{self._tail()}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after timeout); False if none ran."""
+        pid = self.running_pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                waited, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                waited = 0
+            if waited == pid:
+                break
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _tail(self, lines: int = 30) -> str:
+        for path in (self.data_dir / "stdout.log", self.log_file):
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                if text:
+                    return "\n".join(text)
+        return "(no broker output)"

@@ -1,0 +1,142 @@
+"""Starts the pipeline's processes (development ITSM, worker, sink, gateway) as children and stops them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ops.kafka.broker import free_port
+
+COMPONENTS = ("devitsm", "worker", "sink", "gateway")
+
+
+def port_or_free(preferred: int) -> int:
+    """preferred if nobody listens there on 127.0.0.1, else a free port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+@dataclass
+class Stack:
+    """The pipeline's processes sharing one environment; logs go to workdir/logs/<name>.log."""
+
+    workdir: Path
+    bootstrap: str
+    topic_prefix: str = ""
+    app_id: str = "itsm-pipeline"
+    gateway_port: int = field(default_factory=free_port)
+    devitsm_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        # The ITSM password is generated per stack and handed over in a 0600 file, never argv.
+        self.password_file = self.workdir / "devitsm.password"
+        if not self.password_file.exists():
+            self.password_file.touch(mode=0o600)
+            self.password_file.write_text(secrets.token_urlsafe(24))
+        self.password = self.password_file.read_text()
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def devitsm_url(self) -> str:
+        return f"http://127.0.0.1:{self.devitsm_port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ITSM_")}
+        env.update(
+            {
+                "ITSM_KAFKA_BOOTSTRAP": self.bootstrap,
+                "ITSM_TOPIC_PREFIX": self.topic_prefix,
+                "ITSM_APP_ID": self.app_id,
+                "ITSM_GATEWAY_PORT": str(self.gateway_port),
+                "ITSM_DEVITSM_PORT": str(self.devitsm_port),
+                "ITSM_DEVITSM_DB": str(self.workdir / "devitsm.sqlite3"),
+                "ITSM_DEVITSM_PASSWORD_FILE": str(self.password_file),
+                "ITSM_SERVICENOW_URL": self.devitsm_url,
+                "ITSM_SERVICENOW_PASSWORD_FILE": str(self.password_file),
+                "ITSM_WORKER_METRICS_PORT": str(free_port()),
+                "ITSM_SINK_METRICS_PORT": str(free_port()),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, names: Iterable[str] = COMPONENTS) -> None:
+        env = self.env()
+        for name in names:
+            log = open(self.workdir / "logs" / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "ops.cli", name],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            log.close()
+        for name, url in (("devitsm", self.devitsm_url), ("gateway", self.gateway_url)):
+            if name in self.procs:
+                self.wait_http(name, url + "/healthz")
+
+    def wait_http(self, name: str, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer {url} within {timeout}s:\n{self.log_tail(name)}")
+
+    def check_alive(self) -> None:
+        """Raise if a child died: its log tail says why."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.workdir / "logs" / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def itsm(self) -> httpx.Client:
+        """An HTTP client for the development ITSM's API."""
+        return httpx.Client(base_url=self.devitsm_url, auth=("pipeline", self.password), timeout=10.0)
+
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM every child (gateway first, ITSM last), wait, SIGKILL stragglers; returns exit codes."""
+        codes: dict[str, int | None] = {}
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                codes[name] = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        self.procs.clear()
+        return codes

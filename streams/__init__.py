@@ -1,0 +1,1 @@
+"""Stream processing for the ITSM event pipeline: core kernel, pure stages, Faust agents."""

@@ -1,0 +1,1 @@
+"""Thin Faust agents: decode -> stages -> send | dead-letter."""

@@ -1,0 +1,1 @@
+"""Shared kernel: settings, topics, models, serde, dead letters and telemetry."""

@@ -1,0 +1,88 @@
+"""confluent-kafka clients configured from Settings, and a producer whose sends can be awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.core.dlq import Headers
+from streams.core.settings import Settings
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge a record."""
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """librdkafka config for one client; Settings names are mapped to dotted keys only here."""
+    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    cfg.update(extra)
+    return cfg
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Idempotent, fully acknowledged producer config."""
+    return client_config(
+        settings,
+        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4", **extra},
+    )
+
+
+class AckedProducer:
+    """A confluent Producer with a poll thread; send() resolves when the broker acknowledged."""
+
+    def __init__(self, settings: Settings, **extra: Any) -> None:
+        self._producer = Producer(producer_config(settings, **extra))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+    ) -> Message:
+        """Produce one record and wait for its acknowledgement (DeliveryError if refused)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(_set_exception, future, DeliveryError(f"{topic}: {err.str()}"))
+            else:
+                loop.call_soon_threadsafe(_set_result, future, msg)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers or [], on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                # Local queue full: wait for deliveries instead of failing the request.
+                await asyncio.sleep(0.05)
+            except KafkaException as exc:
+                raise DeliveryError(f"{topic}: {exc}") from exc
+        return await future
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush outstanding records and stop polling; returns how many were left undelivered."""
+        left = self._producer.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=2)
+        return int(left)
+
+
+def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
+    if not future.done():
+        future.set_result(msg)
+
+
+def _set_exception(future: asyncio.Future[Message], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)

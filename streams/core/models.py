@@ -1,0 +1,323 @@
+"""Canonical records as pydantic models; each mirrors one schemas/avro/*.avsc (checked by tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+
+def _to_utc(value: datetime) -> datetime:
+    # Avro timestamp-millis carries milliseconds; truncate so a round trip is exact.
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=(value.microsecond // 1000) * 1000)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A timezone-aware timestamp stored in UTC; naive timestamps are rejected."""
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Record(BaseModel):
+    """Base of every canonical record: strict about unknown fields, immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+    avro_name: ClassVar[str]
+
+    def to_avro(self) -> dict[str, Any]:
+        """The record as fastavro expects it (enums as symbols, datetimes as aware UTC)."""
+        return self.model_dump(mode="python")
+
+
+class AlertSource(StrEnum):
+    ALERTMANAGER = "ALERTMANAGER"
+    GRAFANA = "GRAFANA"
+    PAGERDUTY = "PAGERDUTY"
+    DATADOG = "DATADOG"
+    CANONICAL = "CANONICAL"
+    OTHER = "OTHER"
+
+
+class AlertStatus(StrEnum):
+    FIRING = "FIRING"
+    RESOLVED = "RESOLVED"
+
+
+class Alert(Record):
+    """One monitoring alert in canonical form."""
+
+    avro_name = "io.itsmpipeline.alerts.Alert"
+    fingerprint: NonEmpty
+    source: AlertSource
+    source_instance: str = ""
+    status: AlertStatus
+    name: NonEmpty
+    severity: str = ""
+    summary: str = ""
+    description: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime | None = None
+    generator_url: str | None = None
+    received_at: UtcDatetime
+
+
+class Criticality(StrEnum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class RelationshipType(StrEnum):
+    DEPENDS_ON = "DEPENDS_ON"
+    RUNS_ON = "RUNS_ON"
+    HOSTED_ON = "HOSTED_ON"
+    CONNECTS_TO = "CONNECTS_TO"
+    MEMBER_OF = "MEMBER_OF"
+    OTHER = "OTHER"
+
+
+class Relationship(BaseModel):
+    """A directed edge from a CI to another."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: RelationshipType
+    target_ci_id: NonEmpty
+
+
+class ConfigurationItem(Record):
+    """A CMDB configuration item with its outgoing relationships."""
+
+    avro_name = "io.itsmpipeline.cmdb.ConfigurationItem"
+    ci_id: NonEmpty
+    name: NonEmpty
+    ci_class: NonEmpty
+    hostname: str | None = None
+    ip_addresses: list[str] = Field(default_factory=list)
+    service: str | None = None
+    environment: str = "production"
+    criticality: Criticality = Criticality.MEDIUM
+    owner_group: str | None = None
+    source_system: NonEmpty
+    attributes: dict[str, str] = Field(default_factory=dict)
+    relationships: list[Relationship] = Field(default_factory=list)
+    updated_at: UtcDatetime
+    deleted: bool = False
+
+
+class WindowKind(StrEnum):
+    MAINTENANCE = "MAINTENANCE"
+    FREEZE = "FREEZE"
+
+
+class WindowScope(StrEnum):
+    CI = "CI"
+    CI_AND_DEPENDENTS = "CI_AND_DEPENDENTS"
+    SERVICE = "SERVICE"
+    ENVIRONMENT = "ENVIRONMENT"
+    GLOBAL = "GLOBAL"
+
+
+class Weekday(StrEnum):
+    MON = "MON"
+    TUE = "TUE"
+    WED = "WED"
+    THU = "THU"
+    FRI = "FRI"
+    SAT = "SAT"
+    SUN = "SUN"
+
+
+class Recurrence(BaseModel):
+    """A weekly schedule: local start time and duration on given weekdays, in a named zone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    weekdays: list[Weekday] = Field(min_length=1)
+    start_time: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+    duration_minutes: int = Field(gt=0)
+    timezone: NonEmpty
+
+
+class MaintenanceWindow(Record):
+    """A maintenance or freeze window."""
+
+    avro_name = "io.itsmpipeline.windows.MaintenanceWindow"
+    window_id: NonEmpty
+    kind: WindowKind
+    scope: WindowScope
+    target: str = ""
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime
+    recurrence: Recurrence | None = None
+    change_id: str | None = None
+    reason: str = ""
+    created_by: str = ""
+    updated_at: UtcDatetime
+    cancelled: bool = False
+
+
+class DeployPhase(StrEnum):
+    STARTED = "STARTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class DeploymentEvent(Record):
+    """One step of a deployment reported by a CI/CD pipeline."""
+
+    avro_name = "io.itsmpipeline.deploy.DeploymentEvent"
+    event_id: NonEmpty
+    deployment_id: NonEmpty
+    phase: DeployPhase
+    service: NonEmpty
+    environment: NonEmpty
+    ci_ids: list[str] = Field(default_factory=list)
+    commit_ids: list[str] = Field(default_factory=list)
+    build_number: str | None = None
+    pipeline: str = ""
+    change_id: str | None = None
+    duration_ms: int | None = Field(None, ge=0)
+    failure_reason: str | None = None
+    triggered_by: str = ""
+    occurred_at: UtcDatetime
+
+
+class IncidentAction(StrEnum):
+    OPEN = "OPEN"
+    UPDATE = "UPDATE"
+    RESOLVE = "RESOLVE"
+
+
+class IncidentCommand(Record):
+    """An instruction to open, update or resolve the incident named by correlation_id."""
+
+    avro_name = "io.itsmpipeline.itsm.IncidentCommand"
+    command_id: NonEmpty
+    correlation_id: NonEmpty
+    action: IncidentAction
+    short_description: NonEmpty
+    description: str = ""
+    impact: int | None = Field(None, ge=1, le=3)
+    urgency: int | None = Field(None, ge=1, le=3)
+    ci_id: str | None = None
+    service: str | None = None
+    assignment_group: str | None = None
+    alert_fingerprints: list[str] = Field(default_factory=list)
+    alert_count: int = Field(1, ge=1)
+    source: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    resolution_note: str | None = None
+    issued_at: UtcDatetime
+
+
+class ChangeAction(StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    CLOSE = "CLOSE"
+
+
+class ChangeType(StrEnum):
+    STANDARD = "STANDARD"
+    NORMAL = "NORMAL"
+    EMERGENCY = "EMERGENCY"
+
+
+class CloseCode(StrEnum):
+    SUCCESSFUL = "SUCCESSFUL"
+    SUCCESSFUL_WITH_ISSUES = "SUCCESSFUL_WITH_ISSUES"
+    UNSUCCESSFUL = "UNSUCCESSFUL"
+
+
+class ChangeCommand(Record):
+    """An instruction to create, update or close the change request named by correlation_id."""
+
+    avro_name = "io.itsmpipeline.itsm.ChangeCommand"
+    command_id: NonEmpty
+    correlation_id: NonEmpty
+    action: ChangeAction
+    change_type: ChangeType
+    short_description: NonEmpty
+    description: str = ""
+    service: str | None = None
+    ci_ids: list[str] = Field(default_factory=list)
+    planned_start: UtcDatetime | None = None
+    planned_end: UtcDatetime | None = None
+    close_code: CloseCode | None = None
+    commit_ids: list[str] = Field(default_factory=list)
+    build_number: str | None = None
+    deploy_duration_ms: int | None = Field(None, ge=0)
+    justification: str = ""
+    requested_by: str = ""
+    issued_at: UtcDatetime
+
+
+class RecordType(StrEnum):
+    INCIDENT = "INCIDENT"
+    CHANGE = "CHANGE"
+
+
+class SinkOutcome(StrEnum):
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    RESOLVED = "RESOLVED"
+    NOOP = "NOOP"
+    DEAD_LETTERED = "DEAD_LETTERED"
+
+
+class SinkResult(Record):
+    """What a sink did with one command."""
+
+    avro_name = "io.itsmpipeline.itsm.SinkResult"
+    command_id: NonEmpty
+    correlation_id: NonEmpty
+    target: NonEmpty
+    record_type: RecordType
+    outcome: SinkOutcome
+    itsm_id: str | None = None
+    itsm_number: str | None = None
+    attempts: int = Field(1, ge=0)
+    error_class: str | None = None
+    message: str = ""
+    completed_at: UtcDatetime
+
+
+class AuditOutcome(StrEnum):
+    ALLOWED = "ALLOWED"
+    DENIED = "DENIED"
+    REJECTED = "REJECTED"
+    BYPASSED = "BYPASSED"
+    DONE = "DONE"
+    OTHER = "OTHER"
+
+
+class AuditEvent(Record):
+    """An auditable decision or action."""
+
+    avro_name = "io.itsmpipeline.audit.AuditEvent"
+    event_id: NonEmpty
+    occurred_at: UtcDatetime
+    actor: NonEmpty
+    action: NonEmpty
+    subject_type: NonEmpty
+    subject_id: NonEmpty
+    outcome: AuditOutcome
+    reason: str = ""
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    Alert,
+    ConfigurationItem,
+    MaintenanceWindow,
+    DeploymentEvent,
+    IncidentCommand,
+    ChangeCommand,
+    SinkResult,
+    AuditEvent,
+)

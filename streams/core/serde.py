@@ -1,0 +1,225 @@
+"""Avro serde: single-object encoding (default, no registry) and the Confluent wire format.
+
+Framing is told apart by the first byte, so every consumer reads both:
+  C3 01 <8-byte little-endian CRC-64-AVRO fingerprint> <Avro binary>   (Avro single-object)
+  00 <4-byte big-endian schema id> <Avro binary>                        (Confluent)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from pydantic import SecretStr, ValidationError
+
+from streams.core.models import RECORD_TYPES, Record
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+R = TypeVar("R", bound=Record)
+
+
+class SerdeError(Exception):
+    """A record could not be encoded or decoded; error_class is the DLQ class (schema | validation)."""
+
+    def __init__(self, message: str, error_class: str = "schema") -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+def default_schema_dir() -> Path:
+    """schemas/avro beside the packages (repo checkout or image), or ITSM_SCHEMA_DIR."""
+    env = os.environ.get("ITSM_SCHEMA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "schemas" / "avro"
+
+
+def canonical_fingerprint(schema: Any) -> bytes:
+    """CRC-64-AVRO of the schema's Parsing Canonical Form, little-endian, as single-object encoding wants."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True)
+class LoadedSchema:
+    """A parsed schema with its full name, fingerprint and source file."""
+
+    name: str
+    parsed: Any
+    fingerprint: bytes
+    path: Path
+
+
+class SchemaStore:
+    """The schemas of schemas/avro: the current one per record name and every released version."""
+
+    def __init__(self, schema_dir: Path | None = None) -> None:
+        self.schema_dir = schema_dir or default_schema_dir()
+        if not self.schema_dir.is_dir():
+            raise SerdeError(f"schema directory {self.schema_dir} does not exist")
+        self.current: dict[str, LoadedSchema] = {}
+        self.by_fingerprint: dict[bytes, LoadedSchema] = {}
+        for path in sorted(self.schema_dir.glob("*.avsc")):
+            loaded = self._load(path)
+            self.current[loaded.name] = loaded
+            self.by_fingerprint[loaded.fingerprint] = loaded
+        for path in sorted((self.schema_dir / "history").glob("*.avsc")):
+            loaded = self._load(path)
+            self.by_fingerprint.setdefault(loaded.fingerprint, loaded)
+
+    @staticmethod
+    def _load(path: Path) -> LoadedSchema:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        parsed = parse_schema(raw, _write_hint=False, _force=True)
+        name = raw["name"] if "." in raw["name"] else f"{raw['namespace']}.{raw['name']}"
+        return LoadedSchema(name, parsed, canonical_fingerprint(raw), path)
+
+    def for_record(self, model: type[Record]) -> LoadedSchema:
+        try:
+            return self.current[model.avro_name]
+        except KeyError:
+            raise SerdeError(f"no schema {model.avro_name} in {self.schema_dir}") from None
+
+
+class SchemaRegistryClient:
+    """Minimal Confluent Schema Registry REST client: register a schema, fetch one by id."""
+
+    def __init__(
+        self, url: str, user: str | None = None, password: SecretStr | None = None, timeout: float = 10.0
+    ) -> None:
+        auth = (user, password.get_secret_value()) if user and password else None
+        self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout)
+        self._ids: dict[tuple[str, bytes], int] = {}
+        self._schemas: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def register(self, subject: str, schema: LoadedSchema) -> int:
+        key = (subject, schema.fingerprint)
+        with self._lock:
+            if key in self._ids:
+                return self._ids[key]
+        body = {"schemaType": "AVRO", "schema": json.dumps(json.loads(schema.path.read_text()))}
+        resp = self._http.post(
+            f"/subjects/{subject}/versions",
+            json=body,
+            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        )
+        if resp.status_code != 200:
+            raise SerdeError(f"schema registry refused {subject}: {resp.status_code} {resp.text[:200]}")
+        schema_id = int(resp.json()["id"])
+        with self._lock:
+            self._ids[key] = schema_id
+            self._schemas[schema_id] = schema.parsed
+        return schema_id
+
+    def by_id(self, schema_id: int) -> Any:
+        with self._lock:
+            if schema_id in self._schemas:
+                return self._schemas[schema_id]
+        resp = self._http.get(f"/schemas/ids/{schema_id}")
+        if resp.status_code == 404:
+            raise SerdeError(f"schema id {schema_id} is unknown to the registry")
+        if resp.status_code != 200:
+            # Registry trouble is infrastructure, not data: let it crash and restart.
+            resp.raise_for_status()
+        parsed = parse_schema(json.loads(resp.json()["schema"]), _write_hint=False, _force=True)
+        with self._lock:
+            self._schemas[schema_id] = parsed
+        return parsed
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class AvroSerde:
+    """Encodes canonical records to Avro bytes and decodes either framing back to models."""
+
+    def __init__(
+        self, store: SchemaStore | None = None, registry: SchemaRegistryClient | None = None
+    ) -> None:
+        self.store = store or SchemaStore()
+        self.registry = registry
+
+    def encode(self, record: Record, topic: str | None = None) -> bytes:
+        """Single-object encoding, or Confluent framing (subject <topic>-value) with a registry."""
+        schema = self.store.for_record(type(record))
+        buf = io.BytesIO()
+        if self.registry is not None:
+            subject = f"{topic}-value" if topic else schema.name
+            buf.write(CONFLUENT_MAGIC + struct.pack(">I", self.registry.register(subject, schema)))
+        else:
+            buf.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
+        try:
+            schemaless_writer(buf, schema.parsed, record.to_avro())
+        except (ValueError, TypeError) as exc:
+            raise SerdeError(f"cannot encode {schema.name}: {exc}") from exc
+        return buf.getvalue()
+
+    def decode_dict(self, data: bytes, model: type[Record]) -> dict[str, Any]:
+        """Avro bytes in either framing to a plain dict in model's current schema."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise SerdeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        reader = self.store.for_record(model)
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise SerdeError("truncated single-object header")
+            writer = self.store.by_fingerprint.get(data[2:10])
+            if writer is None:
+                raise SerdeError(
+                    f"unknown schema fingerprint {data[2:10].hex()} (not in {self.store.schema_dir})"
+                )
+            writer_schema, body = writer.parsed, data[10:]
+        elif data[:1] == CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise SerdeError("truncated Confluent wire-format header")
+            if self.registry is None:
+                raise SerdeError("Confluent wire format received but no schema registry is configured")
+            writer_schema, body = self.registry.by_id(struct.unpack(">I", data[1:5])[0]), data[5:]
+        else:
+            raise SerdeError(
+                f"unknown framing: first bytes {data[:2].hex() or 'empty'} are neither C301 nor 00"
+            )
+        stream = io.BytesIO(body)
+        try:
+            value = schemaless_reader(stream, writer_schema, reader.parsed)
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+            raise SerdeError(f"cannot decode {reader.name}: {type(exc).__name__}: {exc}") from exc
+        if stream.read(1):
+            raise SerdeError(f"trailing bytes after {reader.name}")
+        if not isinstance(value, Mapping):
+            raise SerdeError(f"{reader.name} decoded to {type(value).__name__}, not a record")
+        return dict(value)
+
+    def decode(self, data: bytes, model: type[R]) -> R:
+        """Avro bytes in either framing to a validated model; SerdeError says why not."""
+        value = self.decode_dict(data, model)
+        try:
+            return model.model_validate(value)
+        except ValidationError as exc:
+            raise SerdeError(f"invalid {model.__name__}: {_first_errors(exc)}", "validation") from exc
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(record)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def all_record_models() -> tuple[type[Record], ...]:
+    """Every canonical record type that has a schema."""
+    return RECORD_TYPES

@@ -1,0 +1,121 @@
+"""Process settings: one frozen object per process, from ITSM_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "ITSM_"
+
+
+class FileVariantSource(PydanticBaseSettingsSource):
+    """Reads ITSM_<NAME>_FILE for any field: secrets mounted on disk stay off the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        var = f"{ENV_PREFIX}{field_name.upper()}_FILE"
+        path = os.environ.get(var)
+        if not path:
+            return None, field_name, False
+        try:
+            value = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{var} names {path!r}, which cannot be read: {exc.strerror}") from exc
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+class Settings(BaseSettings):
+    """Everything a pipeline process is configured with; built once in main() and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # Kafka (the local broker of `itsmctl kafka up` listens on 127.0.0.1:kafka_port)
+    kafka_port: int = Field(9092, ge=1, le=65535, description="Port of the local broker.")
+    kafka_controller_port: int = Field(
+        9093, ge=1, le=65535, description="KRaft controller port of the local broker."
+    )
+    kafka_data_dir: str = Field(".itsm/kafka", description="Data directory of the local broker.")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (isolation of tests, tenants).")
+    app_id: str = Field("itsm-pipeline", description="Faust app id and consumer group stem.")
+    topic_replication: int = Field(1, ge=1, description="Replication factor for declared topics.")
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent-compatible schema registry; when set, producers write the Confluent format.",
+    )
+    schema_registry_user: str | None = None
+    schema_registry_password: SecretStr | None = None
+
+    # Ingest gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_max_body_bytes: int = Field(1_048_576, ge=1024)
+    gateway_token: SecretStr | None = Field(
+        None, description="When set, webhooks must send Authorization: Bearer <token>."
+    )
+
+    # Worker / sink metrics (the gateway serves /metrics on its own port)
+    worker_metrics_port: int = Field(9464, ge=0, le=65535)
+    sink_metrics_port: int = Field(9465, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    # ServiceNow-compatible sink
+    servicenow_url: str = Field("http://127.0.0.1:8090", description="Base URL of the instance.")
+    servicenow_user: str = "pipeline"
+    servicenow_password: SecretStr = SecretStr("")
+    servicenow_verify_tls: bool | str = Field(
+        True, description="True, False is refused; or a CA bundle path."
+    )
+    http_timeout_seconds: float = Field(10.0, gt=0)
+    sink_retry_budget_seconds: float = Field(
+        120.0, gt=0, description="Give up retrying a command after this long and dead-letter it."
+    )
+    sink_backoff_initial_seconds: float = Field(0.2, gt=0)
+    sink_backoff_max_seconds: float = Field(10.0, gt=0)
+
+    # Development ITSM
+    devitsm_host: str = "127.0.0.1"
+    devitsm_port: int = Field(8090, ge=0, le=65535)
+    devitsm_db: str = Field(".itsm/devitsm.sqlite3", description="SQLite file of the development ITSM.")
+    devitsm_user: str = "pipeline"
+    devitsm_password: SecretStr = SecretStr("")
+
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments win, then ITSM_X, then ITSM_X_FILE.
+        return (init_settings, env_settings, FileVariantSource(settings_cls), file_secret_settings)
+
+    def topic(self, base: str) -> str:
+        """The full name of a declared topic for this process."""
+        return f"{self.topic_prefix}{base}"
+
+    def servicenow_verify(self) -> bool | str:
+        """TLS verification for httpx: on, or a CA bundle path; never off."""
+        if self.servicenow_verify_tls is False or self.servicenow_verify_tls in ("false", "0", "no"):
+            raise ValueError(
+                "ITSM_SERVICENOW_VERIFY_TLS cannot turn TLS verification off; give a CA bundle path"
+            )
+        if self.servicenow_verify_tls in (True, "true", "1", "yes"):
+            return True
+        return str(self.servicenow_verify_tls)

@@ -1,0 +1,122 @@
+"""Logs, metrics and traces: structlog JSON, prometheus-client metrics, W3C trace context in headers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import structlog
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import Counter, Histogram, start_http_server
+
+from streams.core.dlq import Headers
+
+# Metric names live here and nowhere else: itsm_pipeline_<noun>_<unit>.
+RECORDS_IN = Counter("itsm_pipeline_records_in_total", "Records a stage consumed.", ["stage"])
+RECORDS_OUT = Counter(
+    "itsm_pipeline_records_out_total",
+    "Records a stage finished, by outcome (emitted | suppressed | deduplicated).",
+    ["stage", "outcome"],
+)
+DEAD_LETTERS = Counter(
+    "itsm_pipeline_dead_letters_total",
+    "Records dead-lettered, by stage and error class.",
+    ["stage", "error_class"],
+)
+DEAD_LETTER_WRITE_FAILURES = Counter(
+    "itsm_pipeline_dead_letter_write_failures_total", "Dead-letter writes the broker refused.", ["stage"]
+)
+WEBHOOK_REQUESTS = Counter(
+    "itsm_pipeline_webhook_requests_total",
+    "Webhook requests at the ingest gateway, by answer.",
+    ["source", "outcome"],
+)
+WEBHOOK_ALERTS = Counter(
+    "itsm_pipeline_webhook_alerts_total", "Alerts published by the ingest gateway.", ["source"]
+)
+STAGE_SECONDS = Histogram(
+    "itsm_pipeline_stage_seconds",
+    "Time spent in one stage per record.",
+    ["stage"],
+    buckets=(0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+)
+SINK_REQUESTS = Counter(
+    "itsm_pipeline_sink_requests_total",
+    "HTTP requests made by sinks, by status class.",
+    ["target", "status_class"],
+)
+SINK_COMMANDS = Counter(
+    "itsm_pipeline_sink_commands_total", "Commands a sink finished, by outcome.", ["target", "outcome"]
+)
+SINK_REQUEST_SECONDS = Histogram(
+    "itsm_pipeline_sink_request_seconds", "Latency of sink HTTP requests.", ["target"]
+)
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> None:
+    """JSON logs on stderr (or stream), one object per line, with ISO UTC timestamps."""
+    lvl = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str, **bound: Any) -> Any:
+    """A structlog logger with the component name (and anything else) bound."""
+    return structlog.get_logger().bind(component=name, **bound)
+
+
+def start_metrics_server(host: str, port: int) -> int:
+    """Serve /metrics on host:port in a daemon thread; returns the bound port (0 picks one)."""
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)
+
+
+_tracing_ready = False
+
+
+def configure_tracing(service_name: str) -> None:
+    """Install an SDK tracer provider once, so spans carry real ids through Kafka headers."""
+    global _tracing_ready
+    if _tracing_ready:
+        return
+    from opentelemetry.sdk.resources import Resource
+
+    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service_name})))
+    _tracing_ready = True
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject_headers(headers: Headers | None = None) -> Headers:
+    """Headers plus the current span's W3C trace context."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    out: Headers = [(k, v) for k, v in (headers or []) if k not in TRACE_HEADERS]
+    out.extend((k, v.encode()) for k, v in carrier.items())
+    return out
+
+
+def extract_context(headers: Iterable[tuple[str, str | bytes | None]] | Sequence[Any] | None) -> Any:
+    """The trace context carried in Kafka headers (an empty context if none)."""
+    carrier: dict[str, str] = {}
+    for key, value in headers or ():
+        if key in TRACE_HEADERS and value is not None:
+            carrier[key] = value.decode() if isinstance(value, bytes | bytearray) else str(value)
+    return propagate.extract(carrier)

@@ -1,0 +1,1 @@
+"""Pure, synchronous pipeline stages: record (+ narrow state, ctx.now) in, record or Dropped out."""
