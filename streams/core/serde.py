@@ -96,10 +96,15 @@ class SchemaRegistryClient:
     """Minimal Confluent Schema Registry REST client: register a schema, fetch one by id."""
 
     def __init__(
-        self, url: str, user: str | None = None, password: SecretStr | None = None, timeout: float = 10.0
+        self,
+        url: str,
+        user: str | None = None,
+        password: SecretStr | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         auth = (user, password.get_secret_value()) if user and password else None
-        self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout)
+        self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport)
         self._ids: dict[tuple[str, bytes], int] = {}
         self._schemas: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -223,3 +228,33 @@ def _first_errors(exc: ValidationError, limit: int = 3) -> str:
 def all_record_models() -> tuple[type[Record], ...]:
     """Every canonical record type that has a schema."""
     return RECORD_TYPES
+
+
+def compatibility_problems(writer: Any, reader: Any, samples: int = 200, seed: int = 7) -> list[str]:
+    """Why data written with writer cannot be read with reader (empty when it can), by trial.
+
+    Random records of the writer schema are encoded and resolved against the reader schema, so a
+    new field without a default, a removed enum symbol or a changed type shows up as a problem.
+    """
+    import random
+
+    from fastavro.utils import generate_many
+
+    w = parse_schema(writer, _write_hint=False, _force=True)
+    r = parse_schema(reader, _write_hint=False, _force=True)
+    problems: list[str] = []
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        for record in generate_many(w, samples):
+            buf = io.BytesIO()
+            schemaless_writer(buf, w, record)
+            buf.seek(0)
+            try:
+                schemaless_reader(buf, w, r)
+            except Exception as exc:  # noqa: BLE001 - any failure is a compatibility problem to report
+                problems.append(f"{type(exc).__name__}: {exc}")
+                break
+    finally:
+        random.setstate(state)
+    return problems

@@ -1,0 +1,107 @@
+"""The development ITSM follows the ServiceNow Table API shapes the sinks rely on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from connectors.devitsm.server import create_devitsm
+from connectors.devitsm.store import Store
+from tests.servers import serve
+
+
+@pytest.fixture
+def api() -> Iterator[httpx.Client]:
+    store = Store(":memory:")
+    with serve(create_devitsm(store, "u", "p")) as url, httpx.Client(base_url=url, auth=("u", "p")) as client:
+        yield client
+    store.close()
+
+
+def test_create_answers_201_with_the_result_envelope_and_string_values(api: httpx.Client) -> None:
+    resp = api.post("/api/now/table/incident", json={"short_description": "a", "impact": 2, "urgency": 1})
+    assert resp.status_code == 201
+    rec = resp.json()["result"]
+    assert rec["number"] == "INC0010001" and len(rec["sys_id"]) == 32
+    assert (rec["impact"], rec["urgency"], rec["priority"], rec["state"]) == ("2", "1", "2", "1")
+    assert resp.headers["Location"].endswith(f"/api/now/table/incident/{rec['sys_id']}")
+
+
+def test_query_fields_limit_offset_and_order(api: httpx.Client) -> None:
+    for i in range(5):
+        api.post(
+            "/api/now/table/incident", json={"short_description": f"n{i}", "correlation_id": f"c{i % 2}"}
+        )
+    resp = api.get(
+        "/api/now/table/incident",
+        params={
+            "sysparm_query": "correlation_id=c0^ORDERBYDESCsys_created_on",
+            "sysparm_fields": "number,short_description",
+            "sysparm_limit": "2",
+        },
+    )
+    assert resp.headers["X-Total-Count"] == "3"
+    assert resp.json()["result"] == [
+        {"number": "INC0010005", "short_description": "n4"},
+        {"number": "INC0010003", "short_description": "n2"},
+    ]
+    page2 = api.get(
+        "/api/now/table/incident", params={"sysparm_query": "correlation_id=c0", "sysparm_offset": "2"}
+    )
+    assert [r["short_description"] for r in page2.json()["result"]] == ["n4"]
+
+
+def test_an_invalid_query_field_returns_no_rows_not_all_rows(api: httpx.Client) -> None:
+    api.post("/api/now/table/incident", json={"short_description": "a"})
+    resp = api.get("/api/now/table/incident", params={"sysparm_query": "no_such_field=1"})
+    assert resp.status_code == 200 and resp.json()["result"] == []
+
+
+def test_error_shapes(api: httpx.Client) -> None:
+    missing = api.get("/api/now/table/incident/" + "0" * 32)
+    assert missing.status_code == 404
+    assert missing.json() == {
+        "error": {
+            "message": "No Record found",
+            "detail": "Record doesn't exist or ACL restricts the record retrieval",
+        },
+        "status": "failure",
+    }
+    bad_table = api.get("/api/now/table/sys_user")
+    assert bad_table.status_code == 400 and bad_table.json()["error"]["message"] == "Invalid table sys_user"
+    bad_body = api.post(
+        "/api/now/table/incident", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert (
+        bad_body.status_code == 400
+        and bad_body.json()["error"]["message"] == "Exception while reading request"
+    )
+    unauth = httpx.get(str(api.base_url) + "/api/now/table/incident")
+    assert unauth.status_code == 401 and unauth.json()["error"]["message"] == "User Not Authenticated"
+
+
+def test_patch_updates_and_appends_work_notes(api: httpx.Client) -> None:
+    rec = api.post("/api/now/table/incident", json={"short_description": "a", "work_notes": "one"}).json()[
+        "result"
+    ]
+    api.patch(
+        f"/api/now/table/incident/{rec['sys_id']}", json={"work_notes": "two", "state": "6", "number": "X"}
+    )
+    got = api.get(f"/api/now/table/incident/{rec['sys_id']}").json()["result"]
+    assert got["work_notes"].startswith("two") and got["work_notes"].endswith("one")
+    assert (got["state"], got["active"], got["number"], got["sys_mod_count"]) == (
+        "6",
+        "false",
+        rec["number"],
+        "1",
+    )
+
+
+def test_the_page_lists_incidents_and_changes_for_a_person(api: httpx.Client) -> None:
+    api.post("/api/now/table/incident", json={"short_description": "<script>x</script>"})
+    api.post("/api/now/table/change_request", json={"short_description": "deploy"})
+    page = httpx.get(str(api.base_url) + "/").text
+    assert "INC0010001" in page and "CHG0030001" in page
+    assert "&lt;script&gt;" in page and "<script>x" not in page

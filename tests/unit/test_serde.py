@@ -1,0 +1,192 @@
+"""Serde: exact bytes of both framings, round trips of every record, and every way decoding can fail."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from fastavro import schemaless_writer
+
+from streams.core import models as m
+from streams.core.serde import (
+    AvroSerde,
+    SchemaRegistryClient,
+    SchemaStore,
+    SerdeError,
+    canonical_fingerprint,
+)
+from tests.examples import EXAMPLES
+
+# The released Alert v1 schema's CRC-64-AVRO fingerprint, little-endian (pins the contract).
+ALERT_V1_FINGERPRINT = bytes.fromhex("93f463f0a0a1e618")
+
+# A minimal Alert, and its Avro binary body spelled out field by field (Avro 1.11 spec encoding).
+TINY = m.Alert(
+    fingerprint="fp",
+    source=m.AlertSource.ALERTMANAGER,
+    status=m.AlertStatus.FIRING,
+    name="N",
+    starts_at=datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC),
+    received_at=datetime(1970, 1, 1, 0, 0, 2, tzinfo=UTC),
+)
+TINY_BODY = bytes(
+    [
+        0x04,
+        0x66,
+        0x70,  # fingerprint "fp": zigzag length 2, bytes
+        0x00,  # source: enum index 0 (ALERTMANAGER)
+        0x00,  # source_instance ""
+        0x00,  # status: enum index 0 (FIRING)
+        0x02,
+        0x4E,  # name "N"
+        0x00,
+        0x00,
+        0x00,  # severity, summary, description ""
+        0x00,
+        0x00,  # labels, annotations: empty maps (block count 0)
+        0xD0,
+        0x0F,  # starts_at 1000 ms: zigzag 2000 as varint
+        0x00,  # ends_at: union branch 0 (null)
+        0x00,  # generator_url: union branch 0 (null)
+        0xA0,
+        0x1F,  # received_at 2000 ms: zigzag 4000 as varint
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def serde() -> AvroSerde:
+    return AvroSerde()
+
+
+def test_crc64_avro_matches_the_avro_specification_vector() -> None:
+    # Avro spec test data: the fingerprint of "null" is 7195948357588979594.
+    assert canonical_fingerprint("null") == (7195948357588979594).to_bytes(8, "little")
+
+
+def test_single_object_encoding_exact_bytes(serde: AvroSerde) -> None:
+    assert serde.encode(TINY) == b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY
+
+
+def test_confluent_wire_format_exact_bytes_and_decode_through_registry() -> None:
+    registry = RegistryEmulator(first_id=7)
+    client = SchemaRegistryClient("http://registry.test", transport=httpx.MockTransport(registry.handle))
+    serde = AvroSerde(registry=client)
+    data = serde.encode(TINY, topic="alerts.raw")
+    assert data == b"\x00\x00\x00\x00\x07" + TINY_BODY
+    assert registry.subjects == {"alerts.raw-value": [7]}
+    # A consumer with an empty cache fetches the writer schema by id.
+    fresh = AvroSerde(
+        registry=SchemaRegistryClient("http://registry.test", transport=httpx.MockTransport(registry.handle))
+    )
+    assert fresh.decode(data, m.Alert) == TINY
+    assert registry.fetches == [7]
+
+
+def test_a_consumer_reads_both_framings(serde: AvroSerde) -> None:
+    registry = RegistryEmulator(first_id=3)
+    with_registry = AvroSerde(
+        registry=SchemaRegistryClient("http://r", transport=httpx.MockTransport(registry.handle))
+    )
+    single = serde.encode(TINY)
+    confluent = with_registry.encode(TINY, topic="t")
+    assert with_registry.decode(single, m.Alert) == with_registry.decode(confluent, m.Alert) == TINY
+
+
+@pytest.mark.parametrize("model", list(EXAMPLES), ids=lambda t: t.__name__)
+def test_every_record_type_round_trips(serde: AvroSerde, model: type[m.Record]) -> None:
+    record = EXAMPLES[model]
+    assert serde.decode(serde.encode(record), model) == record
+
+
+def test_timestamps_come_back_aware_and_in_utc(serde: AvroSerde) -> None:
+    audit = EXAMPLES[m.AuditEvent]
+    back = serde.decode(serde.encode(audit), m.AuditEvent)
+    assert back.occurred_at.tzinfo is not None and back.occurred_at.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert back.occurred_at == audit.occurred_at
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"", "unknown framing"),
+        (b'{"json": true}', "unknown framing"),
+        (b"\xc3\x01\x00\x01", "truncated single-object header"),
+        (b"\xc3\x01" + b"\x00" * 8 + b"\x00", "unknown schema fingerprint"),
+        (b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY[:5], "cannot decode"),
+        (b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY + b"\x00", "trailing bytes"),
+        (b"\x00\x00\x00\x00\x01" + TINY_BODY, "no schema registry is configured"),
+    ],
+    ids=[
+        "empty",
+        "json",
+        "truncated-header",
+        "unknown-fingerprint",
+        "truncated-body",
+        "trailing",
+        "no-registry",
+    ],
+)
+def test_undecodable_bytes_raise_a_schema_error_that_says_why(
+    serde: AvroSerde, data: bytes, fragment: str
+) -> None:
+    with pytest.raises(SerdeError) as info:
+        serde.decode(data, m.Alert)
+    assert fragment in str(info.value)
+    assert info.value.error_class == "schema"
+
+
+def test_decodable_but_invalid_record_is_a_validation_error(serde: AvroSerde) -> None:
+    store = SchemaStore()
+    raw = TINY.to_avro() | {"fingerprint": ""}  # Avro accepts it, the canonical model does not
+    buf = io.BytesIO()
+    schemaless_writer(buf, store.for_record(m.Alert).parsed, raw)
+    with pytest.raises(SerdeError) as info:
+        serde.decode(b"\xc3\x01" + ALERT_V1_FINGERPRINT + buf.getvalue(), m.Alert)
+    assert info.value.error_class == "validation"
+    assert "fingerprint" in str(info.value)
+
+
+def test_unknown_registry_id_is_a_schema_error() -> None:
+    registry = RegistryEmulator(first_id=1)
+    serde = AvroSerde(
+        registry=SchemaRegistryClient("http://r", transport=httpx.MockTransport(registry.handle))
+    )
+    with pytest.raises(SerdeError, match="schema id 99 is unknown"):
+        serde.decode(b"\x00\x00\x00\x00\x63" + TINY_BODY, m.Alert)
+
+
+class RegistryEmulator:
+    """The two Confluent Schema Registry REST calls the client makes, per its API reference:
+    POST /subjects/{subject}/versions -> {"id": N}; GET /schemas/ids/{id} -> {"schema": "..."}
+    (404 with error_code 40403 when unknown)."""
+
+    def __init__(self, first_id: int) -> None:
+        self.next_id = first_id
+        self.by_schema: dict[str, int] = {}
+        self.by_id: dict[int, str] = {}
+        self.subjects: dict[str, list[int]] = {}
+        self.fetches: list[int] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        parts = request.url.path.strip("/").split("/")
+        if request.method == "POST" and parts[0] == "subjects" and parts[2] == "versions":
+            schema = json.loads(request.content)["schema"]
+            canonical = json.dumps(json.loads(schema), sort_keys=True)
+            if canonical not in self.by_schema:
+                self.by_schema[canonical] = self.next_id
+                self.by_id[self.next_id] = schema
+                self.next_id += 1
+            schema_id = self.by_schema[canonical]
+            self.subjects.setdefault(parts[1], []).append(schema_id)
+            return httpx.Response(200, json={"id": schema_id})
+        if request.method == "GET" and parts[:2] == ["schemas", "ids"]:
+            schema_id = int(parts[2])
+            self.fetches.append(schema_id)
+            if schema_id not in self.by_id:
+                return httpx.Response(404, json={"error_code": 40403, "message": "Schema not found"})
+            return httpx.Response(200, json={"schema": self.by_id[schema_id]})
+        return httpx.Response(404, json={"error_code": 404, "message": "HTTP 404 Not Found"})

@@ -1,0 +1,132 @@
+"""ServiceNowSink and the development ITSM together: idempotent open, update, resolve; errors classified."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from connectors.devitsm.server import create_devitsm
+from connectors.devitsm.store import Store
+from connectors.sinks.http import RetryPolicy, SinkError
+from connectors.sinks.servicenow.client import ServiceNowClient
+from connectors.sinks.servicenow.config import ServiceNowConfig
+from connectors.sinks.servicenow.sink import ServiceNowSink
+from streams.core.dlq import ErrorClass
+from streams.core.models import IncidentAction, IncidentCommand, SinkOutcome
+from tests.servers import serve
+
+PASSWORD = "test-password-1"
+
+
+@pytest.fixture
+def itsm_url() -> Iterator[str]:
+    store = Store(":memory:")
+    with serve(create_devitsm(store, "pipeline", PASSWORD)) as url:
+        yield url
+    store.close()
+
+
+def sink_for(url: str, password: str = PASSWORD) -> ServiceNowSink:
+    config = ServiceNowConfig(url, "pipeline", SecretStr(password), True, 5.0)
+    return ServiceNowSink(ServiceNowClient(config, RetryPolicy(budget_seconds=2, initial_seconds=0.01)))
+
+
+def command(action: IncidentAction, cid: str = "itsmp-abc", n: int = 1, **kw: object) -> IncidentCommand:
+    return IncidentCommand.model_validate(
+        dict(
+            command_id=f"cmd-{action}-{n}",
+            correlation_id=cid,
+            action=action,
+            short_description="Disk full on db-1",
+            description="97% used",
+            impact=1,
+            urgency=2,
+            issued_at=datetime(2026, 11, 27, tzinfo=UTC),
+            **kw,
+        )
+    )
+
+
+def incidents(url: str, cid: str) -> list[dict[str, str]]:
+    resp = httpx.get(
+        f"{url}/api/now/table/incident",
+        auth=("pipeline", PASSWORD),
+        params={"sysparm_query": f"correlation_id={cid}"},
+    )
+    resp.raise_for_status()
+    return list(resp.json()["result"])
+
+
+def test_open_creates_an_incident_with_the_correlation_id(itsm_url: str) -> None:
+    result = sink_for(itsm_url).handle(command(IncidentAction.OPEN))
+    assert result.outcome is SinkOutcome.CREATED and result.itsm_number == "INC0010001"
+    (rec,) = incidents(itsm_url, "itsmp-abc")
+    assert rec["correlation_id"] == "itsmp-abc" and rec["state"] == "1"
+    assert rec["short_description"] == "Disk full on db-1"
+    assert (rec["impact"], rec["urgency"], rec["priority"]) == ("1", "2", "2")
+    assert result.itsm_id == rec["sys_id"] and result.attempts == 2  # lookup + create
+
+
+def test_a_redelivered_open_never_creates_a_second_incident(itsm_url: str) -> None:
+    sink = sink_for(itsm_url)
+    first = sink.handle(command(IncidentAction.OPEN))
+    again = sink.handle(command(IncidentAction.OPEN))
+    assert (first.outcome, again.outcome) == (SinkOutcome.CREATED, SinkOutcome.UPDATED)
+    assert len(incidents(itsm_url, "itsmp-abc")) == 1
+    assert again.itsm_id == first.itsm_id
+
+
+def test_resolve_resolves_and_a_second_resolve_is_a_noop(itsm_url: str) -> None:
+    sink = sink_for(itsm_url)
+    sink.handle(command(IncidentAction.OPEN))
+    done = sink.handle(command(IncidentAction.RESOLVE, resolution_note="cleared"))
+    again = sink.handle(command(IncidentAction.RESOLVE))
+    (rec,) = incidents(itsm_url, "itsmp-abc")
+    assert done.outcome is SinkOutcome.RESOLVED and again.outcome is SinkOutcome.NOOP
+    assert (rec["state"], rec["close_notes"], rec["active"]) == ("6", "cleared", "false")
+    assert rec["close_code"] and rec["resolved_at"]
+
+
+def test_resolve_without_incident_is_a_noop_that_says_why(itsm_url: str) -> None:
+    result = sink_for(itsm_url).handle(command(IncidentAction.RESOLVE, cid="itsmp-never-opened"))
+    assert result.outcome is SinkOutcome.NOOP and "no incident" in result.message
+    assert incidents(itsm_url, "itsmp-never-opened") == []
+
+
+def test_open_after_resolve_reopens_the_same_incident(itsm_url: str) -> None:
+    sink = sink_for(itsm_url)
+    sink.handle(command(IncidentAction.OPEN))
+    sink.handle(command(IncidentAction.RESOLVE))
+    result = sink.handle(command(IncidentAction.OPEN, n=2))
+    (rec,) = incidents(itsm_url, "itsmp-abc")
+    assert result.outcome is SinkOutcome.UPDATED and result.message == "reopened"
+    assert rec["state"] == "2" and "Reopened" in rec["work_notes"]
+
+
+def test_wrong_credentials_are_a_permanent_auth_error(itsm_url: str) -> None:
+    with pytest.raises(SinkError) as info:
+        sink_for(itsm_url, password="wrong").handle(command(IncidentAction.OPEN))
+    assert info.value.error_class is ErrorClass.AUTH and info.value.status == 401
+    assert not info.value.retryable and info.value.attempts == 1
+    assert "wrong" not in str(info.value)
+
+
+def test_a_refused_field_is_a_permanent_validation_error_with_the_itsm_reason(itsm_url: str) -> None:
+    client = sink_for(itsm_url).client
+    with pytest.raises(SinkError) as info:
+        client.create("incident", {"short_description": "x", "impact": "9"})
+    assert info.value.error_class is ErrorClass.VALIDATION and info.value.status == 400
+    assert "impact must be 1, 2 or 3" in str(info.value)
+
+
+def test_an_unreachable_itsm_is_retried_then_reported_as_network() -> None:
+    from ops.kafka.broker import free_port
+
+    with pytest.raises(SinkError) as info:
+        sink_for(f"http://127.0.0.1:{free_port()}").handle(command(IncidentAction.OPEN))
+    assert info.value.error_class is ErrorClass.NETWORK and info.value.retryable
+    assert info.value.attempts > 1
