@@ -120,8 +120,9 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
-    telemetry.configure_tracing("itsm-gateway")
-    producer = AckedProducer(settings)
+    producer = AckedProducer(
+        settings, **{"delivery.timeout.ms": int(settings.gateway_publish_timeout_seconds * 1000)}
+    )
     app = create_gateway(settings, _serde(settings), producer, WEBHOOK_SOURCES)
 
     async def on_cleanup(_: web.Application) -> None:

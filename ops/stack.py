@@ -40,6 +40,8 @@ class Stack:
     app_id: str = "itsm-pipeline"
     gateway_port: int = field(default_factory=free_port)
     devitsm_port: int = field(default_factory=free_port)
+    worker_metrics_port: int = field(default_factory=free_port)
+    sink_metrics_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -74,8 +76,8 @@ class Stack:
                 "ITSM_DEVITSM_PASSWORD_FILE": str(self.password_file),
                 "ITSM_SERVICENOW_URL": self.devitsm_url,
                 "ITSM_SERVICENOW_PASSWORD_FILE": str(self.password_file),
-                "ITSM_WORKER_METRICS_PORT": str(free_port()),
-                "ITSM_SINK_METRICS_PORT": str(free_port()),
+                "ITSM_WORKER_METRICS_PORT": str(self.worker_metrics_port),
+                "ITSM_SINK_METRICS_PORT": str(self.sink_metrics_port),
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -6,15 +6,18 @@ from typing import Any
 
 import faust
 
-from streams.agents.alerts import AlertProcessor, alert_pipeline
+from streams.agents.alerts import AlertProcessor, Emitter, alert_pipeline
 from streams.core.dlq import Headers, bytes_headers
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.core.topics import ALERTS_RAW
 
 
-def create_app(settings: Settings, serde: AvroSerde) -> faust.App:
-    """A Faust app that consumes the declared topics as raw bytes and decodes inside the agents."""
+def create_app(settings: Settings, serde: AvroSerde, emit: Emitter | None = None) -> faust.App:
+    """A Faust app that consumes the declared topics as raw bytes and decodes inside the agents.
+
+    emit replaces sending through Faust's producer (agent tests capture outputs with it).
+    """
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -35,12 +38,12 @@ def create_app(settings: Settings, serde: AvroSerde) -> faust.App:
     def raw_topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    async def emit(topic: str, key: bytes | None, value: bytes, headers: Headers) -> Any:
+    async def send(topic: str, key: bytes | None, value: bytes, headers: Headers) -> Any:
         if topic not in out_topics:
             out_topics[topic] = raw_topic(topic)
         return await out_topics[topic].send(key=key, value=value, headers=bytes_headers(headers))
 
-    processor = AlertProcessor(settings, serde, emit, alert_pipeline())
+    processor = AlertProcessor(settings, serde, emit or send, alert_pipeline())
     alerts_raw = raw_topic(settings.topic(ALERTS_RAW))
 
     @app.agent(alerts_raw, name="alerts")

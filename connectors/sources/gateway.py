@@ -40,6 +40,8 @@ def create_gateway(
     """The aiohttp application with one POST route per webhook source, /healthz and /metrics."""
     topic = settings.topic(ALERTS_RAW)
     token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+    # Traces start here: every published alert carries a W3C traceparent header.
+    telemetry.configure_tracing("itsm-gateway")
     tracer = telemetry.tracer("gateway")
 
     def make_handler(source: WebhookSource) -> Callable[[web.Request], object]:

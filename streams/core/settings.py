@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     gateway_max_body_bytes: int = Field(1_048_576, ge=1024)
+    gateway_publish_timeout_seconds: float = Field(
+        10.0, gt=0, description="Answer 503 when Kafka has not acknowledged a webhook's alerts by then."
+    )
     gateway_token: SecretStr | None = Field(
         None, description="When set, webhooks must send Authorization: Bearer <token>."
     )

@@ -130,3 +130,10 @@ def test_an_unreachable_itsm_is_retried_then_reported_as_network() -> None:
         sink_for(f"http://127.0.0.1:{free_port()}").handle(command(IncidentAction.OPEN))
     assert info.value.error_class is ErrorClass.NETWORK and info.value.retryable
     assert info.value.attempts > 1
+
+
+def test_a_correlation_id_with_a_query_operator_is_refused_not_injected(itsm_url: str) -> None:
+    with pytest.raises(SinkError) as info:
+        sink_for(itsm_url).handle(command(IncidentAction.OPEN, cid="itsmp-a^ORDERBYnumber"))
+    assert info.value.error_class is ErrorClass.VALIDATION and info.value.attempts == 0
+    assert "query operator" in str(info.value)

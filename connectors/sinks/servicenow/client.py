@@ -52,7 +52,12 @@ class ServiceNowClient:
 
     def find(self, table: str, correlation_id: str) -> dict[str, Any] | None:
         """The newest record carrying this correlation id, or None."""
-        rows = self._call("GET", f"/api/now/table/{table}", params=lookup_query(correlation_id))
+        try:
+            params = lookup_query(correlation_id)
+        except ValueError as exc:
+            # Data the ITSM query language cannot express safely: dead-letter, never crash.
+            raise SinkError(str(exc), ErrorClass.VALIDATION, self.last_attempts, False) from exc
+        rows = self._call("GET", f"/api/now/table/{table}", params=params)
         return rows[0] if rows else None
 
     def create(self, table: str, fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,124 @@
+"""The ingest gateway on the real broker: 2xx only after Kafka acknowledged; clear 4xx; counted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from connectors.registry import WEBHOOK_SOURCES
+from connectors.sources.gateway import create_gateway
+from ops.kafka.broker import free_port
+from streams.core.kafka import AckedProducer
+from streams.core.models import Alert
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from tests.kafka_util import consume
+from tests.servers import serve
+
+pytestmark = pytest.mark.integration
+SAMPLE = json.loads(
+    (Path(__file__).resolve().parents[1] / "data/alertmanager/highcpu-group-firing.json").read_text()
+)
+
+
+def rejected(status: int) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "itsm_pipeline_webhook_requests_total",
+            {"source": "alertmanager", "outcome": f"rejected_{status}"},
+        )
+        or 0.0
+    )
+
+
+@pytest.fixture
+def gateway(kafka_settings: Settings) -> Iterator[str]:
+    producer = AckedProducer(kafka_settings)
+    with serve(create_gateway(kafka_settings, AvroSerde(), producer, WEBHOOK_SOURCES)) as url:
+        yield url
+    producer.close()
+
+
+def test_a_webhook_is_published_as_avro_alerts_keyed_by_fingerprint(
+    gateway: str, kafka_settings: Settings
+) -> None:
+    resp = httpx.post(f"{gateway}/v1/alerts/alertmanager", json=SAMPLE)
+    assert resp.status_code == 202 and resp.json()["accepted"] == 3
+    # The records are on the broker when the 2xx arrives: read them back.
+    msgs = consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("alerts.raw"), 3, timeout=30)
+    alerts = sorted((AvroSerde().decode(m.value(), Alert) for m in msgs), key=lambda a: a.labels["instance"])
+    assert [a.labels["instance"] for a in alerts] == ["web-1:9100", "web-2:9100", "web-3:9100"]
+    assert sorted(m.key() for m in msgs) == sorted(a.fingerprint.encode() for a in alerts)
+    assert sorted(resp.json()["fingerprints"]) == sorted(a.fingerprint for a in alerts)
+    for m in msgs:
+        headers = dict(m.headers() or [])
+        assert headers["source"] == b"alertmanager"
+        assert headers["traceparent"].startswith(b"00-")
+
+
+def test_a_malformed_webhook_gets_400_with_problems_is_counted_and_nothing_is_published(
+    gateway: str, kafka_settings: Settings
+) -> None:
+    bad = json.loads(json.dumps(SAMPLE))
+    del bad["alerts"][1]["startsAt"]  # one bad alert: the whole webhook is refused, none published
+    before = rejected(400)
+    resp = httpx.post(f"{gateway}/v1/alerts/alertmanager", json=bad)
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "error": "invalid alertmanager payload",
+        "problems": ["alerts.1.startsAt: Field required"],
+    }
+    assert rejected(400) == before + 1
+    assert consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("alerts.raw"), 1, timeout=3) == []
+
+
+def test_not_json_wrong_type_and_oversize_are_refused_clearly(gateway: str) -> None:
+    not_json = httpx.post(
+        f"{gateway}/v1/alerts/alertmanager", content=b"{oops", headers={"Content-Type": "application/json"}
+    )
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
+    form = httpx.post(f"{gateway}/v1/alerts/alertmanager", data={"a": "b"})
+    assert form.status_code == 415
+    huge = httpx.post(
+        f"{gateway}/v1/alerts/alertmanager",
+        content=b"[" + b"1," * 600_000 + b"1]",
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413
+
+
+def test_metrics_endpoint_serves_the_pipeline_counters(gateway: str) -> None:
+    httpx.post(f"{gateway}/v1/alerts/alertmanager", json={"version": "4"})
+    text = httpx.get(f"{gateway}/metrics").text
+    assert "itsm_pipeline_webhook_requests_total" in text
+
+
+def test_a_bearer_token_when_configured_is_required(kafka_settings: Settings) -> None:
+    settings = kafka_settings.model_copy(update={"gateway_token": SecretStr("tok-123")})
+    producer = AckedProducer(settings)
+    try:
+        with serve(create_gateway(settings, AvroSerde(), producer, WEBHOOK_SOURCES)) as url:
+            assert httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE).status_code == 401
+            ok = httpx.post(
+                f"{url}/v1/alerts/alertmanager", json=SAMPLE, headers={"Authorization": "Bearer tok-123"}
+            )
+            assert ok.status_code == 202
+    finally:
+        producer.close()
+
+
+def test_kafka_unreachable_gives_503_so_the_sender_retries() -> None:
+    settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    producer = AckedProducer(settings, **{"delivery.timeout.ms": 1500})
+    try:
+        with serve(create_gateway(settings, AvroSerde(), producer, WEBHOOK_SOURCES)) as url:
+            resp = httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE, timeout=30)
+        assert resp.status_code == 503 and "retry" in resp.json()["error"]
+    finally:
+        producer.close(timeout=1)

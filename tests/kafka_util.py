@@ -1,0 +1,53 @@
+"""Helpers for tests that read and write the real broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, Message, Producer
+
+from streams.core.dlq import Headers
+
+
+def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
+    """Read topic from the start until count records arrived (or timeout); returns what arrived."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+    finally:
+        consumer.close()
+    return out
+
+
+def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, Headers]], partition: int = -1
+) -> None:
+    """Write records in order (to one partition if given) and wait until the broker acknowledged all."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    errors: list[str] = []
+    for key, value, headers in records:
+        producer.produce(
+            topic,
+            key=key,
+            value=value,
+            headers=headers,
+            partition=partition,
+            on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0 and not errors, errors
