@@ -131,3 +131,20 @@ EXAMPLES: dict[type[m.Record], m.Record] = {
         details={"env": "production"},
     ),
 }
+
+
+def raw_alert_bytes(**override: object) -> bytes:
+    """Single-object Avro bytes of an Alert with fields overridden past model validation.
+
+    Avro accepts what the canonical model refuses (an empty name, say): the agent must tell them apart.
+    """
+    import io
+
+    from fastavro import schemaless_writer
+
+    from streams.core.serde import SchemaStore
+
+    loaded = SchemaStore().for_record(m.Alert)
+    buf = io.BytesIO()
+    schemaless_writer(buf, loaded.parsed, alert().to_avro() | override)
+    return b"\xc3\x01" + loaded.fingerprint + buf.getvalue()

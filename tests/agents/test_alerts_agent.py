@@ -14,7 +14,7 @@ from streams.core.dlq import Headers, header_map
 from streams.core.models import IncidentAction, IncidentCommand
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.examples import alert
+from tests.examples import alert, raw_alert_bytes
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 SETTINGS = Settings(topic_prefix="x.")
@@ -83,19 +83,8 @@ def test_undecodable_records_are_dead_lettered_with_their_bytes_and_reason(
 
 
 def test_a_decodable_but_invalid_record_is_dead_lettered_as_validation() -> None:
-    import io
-
-    from fastavro import schemaless_writer
-
-    loaded = SERDE.store.for_record(type(alert()))
-    buf = io.BytesIO()
-    schemaless_writer(buf, loaded.parsed, alert().to_avro() | {"name": ""})
     out = Collector()
-    outcome = run(
-        processor(out).handle(
-            None, b"\xc3\x01" + loaded.fingerprint + buf.getvalue(), [], "x.alerts.raw", 0, 1
-        )
-    )
+    outcome = run(processor(out).handle(None, raw_alert_bytes(name=""), [], "x.alerts.raw", 0, 1))
     assert outcome == "dead_lettered"
     h = header_map(out.sent[0][3])
     assert h["dlq.error.class"] == "validation" and "name" in h["dlq.exception.message"]

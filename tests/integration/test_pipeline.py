@@ -17,7 +17,7 @@ from streams.core.models import IncidentAction, IncidentCommand, SinkOutcome, Si
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.stages.incident import correlation_id
-from tests.examples import alert
+from tests.examples import alert, raw_alert_bytes
 from tests.kafka_util import consume, produce
 
 pytestmark = pytest.mark.integration
@@ -63,17 +63,9 @@ def test_poison_records_are_dead_lettered_while_the_records_around_them_arrive(
     bootstrap, raw = kafka_settings.kafka_bootstrap, kafka_settings.topic("alerts.raw")
     good = [(f"fp{i:03d}".encode(), SERDE.encode(alert(f"fp{i:03d}")), []) for i in range(40)]
     garbage = (b"poison-1", b"\x00\x01 this is not avro", [("origin", b"test")])
-    invalid_alert = alert("fp-invalid").to_avro() | {"name": ""}
-    import io
-
-    from fastavro import schemaless_writer
-
-    loaded = SERDE.store.for_record(type(alert()))
-    buf = io.BytesIO()
-    schemaless_writer(buf, loaded.parsed, invalid_alert)
-    invalid = (b"poison-2", b"\xc3\x01" + loaded.fingerprint + buf.getvalue(), [])
+    invalid = (b"poison-2", raw_alert_bytes(fingerprint="fp-invalid", name=""), [])
     # One partition, so the poison sits between good records in a single ordered log.
-    records = good[:15] + [garbage] + good[15:30] + [invalid] + good[30:]
+    records = [*good[:15], garbage, *good[15:30], invalid, *good[30:]]
     produce(bootstrap, raw, records, partition=0)
     stack.start(["devitsm", "worker", "sink"])
 

@@ -1,0 +1,83 @@
+"""docker-compose.yml stays valid (Debian's docker-compose checks it) and itsmctl explains itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose(*args: str, password: str | None = "pw") -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    # Never skipped: ops/test.sh installs Debian's docker-compose; without it this must fail loudly.
+    assert exe, "docker-compose not found: run the suite through `bash ops/test.sh`, which installs it"
+    env = {k: v for k, v in os.environ.items() if k != "ITSM_DEVITSM_PASSWORD"}
+    if password is not None:
+        env["ITSM_DEVITSM_PASSWORD"] = password
+    return subprocess.run(
+        [exe, "-f", str(ROOT / "docker-compose.yml"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_compose_file_is_valid_and_has_every_service() -> None:
+    assert compose("config", "-q").returncode == 0
+    services = compose("config", "--services")
+    assert set(services.stdout.split()) == {"kafka", "topics", "devitsm", "worker", "sink", "gateway"}
+
+
+def test_compose_uses_the_official_kafka_image_and_publishes_only_on_loopback() -> None:
+    assert "image: apache/kafka:4." in compose("config").stdout
+    published = [
+        line
+        for line in (ROOT / "docker-compose.yml").read_text().splitlines()
+        if ":80" in line and '"' in line
+    ]
+    assert published and all(line.strip().startswith('- "127.0.0.1:') for line in published)
+
+
+def test_compose_refuses_to_start_without_an_itsm_password() -> None:
+    result = compose("config", "-q", password=None)
+    assert result.returncode != 0 and "set ITSM_DEVITSM_PASSWORD" in result.stderr
+
+
+def test_compose_kafka_version_matches_the_pinned_broker() -> None:
+    from ops.kafka import KAFKA_VERSION
+
+    assert f"apache/kafka:{KAFKA_VERSION}" in (ROOT / "docker-compose.yml").read_text()
+
+
+@pytest.mark.parametrize("command", ["kafka", "topics", "gateway", "worker", "sink", "devitsm", "demo"])
+def test_every_command_has_help(command: str) -> None:
+    text = build_parser().format_help()
+    assert command in text
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", command, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "usage: itsmctl " + command in result.stdout
+
+
+def test_an_invalid_configuration_is_reported_without_a_traceback() -> None:
+    env = {**os.environ, "ITSM_GATEWAY_PORT": "eighty"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "topics", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "invalid configuration" in result.stderr and "gateway_port" in result.stderr
+    assert "Traceback" not in result.stderr
