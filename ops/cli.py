@@ -98,7 +98,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def _serde(settings: Settings):  # type: ignore[no-untyped-def]
-    from streams.core.serde import AvroSerde, SchemaRegistryClient
+    from streams.core.serde import AvroSerde, SchemaRegistryClient, SchemaStore
 
     registry = None
     if settings.schema_registry_url:
@@ -108,7 +108,9 @@ def _serde(settings: Settings):  # type: ignore[no-untyped-def]
             settings.schema_registry_password,
             settings.http_timeout_seconds,
         )
-    return AvroSerde(registry=registry)
+    return AvroSerde(
+        SchemaStore(Path(settings.schema_dir) if settings.schema_dir else None), registry=registry
+    )
 
 
 def cmd_gateway(_: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import threading
 from collections.abc import Mapping
@@ -39,10 +38,7 @@ class SerdeError(Exception):
 
 
 def default_schema_dir() -> Path:
-    """schemas/avro beside the packages (repo checkout or image), or ITSM_SCHEMA_DIR."""
-    env = os.environ.get("ITSM_SCHEMA_DIR")
-    if env:
-        return Path(env)
+    """schemas/avro beside the packages (a checkout or an editable install)."""
     return Path(__file__).resolve().parents[2] / "schemas" / "avro"
 
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         None,
         description="Confluent-compatible schema registry; when set, producers write the Confluent format.",
     )
+    schema_dir: str | None = Field(
+        None, description="Directory of the .avsc files (default: schemas/avro of the checkout)."
+    )
     schema_registry_user: str | None = None
     schema_registry_password: SecretStr | None = None
 

@@ -80,3 +80,9 @@ def test_tls_verification_accepts_a_ca_bundle(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().servicenow_verify() == "/etc/ssl/certs/corp-ca.pem"
     monkeypatch.delenv("ITSM_SERVICENOW_VERIFY_TLS")
     assert Settings().servicenow_verify() is True
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`ITSM_{name.upper()}`" not in readme]
+    assert missing == []
