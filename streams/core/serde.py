@@ -182,6 +182,8 @@ class AvroSerde:
                     f"unknown schema fingerprint {data[2:10].hex()} (not in {self.store.schema_dir})"
                 )
             writer_schema, body = writer.parsed, data[10:]
+            if writer.fingerprint == reader.fingerprint:
+                writer_schema = None  # same schema: skip resolution, the fast path
         elif data[:1] == CONFLUENT_MAGIC:
             if len(data) < 5:
                 raise SerdeError("truncated Confluent wire-format header")
@@ -194,7 +196,10 @@ class AvroSerde:
             )
         stream = io.BytesIO(body)
         try:
-            value = schemaless_reader(stream, writer_schema, reader.parsed)
+            if writer_schema is None:
+                value = schemaless_reader(stream, reader.parsed, None)
+            else:
+                value = schemaless_reader(stream, writer_schema, reader.parsed)
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise SerdeError(f"cannot decode {reader.name}: {type(exc).__name__}: {exc}") from exc
         if stream.read(1):
