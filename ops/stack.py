@@ -94,6 +94,8 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Own session: a Ctrl-C reaches only the supervisor, which stops children in order.
+                start_new_session=True,
             )
             log.close()
         for name, url in (("devitsm", self.devitsm_url), ("gateway", self.gateway_url)):

@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.devitsm.store import TABLES, FieldError, Store
 from streams.core import telemetry
@@ -187,6 +188,9 @@ def create_devitsm(store: Store, user: str, password: str) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     async def index(_: web.Request) -> web.Response:
         parts = [
             "<!doctype html><meta charset=utf-8><title>Development ITSM</title>",
@@ -215,6 +219,7 @@ def create_devitsm(store: Store, user: str, password: str) -> web.Application:
     app = web.Application(middlewares=[auth])
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/now/table/{table}", list_records)
     app.router.add_post("/api/now/table/{table}", create)
     app.router.add_get("/api/now/table/{table}/{sys_id}", get_one)

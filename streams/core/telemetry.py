@@ -76,8 +76,12 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
 
 
 def get_logger(name: str, **bound: Any) -> Any:
-    """A structlog logger with the component name (and anything else) bound."""
-    return structlog.get_logger().bind(component=name, **bound)
+    """A structlog logger with the component name (and anything else) bound.
+
+    Lazy: a module-level logger made at import still renders with the configuration that
+    configure_logging() installs later.
+    """
+    return structlog.get_logger(component=name, **bound)
 
 
 def start_metrics_server(host: str, port: int) -> int:

@@ -27,7 +27,8 @@ class AlertToIncidentStage:
         firing = alert.status is AlertStatus.FIRING
         title = alert.summary or alert.name
         host = alert.labels.get("instance") or alert.labels.get("host") or ""
-        short = f"[{alert.severity or 'unknown'}] {title}" + (f" on {host}" if host else "")
+        where = f" on {host}" if host and host.split(":")[0] not in title else ""
+        short = f"[{alert.severity or 'unknown'}] {title}{where}"
         identity = "|".join(
             (alert.fingerprint, alert.status, alert.starts_at.isoformat(), alert.received_at.isoformat())
         )

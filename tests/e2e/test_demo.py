@@ -22,13 +22,11 @@ def test_demo_once_accounts_for_every_sample_alert_and_stops_cleanly(tmp_path: P
     assert result.returncode == 0, out + result.stderr
     assert (
         "Accounted for: 6/6 alerts (5 open, 1 resolved); "
-        "1 webhook(s) rejected at the gateway; 0 dead letter(s)."
-        in out
+        "1 webhook(s) rejected at the gateway; 0 dead letter(s)." in out
     )
     assert (
         "04-malformed.json                400  "
-        "invalid alertmanager payload: alerts.0.startsAt: Field required"
-        in out
+        "invalid alertmanager payload: alerts.0.startsAt: Field required" in out
     )
     assert "stopped: gateway exit 0, sink exit 0, worker exit 0, devitsm exit 0" in out
     # The summary table is read back from the ITSM; a resolved alert shows a Resolved incident.

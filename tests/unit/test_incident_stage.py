@@ -49,3 +49,8 @@ def test_the_pipeline_runs_its_stages_in_order() -> None:
 
     Pipeline("p", [Tag("a"), Tag("b"), Tag("c")]).run("x", Ctx(now=NOW))
     assert seen == ["a", "b", "c"]
+
+
+def test_the_host_is_not_repeated_when_the_summary_names_it() -> None:
+    cmd = AlertToIncidentStage()(alert("fp1", summary="CPU above 90% on web-1"), Ctx(now=NOW))
+    assert cmd.short_description == "[warning] CPU above 90% on web-1"

@@ -86,3 +86,18 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`ITSM_{name.upper()}`" not in readme]
     assert missing == []
+
+
+def test_loggers_made_at_import_still_render_json_once_configured() -> None:
+    import io
+    import json
+
+    from streams.core import telemetry
+
+    early = telemetry.get_logger("early")  # as a module-level logger would be
+    out = io.StringIO()
+    telemetry.configure_logging("info", stream=out)
+    early.info("hello", topic="alerts.raw", partition=1, offset=7)
+    line = json.loads(out.getvalue())
+    assert line["event"] == "hello" and line["component"] == "early" and line["offset"] == 7
+    assert line["timestamp"].endswith("Z")
