@@ -149,19 +149,54 @@ def cmd_gateway(_: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(settings: Settings):  # type: ignore[no-untyped-def]
+    from streams.core.rules import RuleError, load_rules
+
+    try:
+        return load_rules(Path(settings.rules_dir) if settings.rules_dir else None)
+    except RuleError as exc:
+        sys.exit(f"itsmctl: {exc}")
+
+
 def cmd_worker(_: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from streams.agents.views import CMDBView, CompactedTopicView, IncidentIndexView, WindowView
     from streams.app import create_app
+    from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, MAINTENANCE_WINDOWS
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
     telemetry.configure_tracing("itsm-worker")
+    log = telemetry.get_logger("worker")
+    rules = _rules(settings)
+    serde = _serde(settings)
     port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port)
-    telemetry.get_logger("worker").info("metrics_listening", port=port)
-    app = create_app(settings, _serde(settings))
+    cmdb = CMDBView(serde, settings.topic(CMDB_CI))
+    windows = WindowView(serde, settings.topic(MAINTENANCE_WINDOWS))
+    incidents = IncidentIndexView()
+    views = [
+        CompactedTopicView(settings, settings.topic(CMDB_CI), cmdb.apply).start(),
+        CompactedTopicView(settings, settings.topic(MAINTENANCE_WINDOWS), windows.apply).start(),
+        CompactedTopicView(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start(),
+    ]
+    for view in views:
+        # Alerts are correlated only once the CMDB and the calendar are complete.
+        view.wait_ready(settings.view_ready_timeout_seconds)
+    log.info(
+        "worker_starting",
+        metrics_port=port,
+        rules=rules.versions(),
+        cis=len(cmdb),
+        windows=len(windows.windows()),
+    )
+    app = create_app(settings, serde, rules, cmdb=cmdb, incidents=incidents, windows=windows)
     worker = Worker(app, loglevel="WARN" if settings.log_level != "debug" else "INFO", quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        for view in views:
+            view.stop()
     return 0
 
 

@@ -20,8 +20,9 @@ from ops.kafka import Broker
 from ops.kafka.broker import free_port
 from ops.stack import Stack, port_or_free
 from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, declared, dlq_name
-from streams.stages.incident import correlation_id
+from streams.stages.lifecycle import correlation_id
 
+DEMO_STABLE_PERIOD = 5.0
 STATE_NAMES = {
     "1": "New",
     "2": "In Progress",
@@ -127,7 +128,14 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
     broker = Broker(workdir / "kafka", port=port_or_free(9092), controller_port=free_port())
     print(f"[1/5] starting Kafka (KRaft, 127.0.0.1:{broker.port}) ...", flush=True)
     broker.start()
-    stack = Stack(workdir, broker.bootstrap, gateway_port=port_or_free(8080), devitsm_port=port_or_free(8090))
+    # Short lifecycle periods, so a resolved sample alert auto-resolves its incident within the demo.
+    stack = Stack(
+        workdir,
+        broker.bootstrap,
+        gateway_port=port_or_free(8080),
+        devitsm_port=port_or_free(8090),
+        lifecycle={"stable_period": DEMO_STABLE_PERIOD, "tick_interval": 0.5},
+    )
     code = 1
     try:
         print("[2/5] applying topics ...", flush=True)
@@ -142,7 +150,11 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
         expected, lines = post_samples(stack.gateway_url, samples)
         for name, status, detail in lines:
             print(f"      {name:<32} {status}  {detail}", flush=True)
-        print("[5/5] waiting until every alert is accounted for in the ITSM ...", flush=True)
+        print(
+            f"[5/5] waiting until every alert is accounted for in the ITSM (a resolved alert's incident "
+            f"auto-resolves after staying clear for {DEMO_STABLE_PERIOD:.0f}s, the demo's stable_period) ...",
+            flush=True,
+        )
         deadline = time.monotonic() + timeout
         with stack.itsm() as itsm:
             while True:

@@ -20,6 +20,24 @@ from ops.kafka.broker import free_port
 COMPONENTS = ("devitsm", "worker", "sink", "gateway")
 
 
+def write_rules(target: Path, lifecycle: dict[str, float]) -> Path:
+    """A copy of the rule files with some lifecycle periods replaced; validated before use."""
+    from streams.core.rules import default_rules_dir, load_rules
+
+    target.mkdir(parents=True, exist_ok=True)
+    for path in default_rules_dir().glob("*.toml"):
+        text = path.read_text()
+        if path.name == "lifecycle.toml":
+            lines = []
+            for line in text.splitlines():
+                name = line.split("=", 1)[0].strip()
+                lines.append(f"{name} = {lifecycle[name]}" if name in lifecycle else line)
+            text = "\n".join(lines) + "\n"
+        (target / path.name).write_text(text)
+    load_rules(target)
+    return target
+
+
 def port_or_free(preferred: int) -> int:
     """preferred if nobody listens there on 127.0.0.1, else a free port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -43,6 +61,8 @@ class Stack:
     worker_metrics_port: int = field(default_factory=free_port)
     sink_metrics_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Lifecycle periods to override (seconds), e.g. a short stable_period for demos and tests.
+    lifecycle: dict[str, float] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,6 +74,9 @@ class Stack:
             self.password_file.touch(mode=0o600)
             self.password_file.write_text(secrets.token_urlsafe(24))
         self.password = self.password_file.read_text()
+        self.rules_dir: Path | None = None
+        if self.lifecycle:
+            self.rules_dir = write_rules(self.workdir / "rules", self.lifecycle)
 
     @property
     def gateway_url(self) -> str:
@@ -81,6 +104,8 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.rules_dir is not None:
+            env["ITSM_RULES_DIR"] = str(self.rules_dir)
         env.update(self.extra_env)
         return env
 

@@ -1,9 +1,10 @@
-"""The alerts agent: reads alerts.raw as bytes, runs the alert pipeline, emits incident commands."""
+"""The alerts agent's work without Faust: decode, run the engine, publish every effect, or dead-letter."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -11,12 +12,20 @@ from pydantic import ValidationError
 
 from streams.core import telemetry
 from streams.core.dlq import DeadLetter, ErrorClass, Headers
-from streams.core.models import Alert, IncidentCommand
+from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
+from streams.core.rules import Rules
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
-from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, dlq_name
-from streams.stages.base import Ctx, Dropped, Pipeline
-from streams.stages.incident import AlertToIncidentStage
+from streams.core.topics import (
+    ALERTS_CI_INCIDENTS,
+    ALERTS_CORRELATION_SAMPLES,
+    ALERTS_RAW,
+    ALERTS_SUPPRESSED,
+    INCIDENT_COMMANDS,
+    dlq_name,
+)
+from streams.stages.engine import AlertEngine
+from streams.stages.state import AlertState, CIIndex, Effects, WindowSource
 
 STAGE = "alerts"
 
@@ -24,27 +33,68 @@ STAGE = "alerts"
 class Emitter(Protocol):
     """Sends one record; the returned awaitable completes once the record is accepted for delivery."""
 
-    def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> Awaitable[Any]: ...
+    def __call__(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> Awaitable[Any]: ...
 
 
-def alert_pipeline() -> Pipeline:
-    """The alert stages in their one declared order."""
-    return Pipeline(STAGE, [AlertToIncidentStage()])
+class IncidentIndexWriter(Protocol):
+    def get(self, ci_id: str) -> str | None: ...
+
+    def set(self, ci_id: str, incident: str | None) -> None: ...
+
+
+class TableStore:
+    """AlertState in a mapping of fingerprint -> JSON bytes (the Faust table, or a dict in tests)."""
+
+    def __init__(self, table: MutableMapping[str, bytes]) -> None:
+        self.table = table
+
+    def get(self, fingerprint: str) -> AlertState | None:
+        raw = self.table.get(fingerprint)
+        return AlertState.model_validate_json(raw) if raw else None
+
+    def put(self, state: AlertState) -> None:
+        self.table[state.fingerprint] = state.model_dump_json().encode()
+
+
+def sampled(rate: float, *parts: str | None) -> bool:
+    """Deterministic sampling: the same decision is always sampled, or never."""
+    if rate <= 0:
+        return False
+    return zlib.crc32("|".join(p or "" for p in parts).encode()) % 10_000 < rate * 10_000
 
 
 @dataclass
 class AlertProcessor:
-    """Everything the agent does per record, without Faust: decode, stages, encode, or dead-letter."""
+    """Everything the alerts agent does per record and per tick."""
 
     settings: Settings
     serde: AvroSerde
     emit: Emitter
-    pipeline: Pipeline
+    rules: Rules
+    table: MutableMapping[str, bytes]
+    cmdb: CIIndex
+    incidents: IncidentIndexWriter
+    windows: WindowSource
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    due: dict[int, dict[str, datetime]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.commands_topic = self.settings.topic(INCIDENT_COMMANDS)
-        self.dlq_topic = dlq_name(self.settings.topic(ALERTS_RAW))
+        t = self.settings.topic
+        self.topics = {
+            name: t(name)
+            for name in (
+                INCIDENT_COMMANDS,
+                ALERTS_SUPPRESSED,
+                ALERTS_CORRELATION_SAMPLES,
+                ALERTS_CI_INCIDENTS,
+                ALERTS_RAW,
+            )
+        }
+        self.dlq_topic = dlq_name(t(ALERTS_RAW))
+        self.store = TableStore(self.table)
+        self.engine = AlertEngine(self.rules, self.store, self.cmdb, self.incidents, self.windows)
         self.log = telemetry.get_logger("worker.alerts")
 
     async def handle(
@@ -56,50 +106,157 @@ class AlertProcessor:
         partition: int,
         offset: int,
     ) -> str:
-        """Process one raw record; returns 'emitted', a drop reason, or 'dead_lettered'."""
+        """Process one alerts.raw record; returns how it was accounted for."""
         headers = list(headers or ())
-        ctx = Ctx(now=self.clock(), topic=topic, partition=partition, offset=offset)
+        now = self.clock()
         try:
             alert = self.serde.decode(value or b"", Alert)
-            result = self.pipeline.run(alert, ctx)
-            if isinstance(result, Dropped):
-                return result.reason.value
-            command: IncidentCommand = result
-            out = self.serde.encode(command, self.commands_topic)
+            fx, state = self.engine.process(alert, now, partition)
+            outputs = self._encode(fx, now)
         except SerdeError as exc:
-            await self._dead_letter(key, value, headers, ctx, ErrorClass(exc.error_class), str(exc))
-            return "dead_lettered"
+            return await self._dead_letter(
+                key, value, headers, topic, partition, offset, now, ErrorClass(exc.error_class), str(exc)
+            )
         except ValidationError as exc:
-            await self._dead_letter(key, value, headers, ctx, ErrorClass.VALIDATION, str(exc))
-            return "dead_lettered"
-        # Keyed by correlation id so every command of one incident lands on one partition, in order.
-        await self.emit(
-            self.commands_topic,
-            command.correlation_id.encode(),
-            out,
-            [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS],
-        )
-        return "emitted"
+            return await self._dead_letter(
+                key, value, headers, topic, partition, offset, now, ErrorClass.VALIDATION, str(exc)
+            )
+        trace = [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS]
+        await self._publish(fx, outputs, trace)
+        self.store.put(state)  # only after the outputs were acknowledged
+        self._track(state, now)
+        telemetry.ALERT_OUTCOMES.labels(fx.outcome.value).inc()
+        return fx.outcome.value
+
+    async def tick(self, partition: int) -> int:
+        """Time-driven transitions of this partition's alerts that came due; returns how many ran."""
+        now = self.clock()
+        if partition not in self.due:
+            self._rebuild_due(partition, now)
+        due = self.due[partition]
+        ready = [fp for fp, at in due.items() if at <= now]
+        for fp in ready:
+            del due[fp]
+            fx, state = self.engine.tick(fp, now)
+            if fx is not None and state is not None:
+                await self._publish(fx, self._encode(fx, now), [])
+                self.store.put(state)
+            if state is not None:
+                self._track(state, now)
+        return len(ready)
+
+    def forget_partitions(self) -> None:
+        """After a rebalance: rebuild the due index from the table on the next tick."""
+        self.due.clear()
+
+    def _rebuild_due(self, partition: int, now: datetime) -> None:
+        due: dict[str, datetime] = {}
+        for raw in list(self.table.values()):
+            state = AlertState.model_validate_json(raw)
+            if state.partition == partition:
+                at = self.engine.due(state, now)
+                if at is not None:
+                    due[state.fingerprint] = at
+        self.due[partition] = due
+
+    def _track(self, state: AlertState, now: datetime) -> None:
+        at = self.engine.due(state, now)
+        bucket = self.due.setdefault(state.partition, {})
+        if at is None:
+            bucket.pop(state.fingerprint, None)
+        else:
+            bucket[state.fingerprint] = at
+
+    def _encode(self, fx: Effects, now: datetime) -> list[tuple[str, bytes | None, bytes | None]]:
+        """Every output record of fx, encoded first: a record that cannot be encoded fails the input."""
+        t = self.topics
+        out: list[tuple[str, bytes | None, bytes | None]] = []
+        for cmd in fx.commands:
+            out.append(
+                (
+                    t[INCIDENT_COMMANDS],
+                    cmd.correlation_id.encode(),
+                    self.serde.encode(cmd, t[INCIDENT_COMMANDS]),
+                )
+            )
+        for sup in fx.suppressed:
+            record = SuppressedAlert(
+                alert=sup.alert,
+                reason=sup.reason,
+                window_id=sup.window.window_id if sup.window else None,
+                change_id=sup.window.change_id if sup.window else None,
+                window_ends_at=sup.window.ends_at if sup.window else None,
+                suppressed_at=now,
+            )
+            out.append(
+                (
+                    t[ALERTS_SUPPRESSED],
+                    sup.alert.fingerprint.encode(),
+                    self.serde.encode(record, t[ALERTS_SUPPRESSED]),
+                )
+            )
+        rate = self.rules.correlation.sampling.rate
+        for d in fx.decisions:
+            if not sampled(rate, d.fingerprint, d.incident_id, d.ci_id):
+                continue
+            sample_id = f"{d.fingerprint}:{int(now.timestamp() * 1000)}"
+            sample = CorrelationSample(
+                sample_id=sample_id,
+                fingerprint=d.fingerprint,
+                rule=d.rule,
+                decision=CorrelationDecisionKind(d.decision.upper()),
+                ci_id=d.ci_id,
+                incident_id=d.incident_id,
+                labels=d.labels,
+                decided_at=now,
+            )
+            out.append(
+                (
+                    t[ALERTS_CORRELATION_SAMPLES],
+                    sample_id.encode(),
+                    self.serde.encode(sample, t[ALERTS_CORRELATION_SAMPLES]),
+                )
+            )
+        for ci_id, incident in fx.index_updates.items():
+            out.append((t[ALERTS_CI_INCIDENTS], ci_id.encode(), incident.encode() if incident else None))
+        return out
+
+    async def _publish(
+        self, fx: Effects, outputs: list[tuple[str, bytes | None, bytes | None]], trace: Headers
+    ) -> None:
+        # Read-your-writes: this worker sees its own index updates before the topic echoes them.
+        for ci_id, incident in fx.index_updates.items():
+            self.incidents.set(ci_id, incident)
+        pending = [await self.emit(topic, key, value, trace) for topic, key, value in outputs]
+        for ack in pending:
+            # Wait for the broker's acknowledgement of every output before the state moves on.
+            if ack is not None and hasattr(ack, "__await__"):
+                await ack
 
     async def _dead_letter(
         self,
         key: bytes | None,
         value: bytes | None,
         headers: Headers,
-        ctx: Ctx,
+        topic: str,
+        partition: int,
+        offset: int,
+        now: datetime,
         error_class: ErrorClass,
         message: str,
-    ) -> None:
-        letter = DeadLetter(
-            ctx.topic, ctx.partition, ctx.offset, STAGE, error_class, message, first_failed_at=ctx.now
-        )
+    ) -> str:
+        letter = DeadLetter(topic, partition, offset, STAGE, error_class, message, first_failed_at=now)
         self.log.warning(
             "dead_letter",
-            topic=ctx.topic,
-            partition=ctx.partition,
-            offset=ctx.offset,
+            topic=topic,
+            partition=partition,
+            offset=offset,
             error_class=error_class.value,
             reason=message[:300],
         )
         telemetry.DEAD_LETTERS.labels(STAGE, error_class.value).inc()
-        await self.emit(self.dlq_topic, key, value or b"", letter.headers(headers))
+        telemetry.ALERT_OUTCOMES.labels("dead_lettered").inc()
+        ack = await self.emit(self.dlq_topic, key, value or b"", letter.headers(headers))
+        if ack is not None and hasattr(ack, "__await__"):
+            await ack
+        return "dead_lettered"

@@ -213,7 +213,40 @@ class IncidentCommand(Record):
     source: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
     resolution_note: str | None = None
+    work_note: str | None = None
     issued_at: UtcDatetime
+
+
+class SuppressedAlert(Record):
+    """An alert kept quiet, with the reason and the window."""
+
+    avro_name = "io.itsmpipeline.alerts.SuppressedAlert"
+    alert: Alert
+    reason: NonEmpty
+    window_id: str | None = None
+    change_id: str | None = None
+    window_ends_at: UtcDatetime | None = None
+    suppressed_at: UtcDatetime
+
+
+class CorrelationDecisionKind(StrEnum):
+    MATCHED = "MATCHED"
+    GROUPED = "GROUPED"
+    UNKNOWN = "UNKNOWN"
+
+
+class CorrelationSample(Record):
+    """A sampled CI correlation decision for review."""
+
+    avro_name = "io.itsmpipeline.alerts.CorrelationSample"
+    sample_id: NonEmpty
+    fingerprint: NonEmpty
+    rule: NonEmpty
+    decision: CorrelationDecisionKind
+    ci_id: str | None = None
+    incident_id: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    decided_at: UtcDatetime
 
 
 class ChangeAction(StrEnum):
@@ -320,4 +353,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     ChangeCommand,
     SinkResult,
     AuditEvent,
+    SuppressedAlert,
+    CorrelationSample,
 )

@@ -55,10 +55,81 @@ class LoadedSchema:
     parsed: Any
     fingerprint: bytes
     path: Path
+    parsed_raw: Any = None
+
+
+def _full_name(node: dict[str, Any], namespace: str | None) -> str:
+    name = str(node["name"])
+    if "." in name:
+        return name
+    ns = node.get("namespace", namespace)
+    return f"{ns}.{name}" if ns else name
+
+
+def named_types(raw: Any, namespace: str | None = None, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every named type (record, enum, fixed) defined in a schema, by full name."""
+    out = {} if out is None else out
+    if isinstance(raw, list):
+        for item in raw:
+            named_types(item, namespace, out)
+    elif isinstance(raw, dict):
+        if raw.get("type") in ("record", "error", "enum", "fixed") and "name" in raw:
+            full = _full_name(raw, namespace)
+            out[full] = raw
+            namespace = full.rsplit(".", 1)[0] if "." in full else namespace
+        for key in ("fields", "items", "values"):
+            if key in raw:
+                named_types(raw[key], namespace, out)
+        if isinstance(raw.get("type"), dict | list):
+            named_types(raw["type"], namespace, out)
+    return out
+
+
+def expand(
+    raw: Any, named: dict[str, Any], namespace: str | None = None, seen: set[str] | None = None
+) -> Any:
+    """The schema with references to other files' named types inlined (each defined once)."""
+    seen = set() if seen is None else seen
+    if isinstance(raw, str):
+        full = raw if "." in raw or namespace is None else f"{namespace}.{raw}"
+        for candidate in (raw, full):
+            if candidate in named and candidate not in seen:
+                seen.add(candidate)
+                return expand(named[candidate], named, candidate.rsplit(".", 1)[0], seen)
+        return raw
+    if isinstance(raw, list):
+        return [expand(item, named, namespace, seen) for item in raw]
+    if isinstance(raw, dict):
+        out = dict(raw)
+        if raw.get("type") in ("record", "error", "enum", "fixed") and "name" in raw:
+            full = _full_name(raw, namespace)
+            seen.add(full)
+            namespace = full.rsplit(".", 1)[0] if "." in full else namespace
+        if "fields" in raw:
+            out["fields"] = [{**f, "type": expand(f["type"], named, namespace, seen)} for f in raw["fields"]]
+        for key in ("items", "values"):
+            if key in raw:
+                out[key] = expand(raw[key], named, namespace, seen)
+        if isinstance(raw.get("type"), dict | list | str) and raw.get("type") not in (
+            "record",
+            "error",
+            "enum",
+            "fixed",
+            "array",
+            "map",
+        ):
+            out["type"] = expand(raw["type"], named, namespace, seen)
+        return out
+    return raw
 
 
 class SchemaStore:
-    """The schemas of schemas/avro: the current one per record name and every released version."""
+    """The schemas of schemas/avro: the current one per record name and every released version.
+
+    A current schema may reference a named type of another file (SuppressedAlert embeds Alert);
+    it is expanded before fingerprinting, so a change of the embedded type changes the
+    fingerprint too. Files in history/ are stored expanded (self-contained).
+    """
 
     def __init__(self, schema_dir: Path | None = None) -> None:
         self.schema_dir = schema_dir or default_schema_dir()
@@ -66,20 +137,25 @@ class SchemaStore:
             raise SerdeError(f"schema directory {self.schema_dir} does not exist")
         self.current: dict[str, LoadedSchema] = {}
         self.by_fingerprint: dict[bytes, LoadedSchema] = {}
-        for path in sorted(self.schema_dir.glob("*.avsc")):
-            loaded = self._load(path)
+        raws = {p: json.loads(p.read_text(encoding="utf-8")) for p in sorted(self.schema_dir.glob("*.avsc"))}
+        named: dict[str, Any] = {}
+        for raw in raws.values():
+            named_types(raw, None, named)
+        self.expanded: dict[str, Any] = {}
+        for path, raw in raws.items():
+            loaded = self._load(path, expand(raw, named))
             self.current[loaded.name] = loaded
             self.by_fingerprint[loaded.fingerprint] = loaded
         for path in sorted((self.schema_dir / "history").glob("*.avsc")):
-            loaded = self._load(path)
+            loaded = self._load(path, json.loads(path.read_text(encoding="utf-8")))
             self.by_fingerprint.setdefault(loaded.fingerprint, loaded)
 
-    @staticmethod
-    def _load(path: Path) -> LoadedSchema:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+    def _load(self, path: Path, raw: dict[str, Any]) -> LoadedSchema:
         parsed = parse_schema(raw, _write_hint=False, _force=True)
-        name = raw["name"] if "." in raw["name"] else f"{raw['namespace']}.{raw['name']}"
-        return LoadedSchema(name, parsed, canonical_fingerprint(raw), path)
+        name = _full_name(raw, None)
+        if path.parent == self.schema_dir:
+            self.expanded[name] = raw
+        return LoadedSchema(name, parsed, canonical_fingerprint(raw), path, raw)
 
     def for_record(self, model: type[Record]) -> LoadedSchema:
         try:
@@ -110,7 +186,7 @@ class SchemaRegistryClient:
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-        body = {"schemaType": "AVRO", "schema": json.dumps(json.loads(schema.path.read_text()))}
+        body = {"schemaType": "AVRO", "schema": json.dumps(schema.parsed_raw)}
         resp = self._http.post(
             f"/subjects/{subject}/versions",
             json=body,

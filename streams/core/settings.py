@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     devitsm_user: str = "pipeline"
     devitsm_password: SecretStr = SecretStr("")
 
+    rules_dir: str | None = Field(
+        None, description="Directory of the rule files (default: ops/rules of the checkout)."
+    )
+    view_ready_timeout_seconds: float = Field(
+        120.0, gt=0, description="How long a worker waits for the CMDB and window views to load."
+    )
+
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
 
     @classmethod

@@ -43,6 +43,36 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
 )
+UNMAPPED_VALUES = Counter(
+    "itsm_pipeline_unmapped_values_total",
+    "Values a rule file did not map, which took the declared default.",
+    ["rule", "source"],
+)
+ALERTS_UNKNOWN_CI = Counter(
+    "itsm_pipeline_alerts_unknown_ci_total", "Alerts that matched no CMDB configuration item.", ["source"]
+)
+CORRELATIONS = Counter(
+    "itsm_pipeline_correlations_total",
+    "CI correlation decisions, by the rule that decided.",
+    ["rule", "decision"],
+)
+FLAPS = Counter("itsm_pipeline_flaps_total", "Alerts that fired again inside the stable period.", ["source"])
+CORRELATION_VERDICTS = Counter(
+    "itsm_pipeline_correlation_verdicts_total",
+    "Service desk verdicts on sampled correlation decisions.",
+    ["rule", "verdict"],
+)
+VIEW_SKIPPED = Counter(
+    "itsm_pipeline_view_records_skipped_total",
+    "Records a global view could not decode and skipped (the topic's guard agent dead-letters them).",
+    ["topic"],
+)
+ALERT_OUTCOMES = Counter(
+    "itsm_pipeline_alert_outcomes_total",
+    "Every alerts.raw record by how it was accounted for: in = emitted + absorbed + deduplicated + "
+    "suppressed + dead_lettered.",
+    ["outcome"],
+)
 SINK_REQUESTS = Counter(
     "itsm_pipeline_sink_requests_total",
     "HTTP requests made by sinks, by status class.",

@@ -37,6 +37,8 @@ class TopicSpec:
 ALERTS_RAW = "alerts.raw"
 ALERTS_SUPPRESSED = "alerts.suppressed"
 ALERTS_CORRELATION_SAMPLES = "alerts.correlation.samples"
+ALERTS_TICKS = "alerts.ticks"
+ALERTS_CI_INCIDENTS = "alerts.ci.incidents"
 CMDB_CI = "cmdb.ci"
 MAINTENANCE_WINDOWS = "maintenance.windows"
 DEPLOY_EVENTS = "deploy.events"
@@ -58,6 +60,18 @@ TOPICS: tuple[TopicSpec, ...] = (
         1,
         retention_ms=30 * DAY_MS,
         doc="Sampled correlation decisions for review.",
+    ),
+    TopicSpec(
+        ALERTS_TICKS,
+        6,
+        retention_ms=60 * 60 * 1000,
+        doc="Internal timer ticks, co-partitioned with alerts.raw (auto-resolve, timeouts, window ends).",
+    ),
+    TopicSpec(
+        ALERTS_CI_INCIDENTS,
+        3,
+        compacted=True,
+        doc="Internal: CI id -> correlation id of its open incident (root-cause grouping across workers).",
     ),
     TopicSpec(CMDB_CI, 3, compacted=True, dlq=True, doc="Latest ConfigurationItem per ci_id."),
     TopicSpec(

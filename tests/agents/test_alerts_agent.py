@@ -1,19 +1,29 @@
-"""The alerts agent: good records become incident commands, bad ones dead letters with reasons."""
+"""The alerts agent: records become incident commands, suppressions, samples; bad ones dead letters."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from streams.agents.alerts import AlertProcessor, alert_pipeline
+from streams.agents.alerts import AlertProcessor, sampled
+from streams.agents.views import IncidentIndexView, WindowView
 from streams.app import create_app
 from streams.core.dlq import Headers, header_map
-from streams.core.models import IncidentAction, IncidentCommand
+from streams.core.models import (
+    AlertStatus,
+    CorrelationSample,
+    IncidentAction,
+    IncidentCommand,
+    MaintenanceWindow,
+    SuppressedAlert,
+)
+from streams.core.rules import load_rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from streams.stages.cmdb import CMDBIndex
 from tests.examples import alert, raw_alert_bytes
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -25,21 +35,57 @@ class Collector:
     """An Emitter that keeps what it was given."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes, Headers]] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None, Headers]] = []
 
-    async def __call__(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> Any:
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
         self.sent.append((topic, key, value, headers))
 
+    def on(self, suffix: str) -> list[tuple[str, bytes | None, bytes | None, Headers]]:
+        return [s for s in self.sent if s[0] == "x." + suffix]
 
-def processor(out: Collector) -> AlertProcessor:
-    return AlertProcessor(SETTINGS, SERDE, out, alert_pipeline(), clock=lambda: NOW)
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def processor(
+    out: Collector,
+    clock: Clock | None = None,
+    windows: WindowView | None = None,
+    sample_rate: float = 0.0,
+    **lifecycle: float,
+) -> AlertProcessor:
+    rules = load_rules()
+    rules = rules.model_copy(
+        update={
+            "lifecycle": rules.lifecycle.model_copy(update=lifecycle),
+            "correlation": rules.correlation.model_copy(
+                update={"sampling": rules.correlation.sampling.model_copy(update={"rate": sample_rate})}
+            ),
+        }
+    )
+    return AlertProcessor(
+        SETTINGS,
+        SERDE,
+        out,
+        rules,
+        {},
+        CMDBIndex(),
+        IncidentIndexView(),
+        windows or WindowView(SERDE, "w"),
+        clock=clock or (lambda: NOW),
+    )
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def test_a_good_alert_becomes_one_command_keyed_by_correlation_id() -> None:
+def test_a_good_alert_becomes_one_command_keyed_by_correlation_id_with_the_trace() -> None:
     out = Collector()
     trace = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     outcome = run(
@@ -48,9 +94,9 @@ def test_a_good_alert_becomes_one_command_keyed_by_correlation_id() -> None:
     assert outcome == "emitted"
     ((topic, key, value, headers),) = out.sent
     assert topic == "x.itsm.incident.commands" and key == b"itsmp-fp1"
-    cmd = SERDE.decode(value, IncidentCommand)
+    cmd = SERDE.decode(value or b"", IncidentCommand)
     assert cmd.action is IncidentAction.OPEN and cmd.issued_at == NOW
-    assert headers == [trace]  # trace context goes on; other headers stay with the input
+    assert headers == [trace]
 
 
 @pytest.mark.parametrize(
@@ -90,19 +136,113 @@ def test_a_decodable_but_invalid_record_is_dead_lettered_as_validation() -> None
     assert h["dlq.error.class"] == "validation" and "name" in h["dlq.exception.message"]
 
 
+def test_a_suppressed_alert_goes_to_alerts_suppressed_with_its_window() -> None:
+    out = Collector()
+    windows = WindowView(SERDE, "w")
+    window = MaintenanceWindow(
+        window_id="mw-1",
+        kind="MAINTENANCE",
+        scope="GLOBAL",
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+        change_id="CHG0030007",
+        updated_at=NOW,
+    )
+    windows.apply(b"mw-1", SERDE.encode(window))
+    outcome = run(
+        processor(out, windows=windows).handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, 1)
+    )
+    assert outcome == "suppressed" and out.on("itsm.incident.commands") == []
+    ((_, key, value, _),) = out.on("alerts.suppressed")
+    sup = SERDE.decode(value or b"", SuppressedAlert)
+    assert key == b"fp1" and sup.window_id == "mw-1" and sup.change_id == "CHG0030007"
+    assert sup.alert.fingerprint == "fp1" and sup.window_ends_at == window.ends_at
+
+
+def test_ticks_auto_resolve_after_the_stable_period() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock, stable_period=60)
+    run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 3, 1))
+    clock.now += timedelta(seconds=5)
+    resolved = alert("fp1", status=AlertStatus.RESOLVED, ends_at=clock.now)
+    assert run(p.handle(b"fp1", SERDE.encode(resolved), [], "x.alerts.raw", 3, 2)) == "absorbed"
+    assert run(p.tick(3)) == 0
+    clock.now += timedelta(seconds=61)
+    assert run(p.tick(2)) == 0  # another partition's tick does not touch it
+    assert run(p.tick(3)) == 1
+    actions = [
+        SERDE.decode(v or b"", IncidentCommand).action for _, _, v, _ in out.on("itsm.incident.commands")
+    ]
+    assert actions == [IncidentAction.OPEN, IncidentAction.RESOLVE]
+
+
+def test_the_due_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock, stable_period=60)
+    run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 1, 1))
+    run(p.handle(b"fp1", SERDE.encode(alert("fp1", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2))
+    p.forget_partitions()
+    clock.now += timedelta(seconds=120)
+    assert run(p.tick(1)) == 1
+
+
+def test_correlation_decisions_are_sampled_deterministically() -> None:
+    out = Collector()
+    p = processor(out, sample_rate=1.0)
+    run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, 1))
+    ((_, _, value, _),) = out.on("alerts.correlation.samples")
+    sample = SERDE.decode(value or b"", CorrelationSample)
+    assert sample.fingerprint == "fp1" and sample.decision.value == "UNKNOWN" and sample.labels["instance"]
+    assert sampled(0.5, "a", "b") == sampled(0.5, "a", "b")
+    assert 400 < sum(sampled(0.5, str(i)) for i in range(1000)) < 600
+
+
 def test_the_faust_agent_runs_the_processor_in_test_context() -> None:
     out = Collector()
-    app = create_app(SETTINGS, SERDE, emit=out)
+    app = create_app(
+        SETTINGS,
+        SERDE,
+        load_rules(),
+        cmdb=CMDBIndex(),
+        incidents=IncidentIndexView(),
+        windows=WindowView(SERDE, "w"),
+        emit=out,
+        table={},
+    )
     agent = app.agents["alerts"]
 
     async def drive() -> None:
         async with agent.test_context() as ctx:
             await ctx.put(key=b"fp9", value=SERDE.encode(alert("fp9")))
             await ctx.put(key=b"bad", value=b"not avro")
-            await ctx.put(key=b"fp9", value=SERDE.encode(alert("fp9", status="RESOLVED", ends_at=NOW)))
+            await ctx.put(
+                key=b"fp9", value=SERDE.encode(alert("fp9", status=AlertStatus.RESOLVED, ends_at=NOW))
+            )
 
     run(drive())
     topics = [t for t, *_ in out.sent]
-    assert topics == ["x.itsm.incident.commands", "x.alerts.raw.dlq", "x.itsm.incident.commands"]
-    actions = [SERDE.decode(v, IncidentCommand).action for t, _, v, _ in out.sent if t.endswith("commands")]
-    assert actions == [IncidentAction.OPEN, IncidentAction.RESOLVE]
+    assert topics == ["x.itsm.incident.commands", "x.alerts.raw.dlq"]  # the resolve starts clearing
+
+
+def test_the_guard_agent_dead_letters_undecodable_cmdb_records() -> None:
+    out = Collector()
+    app = create_app(
+        SETTINGS,
+        SERDE,
+        load_rules(),
+        cmdb=CMDBIndex(),
+        incidents=IncidentIndexView(),
+        windows=WindowView(SERDE, "w"),
+        emit=out,
+        table={},
+    )
+    guard = app.agents["guard-cmdb.ci"]
+
+    async def drive() -> None:
+        async with guard.test_context() as ctx:
+            await ctx.put(key=b"ci-1", value=b"junk")
+            await ctx.put(key=b"ci-2", value=None)
+
+    run(drive())
+    ((topic, key, _, headers),) = out.sent
+    assert topic == "x.cmdb.ci.dlq" and key == b"ci-1" and header_map(headers)["dlq.stage"] == "guard.cmdb.ci"

@@ -16,7 +16,7 @@ from streams.core.dlq import header_map
 from streams.core.models import IncidentAction, IncidentCommand, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.stages.incident import correlation_id
+from streams.stages.lifecycle import correlation_id
 from tests.examples import alert, raw_alert_bytes
 from tests.kafka_util import consume, produce
 
@@ -32,6 +32,7 @@ def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Ite
         kafka_broker.bootstrap,
         topic_prefix=kafka_settings.topic_prefix,
         app_id=kafka_settings.app_id,
+        lifecycle={"stable_period": 1.0, "tick_interval": 0.2},
     )
     try:
         yield s

@@ -137,3 +137,15 @@ def test_a_correlation_id_with_a_query_operator_is_refused_not_injected(itsm_url
         sink_for(itsm_url).handle(command(IncidentAction.OPEN, cid="itsmp-a^ORDERBYnumber"))
     assert info.value.error_class is ErrorClass.VALIDATION and info.value.attempts == 0
     assert "query operator" in str(info.value)
+
+
+def test_an_update_writes_its_work_note_and_never_reopens(itsm_url: str) -> None:
+    sink = sink_for(itsm_url)
+    sink.handle(command(IncidentAction.OPEN))
+    sink.handle(command(IncidentAction.UPDATE, work_note="Related alert AppErrors on app-1."))
+    (rec,) = incidents(itsm_url, "itsmp-abc")
+    assert rec["work_notes"].startswith("Related alert AppErrors on app-1.")
+    sink.handle(command(IncidentAction.RESOLVE))
+    result = sink.handle(command(IncidentAction.UPDATE, n=3, work_note="late related alert"))
+    (rec,) = incidents(itsm_url, "itsmp-abc")
+    assert result.outcome is SinkOutcome.UPDATED and rec["state"] == "6"

@@ -58,13 +58,12 @@ def open_fields(cmd: IncidentCommand) -> dict[str, Any]:
 
 
 def update_fields(cmd: IncidentCommand, reopen: bool) -> dict[str, Any]:
-    """Fields that record a repeat of the alert on an existing incident."""
-    fields: dict[str, Any] = {
-        "work_notes": f"Alert notification again ({cmd.alert_count} so far), command {cmd.command_id}.",
-    }
+    """Fields that record news about the alert (repeat, flap, related alert, escalation) on an incident."""
+    note = cmd.work_note or f"Alert notification again ({cmd.alert_count} so far)."
+    fields: dict[str, Any] = {"work_notes": f"{note} [command {cmd.command_id}]"}
     if reopen:
         fields["state"] = STATE_IN_PROGRESS
-        fields["work_notes"] = f"Reopened: the alert fired again (command {cmd.command_id})."
+        fields["work_notes"] = f"Reopened: the alert fired again. [command {cmd.command_id}]"
     for name, value in (("impact", cmd.impact), ("urgency", cmd.urgency)):
         if value is not None:
             fields[name] = str(value)

@@ -39,7 +39,8 @@ class ServiceNowSink:
             # A closed incident is history: a new occurrence gets a new incident.
             rec = self.client.create(m.INCIDENT_TABLE, m.open_fields(cmd))
             return self._result(cmd, SinkOutcome.CREATED, rec, "created")
-        reopen = existing["state"] == m.STATE_RESOLVED
+        # Only an OPEN reopens a resolved incident; an UPDATE (a related alert, say) just notes it.
+        reopen = existing["state"] == m.STATE_RESOLVED and cmd.action is IncidentAction.OPEN
         rec = self.client.update(m.INCIDENT_TABLE, existing["sys_id"], m.update_fields(cmd, reopen))
         return self._result(cmd, SinkOutcome.UPDATED, rec, "reopened" if reopen else "updated")
 

@@ -1,0 +1,68 @@
+"""Guard agents: validate compacted input topics and dead-letter what no view can use."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.core import telemetry
+from streams.core.dlq import DeadLetter, ErrorClass
+from streams.core.models import Record
+from streams.core.serde import AvroSerde, SerdeError
+from streams.core.settings import Settings
+from streams.core.topics import dlq_name
+
+
+class RecordGuard:
+    """Decodes every record of one topic (in a consumer group) and dead-letters the undecodable.
+
+    The global views skip such records; the guard makes sure each is dead-lettered once, with
+    the reason, instead of being silently ignored.
+    """
+
+    def __init__(
+        self, settings: Settings, serde: AvroSerde, emit: Any, base: str, model: type[Record]
+    ) -> None:
+        self.serde = serde
+        self.emit = emit
+        self.model = model
+        self.topic = settings.topic(base)
+        self.stage = f"guard.{base}"
+        self.log = telemetry.get_logger(self.stage)
+
+    async def check(
+        self, key: bytes | None, value: bytes | None, headers: Any, partition: int, offset: int
+    ) -> bool:
+        if value is None:
+            return True  # a tombstone deletes the key: valid on a compacted topic
+        try:
+            self.serde.decode(value, self.model)
+            return True
+        except SerdeError as exc:
+            letter = DeadLetter(
+                self.topic,
+                partition,
+                offset,
+                self.stage,
+                ErrorClass(exc.error_class),
+                str(exc),
+                first_failed_at=datetime.now(UTC),
+            )
+            telemetry.DEAD_LETTERS.labels(self.stage, exc.error_class).inc()
+            self.log.warning(
+                "dead_letter",
+                topic=self.topic,
+                partition=partition,
+                offset=offset,
+                error_class=exc.error_class,
+                reason=str(exc)[:300],
+            )
+            ack = await self.emit(dlq_name(self.topic), key, value, letter.headers(list(headers or ())))
+            if ack is not None and hasattr(ack, "__await__"):
+                await ack
+            return False
+
+    async def agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            await self.check(msg.key, msg.value, msg.headers, msg.partition, msg.offset)

@@ -1,0 +1,168 @@
+"""Global views of compacted topics: every worker reads every partition into memory and follows it."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams.core import telemetry
+from streams.core.kafka import client_config
+from streams.core.models import ConfigurationItem, MaintenanceWindow
+from streams.core.serde import AvroSerde, SerdeError
+from streams.core.settings import Settings
+from streams.stages.cmdb import CMDBIndex
+
+VIEW_SKIPPED = telemetry.VIEW_SKIPPED
+
+
+class CompactedTopicView:
+    """Follows all partitions of one topic from the beginning, without a consumer group.
+
+    `ready` is set once the view has read up to the end offsets it saw at start, so a worker
+    can wait until the CMDB or the window calendar is complete before it processes alerts.
+    """
+
+    def __init__(self, settings: Settings, topic: str, apply: Callable[[bytes, bytes | None], None]) -> None:
+        self.topic = topic
+        self.apply = apply
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            client_config(
+                settings,
+                **{
+                    "group.id": f"{settings.app_id}-view-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "enable.partition.eof": True,
+                },
+            )
+        )
+        self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
+        self.log = telemetry.get_logger("view", topic=topic)
+        self.failure: BaseException | None = None
+
+    def start(self) -> CompactedTopicView:
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        if not self.ready.wait(timeout):
+            raise RuntimeError(f"view of {self.topic} did not catch up within {timeout}s")
+        if self.failure is not None:
+            raise RuntimeError(f"view of {self.topic} failed: {self.failure}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            meta = self._consumer.list_topics(self.topic, timeout=30)
+            if meta.topics[self.topic].error is not None:
+                raise KafkaException(meta.topics[self.topic].error)
+            parts = [
+                TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.topics[self.topic].partitions
+            ]
+            pending = set()
+            for tp in parts:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=30)
+                if high > low:
+                    pending.add(tp.partition)
+            self._consumer.assign(parts)
+            if not pending:
+                self.ready.set()
+            while not self._stop.is_set():
+                msg = self._consumer.poll(0.2)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
+                        if not pending:
+                            self.ready.set()
+                        continue
+                    if err.fatal():
+                        raise KafkaException(err)
+                    continue
+                key = msg.key()
+                if key is not None:
+                    self.apply(key, msg.value())
+        except Exception as exc:  # noqa: BLE001 - recorded and re-raised to the waiting worker
+            self.failure = exc
+            self.log.error("view_failed", error=str(exc))
+            self.ready.set()
+        finally:
+            self._consumer.close()
+
+
+class CMDBView(CMDBIndex):
+    """The CMDB index fed by cmdb.ci."""
+
+    def __init__(self, serde: AvroSerde, topic: str) -> None:
+        super().__init__()
+        self.serde = serde
+        self.topic = topic
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self.remove(key.decode())
+            return
+        try:
+            self.upsert(self.serde.decode(value, ConfigurationItem))
+        except SerdeError:
+            VIEW_SKIPPED.labels(self.topic).inc()
+
+
+class WindowView:
+    """Every maintenance and freeze window fed by maintenance.windows."""
+
+    def __init__(self, serde: AvroSerde, topic: str) -> None:
+        self.serde = serde
+        self.topic = topic
+        self._items: dict[str, MaintenanceWindow] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        with self._lock:
+            if value is None:
+                self._items.pop(key.decode(), None)
+                return
+            try:
+                window = self.serde.decode(value, MaintenanceWindow)
+            except SerdeError:
+                VIEW_SKIPPED.labels(self.topic).inc()
+                return
+            self._items[window.window_id] = window
+
+    def windows(self) -> list[MaintenanceWindow]:
+        with self._lock:
+            return list(self._items.values())
+
+
+class IncidentIndexView:
+    """CI id -> correlation id of its open incident, fed by alerts.ci.incidents and by local writes."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.updated_at = time.monotonic()
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        self.set(key.decode(), value.decode() if value else None)
+
+    def set(self, ci_id: str, incident: str | None) -> None:
+        with self._lock:
+            if incident is None:
+                self._items.pop(ci_id, None)
+            else:
+                self._items[ci_id] = incident
+
+    def get(self, ci_id: str) -> str | None:
+        with self._lock:
+            return self._items.get(ci_id)

@@ -1,0 +1,166 @@
+"""Rule files (ops/rules/*.toml): versioned data for severity, correlation, lifecycle, fingerprints."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams.core import telemetry
+
+LEVELS = ("critical", "error", "warning", "info")
+
+
+class RuleError(ValueError):
+    """A rule file is missing or invalid; the message names the file and the problem."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SeverityRules(_Frozen):
+    """Source severity and CI criticality/tier to impact, urgency and priority."""
+
+    version: int
+    default_level: Literal["critical", "error", "warning", "info"]
+    levels: dict[str, dict[str, Literal["critical", "error", "warning", "info"]]]
+    urgency: dict[str, int]
+    default_impact: int = Field(ge=1, le=3)
+    impact: dict[str, dict[str, int]]
+    priority: dict[str, int]
+
+    @model_validator(mode="after")
+    def _complete(self) -> SeverityRules:
+        missing = [lvl for lvl in LEVELS if lvl not in self.urgency]
+        if missing:
+            raise ValueError(f"urgency has no value for {missing}")
+        cells = [f"{i},{u}" for i in (1, 2, 3) for u in (1, 2, 3)]
+        if sorted(self.priority) != sorted(cells):
+            raise ValueError(f"priority must have exactly the cells {cells}")
+        return self
+
+    def level(self, source: str, severity: str) -> str:
+        """The canonical level of a source's severity word (default_level, counted, if unmapped)."""
+        table = self.levels.get(source.lower(), {})
+        found = table.get(severity.strip().lower())
+        if found is None:
+            telemetry.UNMAPPED_VALUES.labels("severity", source.lower()).inc()
+            return self.default_level
+        return found
+
+    def impact_for(self, criticality: str | None, tier: str | None) -> int:
+        """Impact from criticality, raised by the service tier if that is higher."""
+        candidates = [self.default_impact]
+        if criticality is not None:
+            value = self.impact.get("criticality", {}).get(criticality)
+            if value is None:
+                telemetry.UNMAPPED_VALUES.labels("impact.criticality", criticality).inc()
+            else:
+                candidates = [value]
+        if tier is not None:
+            value = self.impact.get("tier", {}).get(tier)
+            if value is None:
+                telemetry.UNMAPPED_VALUES.labels("impact.tier", "tier").inc()
+            else:
+                candidates.append(value)
+        return min(candidates)
+
+    def priority_for(self, impact: int, urgency: int) -> int:
+        return self.priority[f"{impact},{urgency}"]
+
+
+class CorrelationRule(_Frozen):
+    name: str
+    kind: Literal["ci_id", "hostname", "ip", "service"]
+    labels: list[str] = Field(min_length=1)
+
+
+class Topology(_Frozen):
+    relationships: list[str]
+    max_depth: int = Field(ge=1, le=10)
+
+
+class Sampling(_Frozen):
+    rate: float = Field(ge=0.0, le=1.0)
+
+
+class CorrelationRules(_Frozen):
+    """How alerts find their CI, how topology groups them, how decisions are sampled."""
+
+    version: int
+    rules: list[CorrelationRule] = Field(min_length=1)
+    topology: Topology
+    sampling: Sampling
+
+
+class LifecycleRules(_Frozen):
+    """Dedup window and incident lifecycle periods, in seconds."""
+
+    version: int
+    dedup_window: float = Field(ge=0)
+    stable_period: float = Field(ge=0)
+    reopen_period: float = Field(ge=0)
+    signal_timeout: float = Field(gt=0)
+    tick_interval: float = Field(gt=0, le=60)
+
+
+class FingerprintRules(_Frozen):
+    """Per source: keep the source's fingerprint, or hash only the listed labels."""
+
+    version: int
+    sources: dict[str, Literal["source"] | list[str]]
+
+    @field_validator("sources")
+    @classmethod
+    def _non_empty_lists(cls, v: dict[str, object]) -> dict[str, object]:
+        for name, rule in v.items():
+            if isinstance(rule, list) and not rule:
+                raise ValueError(f"{name}: an empty label list would give every alert one fingerprint")
+        return v
+
+
+class Rules(_Frozen):
+    """Every rule file, loaded and validated together."""
+
+    severity: SeverityRules
+    correlation: CorrelationRules
+    lifecycle: LifecycleRules
+    fingerprint: FingerprintRules
+
+    def versions(self) -> str:
+        return (
+            f"severity v{self.severity.version}, correlation v{self.correlation.version}, "
+            f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}"
+        )
+
+
+def default_rules_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "ops" / "rules"
+
+
+def load_rules(directory: Path | None = None) -> Rules:
+    """Read and validate every rule file; RuleError names the file and field at fault."""
+    directory = directory or default_rules_dir()
+    parts: dict[str, object] = {}
+    for name, model in (
+        ("severity", SeverityRules),
+        ("correlation", CorrelationRules),
+        ("lifecycle", LifecycleRules),
+        ("fingerprint", FingerprintRules),
+    ):
+        path = directory / f"{name}.toml"
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RuleError(f"rule file {path} is missing") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RuleError(f"{path}: not valid TOML: {exc}") from None
+        try:
+            parts[name] = model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            raise RuleError(f"{path}: {problems}") from None
+    return Rules.model_validate(parts)

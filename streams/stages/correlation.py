@@ -1,0 +1,62 @@
+"""CorrelationStage: find the alert's CI by the correlation rules, and an open incident upstream of it."""
+
+from __future__ import annotations
+
+from streams.core import telemetry
+from streams.core.rules import CorrelationRules
+from streams.stages.base import Ctx
+from streams.stages.state import AlertWork, CIIndex, CorrelationDecision, IncidentIndex, IncidentPhase
+
+
+class CorrelationStage:
+    """First matching rule wins; then topology: a dependency's open incident adopts the alert."""
+
+    name = "correlation"
+
+    def __init__(self, rules: CorrelationRules, cmdb: CIIndex, incidents: IncidentIndex) -> None:
+        self.rules = rules
+        self.cmdb = cmdb
+        self.incidents = incidents
+        self.relationships = frozenset(rules.topology.relationships)
+
+    def __call__(self, work: AlertWork, ctx: Ctx) -> AlertWork:
+        labels = work.alert.labels
+        for rule in self.rules.rules:
+            for label in rule.labels:
+                value = labels.get(label)
+                if not value:
+                    continue
+                ci = self.cmdb.lookup(rule.kind, value)
+                if ci is not None:
+                    work.ci, work.ci_rule = ci, rule.name
+                    break
+            if work.ci is not None:
+                break
+        decision = "matched"
+        if work.ci is None:
+            decision = "unknown"
+            telemetry.ALERTS_UNKNOWN_CI.labels(work.alert.source.value.lower()).inc()
+        else:
+            work.state.ci_id = work.ci.ci_id
+            # Only an alert without an incident of its own can be adopted by an upstream one.
+            if work.state.phase in (IncidentPhase.NONE, IncidentPhase.RESOLVED, IncidentPhase.GROUPED):
+                for upstream in self.cmdb.dependencies(
+                    work.ci.ci_id, self.relationships, self.rules.topology.max_depth
+                ):
+                    incident = self.incidents.get(upstream)
+                    if incident is not None:
+                        work.parent_incident, work.parent_ci = incident, upstream
+                        decision = "grouped"
+                        break
+        telemetry.CORRELATIONS.labels(work.ci_rule, decision).inc()
+        work.effects.decisions.append(
+            CorrelationDecision(
+                work.alert.fingerprint,
+                work.ci_rule,
+                decision,
+                work.ci.ci_id if work.ci else None,
+                work.parent_incident,
+                dict(work.alert.labels),
+            )
+        )
+        return work

@@ -1,0 +1,108 @@
+"""AlertEngine: the alert stages in their one declared order, and the timer that ends waits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from streams.core.models import Alert, AlertStatus
+from streams.core.rules import Rules
+from streams.stages.base import Ctx, Dropped, DropReason, Pipeline
+from streams.stages.correlation import CorrelationStage
+from streams.stages.dedup import DedupStage
+from streams.stages.lifecycle import LifecycleStage
+from streams.stages.maintenance import MaintenanceStage, WindowCalendar
+from streams.stages.severity import SeverityStage
+from streams.stages.state import (
+    AlertState,
+    AlertWork,
+    CIIndex,
+    Effects,
+    IncidentIndex,
+    IncidentPhase,
+    Outcome,
+    StateStore,
+    WindowSource,
+)
+
+OUTCOME_OF_DROP = {DropReason.DEDUPLICATED: Outcome.DEDUPLICATED, DropReason.SUPPRESSED: Outcome.SUPPRESSED}
+
+
+class AlertEngine:
+    """dedup -> correlate CI -> maintenance -> severity -> lifecycle, over narrow state protocols."""
+
+    def __init__(
+        self, rules: Rules, store: StateStore, cmdb: CIIndex, incidents: IncidentIndex, windows: WindowSource
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        topo = rules.correlation.topology
+        self.calendar = WindowCalendar(windows, cmdb, frozenset(topo.relationships), topo.max_depth)
+        self.correlation = CorrelationStage(rules.correlation, cmdb, incidents)
+        self.maintenance = MaintenanceStage(self.calendar)
+        self.severity = SeverityStage(rules.severity)
+        self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions())
+        self.pipeline = Pipeline(
+            "alerts",
+            [
+                DedupStage(rules.lifecycle.dedup_window),
+                self.correlation,
+                self.maintenance,
+                self.severity,
+                self.lifecycle,
+            ],
+        )
+        # When a suppressed alert's window ends, it goes through everything after dedup again.
+        self.window_end = Pipeline(
+            "alerts.window_end", [self.correlation, self.maintenance, self.severity, self.lifecycle]
+        )
+
+    def process(self, alert: Alert, now: datetime, partition: int = -1) -> tuple[Effects, AlertState]:
+        """Run one alert through the stages; the effects to publish and the new state.
+
+        The caller stores the state only after the effects are acknowledged: a crash in between
+        re-processes the record (at least once), it never loses an incident command.
+        """
+        state = self.store.get(alert.fingerprint) or AlertState(
+            fingerprint=alert.fingerprint,
+            partition=partition,
+            source=alert.source.value,
+            first_seen=now,
+            last_seen=now,
+        )
+        if partition >= 0:
+            state.partition = partition
+        work = AlertWork(alert, state, now)
+        result = self.pipeline.run(work, Ctx(now=now))
+        if isinstance(result, Dropped):
+            work.effects.outcome = OUTCOME_OF_DROP[result.reason]
+        return work.effects, state
+
+    def due(self, state: AlertState, now: datetime) -> datetime | None:
+        """When tick() must look at this fingerprint again, if ever."""
+        return self.lifecycle.due(state, now)
+
+    def tick(self, fingerprint: str, now: datetime) -> tuple[Effects | None, AlertState | None]:
+        """Time-driven work for one fingerprint that came due: auto-resolve, timeout, window end.
+
+        Returns the effects (None if nothing was due) and the state to store after publishing them.
+        """
+        state = self.store.get(fingerprint)
+        if state is None:
+            return None, None
+        fx = self.lifecycle.expire(state, now)
+        window_over = (
+            fx is None
+            and state.suppressed_until is not None
+            and now >= state.suppressed_until
+            and state.status == AlertStatus.FIRING.value
+            and state.phase is IncidentPhase.NONE
+            and state.alert is not None
+        )
+        if window_over and state.alert is not None:
+            # The window ended while the alert still fires: it opens its incident now (or a
+            # later window takes over and it stays suppressed).
+            state.suppressed_by = state.suppressed_until = None
+            work = AlertWork(Alert.model_validate(state.alert), state, now)
+            self.window_end.run(work, Ctx(now=now))
+            fx = work.effects
+        return fx, state

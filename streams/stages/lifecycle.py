@@ -1,0 +1,272 @@
+"""LifecycleStage: open, update, group, clear, reopen or resolve the incident of an alert; and the timers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from streams.core import telemetry
+from streams.core.models import Alert, AlertStatus, IncidentAction, IncidentCommand
+from streams.core.rules import LifecycleRules
+from streams.stages.base import Ctx
+from streams.stages.state import AlertState, AlertWork, Effects, IncidentPhase, Outcome
+
+# Deterministic command ids: the same transition always yields the same id (idempotent downstream).
+COMMAND_NAMESPACE = uuid.UUID("5b0e7c1e-3f57-4b0f-9a53-6d1d2f1f0a11")
+CORRELATION_PREFIX = "itsmp-"
+
+
+def correlation_id(fingerprint: str, generation: int = 0) -> str:
+    """The ITSM correlation id of an alert's incident (a new generation after a late re-fire)."""
+    return CORRELATION_PREFIX + fingerprint + (f"-{generation}" if generation else "")
+
+
+class LifecycleStage:
+    """Decides the incident command for an alert that got this far (see README: incident lifecycle)."""
+
+    name = "lifecycle"
+
+    def __init__(self, rules: LifecycleRules, rules_version: str = "") -> None:
+        self.rules = rules
+        self.stable = timedelta(seconds=rules.stable_period)
+        self.reopen = timedelta(seconds=rules.reopen_period)
+        self.rules_version = rules_version
+
+    def __call__(self, work: AlertWork, ctx: Ctx) -> AlertWork:
+        state, alert, fx = work.state, work.alert, work.effects
+        state.status = alert.status.value
+        state.last_forwarded = ctx.now
+        if alert.status is AlertStatus.RESOLVED:
+            self._resolved(work, ctx)
+        else:
+            self._firing(work, ctx)
+        if fx.commands:
+            fx.outcome = Outcome.EMITTED
+        return work
+
+    # --- firing --------------------------------------------------------------------------------
+
+    def _firing(self, work: AlertWork, ctx: Ctx) -> None:
+        state = work.state
+        phase = state.phase
+        if phase is IncidentPhase.CLEARING:
+            state.phase, state.clear_since, state.flaps = IncidentPhase.OPEN, None, state.flaps + 1
+            telemetry.FLAPS.labels(work.alert.source.value.lower()).inc()
+            self._emit(
+                work,
+                ctx,
+                IncidentAction.UPDATE,
+                note=f"Flapping: fired again within the stable period "
+                f"({state.flaps} flap(s) so far); the incident stays open.",
+            )
+            return
+        if phase is IncidentPhase.OPEN:
+            note = "Alert notification repeated."
+            if work.escalated:
+                note = f"Severity escalated to {work.alert.severity or work.level}: priority raised."
+            self._emit(work, ctx, IncidentAction.UPDATE, note=note, price=work.escalated)
+            return
+        if phase is IncidentPhase.GROUPED and state.incident_id is not None:
+            self._emit(
+                work,
+                ctx,
+                IncidentAction.UPDATE,
+                incident=state.incident_id,
+                price=False,
+                note=f"Related alert {work.alert.name} on {state.ci_id} repeated.",
+            )
+            return
+        if work.parent_incident is not None:
+            state.phase, state.incident_id = IncidentPhase.GROUPED, work.parent_incident
+            self._emit(
+                work,
+                ctx,
+                IncidentAction.UPDATE,
+                incident=work.parent_incident,
+                price=False,
+                note=f"Related alert {work.alert.name} on {state.ci_id} (depends on {work.parent_ci}, "
+                "which has this incident): grouped here instead of a new incident.",
+            )
+            return
+        if (
+            phase is IncidentPhase.RESOLVED
+            and state.resolved_at
+            and ctx.now - state.resolved_at <= self.reopen
+        ):
+            state.phase, state.clear_since = IncidentPhase.OPEN, None
+            self._emit(work, ctx, IncidentAction.OPEN, note="Reopened: the alert fired again.")
+            self._index_open(work)
+            return
+        if phase is IncidentPhase.RESOLVED:
+            state.generation += 1
+        state.phase, state.clear_since, state.resolved_at = IncidentPhase.OPEN, None, None
+        state.incident_id = correlation_id(state.fingerprint, state.generation)
+        self._emit(work, ctx, IncidentAction.OPEN)
+        self._index_open(work)
+
+    # --- resolved ------------------------------------------------------------------------------
+
+    def _resolved(self, work: AlertWork, ctx: Ctx) -> None:
+        state = work.state
+        if state.phase is IncidentPhase.OPEN:
+            state.phase, state.clear_since = IncidentPhase.CLEARING, ctx.now
+            if self.stable.total_seconds() == 0:
+                self._resolve(work.state, work.effects, ctx.now, "The alert resolved at its source.")
+            return
+        if state.phase is IncidentPhase.GROUPED:
+            # A related alert clearing never resolves the incident it was grouped into.
+            state.phase, state.incident_id = IncidentPhase.NONE, None
+            return
+        if state.phase is IncidentPhase.CLEARING:
+            return
+        # No incident of ours is open: resolves are never suppressed, the sink answers NOOP if none.
+        state.suppressed_by = state.suppressed_until = None
+        incident = state.incident_id or correlation_id(state.fingerprint, state.generation)
+        self._emit(
+            work,
+            ctx,
+            IncidentAction.RESOLVE,
+            incident=incident,
+            price=False,
+            resolution="The alert resolved at its source.",
+        )
+
+    # --- timers --------------------------------------------------------------------------------
+
+    def due(self, state: AlertState, now: datetime) -> datetime | None:
+        """When the tick must look at this state again (None: nothing pending)."""
+        if state.phase is IncidentPhase.CLEARING and state.clear_since:
+            return state.clear_since + self.stable
+        if state.phase is IncidentPhase.OPEN:
+            return state.last_seen + timedelta(seconds=self.rules.signal_timeout)
+        if state.suppressed_until is not None and state.status == AlertStatus.FIRING.value:
+            return state.suppressed_until
+        return None
+
+    def expire(self, state: AlertState, now: datetime) -> Effects | None:
+        """Time-driven transitions: auto-resolve after the stable period, resolve after no signal."""
+        fx = Effects()
+        if (
+            state.phase is IncidentPhase.CLEARING
+            and state.clear_since
+            and now >= state.clear_since + self.stable
+        ):
+            self._resolve(
+                state, fx, now, f"The alert stayed clear for {self.rules.stable_period:.0f}s: auto-resolved."
+            )
+            return fx
+        timeout = timedelta(seconds=self.rules.signal_timeout)
+        if state.phase is IncidentPhase.OPEN and now >= state.last_seen + timeout:
+            state.status = AlertStatus.RESOLVED.value
+            self._resolve(
+                state,
+                fx,
+                now,
+                f"No signal from the source for {self.rules.signal_timeout:.0f}s: resolved by timeout.",
+            )
+            return fx
+        return None
+
+    def _resolve(self, state: AlertState, fx: Effects, now: datetime, note: str) -> None:
+        incident = state.incident_id or correlation_id(state.fingerprint, state.generation)
+        state.phase, state.resolved_at, state.clear_since = IncidentPhase.RESOLVED, now, None
+        fx.commands.append(
+            self._command(state, now, IncidentAction.RESOLVE, incident, None, None, None, resolution=note)
+        )
+        fx.outcome = Outcome.EMITTED
+        if state.ci_id:
+            fx.index_updates[state.ci_id] = None
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _index_open(self, work: AlertWork) -> None:
+        if work.state.ci_id and work.state.incident_id:
+            work.effects.index_updates[work.state.ci_id] = work.state.incident_id
+
+    def _emit(
+        self,
+        work: AlertWork,
+        ctx: Ctx,
+        action: IncidentAction,
+        *,
+        note: str | None = None,
+        incident: str | None = None,
+        price: bool = True,
+        resolution: str | None = None,
+    ) -> None:
+        state = work.state
+        if price:
+            state.impact, state.urgency = work.impact, work.urgency
+        work.effects.commands.append(
+            self._command(
+                state,
+                ctx.now,
+                action,
+                incident or state.incident_id or correlation_id(state.fingerprint),
+                work.alert,
+                work,
+                note,
+                resolution=resolution,
+            )
+        )
+
+    def _command(
+        self,
+        state: AlertState,
+        now: datetime,
+        action: IncidentAction,
+        incident: str,
+        alert: Alert | None,
+        work: AlertWork | None,
+        note: str | None,
+        resolution: str | None = None,
+    ) -> IncidentCommand:
+        alert = alert or (Alert.model_validate(state.alert) if state.alert else None)
+        identity = f"{incident}|{action}|{state.fingerprint}|{state.count}|{now.isoformat()}"
+        grouped = incident != state.incident_id or state.phase is IncidentPhase.GROUPED
+        priced = work is not None and not grouped
+        return IncidentCommand(
+            command_id=str(uuid.uuid5(COMMAND_NAMESPACE, identity)),
+            correlation_id=incident,
+            action=action,
+            short_description=_title(alert, state),
+            description=_body(alert, state, work, self.rules_version),
+            impact=state.impact if priced or action is IncidentAction.OPEN else None,
+            urgency=state.urgency if priced or action is IncidentAction.OPEN else None,
+            ci_id=None if grouped else state.ci_id,
+            service=(alert.labels.get("service") if alert else None),
+            alert_fingerprints=[state.fingerprint],
+            alert_count=max(state.count, 1),
+            source=state.source,
+            labels=dict(alert.labels) if alert else {},
+            resolution_note=resolution,
+            work_note=note,
+            issued_at=now,
+        )
+
+
+def _title(alert: Alert | None, state: AlertState) -> str:
+    if alert is None:
+        return f"Alert {state.fingerprint}"
+    title = alert.summary or alert.name
+    host = alert.labels.get("instance") or alert.labels.get("host") or ""
+    where = f" on {host}" if host and host.split(":")[0] not in title else ""
+    return f"[{alert.severity or 'unknown'}] {title}{where}"[:160]
+
+
+def _body(alert: Alert | None, state: AlertState, work: AlertWork | None, rules_version: str) -> str:
+    lines = [alert.description or alert.summary or alert.name if alert else state.fingerprint, ""]
+    if work is not None:
+        if work.ci is None:
+            lines.append("CI: unknown (no CMDB match)")
+        else:
+            lines.append(
+                f"CI: {work.ci.name} ({work.ci.ci_id}, {work.ci.ci_class}), matched by {work.ci_rule}"
+            )
+    if alert is not None:
+        lines += [f"{k}={v}" for k, v in sorted(alert.labels.items())]
+        if alert.generator_url:
+            lines += ["", f"Source: {alert.generator_url}"]
+    if rules_version:
+        lines += ["", f"Rules: {rules_version}"]
+    return "\n".join(lines)

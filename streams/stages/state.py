@@ -1,0 +1,139 @@
+"""What the alert stages share: per-fingerprint state, the work item, effects, and state protocols."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from streams.core.models import Alert, ConfigurationItem, IncidentCommand, MaintenanceWindow
+
+
+class IncidentPhase(StrEnum):
+    """Where the alert's incident is in its lifecycle."""
+
+    NONE = "none"  # no incident (never opened, or suppressed)
+    OPEN = "open"  # open and the alert is firing
+    CLEARING = "clearing"  # the source said resolved; waiting out the stable period
+    RESOLVED = "resolved"  # resolved by the pipeline
+    GROUPED = "grouped"  # attached as a related alert to another CI's incident
+
+
+class AlertState(BaseModel):
+    """Everything remembered about one alert fingerprint (the Faust table value)."""
+
+    model_config = ConfigDict(extra="forbid")
+    fingerprint: str
+    partition: int = -1
+    source: str = ""
+    status: str = "FIRING"  # the source's last word: FIRING | RESOLVED
+    phase: IncidentPhase = IncidentPhase.NONE
+    incident_id: str | None = None  # correlation id of the incident this alert belongs to
+    generation: int = 0  # bumps when a re-fire after reopen_period opens a new incident
+    first_seen: datetime
+    last_seen: datetime  # last notification received
+    last_forwarded: datetime | None = None  # last notification that went to the ITSM
+    count: int = 0  # every notification received
+    flaps: int = 0
+    clear_since: datetime | None = None
+    resolved_at: datetime | None = None
+    suppressed_by: str | None = None
+    suppressed_until: datetime | None = None
+    ci_id: str | None = None
+    impact: int | None = None
+    urgency: int | None = None
+    alert: dict[str, Any] | None = None  # the last firing alert, to open its incident later
+
+
+class StateStore(Protocol):
+    """Alert state by fingerprint (a Faust table in the worker, a dict in tests)."""
+
+    def get(self, fingerprint: str) -> AlertState | None: ...
+
+    def put(self, state: AlertState) -> None: ...
+
+
+class CIIndex(Protocol):
+    """Read access to the CMDB: by id and by the lookup kinds of the correlation rules."""
+
+    def get(self, ci_id: str) -> ConfigurationItem | None: ...
+
+    def lookup(self, kind: str, value: str) -> ConfigurationItem | None: ...
+
+    def dependents(self, ci_id: str, relationships: frozenset[str], max_depth: int) -> set[str]: ...
+
+    def dependencies(self, ci_id: str, relationships: frozenset[str], max_depth: int) -> list[str]: ...
+
+
+class IncidentIndex(Protocol):
+    """Which CI has an open incident, and its correlation id (shared by every worker)."""
+
+    def get(self, ci_id: str) -> str | None: ...
+
+
+class WindowSource(Protocol):
+    """Every known maintenance and freeze window."""
+
+    def windows(self) -> list[MaintenanceWindow]: ...
+
+
+class Outcome(StrEnum):
+    """How one input record was accounted for (bounded metric label)."""
+
+    EMITTED = "emitted"  # one or more incident commands went out
+    ABSORBED = "absorbed"  # state changed, nothing to send yet (e.g. clearing starts)
+    DEDUPLICATED = "deduplicated"
+    SUPPRESSED = "suppressed"
+
+
+@dataclass
+class Suppression:
+    """An alert kept quiet, for alerts.suppressed."""
+
+    alert: Alert
+    window: MaintenanceWindow | None
+    reason: str
+
+
+@dataclass
+class CorrelationDecision:
+    """One CI correlation decision, for sampling."""
+
+    fingerprint: str
+    rule: str
+    decision: str  # matched | grouped | unknown
+    ci_id: str | None
+    incident_id: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Effects:
+    """What processing one record (or one tick) produced."""
+
+    outcome: Outcome = Outcome.ABSORBED
+    commands: list[IncidentCommand] = field(default_factory=list)
+    suppressed: list[Suppression] = field(default_factory=list)
+    decisions: list[CorrelationDecision] = field(default_factory=list)
+    index_updates: dict[str, str | None] = field(default_factory=dict)  # ci_id -> incident id or None
+
+
+@dataclass
+class AlertWork:
+    """One alert on its way through the stages, with what each stage learned."""
+
+    alert: Alert
+    state: AlertState
+    now: datetime
+    ci: ConfigurationItem | None = None
+    ci_rule: str = "none"
+    parent_incident: str | None = None
+    parent_ci: str | None = None
+    impact: int | None = None
+    urgency: int | None = None
+    level: str = ""
+    escalated: bool = False
+    effects: Effects = field(default_factory=Effects)

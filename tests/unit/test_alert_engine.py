@@ -1,0 +1,306 @@
+"""The alert stages with an injected clock: dedup, CI correlation, maintenance, severity, lifecycle."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+
+from streams.core.models import IncidentAction, Recurrence, Weekday
+from streams.stages.lifecycle import correlation_id
+from streams.stages.state import IncidentPhase, Outcome
+from tests.alerting import Harness, am
+
+
+def actions(fx: object) -> list[tuple[str, str]]:
+    return [(c.action.value, c.correlation_id) for c in fx.commands]  # type: ignore[attr-defined]
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# --- dedup -----------------------------------------------------------------------------------
+
+
+def test_first_firing_opens_the_incident_of_its_fingerprint() -> None:
+    h = Harness()
+    fx = h.send(am("f1"))
+    assert fx.outcome is Outcome.EMITTED and actions(fx) == [("OPEN", "itsmp-f1")]
+    assert h.state("f1").phase is IncidentPhase.OPEN
+
+
+def test_a_repeat_inside_the_dedup_window_is_deduplicated_and_counted() -> None:
+    h = Harness(dedup_window=300)
+    h.send(am("f1"))
+    h.advance(60)
+    fx = h.send(am("f1"))
+    assert fx.outcome is Outcome.DEDUPLICATED and fx.commands == []
+    assert h.state("f1").count == 2 and h.state("f1").last_seen == h.now
+
+
+def test_an_ha_pair_sending_the_same_alert_gives_one_incident() -> None:
+    h = Harness()
+    a = am("f1")
+    b = a.model_copy(update={"source_instance": "http://alertmanager-2:9093"})
+    assert [h.send(a).outcome, h.send(b).outcome] == [Outcome.EMITTED, Outcome.DEDUPLICATED]
+
+
+def test_a_repeat_after_the_window_updates_count_and_last_seen_on_the_open_incident() -> None:
+    h = Harness(dedup_window=300)
+    h.send(am("f1"))
+    h.advance(30)
+    h.send(am("f1"))
+    h.advance(301)
+    fx = h.send(am("f1"))
+    (cmd,) = fx.commands
+    assert cmd.action is IncidentAction.UPDATE and cmd.correlation_id == "itsmp-f1"
+    assert cmd.alert_count == 3 and cmd.work_note == "Alert notification repeated."
+
+
+# --- CI correlation --------------------------------------------------------------------------
+
+
+def test_a_ci_id_label_wins_and_the_command_names_the_ci() -> None:
+    h = Harness()
+    h.ci("ci-web-1", hostname="web-1.example.com")
+    h.ci("ci-other", hostname="web-9.example.com")
+    (cmd,) = h.send(am("f1", ci_id="ci-web-1", instance="web-9:9100")).commands
+    assert cmd.ci_id == "ci-web-1" and "matched by ci_id_label" in cmd.description
+
+
+@pytest.mark.parametrize(
+    ("labels", "ci", "rule"),
+    [
+        ({"instance": "WEB-1:9100"}, "ci-web-1", "hostname"),
+        ({"host": "web-1.example.com"}, "ci-web-1", "hostname"),
+        ({"instance": "10.0.0.5:9100"}, "ci-web-1", "ip_address"),
+        ({"service": "checkout"}, "svc-checkout", "service"),
+    ],
+)
+def test_hostname_ip_and_service_rules_find_the_ci(labels: dict[str, str], ci: str, rule: str) -> None:
+    h = Harness()
+    h.ci("ci-web-1", hostname="web-1.example.com", ip_addresses=["10.0.0.5"])
+    h.ci("svc-checkout", ci_class="cmdb_ci_service", service="checkout")
+    (cmd,) = h.send(am("f1", **labels)).commands
+    assert cmd.ci_id == ci and f"matched by {rule}" in cmd.description
+
+
+def test_an_alert_with_an_unknown_ci_still_opens_an_incident_marked_and_counted() -> None:
+    h = Harness()
+    before = metric("itsm_pipeline_alerts_unknown_ci_total", source="alertmanager")
+    (cmd,) = h.send(am("f1", instance="nowhere:9100")).commands
+    assert cmd.action is IncidentAction.OPEN and cmd.ci_id is None
+    assert "CI: unknown (no CMDB match)" in cmd.description
+    assert metric("itsm_pipeline_alerts_unknown_ci_total", source="alertmanager") == before + 1
+
+
+def test_alerts_on_dependents_join_the_open_incident_of_the_ci_they_depend_on() -> None:
+    h = Harness()
+    h.ci("db-1")
+    h.ci("app-1", depends_on=["db-1"])
+    h.ci("web-1", depends_on=["app-1"])
+    parent = h.send(am("p", alertname="DBDown", ci_id="db-1"))
+    assert actions(parent) == [("OPEN", "itsmp-p")] and h.incidents == {"db-1": "itsmp-p"}
+    child = h.send(am("c1", alertname="AppErrors", ci_id="app-1"))
+    grandchild = h.send(am("c2", alertname="WebSlow", ci_id="web-1"))
+    assert actions(child) == [("UPDATE", "itsmp-p")] and actions(grandchild) == [("UPDATE", "itsmp-p")]
+    assert "grouped here instead of a new incident" in (child.commands[0].work_note or "")
+    assert child.decisions[0].decision == "grouped" and child.decisions[0].incident_id == "itsmp-p"
+    assert h.state("c1").phase is IncidentPhase.GROUPED
+    # The related alert clearing never resolves the parent's incident.
+    resolved = h.send(am("c1", "RESOLVED", alertname="AppErrors", ci_id="app-1"))
+    assert resolved.commands == [] and h.incidents == {"db-1": "itsmp-p"}
+
+
+def test_once_the_parent_incident_resolves_dependents_open_their_own() -> None:
+    h = Harness(stable_period=0)
+    h.ci("db-1")
+    h.ci("app-1", depends_on=["db-1"])
+    h.send(am("p", ci_id="db-1"))
+    h.send(am("p", "RESOLVED", ci_id="db-1"))
+    assert h.incidents == {}
+    assert actions(h.send(am("c", ci_id="app-1"))) == [("OPEN", "itsmp-c")]
+
+
+# --- maintenance -----------------------------------------------------------------------------
+
+
+def test_a_firing_alert_in_a_ci_window_is_suppressed_with_the_window() -> None:
+    h = Harness()
+    h.ci("db-1")
+    h.window("mw-1", "CI", "db-1", change_id="CHG0030001")
+    fx = h.send(am("f1", ci_id="db-1"))
+    assert fx.outcome is Outcome.SUPPRESSED and fx.commands == []
+    (sup,) = fx.suppressed
+    assert sup.window is not None and sup.window.window_id == "mw-1" and sup.window.change_id == "CHG0030001"
+
+
+def test_a_window_on_a_ci_and_its_dependents_covers_the_dependents() -> None:
+    h = Harness()
+    h.ci("db-1")
+    h.ci("app-1", depends_on=["db-1"])
+    h.ci("lonely")
+    h.window("mw-1", "CI_AND_DEPENDENTS", "db-1")
+    assert h.send(am("a", ci_id="app-1")).outcome is Outcome.SUPPRESSED
+    assert h.send(am("b", ci_id="lonely")).outcome is Outcome.EMITTED
+    h.window("mw-2", "CI", "db-1")  # plain CI scope does not reach dependents
+    del h.windows.items["mw-1"]
+    assert h.send(am("c", ci_id="app-1")).outcome is Outcome.EMITTED
+
+
+def test_service_scope_and_cancelled_windows() -> None:
+    h = Harness()
+    h.window("mw-s", "SERVICE", "checkout")
+    assert h.send(am("a", service="checkout")).outcome is Outcome.SUPPRESSED
+    h.window("mw-s", "SERVICE", "payments", cancelled=True)
+    assert h.send(am("b", service="payments")).outcome is Outcome.EMITTED
+
+
+@pytest.mark.parametrize(("utc_hour", "suppressed"), [(0, False), (1, True), (2, True), (3, False)])
+def test_a_recurring_window_opens_on_its_weekdays_at_local_time(utc_hour: int, suppressed: bool) -> None:
+    h = Harness()
+    # Saturdays 02:00-04:00 Europe/Berlin = 01:00-03:00 UTC in winter.
+    h.window(
+        "mw-r",
+        "GLOBAL",
+        "",
+        start=-86400,
+        end=30 * 86400,
+        recurrence=Recurrence(
+            weekdays=[Weekday.SAT], start_time="02:00", duration_minutes=120, timezone="Europe/Berlin"
+        ),
+    )
+    h.now = h.now.replace(day=28, hour=utc_hour, minute=30)  # Saturday 2026-11-28
+    assert (h.send(am("f1")).outcome is Outcome.SUPPRESSED) is suppressed
+
+
+def test_resolves_are_never_suppressed() -> None:
+    h = Harness(stable_period=0)
+    h.ci("db-1")
+    h.send(am("f1", ci_id="db-1"))  # opened before the window
+    h.window("mw-1", "CI", "db-1")
+    fx = h.send(am("f1", "RESOLVED", ci_id="db-1"))
+    assert actions(fx) == [("RESOLVE", "itsmp-f1")]
+
+
+def test_an_alert_still_firing_when_its_window_ends_opens_its_incident_then() -> None:
+    h = Harness()
+    h.ci("db-1")
+    h.window("mw-1", "CI", "db-1", start=-10, end=120)
+    h.send(am("f1", ci_id="db-1"))
+    due = h.engine.due(h.state("f1"), h.now)
+    assert due == h.now + (h.windows.items["mw-1"].ends_at - h.now)
+    h.advance(60)
+    assert h.tick("f1") is None  # still inside
+    h.advance(61)
+    fx = h.tick("f1")
+    assert fx is not None and actions(fx) == [("OPEN", "itsmp-f1")]
+
+
+def test_a_suppressed_alert_that_resolves_inside_the_window_ends_quietly() -> None:
+    h = Harness()
+    h.window("mw-1", "GLOBAL", "", start=-10, end=120)
+    h.send(am("f1"))
+    fx = h.send(am("f1", "RESOLVED"))
+    assert actions(fx) == [("RESOLVE", "itsmp-f1")]  # the sink answers NOOP: there is no incident
+    h.advance(200)
+    assert h.tick("f1") is None
+
+
+# --- severity --------------------------------------------------------------------------------
+
+
+def test_severity_and_ci_criticality_give_impact_urgency_and_the_servicenow_priority() -> None:
+    h = Harness()
+    h.ci("db-1", criticality="CRITICAL")
+    (cmd,) = h.send(am("f1", severity="critical", ci_id="db-1")).commands
+    assert (cmd.impact, cmd.urgency) == (1, 1)
+    (cmd2,) = h.send(am("f2", severity="info")).commands
+    assert (cmd2.impact, cmd2.urgency) == (3, 3)
+
+
+def test_a_service_tier_raises_impact() -> None:
+    h = Harness()
+    h.ci("svc", criticality="LOW", attributes={"tier": "0"})
+    (cmd,) = h.send(am("f1", severity="warning", ci_id="svc")).commands
+    assert (cmd.impact, cmd.urgency) == (1, 2)
+
+
+def test_an_unmapped_severity_takes_the_default_and_is_counted() -> None:
+    h = Harness()
+    before = metric("itsm_pipeline_unmapped_values_total", rule="severity", source="alertmanager")
+    (cmd,) = h.send(am("f1", severity="apocalyptic")).commands
+    assert cmd.urgency == h.rules.severity.urgency[h.rules.severity.default_level]
+    assert metric("itsm_pipeline_unmapped_values_total", rule="severity", source="alertmanager") == before + 1
+
+
+def test_escalating_severity_on_an_open_incident_raises_its_priority_at_once() -> None:
+    h = Harness(dedup_window=300)
+    h.send(am("f1", severity="warning"))
+    h.advance(10)  # inside the dedup window: a new severity is never a duplicate
+    fx = h.send(am("f1", severity="critical"))
+    (cmd,) = fx.commands
+    assert cmd.action is IncidentAction.UPDATE and (cmd.impact, cmd.urgency) == (3, 1)
+    assert "escalated" in (cmd.work_note or "")
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+def test_auto_resolve_after_the_alert_stayed_clear_for_the_stable_period() -> None:
+    h = Harness(stable_period=300)
+    h.send(am("f1"))
+    h.advance(10)
+    fx = h.send(am("f1", "RESOLVED"))
+    assert fx.outcome is Outcome.ABSORBED and fx.commands == []
+    assert h.state("f1").phase is IncidentPhase.CLEARING
+    h.advance(299)
+    assert h.tick("f1") is None
+    h.advance(1)
+    fx2 = h.tick("f1")
+    assert fx2 is not None and actions(fx2) == [("RESOLVE", "itsmp-f1")]
+    assert "stayed clear for 300s" in (fx2.commands[0].resolution_note or "")
+
+
+def test_a_refire_inside_the_stable_period_keeps_the_incident_open_and_counts_a_flap() -> None:
+    h = Harness(stable_period=300, dedup_window=0)
+    before = metric("itsm_pipeline_flaps_total", source="alertmanager")
+    h.send(am("f1"))
+    h.send(am("f1", "RESOLVED"))
+    h.advance(100)
+    fx = h.send(am("f1"))
+    assert actions(fx) == [("UPDATE", "itsmp-f1")] and "Flapping" in (fx.commands[0].work_note or "")
+    assert h.state("f1").phase is IncidentPhase.OPEN and h.state("f1").flaps == 1
+    assert metric("itsm_pipeline_flaps_total", source="alertmanager") == before + 1
+    h.advance(400)
+    assert h.tick("f1") is None  # no longer clearing: nothing to auto-resolve
+
+
+def test_a_refire_within_the_reopen_period_reopens_and_later_opens_a_new_incident() -> None:
+    h = Harness(stable_period=0, reopen_period=3600, dedup_window=0)
+    h.send(am("f1"))
+    h.send(am("f1", "RESOLVED"))
+    h.advance(1800)
+    assert actions(h.send(am("f1"))) == [("OPEN", "itsmp-f1")]
+    h.send(am("f1", "RESOLVED"))
+    h.advance(3601)
+    assert actions(h.send(am("f1"))) == [("OPEN", correlation_id("f1", 1))] == [("OPEN", "itsmp-f1-1")]
+
+
+def test_an_alert_without_any_signal_for_the_timeout_is_resolved() -> None:
+    h = Harness(signal_timeout=3600)
+    h.send(am("f1"))
+    h.advance(3599)
+    assert h.tick("f1") is None
+    h.advance(1)
+    fx = h.tick("f1")
+    assert fx is not None and actions(fx) == [("RESOLVE", "itsmp-f1")]
+    assert "No signal" in (fx.commands[0].resolution_note or "")
+
+
+def test_the_same_input_always_gives_the_same_commands() -> None:
+    runs = []
+    for _ in range(2):
+        h = Harness()
+        runs.append([c.model_dump() for c in h.send(am("f1")).commands])
+    assert runs[0] == runs[1]
