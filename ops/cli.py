@@ -116,7 +116,7 @@ def _serde(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_gateway(_: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from connectors.registry import WEBHOOK_SOURCES
+    from connectors.registry import webhook_sources
     from connectors.sources.gateway import create_gateway
     from streams.core.kafka import AckedProducer
 
@@ -125,7 +125,10 @@ def cmd_gateway(_: argparse.Namespace) -> int:
     producer = AckedProducer(
         settings, **{"delivery.timeout.ms": int(settings.gateway_publish_timeout_seconds * 1000)}
     )
-    app = create_gateway(settings, _serde(settings), producer, WEBHOOK_SOURCES)
+    sources = webhook_sources(settings)
+    app = create_gateway(
+        settings, _serde(settings), producer, sources, fingerprints=_rules(settings).fingerprint
+    )
 
     async def on_cleanup(_: web.Application) -> None:
         left = producer.close()
@@ -136,7 +139,7 @@ def cmd_gateway(_: argparse.Namespace) -> int:
         "gateway_listening",
         host=settings.gateway_host,
         port=settings.gateway_port,
-        routes=[s.path for s in WEBHOOK_SOURCES.values()],
+        routes=[s.path for s in sources.values()],
     )
     web.run_app(
         app,

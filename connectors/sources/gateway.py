@@ -10,17 +10,31 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.sources.alertmanager.mapping import PayloadError
+from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
 from connectors.sources.base import WebhookSource
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
+from streams.core.models import Alert, AuditEvent, AuditOutcome
+from streams.core.rules import FingerprintRules
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
-from streams.core.topics import ALERTS_RAW
+from streams.core.topics import ALERTS_RAW, AUDIT_EVENTS
 
 log = telemetry.get_logger("gateway")
+
+
+class Verdict(BaseModel):
+    """POST /v1/correlation/verdicts: was a sampled correlation decision right?"""
+
+    model_config = ConfigDict(extra="forbid")
+    sample_id: str = Field(min_length=1)
+    rule: str = Field(min_length=1, max_length=64)
+    verdict: str = Field(pattern="^(correct|incorrect)$")
+    reviewer: str = Field(min_length=1)
+    comment: str = ""
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
@@ -30,12 +44,22 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> web.
     return web.json_response(body, status=status)
 
 
+def apply_fingerprint_rule(alert: Alert, rules: FingerprintRules | None) -> Alert:
+    """Re-fingerprint an alert from the listed labels when its source's rule says so."""
+    rule = rules.sources.get(alert.source.value.lower(), "source") if rules else "source"
+    if rule == "source":
+        return alert
+    subset = {name: alert.labels.get(name, "") for name in rule}
+    return alert.model_copy(update={"fingerprint": labelset_fingerprint(subset)})
+
+
 def create_gateway(
     settings: Settings,
     serde: AvroSerde,
     producer: AckedProducer,
     sources: Mapping[str, WebhookSource],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    fingerprints: FingerprintRules | None = None,
 ) -> web.Application:
     """The aiohttp application with one POST route per webhook source, /healthz and /metrics."""
     topic = settings.topic(ALERTS_RAW)
@@ -60,13 +84,19 @@ def create_gateway(
             if request.content_type != "application/json":
                 return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
             try:
-                payload = await request.json()
+                body = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 return reject(413, f"body larger than {settings.gateway_max_body_bytes} bytes")
+            if source.verify is not None:
+                problem = source.verify(body, request.headers)
+                if problem is not None:
+                    return reject(401, f"{source.name} signature check failed: {problem}")
+            try:
+                payload = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 return reject(400, f"body is not valid JSON: {exc}")
             try:
-                alerts = source.to_alerts(payload, clock())
+                alerts = [apply_fingerprint_rule(a, fingerprints) for a in source.to_alerts(payload, clock())]
             except PayloadError as exc:
                 return reject(400, f"invalid {source.name} payload", exc.problems)
             try:
@@ -87,11 +117,51 @@ def create_gateway(
             telemetry.WEBHOOK_REQUESTS.labels(source.name, "accepted").inc()
             telemetry.WEBHOOK_ALERTS.labels(source.name).inc(len(records))
             log.info("webhook_accepted", source=source.name, alerts=len(records), topic=topic)
-            return web.json_response(
-                {"accepted": len(records), "fingerprints": [a.fingerprint for a in alerts]}, status=202
-            )
+            return web.json_response(source.respond(alerts), status=202)
 
         return handle
+
+    audit_topic = settings.topic(AUDIT_EVENTS)
+
+    async def verdict(request: web.Request) -> web.Response:
+        """A service desk verdict on a sampled correlation decision: counted per rule, audited."""
+        try:
+            body = await request.json()
+            v = Verdict.model_validate(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "body is not valid JSON")
+        except ValidationError as exc:
+            return _error(400, "invalid verdict", problems_of(exc))
+        telemetry.CORRELATION_VERDICTS.labels(v.rule, v.verdict).inc()
+        good = (
+            REGISTRY.get_sample_value(
+                "itsm_pipeline_correlation_verdicts_total", {"rule": v.rule, "verdict": "correct"}
+            )
+            or 0.0
+        )
+        bad = (
+            REGISTRY.get_sample_value(
+                "itsm_pipeline_correlation_verdicts_total", {"rule": v.rule, "verdict": "incorrect"}
+            )
+            or 0.0
+        )
+        telemetry.CORRELATION_PRECISION.labels(v.rule).set(good / (good + bad))
+        event = AuditEvent(
+            event_id=f"verdict:{v.sample_id}",
+            occurred_at=clock(),
+            actor=v.reviewer,
+            action="correlation.verdict",
+            subject_type="correlation_sample",
+            subject_id=v.sample_id,
+            outcome=AuditOutcome.DONE,
+            reason=v.comment,
+            details={"rule": v.rule, "verdict": v.verdict},
+        )
+        try:
+            await producer.send(audit_topic, v.sample_id.encode(), serde.encode(event, audit_topic))
+        except DeliveryError:
+            return _error(503, "verdict could not be recorded; retry later")
+        return web.json_response({"recorded": v.sample_id, "rule": v.rule}, status=202)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -102,6 +172,7 @@ def create_gateway(
     app = web.Application(client_max_size=settings.gateway_max_body_bytes)
     for source in sources.values():
         app.router.add_post(source.path, make_handler(source))  # type: ignore[arg-type]
+    app.router.add_post("/v1/correlation/verdicts", verdict)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

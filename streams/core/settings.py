@@ -72,6 +72,15 @@ class Settings(BaseSettings):
         None, description="When set, webhooks must send Authorization: Bearer <token>."
     )
 
+    grafana_hmac_secret: SecretStr | None = Field(
+        None, description="When set, Grafana webhooks must carry a valid HMAC-SHA256 signature."
+    )
+    grafana_hmac_header: str = "X-Grafana-Alerting-Signature"
+    grafana_hmac_timestamp_header: str | None = Field(
+        None, description="Timestamp header configured in Grafana (then '<ts>:<body>' is signed)."
+    )
+    grafana_hmac_max_skew_seconds: float = Field(300.0, gt=0)
+
     # Worker / sink metrics (the gateway serves /metrics on its own port)
     worker_metrics_port: int = Field(9464, ge=0, le=65535)
     sink_metrics_port: int = Field(9465, ge=0, le=65535)

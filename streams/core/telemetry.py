@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from streams.core.dlq import Headers
 
@@ -72,6 +72,11 @@ ALERT_OUTCOMES = Counter(
     "Every alerts.raw record by how it was accounted for: in = emitted + absorbed + deduplicated + "
     "suppressed + dead_lettered.",
     ["outcome"],
+)
+CORRELATION_PRECISION = Gauge(
+    "itsm_pipeline_correlation_precision_ratio",
+    "Share of reviewed correlation decisions judged correct, per rule (this gateway's verdicts).",
+    ["rule"],
 )
 SINK_REQUESTS = Counter(
     "itsm_pipeline_sink_requests_total",

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from connectors.registry import WEBHOOK_SOURCES
+from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
 from ops.kafka.broker import free_port
 from streams.core.kafka import AckedProducer
@@ -40,7 +40,7 @@ def rejected(status: int) -> float:
 @pytest.fixture
 def gateway(kafka_settings: Settings) -> Iterator[str]:
     producer = AckedProducer(kafka_settings)
-    with serve(create_gateway(kafka_settings, AvroSerde(), producer, WEBHOOK_SOURCES)) as url:
+    with serve(create_gateway(kafka_settings, AvroSerde(), producer, webhook_sources(kafka_settings))) as url:
         yield url
     producer.close()
 
@@ -103,7 +103,7 @@ def test_a_bearer_token_when_configured_is_required(kafka_settings: Settings) ->
     settings = kafka_settings.model_copy(update={"gateway_token": SecretStr("tok-123")})
     producer = AckedProducer(settings)
     try:
-        with serve(create_gateway(settings, AvroSerde(), producer, WEBHOOK_SOURCES)) as url:
+        with serve(create_gateway(settings, AvroSerde(), producer, webhook_sources(settings))) as url:
             assert httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE).status_code == 401
             ok = httpx.post(
                 f"{url}/v1/alerts/alertmanager", json=SAMPLE, headers={"Authorization": "Bearer tok-123"}
@@ -117,8 +117,103 @@ def test_kafka_unreachable_gives_503_so_the_sender_retries() -> None:
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     producer = AckedProducer(settings, **{"delivery.timeout.ms": 1500})
     try:
-        with serve(create_gateway(settings, AvroSerde(), producer, WEBHOOK_SOURCES)) as url:
+        with serve(create_gateway(settings, AvroSerde(), producer, webhook_sources(settings))) as url:
             resp = httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE, timeout=30)
         assert resp.status_code == 503 and "retry" in resp.json()["error"]
     finally:
         producer.close(timeout=1)
+
+
+def test_every_source_publishes_and_pagerduty_clients_get_their_dedup_key(
+    gateway: str, kafka_settings: Settings
+) -> None:
+    data = Path(__file__).resolve().parents[1] / "data"
+    posts = {
+        "grafana": json.loads((data / "grafana/firing.json").read_text()),
+        "pagerduty": json.loads((data / "pagerduty/trigger.json").read_text()),
+        "datadog": json.loads((data / "datadog/triggered.json").read_text()),
+        "canonical": json.loads((data / "canonical/alerts.json").read_text()),
+    }
+    answers = {name: httpx.post(f"{gateway}/v1/alerts/{name}", json=body) for name, body in posts.items()}
+    assert {n: r.status_code for n, r in answers.items()} == dict.fromkeys(posts, 202)
+    assert answers["pagerduty"].json() == {
+        "status": "success",
+        "message": "Event processed",
+        "dedup_key": "srv01/mysql-disk",
+    }
+    msgs = consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("alerts.raw"), 4, timeout=30)
+    sources = sorted(AvroSerde().decode(m.value(), Alert).source.value for m in msgs)
+    assert sources == ["CANONICAL", "DATADOG", "GRAFANA", "PAGERDUTY"]
+
+
+def test_grafana_signatures_are_checked_when_a_secret_is_set(kafka_settings: Settings) -> None:
+    import hashlib
+    import hmac
+
+    settings = kafka_settings.model_copy(update={"grafana_hmac_secret": SecretStr("gr-secret")})
+    body = (Path(__file__).resolve().parents[1] / "data/grafana/firing.json").read_bytes()
+    good = hmac.new(b"gr-secret", body, hashlib.sha256).hexdigest()
+    producer = AckedProducer(settings)
+    try:
+        with serve(create_gateway(settings, AvroSerde(), producer, webhook_sources(settings))) as url:
+            h = {"Content-Type": "application/json"}
+            missing = httpx.post(f"{url}/v1/alerts/grafana", content=body, headers=h)
+            forged = httpx.post(
+                f"{url}/v1/alerts/grafana",
+                content=body,
+                headers={**h, "X-Grafana-Alerting-Signature": "0" * 64},
+            )
+            ok = httpx.post(
+                f"{url}/v1/alerts/grafana", content=body, headers={**h, "X-Grafana-Alerting-Signature": good}
+            )
+    finally:
+        producer.close()
+    assert missing.status_code == 401 and "missing X-Grafana-Alerting-Signature" in missing.json()["error"]
+    assert forged.status_code == 401 and "does not match" in forged.json()["error"]
+    assert ok.status_code == 202
+
+
+def test_fingerprint_rules_rekey_alerts_from_the_listed_labels(kafka_settings: Settings) -> None:
+    from connectors.sources.alertmanager.mapping import labelset_fingerprint
+    from streams.core.rules import FingerprintRules
+
+    rules = FingerprintRules(version=1, sources={"alertmanager": ["alertname", "instance"]})
+    producer = AckedProducer(kafka_settings)
+    try:
+        with serve(
+            create_gateway(
+                kafka_settings, AvroSerde(), producer, webhook_sources(kafka_settings), fingerprints=rules
+            )
+        ) as url:
+            resp = httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE)
+    finally:
+        producer.close()
+    expected = [
+        labelset_fingerprint({"alertname": "HighCPU", "instance": f"web-{i}:9100"}) for i in (1, 2, 3)
+    ]
+    assert resp.json()["fingerprints"] == expected
+
+
+def test_correlation_verdicts_feed_the_precision_metric_and_are_audited(
+    gateway: str, kafka_settings: Settings
+) -> None:
+    from streams.core.models import AuditEvent
+
+    rule = f"rule-{kafka_settings.topic_prefix[:-1]}"
+    for sample, verdict in (("s1", "correct"), ("s2", "correct"), ("s3", "incorrect")):
+        r = httpx.post(
+            f"{gateway}/v1/correlation/verdicts",
+            json={"sample_id": sample, "rule": rule, "verdict": verdict, "reviewer": "desk-1"},
+        )
+        assert r.status_code == 202
+    bad = httpx.post(
+        f"{gateway}/v1/correlation/verdicts", json={"sample_id": "s4", "rule": rule, "verdict": "meh"}
+    )
+    assert bad.status_code == 400 and any("verdict" in p for p in bad.json()["problems"])
+    assert REGISTRY.get_sample_value(
+        "itsm_pipeline_correlation_precision_ratio", {"rule": rule}
+    ) == pytest.approx(2 / 3)
+    events = consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("audit.events"), 3, timeout=30)
+    decoded = [AvroSerde().decode(m.value(), AuditEvent) for m in events]
+    assert sorted(e.subject_id for e in decoded) == ["s1", "s2", "s3"]
+    assert {e.action for e in decoded} == {"correlation.verdict"} and decoded[0].actor == "desk-1"

@@ -77,7 +77,9 @@ def test_itsmctl_topics_commands_report_and_exit_codes(kafka_broker: Broker, pre
         timeout=60,
     )
     assert applied.returncode == 0, applied.stderr
-    assert f"{prefix}alerts.raw.dlq" in applied.stdout and applied.stdout.count("created") == len(list(declared()))
+    assert f"{prefix}alerts.raw.dlq" in applied.stdout and applied.stdout.count("created") == len(
+        list(declared())
+    )
     again = subprocess.run(
         [sys.executable, "-m", "ops.cli", "topics", "apply"],
         env=env,

@@ -58,7 +58,15 @@ class AMWebhook(BaseModel):
     """The Alertmanager webhook body (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config)."""
 
     model_config = ConfigDict(extra="allow")
-    version: Literal["4"]
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if v != "4":
+            raise ValueError(f"Alertmanager webhook version must be '4', not {v!r}")
+        return v
+
     groupKey: str = ""
     truncatedAlerts: int = 0
     status: Literal["firing", "resolved"]
@@ -78,7 +86,7 @@ class PayloadError(ValueError):
         self.problems = problems
 
 
-def _problems(exc: ValidationError) -> list[str]:
+def problems_of(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(body)"
@@ -88,30 +96,37 @@ def _problems(exc: ValidationError) -> list[str]:
 
 def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
     """Every alert of one webhook as canonical Alerts; PayloadError if any part is invalid."""
+    return webhook_alerts(AMWebhook, AlertSource.ALERTMANAGER, payload, received_at)
+
+
+def webhook_alerts(
+    model: type[AMWebhook], source: AlertSource, payload: Any, received_at: datetime
+) -> list[Alert]:
+    """Alerts of an Alertmanager-shaped webhook (Alertmanager itself, Grafana alerting)."""
     try:
-        hook = AMWebhook.model_validate(payload)
+        hook = model.model_validate(payload)
     except ValidationError as exc:
-        raise PayloadError(_problems(exc)) from None
+        raise PayloadError(problems_of(exc)) from None
     alerts: list[Alert] = []
     problems: list[str] = []
     for i, am in enumerate(hook.alerts):
         try:
-            alerts.append(_to_alert(am, hook, received_at))
+            alerts.append(_to_alert(am, hook, received_at, source))
         except (ValueError, ValidationError) as exc:
-            detail = "; ".join(_problems(exc)) if isinstance(exc, ValidationError) else str(exc)
+            detail = "; ".join(problems_of(exc)) if isinstance(exc, ValidationError) else str(exc)
             problems.append(f"alerts.{i}: {detail}")
     if problems:
         raise PayloadError(problems)
     return alerts
 
 
-def _to_alert(am: AMAlert, hook: AMWebhook, received_at: datetime) -> Alert:
+def _to_alert(am: AMAlert, hook: AMWebhook, received_at: datetime, source: AlertSource) -> Alert:
     ends_at = None
     if am.endsAt and not am.endsAt.startswith(ZERO_TIME_PREFIX):
         ends_at = parse_rfc3339(am.endsAt, "endsAt")
     return Alert(
         fingerprint=am.fingerprint or labelset_fingerprint(am.labels),
-        source=AlertSource.ALERTMANAGER,
+        source=source,
         source_instance=hook.externalURL,
         status=STATUS[am.status],
         name=am.labels["alertname"],

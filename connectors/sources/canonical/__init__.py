@@ -1,0 +1,1 @@
+"""The canonical Alert as JSON, for producers that speak HTTP rather than Avro."""

@@ -1,0 +1,1 @@
+"""Datadog webhooks integration, with the payload template documented in the README."""

@@ -1,0 +1,1 @@
+"""Grafana alerting webhook contact point."""
