@@ -24,10 +24,15 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """Idempotent, fully acknowledged producer config."""
+    """Idempotent, fully acknowledged producer config with Java's key partitioner.
+
+    murmur2 (Java's and aiokafka's default) puts a key on the same partition whichever client
+    wrote it, so an alert's notifications always meet its dedup state.
+    """
     return client_config(
         settings,
-        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4", **extra},
+        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4",
+           "partitioner": "murmur2_random", **extra},
     )
 
 
