@@ -38,7 +38,14 @@ def produce(
     bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, Headers]], partition: int = -1
 ) -> None:
     """Write records in order (to one partition if given) and wait until the broker acknowledged all."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+        }
+    )
     errors: list[str] = []
     for key, value, headers in records:
         producer.produce(

@@ -48,7 +48,7 @@ def start_alertmanager(exe: str, workdir: Path, gateway_url: str) -> tuple[subpr
     port = free_port()
     config = workdir / "alertmanager.yml"
     config.write_text(CONFIG.format(url=gateway_url))
-    log = open(workdir / "alertmanager.log", "wb")  # noqa: SIM115 - owned by the child
+    log = open(workdir / "alertmanager.log", "wb")
     proc = subprocess.Popen(
         [
             exe,
