@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -38,6 +39,22 @@ def _actual(
         for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
             configs[res.name] = {k: v.value for k, v in fut.result().items()}
     return partitions, configs
+
+
+def _wait_visible(
+    admin: AdminClient,
+    names: list[str],
+    partitions: dict[str, int],
+    configs: dict[str, dict[str, str]],
+    timeout: float,
+) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+    """Re-read metadata until the named topics show (metadata reaches brokers asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        more_partitions, more_configs = _actual(admin, names, timeout)
+        if set(names) <= set(more_partitions) or time.monotonic() > deadline:
+            return {**partitions, **more_partitions}, {**configs, **more_configs}
+        time.sleep(0.2)
 
 
 def _diff(spec: TopicSpec, partitions: int, config: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -81,6 +98,7 @@ def apply(
     partitions, configs = _actual(admin, [s.name for s in specs], timeout)
     out: list[TopicState] = []
     missing = [s for s in specs if s.name not in partitions]
+    existed: list[str] = []
     if missing:
         futures = admin.create_topics(
             [NewTopic(s.name, s.partitions, replication, config=s.configs()) for s in missing],
@@ -93,13 +111,19 @@ def apply(
             except KafkaException as exc:
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
+                # Our metadata was stale (the topic was just made): check it like any other.
+                existed.append(spec.name)
+                continue
             out.append(
                 TopicState(
                     spec.name, "created", f"{spec.partitions} partitions, {spec.configs()['cleanup.policy']}"
                 )
             )
+    if existed:
+        partitions, configs = _wait_visible(admin, existed, partitions, configs, timeout)
+    created = {o.name for o in out}
     for spec in specs:
-        if spec.name not in partitions:
+        if spec.name not in partitions or spec.name in created:
             continue
         drift, notes = _diff(spec, partitions[spec.name], configs[spec.name])
         if drift:

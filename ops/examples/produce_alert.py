@@ -42,16 +42,38 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--label {item!r}: expected KEY=VALUE")
         labels[key] = value
     now = datetime.now(UTC)
-    alert = Alert(fingerprint=args.fingerprint, source=AlertSource.CANONICAL, status=AlertStatus(args.status),
-                  name=args.name, severity=args.severity, summary=args.summary or args.name, labels=labels,
-                  starts_at=now, ends_at=now if args.status == "RESOLVED" else None, received_at=now)
+    alert = Alert(
+        fingerprint=args.fingerprint,
+        source=AlertSource.CANONICAL,
+        status=AlertStatus(args.status),
+        name=args.name,
+        severity=args.severity,
+        summary=args.summary or args.name,
+        labels=labels,
+        starts_at=now,
+        ends_at=now if args.status == "RESOLVED" else None,
+        received_at=now,
+    )
     topic = args.topic_prefix + ALERTS_RAW
-    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all", "enable.idempotence": True,
-                         "partitioner": "murmur2_random"})
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
     errors: list[str] = []
-    producer.produce(topic, key=alert.fingerprint.encode(), value=AvroSerde().encode(alert, topic),
-                     on_delivery=lambda err, msg: errors.append(str(err)) if err else print(
-                         f"delivered {alert.fingerprint} to {msg.topic()}[{msg.partition()}]@{msg.offset()}"))
+    producer.produce(
+        topic,
+        key=alert.fingerprint.encode(),
+        value=AvroSerde().encode(alert, topic),
+        on_delivery=lambda err, msg: (
+            errors.append(str(err))
+            if err
+            else print(f"delivered {alert.fingerprint} to {msg.topic()}[{msg.partition()}]@{msg.offset()}")
+        ),
+    )
     if producer.flush(30) or errors:
         print(f"not delivered: {errors or 'timeout'}", file=sys.stderr)
         return 1

@@ -88,3 +88,21 @@ def test_itsmctl_topics_commands_report_and_exit_codes(kafka_broker: Broker, pre
         timeout=60,
     )
     assert again.returncode == 0 and again.stdout.count(" ok ") == len(list(declared()))
+
+
+def test_a_stale_metadata_read_never_reports_an_existing_topic_as_created(
+    kafka_broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    specs = list(declared(prefix))
+    topic_ops.apply(admin, specs)
+    real = topic_ops._actual
+    calls = {"n": 0}
+
+    def stale_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return ({}, {}) if calls["n"] == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(topic_ops, "_actual", stale_once)
+    states = topic_ops.apply(admin, specs)
+    assert {s.action for s in states} == {"ok"} and len(states) == len(specs)
