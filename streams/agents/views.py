@@ -17,6 +17,15 @@ from streams.core.settings import Settings
 from streams.stages.cmdb import CMDBIndex
 
 VIEW_SKIPPED = telemetry.VIEW_SKIPPED
+# Metadata errors that clear by themselves shortly after a topic is created or a leader moves.
+TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
 
 
 class CompactedTopicView:
@@ -60,19 +69,35 @@ class CompactedTopicView:
         self._stop.set()
         self._thread.join(5)
 
+    def _start_offsets(self, deadline: float) -> tuple[list[TopicPartition], set[int]]:
+        """Partitions to read and which hold data. Transient metadata errors (no leader yet
+        right after the topic was created, say) are retried until the deadline."""
+        while True:
+            try:
+                meta = self._consumer.list_topics(self.topic, timeout=10)
+                if meta.topics[self.topic].error is not None:
+                    raise KafkaException(meta.topics[self.topic].error)
+                parts = [
+                    TopicPartition(self.topic, p, OFFSET_BEGINNING)
+                    for p in meta.topics[self.topic].partitions
+                ]
+                pending = set()
+                for tp in parts:
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+                    if high > low:
+                        pending.add(tp.partition)
+                return parts, pending
+            except KafkaException as exc:
+                err = exc.args[0]
+                transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in TRANSIENT)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                self.log.info("view_waiting", reason=err.str())
+                time.sleep(0.5)
+
     def _run(self) -> None:
         try:
-            meta = self._consumer.list_topics(self.topic, timeout=30)
-            if meta.topics[self.topic].error is not None:
-                raise KafkaException(meta.topics[self.topic].error)
-            parts = [
-                TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.topics[self.topic].partitions
-            ]
-            pending = set()
-            for tp in parts:
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=30)
-                if high > low:
-                    pending.add(tp.partition)
+            parts, pending = self._start_offsets(time.monotonic() + 60)
             self._consumer.assign(parts)
             if not pending:
                 self.ready.set()

@@ -31,8 +31,14 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """
     return client_config(
         settings,
-        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4",
-           "partitioner": "murmur2_random", **extra},
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "partitioner": "murmur2_random",
+            **extra,
+        },
     )
 
 
