@@ -216,6 +216,7 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_sink(args: argparse.Namespace) -> int:
     from connectors.sinks.http import RetryPolicy
+    from connectors.sinks.ratelimit import RateLimiter
     from connectors.sinks.runner import SinkRunner
     from connectors.sinks.servicenow.client import ServiceNowClient
     from connectors.sinks.servicenow.config import ServiceNowConfig
@@ -233,7 +234,13 @@ def cmd_sink(args: argparse.Namespace) -> int:
         settings.sink_backoff_initial_seconds,
         settings.sink_backoff_max_seconds,
     )
-    client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy)
+    limiter = RateLimiter(
+        settings.sink_rate_limit_rps,
+        settings.sink_rate_limit_burst,
+        settings.sink_concurrency,
+        target="servicenow",
+    )
+    client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
     runner = SinkRunner(settings, _serde(settings), ServiceNowSink(client))
     try:
         runner.run(_stop_on_signals())
@@ -257,7 +264,7 @@ def cmd_devitsm(_: argparse.Namespace) -> int:
             "the development ITSM does not run without authentication"
         )
     store = Store(settings.devitsm_db)
-    app = create_devitsm(store, settings.devitsm_user, password)
+    app = create_devitsm(store, settings.devitsm_user, password, settings.devitsm_rate_limit)
     telemetry.get_logger("devitsm").info(
         "devitsm_listening", host=settings.devitsm_host, port=settings.devitsm_port, db=settings.devitsm_db
     )

@@ -15,6 +15,9 @@ import binascii
 import hmac
 import html
 import json
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +27,11 @@ from connectors.devitsm.store import TABLES, FieldError, Store
 from streams.core import telemetry
 
 log = telemetry.get_logger("devitsm")
+DEVITSM_REQUESTS = telemetry.Counter(
+    "itsm_pipeline_devitsm_requests_total",
+    "API requests the development ITSM answered, by rate-limit outcome.",
+    ["outcome"],
+)
 MAX_LIMIT = 10000
 
 
@@ -64,9 +72,57 @@ def parse_query(table: str, query: str) -> tuple[list[tuple[str, str, str]], lis
     return conditions, order
 
 
-def create_devitsm(store: Store, user: str, password: str) -> web.Application:
-    """The aiohttp application; every /api route needs basic auth as user:password."""
+class FixedWindowLimit:
+    """ServiceNow-style rate limit: at most `limit` API requests per wall-clock second."""
+
+    def __init__(self, limit: int, wall: Callable[[], float] = time.time) -> None:
+        self.limit = limit
+        self.wall = wall
+        self.window = -1
+        self.used = 0
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        """Whether this request may go, and the X-RateLimit-* headers to send either way."""
+        now = self.wall()
+        window = int(now)
+        if window != self.window:
+            self.window, self.used = window, 0
+        allowed = self.used < self.limit
+        if allowed:
+            self.used += 1
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.limit - self.used),
+            "X-RateLimit-Reset": str(window + 1),
+        }
+        if not allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(window + 1 - now)))
+        return allowed, headers
+
+
+def create_devitsm(store: Store, user: str, password: str, rate_limit: int = 0) -> web.Application:
+    """The aiohttp application; every /api route needs basic auth as user:password.
+
+    With rate_limit > 0 every API answer carries X-RateLimit-Limit/Remaining/Reset, and a
+    request over the limit gets 429 with Retry-After, as a rate-limited instance does.
+    """
     expected = f"{user}:{password}".encode()
+    limiter = FixedWindowLimit(rate_limit) if rate_limit > 0 else None
+
+    @web.middleware
+    async def rate_limited(request: web.Request, handler: Any) -> web.StreamResponse:
+        if limiter is None or not request.path.startswith("/api/"):
+            return await handler(request)
+        allowed, headers = limiter.take()
+        if not allowed:
+            DEVITSM_REQUESTS.labels("refused").inc()
+            resp = failure(429, "Rate limit exceeded", f"More than {limiter.limit} requests per second")
+            resp.headers.update(headers)
+            return resp
+        DEVITSM_REQUESTS.labels("accepted").inc()
+        resp = await handler(request)
+        resp.headers.update(headers)
+        return resp
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -216,7 +272,7 @@ def create_devitsm(store: Store, user: str, password: str) -> web.Application:
             parts.append("</table>")
         return web.Response(text="".join(parts), content_type="text/html")
 
-    app = web.Application(middlewares=[auth])
+    app = web.Application(middlewares=[rate_limited, auth])
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

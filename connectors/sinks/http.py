@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import httpx
 
+from connectors.sinks.ratelimit import RateLimiter
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 
@@ -98,14 +99,21 @@ class RetryPolicy:
 class HttpCaller:
     """Runs one logical request with the status table and retry policy; counts every attempt."""
 
-    def __init__(self, client: httpx.Client, target: str, policy: RetryPolicy) -> None:
+    def __init__(
+        self, client: httpx.Client, target: str, policy: RetryPolicy, limiter: RateLimiter | None = None
+    ) -> None:
         self.client = client
         self.target = target
         self.policy = policy
+        self.limiter = limiter
         self.log = telemetry.get_logger(f"sink.{target}")
 
-    def call(self, method: str, url: str, **kwargs: object) -> tuple[httpx.Response, int]:
-        """The successful response and the attempts it took, or SinkError."""
+    def call(self, method: str, url: str, retry: bool = True, **kwargs: object) -> tuple[httpx.Response, int]:
+        """The successful response and the attempts it took, or SinkError.
+
+        retry=False for a request that is not idempotent (a create): a retryable failure is
+        raised at once, so the caller can look again before repeating it.
+        """
         started = self.policy.clock()
         attempt = 0
         verdict: Verdict | None
@@ -113,7 +121,12 @@ class HttpCaller:
             attempt += 1
             t0 = time.perf_counter()
             try:
-                resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+                if self.limiter is not None:
+                    with self.limiter.slot():
+                        resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+                    self.limiter.observe(resp.status_code, resp.headers)
+                else:
+                    resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
             except httpx.TransportError as exc:
                 telemetry.SINK_REQUESTS.labels(self.target, "network").inc()
                 verdict, asked, detail, status = (
@@ -130,9 +143,12 @@ class HttpCaller:
                     return resp, attempt
                 asked, status = retry_after_seconds(resp.headers), resp.status_code
                 detail = f"HTTP {resp.status_code} from {method} {url}: {resp.text[:300]}"
-            if not verdict.retryable:
-                raise SinkError(detail, verdict.error_class, attempt, False, status)
-            wait = self.policy.delay(attempt, asked)
+            if not verdict.retryable or not retry:
+                raise SinkError(detail, verdict.error_class, attempt, verdict.retryable, status)
+            # A limiter already holds every caller for the server's Retry-After: no double wait.
+            wait = (
+                0.0 if self.limiter is not None and asked is not None else self.policy.delay(attempt, asked)
+            )
             if self.policy.clock() - started + wait > self.policy.budget_seconds:
                 raise SinkError(
                     f"retry budget of {self.policy.budget_seconds}s spent after "

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     sink_retry_budget_seconds: float = Field(
         120.0, gt=0, description="Give up retrying a command after this long and dead-letter it."
     )
+    sink_rate_limit_rps: float = Field(
+        0.0, ge=0, description="Client-side requests per second to the ITSM (0: unlimited)."
+    )
+    sink_rate_limit_burst: int = Field(1, ge=1)
+    sink_concurrency: int = Field(4, ge=1, description="Requests in flight at once per target.")
     sink_backoff_initial_seconds: float = Field(0.2, gt=0)
     sink_backoff_max_seconds: float = Field(10.0, gt=0)
 
@@ -106,6 +111,9 @@ class Settings(BaseSettings):
     devitsm_db: str = Field(".itsm/devitsm.sqlite3", description="SQLite file of the development ITSM.")
     devitsm_user: str = "pipeline"
     devitsm_password: SecretStr = SecretStr("")
+    devitsm_rate_limit: int = Field(
+        0, ge=0, description="API requests per second the development ITSM accepts (0: no limit)."
+    )
 
     rules_dir: str | None = Field(
         None, description="Directory of the rule files (default: ops/rules of the checkout)."

@@ -78,6 +78,11 @@ CORRELATION_PRECISION = Gauge(
     "Share of reviewed correlation decisions judged correct, per rule (this gateway's verdicts).",
     ["rule"],
 )
+SINK_THROTTLED_SECONDS = Counter(
+    "itsm_pipeline_sink_throttled_seconds_total",
+    "Time sink requests waited for the client-side rate limiter.",
+    ["target"],
+)
 SINK_REQUESTS = Counter(
     "itsm_pipeline_sink_requests_total",
     "HTTP requests made by sinks, by status class.",

@@ -149,3 +149,31 @@ def test_an_update_writes_its_work_note_and_never_reopens(itsm_url: str) -> None
     result = sink.handle(command(IncidentAction.UPDATE, n=3, work_note="late related alert"))
     (rec,) = incidents(itsm_url, "itsmp-abc")
     assert result.outcome is SinkOutcome.UPDATED and rec["state"] == "6"
+
+
+class LoseFirstCreateAnswer(httpx.BaseTransport):
+    """Forwards every request to the real ITSM, but drops the answer to the first POST."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.lost = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST" and not self.lost:
+            response.read()
+            self.lost += 1
+            raise httpx.ReadError("connection reset after the server acted", request=request)
+        return response
+
+
+def test_a_create_whose_answer_was_lost_is_never_repeated_blindly(itsm_url: str) -> None:
+    transport = LoseFirstCreateAnswer()
+    config = ServiceNowConfig(itsm_url, "pipeline", SecretStr(PASSWORD), True, 5.0)
+    sink = ServiceNowSink(
+        ServiceNowClient(config, RetryPolicy(budget_seconds=5, initial_seconds=0.01), transport=transport)
+    )
+    result = sink.handle(command(IncidentAction.OPEN))
+    assert transport.lost == 1
+    assert len(incidents(itsm_url, "itsmp-abc")) == 1  # found on the second look, not created twice
+    assert result.outcome is SinkOutcome.UPDATED

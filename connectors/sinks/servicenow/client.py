@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
+from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.mapping import lookup_query
 from streams.core.dlq import ErrorClass
@@ -21,6 +22,7 @@ class ServiceNowClient:
         policy: RetryPolicy,
         target: str = "servicenow",
         transport: httpx.BaseTransport | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.http = httpx.Client(
             base_url=config.base_url,
@@ -30,7 +32,7 @@ class ServiceNowClient:
             headers={"Accept": "application/json", "Content-Type": "application/json"},
             transport=transport,
         )
-        self.caller = HttpCaller(self.http, target, policy)
+        self.caller = HttpCaller(self.http, target, policy, limiter)
         self.last_attempts = 0
 
     def _result(self, resp: httpx.Response) -> Any:
@@ -46,7 +48,12 @@ class ServiceNowClient:
             ) from exc
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        resp, attempts = self.caller.call(method, url, **kwargs)
+        try:
+            resp, attempts = self.caller.call(method, url, **kwargs)
+        except SinkError as exc:
+            self.last_attempts += exc.attempts
+            exc.attempts = self.last_attempts
+            raise
         self.last_attempts += attempts
         return self._result(resp)
 
@@ -61,7 +68,8 @@ class ServiceNowClient:
         return rows[0] if rows else None
 
     def create(self, table: str, fields: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._call("POST", f"/api/now/table/{table}", json=fields))
+        # Not retried here: the record may exist although the answer was lost (see ServiceNowSink).
+        return dict(self._call("POST", f"/api/now/table/{table}", json=fields, retry=False))
 
     def update(self, table: str, sys_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("PATCH", f"/api/now/table/{table}/{sys_id}", json=fields))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from connectors.sinks.http import SinkError
 from connectors.sinks.servicenow import mapping as m
 from connectors.sinks.servicenow.client import ServiceNowClient
 from streams.core.models import IncidentAction, IncidentCommand, RecordType, SinkOutcome, SinkResult
@@ -22,8 +23,26 @@ class ServiceNowSink:
         self.clock = clock
 
     def handle(self, cmd: IncidentCommand) -> SinkResult:
-        """Deliver one command; raises SinkError when it cannot be delivered."""
+        """Deliver one command; raises SinkError when it cannot be delivered.
+
+        A create that failed retryably is never repeated blindly: the record may exist although
+        the answer was lost, so the command starts over from the lookup (within the budget).
+        """
         self.client.last_attempts = 0
+        policy = self.client.caller.policy
+        started = policy.clock()
+        rounds = 0
+        while True:
+            try:
+                return self._handle_once(cmd)
+            except SinkError as exc:
+                rounds += 1
+                wait = policy.delay(rounds, None)
+                if not exc.retryable or policy.clock() - started + wait > policy.budget_seconds:
+                    raise
+                policy.sleep(wait)
+
+    def _handle_once(self, cmd: IncidentCommand) -> SinkResult:
         existing = self.client.find(m.INCIDENT_TABLE, cmd.correlation_id)
         if cmd.action is IncidentAction.RESOLVE:
             if existing is None or existing["state"] in m.INACTIVE_STATES:
