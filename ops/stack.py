@@ -155,6 +155,17 @@ class Stack:
         """An HTTP client for the development ITSM's API."""
         return httpx.Client(base_url=self.devitsm_url, auth=("pipeline", self.password), timeout=10.0)
 
+    def stop_one(self, name: str, timeout: float = 20.0) -> int | None:
+        """Stop one child (SIGTERM, then SIGKILL) and forget it, e.g. to simulate an outage."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
     def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every child (gateway first, ITSM last), wait, SIGKILL stragglers; returns exit codes."""
         codes: dict[str, int | None] = {}
