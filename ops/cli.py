@@ -264,12 +264,89 @@ def cmd_devitsm(_: argparse.Namespace) -> int:
             "the development ITSM does not run without authentication"
         )
     store = Store(settings.devitsm_db)
-    app = create_devitsm(store, settings.devitsm_user, password, settings.devitsm_rate_limit)
+    groups = frozenset(g.strip() for g in settings.devitsm_known_groups.split(",") if g.strip())
+    app = create_devitsm(store, settings.devitsm_user, password, settings.devitsm_rate_limit, groups)
     telemetry.get_logger("devitsm").info(
         "devitsm_listening", host=settings.devitsm_host, port=settings.devitsm_port, db=settings.devitsm_db
     )
     web.run_app(app, host=settings.devitsm_host, port=settings.devitsm_port, print=None, shutdown_timeout=5)
     store.close()
+    return 0
+
+
+def _dlq_filter(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ops.dlq import Filter
+    from streams.core.timeutil import parse_rfc3339
+
+    try:
+        since = parse_rfc3339(args.since, "--since") if args.since else None
+        until = parse_rfc3339(args.until, "--until") if args.until else None
+    except ValueError as exc:
+        sys.exit(f"itsmctl dlq: {exc}")
+    return Filter(frozenset(args.error_class or ()), args.key, since, until)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import os
+
+    from ops import dlq
+
+    settings = _settings()
+    if args.action == "list":
+        for topic in dlq.dlq_topics(settings):
+            print(f"{topic:<48} {dlq.count(settings, topic):>8} record(s)")
+        return 0
+    if not args.topic:
+        sys.exit(f"itsmctl dlq {args.action}: name the DLQ topic (see `itsmctl dlq list`)")
+    topic = args.topic if args.topic.startswith(settings.topic_prefix) else settings.topic(args.topic)
+    flt = _dlq_filter(args)
+    if args.action == "show":
+        shown = 0
+        for rec in dlq.dead_records(settings, topic):
+            if not flt(rec):
+                continue
+            i = rec.info
+            print(
+                f"{rec.ref}  key={(rec.key or b'').decode('utf-8', 'replace')!r}  "
+                f"class={i.get('dlq.error.class')}  stage={i.get('dlq.stage')}  "
+                f"attempts={i.get('dlq.attempts')}  "
+                f"failed={i.get('dlq.first_failed_at')}  from={i.get('dlq.topic')}[{i.get('dlq.partition')}]"
+                f"@{i.get('dlq.offset')}  bytes={len(rec.value or b'')}"
+            )
+            print(f"    {i.get('dlq.exception.message', '')}")
+            shown += 1
+            if shown >= args.limit:
+                break
+        return 0
+    if args.action == "stats":
+        records = [r for r in dlq.dead_records(settings, topic) if flt(r)]
+        by_class, by_stage, by_time = dlq.stats(records, args.bucket)
+        print(f"{topic}: {len(records)} dead letter(s)")
+        for title, counter in (
+            ("by error class", by_class),
+            ("by stage", by_stage),
+            (f"by {args.bucket}", by_time),
+        ):
+            print(f"  {title}:")
+            for name, n in sorted(counter.items()):
+                print(f"    {name:<28} {n:>8}")
+        return 0
+    actor = args.actor or os.environ.get("USER") or "itsmctl"
+    report = dlq.replay(
+        settings,
+        topic,
+        flt,
+        dry_run=args.dry_run,
+        rate=args.rate,
+        actor=actor,
+        progress=None if args.dry_run else dlq.progress_printer(),
+    )
+    verb = "would replay" if args.dry_run else "replayed"
+    n = report.selected - report.skipped_already if args.dry_run else report.replayed
+    print(
+        f"{verb} {n} of {report.selected} selected dead letter(s) from {topic}; "
+        f"{report.skipped_already} already replayed before"
+    )
     return 0
 
 
@@ -341,6 +418,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "devitsm", help="run the development ITSM (ServiceNow Table API compatible, SQLite)"
     ).set_defaults(func=cmd_devitsm)
+
+    q = sub.add_parser(
+        "dlq",
+        help="list, show, count and replay dead letters",
+        description="Dead letters keep the original record and dlq.* headers saying why. replay sends "
+        "the selected ones back to the topic they failed on, in order, once each (a ledger on dlq.replays "
+        "remembers what was replayed), and records an audit event.",
+    )
+    q.add_argument("action", choices=["list", "show", "stats", "replay"])
+    q.add_argument(
+        "topic", nargs="?", help="the DLQ topic, e.g. itsm.incident.commands.dlq (prefix optional)"
+    )
+    q.add_argument(
+        "--error-class",
+        action="append",
+        choices=[c for c in ("network", "auth", "schema", "validation", "rate_limit", "conflict", "unknown")],
+        help="only this error class (repeatable)",
+    )
+    q.add_argument("--key", help="only records with this key")
+    q.add_argument("--since", help="only records that first failed at or after this RFC 3339 time")
+    q.add_argument("--until", help="only records that first failed before this RFC 3339 time")
+    q.add_argument("--limit", type=int, default=50, help="show: at most this many records")
+    q.add_argument("--bucket", choices=["hour", "day"], default="hour", help="stats: time bucket")
+    q.add_argument("--dry-run", action="store_true", help="replay: say what would be replayed, send nothing")
+    q.add_argument(
+        "--rate", type=float, default=50.0, help="replay: records per second at most (0: no limit)"
+    )
+    q.add_argument("--actor", help="replay: who replays, for the audit event (default $USER)")
+    q.set_defaults(func=cmd_dlq)
 
     d = sub.add_parser(
         "demo",

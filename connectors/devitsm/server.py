@@ -100,13 +100,22 @@ class FixedWindowLimit:
         return allowed, headers
 
 
-def create_devitsm(store: Store, user: str, password: str, rate_limit: int = 0) -> web.Application:
+def create_devitsm(
+    store: Store, user: str, password: str, rate_limit: int = 0, known_groups: frozenset[str] = frozenset()
+) -> web.Application:
     """The aiohttp application; every /api route needs basic auth as user:password.
 
     With rate_limit > 0 every API answer carries X-RateLimit-Limit/Remaining/Reset, and a
     request over the limit gets 429 with Retry-After, as a rate-limited instance does.
     """
     expected = f"{user}:{password}".encode()
+
+    def check_references(fields: dict[str, Any]) -> None:
+        # A reference field must name an existing record (here: the configured groups).
+        group = fields.get("assignment_group")
+        if known_groups and group not in (None, "") and str(group) not in known_groups:
+            raise FieldError(f"assignment_group: {group!r} is not a known group")
+
     limiter = FixedWindowLimit(rate_limit) if rate_limit > 0 else None
 
     @web.middleware
@@ -209,7 +218,9 @@ def create_devitsm(store: Store, user: str, password: str, rate_limit: int = 0) 
     async def create(request: web.Request) -> web.Response:
         table = table_of(request)
         try:
-            row = store.insert(table, await body(request))
+            fields = await body(request)
+            check_references(fields)
+            row = store.insert(table, fields)
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))
         log.info("created", table=table, number=row["number"], correlation_id=row["correlation_id"])
@@ -231,7 +242,9 @@ def create_devitsm(store: Store, user: str, password: str, rate_limit: int = 0) 
     async def update(request: web.Request) -> web.Response:
         table = table_of(request)
         try:
-            row = store.update(table, request.match_info["sys_id"], await body(request))
+            fields = await body(request)
+            check_references(fields)
+            row = store.update(table, request.match_info["sys_id"], fields)
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))
         if row is None:

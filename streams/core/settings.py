@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     devitsm_db: str = Field(".itsm/devitsm.sqlite3", description="SQLite file of the development ITSM.")
     devitsm_user: str = "pipeline"
     devitsm_password: SecretStr = SecretStr("")
+    devitsm_known_groups: str = Field(
+        "", description="Comma-separated assignment groups the development ITSM accepts (empty: any)."
+    )
     devitsm_rate_limit: int = Field(
         0, ge=0, description="API requests per second the development ITSM accepts (0: no limit)."
     )

@@ -46,6 +46,7 @@ INCIDENT_COMMANDS = "itsm.incident.commands"
 CHANGE_COMMANDS = "itsm.change.commands"
 ITSM_RESULTS = "itsm.results"
 AUDIT_EVENTS = "audit.events"
+DLQ_REPLAYS = "dlq.replays"
 
 DLQ_SUFFIX = ".dlq"
 DLQ_RETENTION_MS = 30 * DAY_MS
@@ -83,6 +84,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(CHANGE_COMMANDS, 3, dlq=True, doc="ChangeCommand records for the sinks."),
     TopicSpec(ITSM_RESULTS, 3, dlq=True, doc="SinkResult records: ITSM ids back to the streams."),
+    TopicSpec(
+        DLQ_REPLAYS,
+        1,
+        compacted=True,
+        doc="Ledger of replayed dead letters (<dlq topic>:<partition>:<offset>), so none is replayed twice.",
+    ),
     TopicSpec(AUDIT_EVENTS, 1, retention_ms=365 * DAY_MS, doc="AuditEvent records."),
 )
 
