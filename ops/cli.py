@@ -252,7 +252,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
 def cmd_devitsm(_: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from connectors.devitsm.server import create_devitsm
+    from connectors.devitsm.server import OAuthClient, create_devitsm
     from connectors.devitsm.store import Store
 
     settings = _settings()
@@ -265,7 +265,14 @@ def cmd_devitsm(_: argparse.Namespace) -> int:
         )
     store = Store(settings.devitsm_db)
     groups = frozenset(g.strip() for g in settings.devitsm_known_groups.split(",") if g.strip())
-    app = create_devitsm(store, settings.devitsm_user, password, settings.devitsm_rate_limit, groups)
+    oauth = None
+    if settings.devitsm_client_id:
+        oauth = OAuthClient(
+            settings.devitsm_client_id,
+            settings.devitsm_client_secret.get_secret_value(),
+            settings.devitsm_token_ttl_seconds,
+        )
+    app = create_devitsm(store, settings.devitsm_user, password, settings.devitsm_rate_limit, groups, oauth)
     telemetry.get_logger("devitsm").info(
         "devitsm_listening", host=settings.devitsm_host, port=settings.devitsm_port, db=settings.devitsm_db
     )

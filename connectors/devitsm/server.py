@@ -16,8 +16,10 @@ import hmac
 import html
 import json
 import math
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -100,8 +102,33 @@ class FixedWindowLimit:
         return allowed, headers
 
 
+@dataclass
+class OAuthClient:
+    """One OAuth client the instance knows, and the lifetime of the tokens it issues."""
+
+    client_id: str
+    client_secret: str
+    ttl: int = 1799
+    tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+
+    def issue(self) -> tuple[str, int]:
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        self.tokens = {t: exp for t, exp in self.tokens.items() if exp > now}
+        self.tokens[token] = now + self.ttl
+        return token, self.ttl
+
+    def valid(self, token: str) -> bool:
+        return self.tokens.get(token, 0.0) > time.monotonic()
+
+
 def create_devitsm(
-    store: Store, user: str, password: str, rate_limit: int = 0, known_groups: frozenset[str] = frozenset()
+    store: Store,
+    user: str,
+    password: str,
+    rate_limit: int = 0,
+    known_groups: frozenset[str] = frozenset(),
+    oauth: OAuthClient | None = None,
 ) -> web.Application:
     """The aiohttp application; every /api route needs basic auth as user:password.
 
@@ -138,6 +165,10 @@ def create_devitsm(
         if not request.path.startswith("/api/"):
             return await handler(request)
         header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer ") and oauth is not None:
+            if oauth.valid(header[7:].strip()):
+                return await handler(request)
+            return failure(401, "User Not Authenticated", "Required to provide Auth information")
         given = b""
         if header.startswith("Basic "):
             try:
@@ -257,6 +288,26 @@ def create_devitsm(
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def oauth_token(request: web.Request) -> web.Response:
+        """POST /oauth_token.do, grant_type=client_credentials (form-encoded), as the instance answers."""
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "unsupported_grant_type"}, status=400)
+        ok = (
+            oauth is not None
+            and hmac.compare_digest(str(form.get("client_id", "")), oauth.client_id)
+            and hmac.compare_digest(str(form.get("client_secret", "")), oauth.client_secret)
+        )
+        if not ok or oauth is None:
+            return web.json_response(
+                {"error_description": "access_denied", "error": "server_error"}, status=401
+            )
+        token, ttl = oauth.issue()
+        log.info("token_issued", client_id=oauth.client_id, expires_in=ttl)
+        return web.json_response(
+            {"access_token": token, "scope": "useraccount", "token_type": "Bearer", "expires_in": ttl}
+        )
+
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -288,6 +339,7 @@ def create_devitsm(
     app = web.Application(middlewares=[rate_limited, auth])
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/oauth_token.do", oauth_token)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/now/table/{table}", list_records)
     app.router.add_post("/api/now/table/{table}", create)

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import httpx
 
+from connectors.sinks.oauth import TokenError
 from connectors.sinks.ratelimit import RateLimiter
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
@@ -127,6 +128,12 @@ class HttpCaller:
                     self.limiter.observe(resp.status_code, resp.headers)
                 else:
                     resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            except TokenError as exc:
+                # The credentials were refused: permanent. The token endpoint is down: retry.
+                telemetry.SINK_REQUESTS.labels(self.target, "token").inc()
+                refused = exc.status is not None and exc.status < 500
+                verdict = Verdict(not refused, ErrorClass.AUTH if refused else ErrorClass.NETWORK)
+                asked, detail, status = None, f"OAuth token: {exc}", exc.status
             except httpx.TransportError as exc:
                 telemetry.SINK_REQUESTS.labels(self.target, "network").inc()
                 verdict, asked, detail, status = (

@@ -88,8 +88,15 @@ class Settings(BaseSettings):
 
     # ServiceNow-compatible sink
     servicenow_url: str = Field("http://127.0.0.1:8090", description="Base URL of the instance.")
+    servicenow_auth: str = Field(
+        "basic", pattern="^(basic|oauth)$", description="basic, or oauth (client credentials)."
+    )
     servicenow_user: str = "pipeline"
     servicenow_password: SecretStr = SecretStr("")
+    servicenow_client_id: str = ""
+    servicenow_client_secret: SecretStr = SecretStr("")
+    servicenow_token_url: str | None = Field(None, description="Default: <servicenow_url>/oauth_token.do.")
+    servicenow_scope: str | None = None
     servicenow_verify_tls: bool | str = Field(
         True, description="True, False is refused; or a CA bundle path."
     )
@@ -113,6 +120,13 @@ class Settings(BaseSettings):
     devitsm_password: SecretStr = SecretStr("")
     devitsm_known_groups: str = Field(
         "", description="Comma-separated assignment groups the development ITSM accepts (empty: any)."
+    )
+    devitsm_client_id: str = Field(
+        "", description="OAuth client id the development ITSM accepts (empty: OAuth off)."
+    )
+    devitsm_client_secret: SecretStr = SecretStr("")
+    devitsm_token_ttl_seconds: int = Field(
+        1799, ge=1, description="Lifetime of the development ITSM's access tokens."
     )
     devitsm_rate_limit: int = Field(
         0, ge=0, description="API requests per second the development ITSM accepts (0: no limit)."

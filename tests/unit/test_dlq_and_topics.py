@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from streams.core.dlq import DeadLetter, ErrorClass, header_map
-from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, MAINTENANCE_WINDOWS, TOPICS, declared
+from streams.core.topics import (
+    ALERTS_CI_INCIDENTS,
+    CMDB_CI,
+    DLQ_REPLAYS,
+    MAINTENANCE_WINDOWS,
+    TOPICS,
+    declared,
+)
 
 
 def test_dead_letter_keeps_original_headers_and_adds_every_dlq_header() -> None:
@@ -53,7 +60,7 @@ def test_every_topic_is_declared_once_with_its_dlq_twin() -> None:
 
 def test_cmdb_and_maintenance_topics_are_compacted_and_others_are_not() -> None:
     compacted = {s.name for s in TOPICS if s.compacted}
-    assert compacted == {CMDB_CI, MAINTENANCE_WINDOWS, ALERTS_CI_INCIDENTS}
+    assert compacted == {CMDB_CI, MAINTENANCE_WINDOWS, ALERTS_CI_INCIDENTS, DLQ_REPLAYS}
     for spec in declared():
         cfg = spec.configs()
         assert cfg["cleanup.policy"] == ("compact" if spec.name in compacted else "delete")

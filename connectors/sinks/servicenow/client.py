@@ -26,7 +26,7 @@ class ServiceNowClient:
     ) -> None:
         self.http = httpx.Client(
             base_url=config.base_url,
-            auth=(config.user, config.password.get_secret_value()),
+            auth=config.http_auth(),
             timeout=httpx.Timeout(config.timeout_seconds),
             verify=config.verify,
             headers={"Accept": "application/json", "Content-Type": "application/json"},
