@@ -221,14 +221,13 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from connectors.sinks.servicenow.client import ServiceNowClient
     from connectors.sinks.servicenow.config import ServiceNowConfig
     from connectors.sinks.servicenow.sink import ServiceNowSink
+    from connectors.sinks.webhook.config import WebhookConfig
+    from connectors.sinks.webhook.sink import WebhookSink
+    from streams.core.models import RecordType
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
     telemetry.configure_tracing("itsm-sink")
-    if args.target != "servicenow":
-        sys.exit(f"itsmctl sink: unknown target {args.target!r}")
-    port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
-    telemetry.get_logger("sink").info("metrics_listening", port=port)
     policy = RetryPolicy(
         settings.sink_retry_budget_seconds,
         settings.sink_backoff_initial_seconds,
@@ -238,14 +237,23 @@ def cmd_sink(args: argparse.Namespace) -> int:
         settings.sink_rate_limit_rps,
         settings.sink_rate_limit_burst,
         settings.sink_concurrency,
-        target="servicenow",
+        target=args.target,
     )
-    client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
-    runner = SinkRunner(settings, _serde(settings), ServiceNowSink(client))
+    sink: ServiceNowSink | WebhookSink
     try:
-        runner.run(_stop_on_signals())
-    finally:
-        client.close()
+        if args.target == "servicenow":
+            sink = ServiceNowSink(
+                ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
+            )
+        else:
+            sink = WebhookSink(WebhookConfig.from_settings(settings), policy, limiter)
+    except ValueError as exc:
+        sys.exit(f"itsmctl sink {args.target}: {exc}")
+    port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
+    telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
+    kind = RecordType.INCIDENT if args.kind == "incident" else RecordType.CHANGE
+    runner = SinkRunner(settings, _serde(settings), sink, kind)
+    runner.run(_stop_on_signals())
     return 0
 
 
@@ -418,8 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         "target",
         nargs="?",
         default="servicenow",
-        choices=["servicenow"],
-        help="which ITSM API (the development ITSM speaks the ServiceNow one)",
+        choices=["servicenow", "webhook"],
+        help="which ITSM API (the development ITSM speaks the ServiceNow one); webhook POSTs signed JSON",
+    )
+    s.add_argument(
+        "--kind",
+        choices=["incident", "change"],
+        default="incident",
+        help="incident: itsm.incident.commands (default); change: itsm.change.commands",
     )
     s.set_defaults(func=cmd_sink)
     sub.add_parser(

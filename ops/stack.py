@@ -18,6 +18,10 @@ import httpx
 from ops.kafka.broker import free_port
 
 COMPONENTS = ("devitsm", "worker", "sink", "gateway")
+# Components beyond the defaults: their itsmctl arguments and environment of their own.
+EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "sink-change": (["sink", "servicenow", "--kind", "change"], {"ITSM_SINK_METRICS_PORT": "0"}),
+}
 
 
 def write_rules(target: Path, lifecycle: dict[str, float]) -> Path:
@@ -112,10 +116,11 @@ class Stack:
     def start(self, names: Iterable[str] = COMPONENTS) -> None:
         env = self.env()
         for name in names:
+            argv, own_env = EXTRA_COMPONENTS.get(name, ([name], {}))
             log = open(self.workdir / "logs" / f"{name}.log", "ab")
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "ops.cli", name],
-                env=env,
+                [sys.executable, "-m", "ops.cli", *argv],
+                env={**env, **own_env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

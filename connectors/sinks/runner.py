@@ -12,37 +12,51 @@ from connectors.sinks.http import SinkError
 from streams.core import telemetry
 from streams.core.dlq import DeadLetter, ErrorClass, Headers
 from streams.core.kafka import client_config, producer_config
-from streams.core.models import IncidentCommand, RecordType, SinkOutcome, SinkResult
+from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
-from streams.core.topics import INCIDENT_COMMANDS, ITSM_RESULTS, dlq_name
+from streams.core.topics import CHANGE_COMMANDS, INCIDENT_COMMANDS, ITSM_RESULTS, dlq_name
 
 
-class IncidentSink(Protocol):
-    """One ITSM target for incident commands."""
+class Sink(Protocol):
+    """One ITSM target: applies incident and change commands, raising SinkError when it cannot."""
 
     name: str
 
-    def handle(self, cmd: IncidentCommand) -> SinkResult: ...
+    def handle_incident(self, cmd: IncidentCommand) -> SinkResult: ...
+
+    def handle_change(self, cmd: ChangeCommand) -> SinkResult: ...
+
+
+KINDS: dict[RecordType, tuple[str, type[IncidentCommand] | type[ChangeCommand]]] = {
+    RecordType.INCIDENT: (INCIDENT_COMMANDS, IncidentCommand),
+    RecordType.CHANGE: (CHANGE_COMMANDS, ChangeCommand),
+}
 
 
 class SinkRunner:
     """At-least-once delivery: an offset is committed only after its result or dead letter is acknowledged."""
 
-    def __init__(self, settings: Settings, serde: AvroSerde, sink: IncidentSink) -> None:
+    def __init__(
+        self, settings: Settings, serde: AvroSerde, sink: Sink, kind: RecordType = RecordType.INCIDENT
+    ) -> None:
         self.settings = settings
         self.serde = serde
         self.sink = sink
-        self.topic = settings.topic(INCIDENT_COMMANDS)
+        self.kind = kind
+        base, self.model = KINDS[kind]
+        self.handler = sink.handle_incident if kind is RecordType.INCIDENT else sink.handle_change
+        self.topic = settings.topic(base)
         self.results_topic = settings.topic(ITSM_RESULTS)
         self.dlq_topic = dlq_name(self.topic)
-        self.stage = f"sink.{sink.name}"
+        self.stage = f"sink.{sink.name}" if kind is RecordType.INCIDENT else f"sink.{sink.name}.change"
         self.log = telemetry.get_logger(self.stage)
         self.consumer = Consumer(
             client_config(
                 settings,
                 **{
-                    "group.id": f"{settings.app_id}-sink-{sink.name}",
+                    "group.id": f"{settings.app_id}-sink-{sink.name}"
+                    + ("" if kind is RecordType.INCIDENT else "-change"),
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "auto.offset.reset": "earliest",
@@ -104,19 +118,19 @@ class SinkRunner:
             self.stage, context=telemetry.extract_context(headers)
         ):
             try:
-                cmd = self.serde.decode(value, IncidentCommand)
+                cmd = self.serde.decode(value, self.model)
             except SerdeError as exc:
                 self._dead_letter(msg, ErrorClass(exc.error_class), str(exc), 0, now)
             else:
                 try:
-                    result = self.sink.handle(cmd)
+                    result = self.handler(cmd)  # type: ignore[arg-type]
                 except SinkError as exc:
                     self._dead_letter(msg, exc.error_class, str(exc), exc.attempts, now)
                     result = SinkResult(
                         command_id=cmd.command_id,
                         correlation_id=cmd.correlation_id,
                         target=self.sink.name,
-                        record_type=RecordType.INCIDENT,
+                        record_type=self.kind,
                         outcome=SinkOutcome.DEAD_LETTERED,
                         attempts=exc.attempts,
                         error_class=exc.error_class.value,

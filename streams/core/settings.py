@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     servicenow_verify_tls: bool | str = Field(
         True, description="True, False is refused; or a CA bundle path."
     )
+    webhook_url: str | None = Field(None, description="Where the webhook sink POSTs commands.")
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_verify_tls: bool | str = True
     http_timeout_seconds: float = Field(10.0, gt=0)
     sink_retry_budget_seconds: float = Field(
         120.0, gt=0, description="Give up retrying a command after this long and dead-letter it."

@@ -157,3 +157,64 @@ def test_webhooks_through_gateway_worker_and_sink_become_incidents_and_resolve(
     for port in (stack.worker_metrics_port, stack.sink_metrics_port):
         assert "itsm_pipeline_" in httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert "itsm_pipeline_webhook_alerts_total" in httpx.get(f"{stack.gateway_url}/metrics").text
+
+
+def test_change_commands_reach_the_itsm_through_the_change_sink(
+    stack: Stack, kafka_settings: Settings
+) -> None:
+    from datetime import UTC, datetime
+
+    from streams.core.models import ChangeCommand
+
+    def cc(action: str, **kw: object) -> tuple[bytes, bytes, list]:  # type: ignore[type-arg]
+        return (
+            b"chg-1",
+            SERDE.encode(
+                ChangeCommand.model_validate(
+                    dict(
+                        command_id=f"cc-{action}",
+                        correlation_id="chg-1",
+                        action=action,
+                        change_type="STANDARD",
+                        short_description="Deploy checkout 421",
+                        issued_at=datetime.now(UTC),
+                        **kw,
+                    )
+                )
+            ),
+            [],
+        )
+
+    produce(
+        kafka_settings.kafka_bootstrap,
+        kafka_settings.topic("itsm.change.commands"),
+        [
+            cc("CREATE"),
+            cc("UPDATE", commit_ids=["a1b2c3"], build_number="421"),
+            cc("CLOSE", close_code="SUCCESSFUL", deploy_duration_ms=61000),
+        ],
+    )
+    stack.start(["devitsm", "sink-change"])
+
+    def closed() -> bool:
+        with stack.itsm() as itsm:
+            rows = itsm.get("/api/now/table/change_request", params={"sysparm_query": "correlation_id=chg-1"})
+            result = rows.json()["result"]
+            return bool(result) and result[0]["state"] == "3"
+
+    wait_for(closed, stack)
+    with stack.itsm() as itsm:
+        (rec,) = itsm.get("/api/now/table/change_request").json()["result"]
+    assert (
+        rec["type"],
+        rec["close_code"],
+        rec["u_commit_ids"],
+        rec["u_build_number"],
+        rec["u_deploy_duration_ms"],
+    ) == ("standard", "successful", "a1b2c3", "421", "61000")
+    results = consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("itsm.results"), 3, timeout=30)
+    assert sorted(SERDE.decode(m.value(), SinkResult).outcome.value for m in results) == [
+        "CREATED",
+        "RESOLVED",
+        "UPDATED",
+    ]

@@ -16,7 +16,7 @@ from connectors.sinks.servicenow.client import ServiceNowClient
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.sink import ServiceNowSink
 from streams.core.dlq import ErrorClass
-from streams.core.models import IncidentAction, IncidentCommand, SinkOutcome
+from streams.core.models import ChangeCommand, IncidentAction, IncidentCommand, SinkOutcome
 from tests.servers import serve
 
 PASSWORD = "test-password-1"
@@ -177,3 +177,71 @@ def test_a_create_whose_answer_was_lost_is_never_repeated_blindly(itsm_url: str)
     assert transport.lost == 1
     assert len(incidents(itsm_url, "itsmp-abc")) == 1  # found on the second look, not created twice
     assert result.outcome is SinkOutcome.UPDATED
+
+
+def change(action: str, cid: str = "chg-dep-1", **kw: object) -> ChangeCommand:
+    return ChangeCommand.model_validate(
+        dict(
+            command_id=f"cc-{action}-{len(kw)}",
+            correlation_id=cid,
+            action=action,
+            change_type="NORMAL",
+            short_description="Deploy checkout 421",
+            service="checkout",
+            ci_ids=["ci-web-1"],
+            planned_start=datetime(2026, 11, 27, 9, tzinfo=UTC),
+            planned_end=datetime(2026, 11, 27, 10, tzinfo=UTC),
+            issued_at=datetime(2026, 11, 27, tzinfo=UTC),
+            **kw,
+        )
+    )
+
+
+def changes(url: str, cid: str) -> list[dict[str, str]]:
+    resp = httpx.get(
+        f"{url}/api/now/table/change_request",
+        auth=("pipeline", PASSWORD),
+        params={"sysparm_query": f"correlation_id={cid}"},
+    )
+    return list(resp.json()["result"])
+
+
+def test_a_change_is_created_once_enriched_and_closed_with_its_outcome(itsm_url: str) -> None:
+    sink = sink_for(itsm_url)
+    created = sink.handle_change(change("CREATE"))
+    again = sink.handle_change(change("CREATE"))
+    assert (created.outcome, again.outcome) == (SinkOutcome.CREATED, SinkOutcome.NOOP)
+    assert created.record_type.value == "CHANGE" and created.itsm_number == "CHG0030001"
+    enriched = sink.handle_change(change("UPDATE", commit_ids=["a1b2c3", "d4e5f6"], build_number="421"))
+    closed = sink.handle_change(
+        change("CLOSE", close_code="SUCCESSFUL", deploy_duration_ms=93000, description="Deployed in 93 s.")
+    )
+    (rec,) = changes(itsm_url, "chg-dep-1")
+    assert enriched.outcome is SinkOutcome.UPDATED and closed.outcome is SinkOutcome.RESOLVED
+    assert (rec["type"], rec["state"], rec["close_code"], rec["close_notes"]) == (
+        "normal",
+        "3",
+        "successful",
+        "Deployed in 93 s.",
+    )
+    assert (rec["u_commit_ids"], rec["u_build_number"], rec["u_deploy_duration_ms"]) == (
+        "a1b2c3,d4e5f6",
+        "421",
+        "93000",
+    )
+    assert (rec["start_date"], rec["end_date"], rec["cmdb_ci"]) == (
+        "2026-11-27 09:00:00",
+        "2026-11-27 10:00:00",
+        "ci-web-1",
+    )
+    late = sink.handle_change(change("UPDATE", build_number="422"))
+    assert late.outcome is SinkOutcome.NOOP and "already closed" in late.message
+
+
+def test_closing_a_change_never_seen_creates_it_closed(itsm_url: str) -> None:
+    result = sink_for(itsm_url).handle_change(change("CLOSE", cid="chg-late", close_code="UNSUCCESSFUL"))
+    (rec,) = changes(itsm_url, "chg-late")
+    assert result.outcome is SinkOutcome.RESOLVED and (rec["state"], rec["close_code"]) == (
+        "3",
+        "unsuccessful",
+    )

@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 from connectors.sinks.http import SinkError
 from connectors.sinks.servicenow import mapping as m
 from connectors.sinks.servicenow.client import ServiceNowClient
-from streams.core.models import IncidentAction, IncidentCommand, RecordType, SinkOutcome, SinkResult
+from streams.core.models import (
+    ChangeAction,
+    ChangeCommand,
+    IncidentAction,
+    IncidentCommand,
+    RecordType,
+    SinkOutcome,
+    SinkResult,
+)
 
 
 class ServiceNowSink:
@@ -22,10 +30,18 @@ class ServiceNowSink:
         self.client = client
         self.clock = clock
 
-    def handle(self, cmd: IncidentCommand) -> SinkResult:
-        """Deliver one command; raises SinkError when it cannot be delivered.
+    def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
+        """Deliver one incident command; raises SinkError when it cannot be delivered."""
+        return self._with_lookup_retries(lambda: self._incident_once(cmd))
 
-        A create that failed retryably is never repeated blindly: the record may exist although
+    handle = handle_incident
+
+    def handle_change(self, cmd: ChangeCommand) -> SinkResult:
+        """Deliver one change command: create (once), enrich, close with the outcome."""
+        return self._with_lookup_retries(lambda: self._change_once(cmd))
+
+    def _with_lookup_retries(self, once: Callable[[], SinkResult]) -> SinkResult:
+        """A create that failed retryably is never repeated blindly: the record may exist although
         the answer was lost, so the command starts over from the lookup (within the budget).
         """
         self.client.last_attempts = 0
@@ -34,7 +50,7 @@ class ServiceNowSink:
         rounds = 0
         while True:
             try:
-                return self._handle_once(cmd)
+                return once()
             except SinkError as exc:
                 rounds += 1
                 wait = policy.delay(rounds, None)
@@ -42,7 +58,31 @@ class ServiceNowSink:
                     raise
                 policy.sleep(wait)
 
-    def _handle_once(self, cmd: IncidentCommand) -> SinkResult:
+    def _change_once(self, cmd: ChangeCommand) -> SinkResult:
+        def result(outcome: SinkOutcome, rec: dict[str, str] | None, message: str) -> SinkResult:
+            return self._result(cmd, outcome, rec, message, RecordType.CHANGE)
+
+        existing = self.client.find(m.CHANGE_TABLE, cmd.correlation_id)
+        if existing is None:
+            rec = self.client.create(m.CHANGE_TABLE, m.change_create_fields(cmd))
+            if cmd.action is ChangeAction.CREATE:
+                return result(SinkOutcome.CREATED, rec, "change created")
+            existing = rec  # enrichment or close of a change never created: create it, then apply
+        elif existing["state"] in m.CHANGE_INACTIVE_STATES:
+            return result(
+                SinkOutcome.NOOP,
+                existing,
+                f"change {existing['number']} is already closed (state {existing['state']})",
+            )
+        if cmd.action is ChangeAction.CREATE:
+            return result(SinkOutcome.NOOP, existing, "change exists already")
+        if cmd.action is ChangeAction.CLOSE:
+            rec = self.client.update(m.CHANGE_TABLE, existing["sys_id"], m.change_close_fields(cmd))
+            return result(SinkOutcome.RESOLVED, rec, f"closed {rec.get('close_code')}")
+        rec = self.client.update(m.CHANGE_TABLE, existing["sys_id"], m.change_update_fields(cmd))
+        return result(SinkOutcome.UPDATED, rec, "change enriched")
+
+    def _incident_once(self, cmd: IncidentCommand) -> SinkResult:
         existing = self.client.find(m.INCIDENT_TABLE, cmd.correlation_id)
         if cmd.action is IncidentAction.RESOLVE:
             if existing is None or existing["state"] in m.INACTIVE_STATES:
@@ -64,13 +104,18 @@ class ServiceNowSink:
         return self._result(cmd, SinkOutcome.UPDATED, rec, "reopened" if reopen else "updated")
 
     def _result(
-        self, cmd: IncidentCommand, outcome: SinkOutcome, rec: dict[str, str] | None, message: str
+        self,
+        cmd: IncidentCommand | ChangeCommand,
+        outcome: SinkOutcome,
+        rec: dict[str, str] | None,
+        message: str,
+        record_type: RecordType = RecordType.INCIDENT,
     ) -> SinkResult:
         return SinkResult(
             command_id=cmd.command_id,
             correlation_id=cmd.correlation_id,
             target=self.name,
-            record_type=RecordType.INCIDENT,
+            record_type=record_type,
             outcome=outcome,
             itsm_id=rec.get("sys_id") if rec else None,
             itsm_number=rec.get("number") if rec else None,

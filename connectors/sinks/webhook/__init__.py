@@ -1,0 +1,1 @@
+"""Generic webhook sink: each command POSTed as signed JSON."""
