@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         "target",
         nargs="?",
         default="servicenow",
-        choices=["servicenow", "webhook"],
+        choices=["servicenow", "jira", "webhook"],
         help="which ITSM API (the development ITSM speaks the ServiceNow one); webhook POSTs signed JSON",
     )
     s.add_argument(

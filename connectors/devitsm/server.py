@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.devitsm.store import TABLES, FieldError, Store
+from connectors.emulators.faults import Faults
 from streams.core import telemetry
 
 log = telemetry.get_logger("devitsm")
@@ -129,6 +130,7 @@ def create_devitsm(
     rate_limit: int = 0,
     known_groups: frozenset[str] = frozenset(),
     oauth: OAuthClient | None = None,
+    faults: bool = False,
 ) -> web.Application:
     """The aiohttp application; every /api route needs basic auth as user:password.
 
@@ -336,7 +338,12 @@ def create_devitsm(
             parts.append("</table>")
         return web.Response(text="".join(parts), content_type="text/html")
 
-    app = web.Application(middlewares=[rate_limited, auth])
+    middlewares = [rate_limited, auth]
+    if faults:
+        # Contract tests only: POST /__faults queues answers (status, Retry-After) for /api calls.
+        injector = Faults(("/api/",))
+        middlewares.insert(0, injector.middleware)
+    app = web.Application(middlewares=middlewares)
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/oauth_token.do", oauth_token)

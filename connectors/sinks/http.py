@@ -167,3 +167,22 @@ class HttpCaller:
                 )
             self.log.warning("retrying", attempt=attempt, wait_s=round(wait, 3), reason=detail[:200])
             self.policy.sleep(wait)
+
+
+def with_lookup_retries(policy: RetryPolicy, once: Callable[[], T]) -> T:
+    """Run a lookup-then-write step; after a retryable failure, start over from the lookup.
+
+    A create whose answer was lost may have happened: repeating the POST blindly would make a
+    second record, looking again first never does. Bounded by the policy's budget.
+    """
+    started = policy.clock()
+    rounds = 0
+    while True:
+        try:
+            return once()
+        except SinkError as exc:
+            rounds += 1
+            wait = policy.delay(rounds, None)
+            if not exc.retryable or policy.clock() - started + wait > policy.budget_seconds:
+                raise
+            policy.sleep(wait)

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     servicenow_verify_tls: bool | str = Field(
         True, description="True, False is refused; or a CA bundle path."
     )
+    jira_url: str | None = Field(None, description="Jira Cloud site, e.g. https://example.atlassian.net.")
+    jira_email: str = ""
+    jira_api_token: SecretStr = SecretStr("")
+    jira_service_desk_id: str = "1"
+    jira_incident_request_type_id: str = "10"
+    jira_change_request_type_id: str = "11"
+    jira_resolve_transition: str = "Resolve this issue"
+    jira_reopen_transition: str = "Reopen issue"
     webhook_url: str | None = Field(None, description="Where the webhook sink POSTs commands.")
     webhook_secret: SecretStr = SecretStr("")
     webhook_verify_tls: bool | str = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from connectors.sinks.http import SinkError
+from connectors.sinks.http import with_lookup_retries
 from connectors.sinks.servicenow import mapping as m
 from connectors.sinks.servicenow.client import ServiceNowClient
 from streams.core.models import (
@@ -41,22 +41,8 @@ class ServiceNowSink:
         return self._with_lookup_retries(lambda: self._change_once(cmd))
 
     def _with_lookup_retries(self, once: Callable[[], SinkResult]) -> SinkResult:
-        """A create that failed retryably is never repeated blindly: the record may exist although
-        the answer was lost, so the command starts over from the lookup (within the budget).
-        """
         self.client.last_attempts = 0
-        policy = self.client.caller.policy
-        started = policy.clock()
-        rounds = 0
-        while True:
-            try:
-                return once()
-            except SinkError as exc:
-                rounds += 1
-                wait = policy.delay(rounds, None)
-                if not exc.retryable or policy.clock() - started + wait > policy.budget_seconds:
-                    raise
-                policy.sleep(wait)
+        return with_lookup_retries(self.client.caller.policy, once)
 
     def _change_once(self, cmd: ChangeCommand) -> SinkResult:
         def result(outcome: SinkOutcome, rec: dict[str, str] | None, message: str) -> SinkResult:

@@ -1,0 +1,1 @@
+"""Jira Service Management sink: customer requests, transitions, idempotent through a label."""

@@ -1,0 +1,160 @@
+"""JiraSink: customer requests created once (found again by label), commented, resolved and reopened."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError, with_lookup_retries
+from connectors.sinks.jira import mapping
+from connectors.sinks.jira.config import JiraConfig
+from connectors.sinks.ratelimit import RateLimiter
+from streams.core.dlq import ErrorClass
+from streams.core.models import (
+    ChangeAction,
+    ChangeCommand,
+    IncidentAction,
+    IncidentCommand,
+    RecordType,
+    SinkOutcome,
+    SinkResult,
+)
+
+DONE = {"resolved", "done", "closed", "canceled", "cancelled"}
+
+
+class JiraSink:
+    name = "jira"
+
+    def __init__(
+        self,
+        config: JiraConfig,
+        policy: RetryPolicy,
+        limiter: RateLimiter | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.http = httpx.Client(
+            base_url=config.base_url,
+            auth=(config.email, config.api_token.get_secret_value()),
+            timeout=config.timeout_seconds,
+            verify=config.verify,
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+        self.caller = HttpCaller(self.http, self.name, policy, limiter)
+        self.attempts = 0
+
+    def _call(self, method: str, url: str, retry: bool = True, **kw: Any) -> httpx.Response:
+        try:
+            resp, n = self.caller.call(method, url, retry=retry, **kw)
+        except SinkError as exc:
+            self.attempts += exc.attempts
+            exc.attempts = self.attempts
+            raise
+        self.attempts += n
+        return resp
+
+    def _find(self, correlation_id: str) -> dict[str, Any] | None:
+        jql = f'labels = "{mapping.correlation_label(correlation_id)}"'
+        issues = self._call("GET", "/rest/api/3/search", params={"jql": jql}).json()["issues"]
+        return dict(issues[0]) if issues else None
+
+    def _create(self, cmd: IncidentCommand | ChangeCommand, request_type: str) -> dict[str, Any]:
+        body = {
+            "serviceDeskId": self.config.service_desk_id,
+            "requestTypeId": request_type,
+            "requestFieldValues": mapping.request_fields(cmd),
+        }
+        # Not retried blindly: with_lookup_retries looks for the label again first.
+        data = self._call("POST", "/rest/servicedeskapi/request", retry=False, json=body).json()
+        return {"id": data["issueId"], "key": data["issueKey"], "fields": {"status": {"name": "open"}}}
+
+    def _comment(self, key: str, text: str) -> None:
+        self._call(
+            "POST", f"/rest/servicedeskapi/request/{key}/comment", json={"body": text, "public": False}
+        )
+
+    def _transition(self, key: str, name: str, comment: str) -> None:
+        values = self._call("GET", f"/rest/servicedeskapi/request/{key}/transition").json()["values"]
+        match = [t for t in values if t["name"].lower() == name.lower()]
+        if not match:
+            available = ", ".join(t["name"] for t in values) or "none"
+            raise SinkError(
+                f"{key} has no transition {name!r} (available: {available})",
+                ErrorClass.CONFLICT,
+                self.attempts,
+                False,
+            )
+        self._call(
+            "POST",
+            f"/rest/servicedeskapi/request/{key}/transition",
+            json={"id": match[0]["id"], "additionalComment": {"body": comment}},
+        )
+
+    def _result(
+        self,
+        cmd: IncidentCommand | ChangeCommand,
+        kind: RecordType,
+        outcome: SinkOutcome,
+        issue: dict[str, Any] | None,
+        message: str,
+    ) -> SinkResult:
+        return SinkResult(
+            command_id=cmd.command_id,
+            correlation_id=cmd.correlation_id,
+            target=self.name,
+            record_type=kind,
+            outcome=outcome,
+            itsm_id=issue["id"] if issue else None,
+            itsm_number=issue["key"] if issue else None,
+            attempts=self.attempts,
+            message=message,
+            completed_at=datetime.now(UTC),
+        )
+
+    def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
+        self.attempts = 0
+        return with_lookup_retries(self.caller.policy, lambda: self._incident(cmd))
+
+    def handle_change(self, cmd: ChangeCommand) -> SinkResult:
+        self.attempts = 0
+        return with_lookup_retries(self.caller.policy, lambda: self._change(cmd))
+
+    def _incident(self, cmd: IncidentCommand) -> SinkResult:
+        kind, issue = RecordType.INCIDENT, self._find(cmd.correlation_id)
+        done = issue is not None and issue["fields"]["status"]["name"].lower() in DONE
+        if cmd.action is IncidentAction.RESOLVE:
+            if issue is None or done:
+                return self._result(cmd, kind, SinkOutcome.NOOP, issue, "nothing open to resolve")
+            self._transition(issue["key"], self.config.resolve_transition, cmd.resolution_note or "Resolved.")
+            return self._result(cmd, kind, SinkOutcome.RESOLVED, issue, "resolved")
+        if issue is None:
+            issue = self._create(cmd, self.config.incident_request_type_id)
+            return self._result(cmd, kind, SinkOutcome.CREATED, issue, "created")
+        if done and cmd.action is IncidentAction.OPEN:
+            self._transition(issue["key"], self.config.reopen_transition, "Reopened: the alert fired again.")
+            return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "reopened")
+        self._comment(issue["key"], cmd.work_note or f"Alert notification again ({cmd.alert_count} so far).")
+        return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "commented")
+
+    def _change(self, cmd: ChangeCommand) -> SinkResult:
+        kind, issue = RecordType.CHANGE, self._find(cmd.correlation_id)
+        if issue is None:
+            issue = self._create(cmd, self.config.change_request_type_id)
+            if cmd.action is ChangeAction.CREATE:
+                return self._result(cmd, kind, SinkOutcome.CREATED, issue, "change created")
+        elif issue["fields"]["status"]["name"].lower() in DONE:
+            return self._result(cmd, kind, SinkOutcome.NOOP, issue, "change already closed")
+        if cmd.action is ChangeAction.CREATE:
+            return self._result(cmd, kind, SinkOutcome.NOOP, issue, "change exists already")
+        if cmd.action is ChangeAction.CLOSE:
+            self._transition(issue["key"], self.config.resolve_transition, mapping.change_comment(cmd))
+            return self._result(cmd, kind, SinkOutcome.RESOLVED, issue, "change closed")
+        self._comment(issue["key"], mapping.change_comment(cmd))
+        return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "change enriched")
+
+    def close(self) -> None:
+        self.http.close()
