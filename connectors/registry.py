@@ -15,7 +15,7 @@ from connectors.sources.pagerduty.mapping import response as pagerduty_response
 from connectors.sources.pagerduty.mapping import to_alerts as pagerduty_alerts
 from streams.core.settings import Settings
 
-SINKS: tuple[str, ...] = ("servicenow", "jira", "webhook")
+SINKS: tuple[str, ...] = ("servicenow", "jira", "rt", "webhook")
 
 
 def webhook_sources(settings: Settings) -> dict[str, WebhookSource]:

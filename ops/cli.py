@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from streams.core import telemetry
 from streams.core.settings import Settings
@@ -214,15 +215,35 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def cmd_sink(args: argparse.Namespace) -> int:
-    from connectors.sinks.http import RetryPolicy
-    from connectors.sinks.ratelimit import RateLimiter
-    from connectors.sinks.runner import SinkRunner
+def build_sink(target: str, settings: Settings, policy: Any, limiter: Any) -> Any:
+    """The sink named target, configured from settings; ValueError if its configuration is incomplete."""
+    from connectors.sinks.jira.config import JiraConfig
+    from connectors.sinks.jira.sink import JiraSink
+    from connectors.sinks.rt.config import RTConfig
+    from connectors.sinks.rt.sink import RTSink
     from connectors.sinks.servicenow.client import ServiceNowClient
     from connectors.sinks.servicenow.config import ServiceNowConfig
     from connectors.sinks.servicenow.sink import ServiceNowSink
     from connectors.sinks.webhook.config import WebhookConfig
     from connectors.sinks.webhook.sink import WebhookSink
+
+    if target == "servicenow":
+        return ServiceNowSink(
+            ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
+        )
+    if target == "jira":
+        return JiraSink(JiraConfig.from_settings(settings), policy, limiter)
+    if target == "rt":
+        return RTSink(RTConfig.from_settings(settings), policy, limiter)
+    if target == "webhook":
+        return WebhookSink(WebhookConfig.from_settings(settings), policy, limiter)
+    raise ValueError(f"unknown sink {target!r}")
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from connectors.sinks.http import RetryPolicy
+    from connectors.sinks.ratelimit import RateLimiter
+    from connectors.sinks.runner import SinkRunner
     from streams.core.models import RecordType
 
     settings = _settings()
@@ -239,14 +260,8 @@ def cmd_sink(args: argparse.Namespace) -> int:
         settings.sink_concurrency,
         target=args.target,
     )
-    sink: ServiceNowSink | WebhookSink
     try:
-        if args.target == "servicenow":
-            sink = ServiceNowSink(
-                ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
-            )
-        else:
-            sink = WebhookSink(WebhookConfig.from_settings(settings), policy, limiter)
+        sink = build_sink(args.target, settings, policy, limiter)
     except ValueError as exc:
         sys.exit(f"itsmctl sink {args.target}: {exc}")
     port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
@@ -426,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         "target",
         nargs="?",
         default="servicenow",
-        choices=["servicenow", "jira", "webhook"],
+        choices=["servicenow", "jira", "rt", "webhook"],
         help="which ITSM API (the development ITSM speaks the ServiceNow one); webhook POSTs signed JSON",
     )
     s.add_argument(

@@ -21,6 +21,7 @@ COMPONENTS = ("devitsm", "worker", "sink", "gateway")
 # Components beyond the defaults: their itsmctl arguments and environment of their own.
 EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "sink-change": (["sink", "servicenow", "--kind", "change"], {"ITSM_SINK_METRICS_PORT": "0"}),
+    "sink-rt": (["sink", "rt"], {"ITSM_SINK_METRICS_PORT": "0"}),
 }
 
 

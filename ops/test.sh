@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what it needs (venv, Kafka jars,
-# Debian's docker-compose and prometheus-alertmanager), then lint, types and pytest.
+# Debian's docker-compose, prometheus-alertmanager and Request Tracker 5), then lint, types, pytest.
 # The test session starts and stops its own Kafka broker on free loopback ports.
 # Usage: bash ops/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ops/bootstrap.sh
-# Debian packages the tests need: docker-compose (checks docker-compose.yml) and
-# prometheus-alertmanager (the real Alertmanager of the end-to-end test).
+# Debian packages the tests need: docker-compose (checks docker-compose.yml),
+# prometheus-alertmanager (the real Alertmanager of the end-to-end test), and Request Tracker 5
+# with SQLite and its standalone server (the real ITSM the RT sink is proven against).
 need=()
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+[ -x /usr/share/request-tracker5/libexec/rt-server ] || need+=(request-tracker5 rt5-db-sqlite rt5-standalone)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test: installing Debian packages: ${need[*]}"

@@ -57,3 +57,11 @@ def kafka_settings(kafka_broker: Broker, prefix: str) -> Settings:
     )
     assert all(s.action == "created" for s in states), states
     return settings
+
+
+@pytest.fixture(scope="session")
+def real_rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real RT 5 on loopback for the session, with a queue of its own (never skipped)."""
+    from tests.rt import start_rt
+
+    yield from start_rt(tmp_path_factory.mktemp("rt"))

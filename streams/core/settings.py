@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     jira_change_request_type_id: str = "11"
     jira_resolve_transition: str = "Resolve this issue"
     jira_reopen_transition: str = "Reopen issue"
+    rt_url: str | None = Field(None, description="Request Tracker base URL (REST 2 is under /REST/2.0).")
+    rt_user: str = "root"
+    rt_password: SecretStr = SecretStr("")
+    rt_incident_queue: str = "General"
+    rt_change_queue: str = "General"
+    rt_correlation_field: str = "ITSM Correlation Id"
+    rt_ci_field: str = "ITSM CI"
     webhook_url: str | None = Field(None, description="Where the webhook sink POSTs commands.")
     webhook_secret: SecretStr = SecretStr("")
     webhook_verify_tls: bool | str = True

@@ -81,3 +81,38 @@ def test_an_invalid_configuration_is_reported_without_a_traceback() -> None:
     assert result.returncode != 0
     assert "invalid configuration" in result.stderr and "gateway_port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "cls", "env"),
+    [
+        ("servicenow", "ServiceNowSink", {}),
+        ("jira", "JiraSink", {"jira_url": "https://x.invalid", "jira_email": "a@b", "jira_api_token": "t"}),
+        ("rt", "RTSink", {"rt_url": "http://127.0.0.1:1", "rt_password": "p"}),
+        ("webhook", "WebhookSink", {"webhook_url": "https://x.invalid/h", "webhook_secret": "s"}),
+    ],
+)
+def test_every_sink_target_builds_its_own_sink(target: str, cls: str, env: dict[str, str]) -> None:
+    from connectors.registry import SINKS
+    from connectors.sinks.http import RetryPolicy
+    from ops.cli import build_parser, build_sink
+    from streams.core.settings import Settings
+
+    assert target in SINKS
+    assert target in build_parser().parse_args(["sink", target]).target
+    sink = build_sink(target, Settings(**env), RetryPolicy(), None)
+    assert type(sink).__name__ == cls
+
+
+@pytest.mark.parametrize("target", ["jira", "rt", "webhook"])
+def test_a_sink_without_its_configuration_says_what_is_missing(target: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "sink", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ITSM_")},
+    )
+    assert (
+        result.returncode == 1 and f"itsmctl sink {target}:" in result.stderr and "required" in result.stderr
+    ) or "is not set" in result.stderr

@@ -1,0 +1,163 @@
+"""The RT sink against a real Request Tracker 5: the same sink code the pipeline runs, on a real ITSM."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from connectors.sinks.http import RetryPolicy, SinkError
+from connectors.sinks.rt.config import RTConfig
+from connectors.sinks.rt.sink import RTSink
+from ops.kafka import Broker
+from ops.stack import Stack
+from streams.core.dlq import ErrorClass
+from streams.core.models import ChangeCommand, IncidentAction, IncidentCommand, SinkOutcome
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from tests.kafka_util import produce
+from tests.rt import ROOT_PASSWORD, RealRT
+
+pytestmark = pytest.mark.integration
+SERDE = AvroSerde()
+
+
+def sink(rt: RealRT, queue: str | None = None) -> RTSink:
+    cfg = RTConfig(
+        f"{rt.url}/REST/2.0",
+        "root",
+        SecretStr(ROOT_PASSWORD),
+        queue or rt.queue,
+        queue or rt.queue,
+        "ITSM Correlation Id",
+        "ITSM CI",
+        True,
+        10.0,
+    )
+    return RTSink(cfg, RetryPolicy(budget_seconds=10, initial_seconds=0.05))
+
+
+def tickets(rt: RealRT, cid: str) -> list[dict[str, Any]]:
+    q = f"Queue='{rt.queue}' AND 'CF.{{ITSM Correlation Id}}'='{cid}'"
+    r = httpx.get(
+        f"{rt.url}/REST/2.0/tickets",
+        params={"query": q, "fields": "Status,Subject"},
+        auth=("root", ROOT_PASSWORD),
+        timeout=10,
+    )
+    return list(r.json()["items"])
+
+
+def ticket(rt: RealRT, tid: str) -> dict[str, Any]:
+    return dict(httpx.get(f"{rt.url}/REST/2.0/ticket/{tid}", auth=("root", ROOT_PASSWORD), timeout=10).json())
+
+
+def incident(action: IncidentAction, cid: str, **kw: object) -> IncidentCommand:
+    return IncidentCommand.model_validate(
+        dict(
+            command_id=f"c-{action}",
+            correlation_id=cid,
+            action=action,
+            short_description="Disk full on db-1",
+            description="97% used",
+            ci_id="db-1",
+            issued_at=datetime.now(UTC),
+            **kw,
+        )
+    )
+
+
+def test_incidents_in_a_real_rt_open_once_resolve_and_reopen(real_rt: RealRT) -> None:
+    s = sink(real_rt)
+    cid = f"itsmp-{time.monotonic_ns()}"
+    first = s.handle_incident(incident(IncidentAction.OPEN, cid))
+    again = s.handle_incident(incident(IncidentAction.OPEN, cid))
+    assert (first.outcome, again.outcome) == (SinkOutcome.CREATED, SinkOutcome.UPDATED)
+    (t,) = tickets(real_rt, cid)
+    assert t["id"] == first.itsm_id and t["Subject"] == "Disk full on db-1"
+    full = ticket(real_rt, t["id"])
+    fields = {c["name"]: c["values"] for c in full["CustomFields"]}
+    assert fields == {"ITSM Correlation Id": [cid], "ITSM CI": ["db-1"]}
+    assert (
+        s.handle_incident(incident(IncidentAction.RESOLVE, cid, resolution_note="cleared")).outcome
+        is SinkOutcome.RESOLVED
+    )
+    assert ticket(real_rt, t["id"])["Status"] == "resolved"
+    assert s.handle_incident(incident(IncidentAction.RESOLVE, cid)).outcome is SinkOutcome.NOOP
+    assert s.handle_incident(incident(IncidentAction.OPEN, cid)).message == "reopened"
+    assert ticket(real_rt, t["id"])["Status"] == "open"
+    assert len(tickets(real_rt, cid)) == 1
+
+
+def test_changes_in_a_real_rt_close_resolved_or_rejected(real_rt: RealRT) -> None:
+    s = sink(real_rt)
+
+    def cc(cid: str, action: str, **kw: object) -> ChangeCommand:
+        return ChangeCommand.model_validate(
+            dict(
+                command_id=f"cc-{action}",
+                correlation_id=cid,
+                action=action,
+                change_type="NORMAL",
+                short_description="Deploy 421",
+                issued_at=datetime.now(UTC),
+                **kw,
+            )
+        )
+
+    ok, bad = f"chg-ok-{time.monotonic_ns()}", f"chg-bad-{time.monotonic_ns()}"
+    assert s.handle_change(cc(ok, "CREATE")).outcome is SinkOutcome.CREATED
+    s.handle_change(cc(ok, "UPDATE", commit_ids=["a1b2"], build_number="421"))
+    s.handle_change(cc(ok, "CLOSE", close_code="SUCCESSFUL", deploy_duration_ms=61000))
+    s.handle_change(cc(bad, "CLOSE", close_code="UNSUCCESSFUL"))
+    assert ticket(real_rt, tickets(real_rt, ok)[0]["id"])["Status"] == "resolved"
+    assert ticket(real_rt, tickets(real_rt, bad)[0]["id"])["Status"] == "rejected"
+
+
+def test_a_queue_rt_refuses_is_a_permanent_error(real_rt: RealRT) -> None:
+    with pytest.raises(SinkError) as info:
+        sink(real_rt, queue="no-such-queue").handle_incident(incident(IncidentAction.OPEN, "itsmp-nq"))
+    assert info.value.error_class is ErrorClass.AUTH and info.value.status == 403 and not info.value.retryable
+
+
+def test_commands_on_kafka_become_rt_tickets_through_itsmctl_sink_rt(
+    real_rt: RealRT, kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    s = kafka_settings
+    stack = Stack(
+        tmp_path / "stack",
+        kafka_broker.bootstrap,
+        topic_prefix=s.topic_prefix,
+        app_id=s.app_id,
+        extra_env={
+            "ITSM_RT_URL": real_rt.url,
+            "ITSM_RT_PASSWORD": ROOT_PASSWORD,
+            "ITSM_RT_INCIDENT_QUEUE": real_rt.queue,
+            "ITSM_RT_CHANGE_QUEUE": real_rt.queue,
+        },
+    )
+    base = f"kafka-{time.monotonic_ns()}"
+    cmds = [
+        (f"{base}-{i}".encode(), SERDE.encode(incident(IncidentAction.OPEN, f"{base}-{i}")), [])
+        for i in range(5)
+    ]
+    cmds.append((f"{base}-0".encode(), SERDE.encode(incident(IncidentAction.RESOLVE, f"{base}-0")), []))
+    produce(s.kafka_bootstrap, s.topic("itsm.incident.commands"), cmds, partition=0)
+    stack.start(["sink-rt"])
+    try:
+        deadline = time.monotonic() + 90
+        while not (
+            all(tickets(real_rt, f"{base}-{i}") for i in range(5))
+            and tickets(real_rt, f"{base}-0")[0]["Status"] == "resolved"
+        ):
+            stack.check_alive()
+            assert time.monotonic() < deadline, stack.log_tail("sink-rt")
+            time.sleep(0.5)
+        assert [len(tickets(real_rt, f"{base}-{i}")) for i in range(5)] == [1] * 5
+    finally:
+        stack.stop()
