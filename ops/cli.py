@@ -228,13 +228,16 @@ def build_sink(target: str, settings: Settings, policy: Any, limiter: Any) -> An
     from connectors.sinks.webhook.sink import WebhookSink
 
     if target == "servicenow":
-        return ServiceNowSink(
-            ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
-        )
+        client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
+        return ServiceNowSink(client, resolved_policy=settings.sink_resolved_policy)
     if target == "jira":
-        return JiraSink(JiraConfig.from_settings(settings), policy, limiter)
+        return JiraSink(
+            JiraConfig.from_settings(settings), policy, limiter, resolved_policy=settings.sink_resolved_policy
+        )
     if target == "rt":
-        return RTSink(RTConfig.from_settings(settings), policy, limiter)
+        return RTSink(
+            RTConfig.from_settings(settings), policy, limiter, resolved_policy=settings.sink_resolved_policy
+        )
     if target == "webhook":
         return WebhookSink(WebhookConfig.from_settings(settings), policy, limiter)
     raise ValueError(f"unknown sink {target!r}")

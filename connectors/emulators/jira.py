@@ -27,7 +27,7 @@ from connectors.emulators.faults import Faults
 
 OPEN, RESOLVED = "Waiting for support", "Resolved"
 TRANSITIONS = {OPEN: [("761", "Resolve this issue", RESOLVED)], RESOLVED: [("871", "Reopen issue", OPEN)]}
-LABEL = re.compile(r'^labels\s*=\s*"([^"\s]+)"$')
+LABEL = re.compile(r'^labels\s*=\s*"([^"\s]+)"(\s+ORDER BY created (ASC|DESC))?$', re.IGNORECASE)
 
 
 @dataclass
@@ -175,6 +175,8 @@ def create_jira(
         if not m:
             return platform_error(400, f"Error in the JQL Query: unsupported query {jql!r}.")
         found = [i.rest() for i in issues.values() if m.group(1) in i.labels]
+        if (m.group(3) or "").upper() == "DESC":
+            found.reverse()  # created in insertion order
         return web.json_response({"startAt": 0, "maxResults": 50, "total": len(found), "issues": found})
 
     async def get_issue(request: web.Request) -> web.Response:

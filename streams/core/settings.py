@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     sink_retry_budget_seconds: float = Field(
         120.0, gt=0, description="Give up retrying a command after this long and dead-letter it."
     )
+    sink_resolved_policy: str = Field(
+        "reopen",
+        pattern="^(reopen|new)$",
+        description="An OPEN for a resolved record: reopen it, or open a new one.",
+    )
     sink_rate_limit_rps: float = Field(
         0.0, ge=0, description="Client-side requests per second to the ITSM (0: unlimited)."
     )

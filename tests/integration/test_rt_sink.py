@@ -161,3 +161,13 @@ def test_commands_on_kafka_become_rt_tickets_through_itsmctl_sink_rt(
         assert [len(tickets(real_rt, f"{base}-{i}")) for i in range(5)] == [1] * 5
     finally:
         stack.stop()
+
+
+def test_the_resolved_policy_new_opens_a_new_rt_ticket(real_rt: RealRT) -> None:
+    s = sink(real_rt)
+    s.resolved_policy = "new"
+    cid = f"itsmp-new-{time.monotonic_ns()}"
+    s.handle_incident(incident(IncidentAction.OPEN, cid))
+    s.handle_incident(incident(IncidentAction.RESOLVE, cid))
+    assert s.handle_incident(incident(IncidentAction.OPEN, cid)).outcome is SinkOutcome.CREATED
+    assert sorted(t["Status"] for t in tickets(real_rt, cid)) == ["new", "resolved"]

@@ -200,3 +200,24 @@ def test_servicenow_follows_the_status_table(servicenow: tuple[str, ServiceNowSi
         with pytest.raises(SinkError) as info:
             sink.handle_incident(incident(IncidentAction.OPEN))
         assert info.value.error_class is verdict.error_class and info.value.attempts == 1
+
+
+def test_the_resolved_policy_new_opens_a_new_record_on_every_itsm(
+    jira: tuple[str, JiraSink], servicenow: tuple[str, ServiceNowSink]
+) -> None:
+    jurl, jsink = jira
+    surl, ssink = servicenow
+    jsink.resolved_policy = ssink.resolved_policy = "new"
+    for s in (jsink, ssink):
+        s.handle_incident(incident(IncidentAction.OPEN))
+        s.handle_incident(incident(IncidentAction.RESOLVE))
+        assert s.handle_incident(incident(IncidentAction.OPEN)).outcome is SinkOutcome.CREATED
+        # Later commands act on the newest record.
+        assert s.handle_incident(incident(IncidentAction.RESOLVE)).outcome is SinkOutcome.RESOLVED
+    assert len(jira_issues(jurl, "itsmp-c1")) == 2
+    rows = httpx.get(
+        f"{surl}/api/now/table/incident",
+        auth=("pipeline", "pw"),
+        params={"sysparm_query": "correlation_id=itsmp-c1"},
+    ).json()["result"]
+    assert sorted(r["state"] for r in rows) == ["6", "6"]

@@ -34,8 +34,10 @@ class JiraSink:
         policy: RetryPolicy,
         limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
+        resolved_policy: str = "reopen",
     ) -> None:
         self.config = config
+        self.resolved_policy = resolved_policy
         self.http = httpx.Client(
             base_url=config.base_url,
             auth=(config.email, config.api_token.get_secret_value()),
@@ -58,7 +60,7 @@ class JiraSink:
         return resp
 
     def _find(self, correlation_id: str) -> dict[str, Any] | None:
-        jql = f'labels = "{mapping.correlation_label(correlation_id)}"'
+        jql = f'labels = "{mapping.correlation_label(correlation_id)}" ORDER BY created DESC'
         issues = self._call("GET", "/rest/api/3/search", params={"jql": jql}).json()["issues"]
         return dict(issues[0]) if issues else None
 
@@ -131,7 +133,7 @@ class JiraSink:
                 return self._result(cmd, kind, SinkOutcome.NOOP, issue, "nothing open to resolve")
             self._transition(issue["key"], self.config.resolve_transition, cmd.resolution_note or "Resolved.")
             return self._result(cmd, kind, SinkOutcome.RESOLVED, issue, "resolved")
-        if issue is None:
+        if issue is None or (done and cmd.action is IncidentAction.OPEN and self.resolved_policy == "new"):
             issue = self._create(cmd, self.config.incident_request_type_id)
             return self._result(cmd, kind, SinkOutcome.CREATED, issue, "created")
         if done and cmd.action is IncidentAction.OPEN:

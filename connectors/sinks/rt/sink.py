@@ -34,8 +34,10 @@ class RTSink:
         policy: RetryPolicy,
         limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
+        resolved_policy: str = "reopen",
     ) -> None:
         self.config = config
+        self.resolved_policy = resolved_policy
         self.http = httpx.Client(
             base_url=config.base_url,
             auth=(config.user, config.password.get_secret_value()),
@@ -136,7 +138,9 @@ class RTSink:
             self._comment(ticket["id"], cmd.resolution_note or "Resolved at the monitoring source.")
             self._set_status(ticket["id"], "resolved")
             return self._result(cmd, kind, SinkOutcome.RESOLVED, ticket, "resolved")
-        if ticket is None:
+        if ticket is None or (
+            inactive and cmd.action is IncidentAction.OPEN and self.resolved_policy == "new"
+        ):
             ticket = self._create(
                 queue,
                 cmd.short_description,

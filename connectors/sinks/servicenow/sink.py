@@ -25,10 +25,14 @@ class ServiceNowSink:
     name = "servicenow"
 
     def __init__(
-        self, client: ServiceNowClient, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        client: ServiceNowClient,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        resolved_policy: str = "reopen",
     ) -> None:
         self.client = client
         self.clock = clock
+        self.resolved_policy = resolved_policy
 
     def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
         """Deliver one incident command; raises SinkError when it cannot be delivered."""
@@ -80,8 +84,14 @@ class ServiceNowSink:
                 return self._result(cmd, SinkOutcome.NOOP, existing, why)
             rec = self.client.update(m.INCIDENT_TABLE, existing["sys_id"], m.resolve_fields(cmd))
             return self._result(cmd, SinkOutcome.RESOLVED, rec, "resolved")
-        if existing is None or existing["state"] in (m.STATE_CLOSED, m.STATE_CANCELED):
-            # A closed incident is history: a new occurrence gets a new incident.
+        new_on_resolved = self.resolved_policy == "new" and cmd.action is IncidentAction.OPEN
+        if (
+            existing is None
+            or existing["state"] in (m.STATE_CLOSED, m.STATE_CANCELED)
+            or (new_on_resolved and existing["state"] == m.STATE_RESOLVED)
+        ):
+            # A closed incident is history: a new occurrence gets a new incident (and a resolved
+            # one too, when the declared policy says "new").
             rec = self.client.create(m.INCIDENT_TABLE, m.open_fields(cmd))
             return self._result(cmd, SinkOutcome.CREATED, rec, "created")
         # Only an OPEN reopens a resolved incident; an UPDATE (a related alert, say) just notes it.
