@@ -165,9 +165,10 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_worker(_: argparse.Namespace) -> int:
     from faust.worker import Worker
 
-    from streams.agents.views import CMDBView, CompactedTopicView, IncidentIndexView, WindowView
+    from streams.agents.views import CMDBView, IncidentIndexView, WindowView
     from streams.app import create_app
     from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, MAINTENANCE_WINDOWS
+    from streams.core.views import CompactedTopicView
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -215,7 +216,7 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def build_sink(target: str, settings: Settings, policy: Any, limiter: Any) -> Any:
+def build_sink(target: str, settings: Settings, policy: Any, limiter: Any, known: Any = None) -> Any:
     """The sink named target, configured from settings; ValueError if its configuration is incomplete."""
     from connectors.sinks.jira.config import JiraConfig
     from connectors.sinks.jira.sink import JiraSink
@@ -229,14 +230,22 @@ def build_sink(target: str, settings: Settings, policy: Any, limiter: Any) -> An
 
     if target == "servicenow":
         client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
-        return ServiceNowSink(client, resolved_policy=settings.sink_resolved_policy)
+        return ServiceNowSink(client, resolved_policy=settings.sink_resolved_policy, known=known)
     if target == "jira":
         return JiraSink(
-            JiraConfig.from_settings(settings), policy, limiter, resolved_policy=settings.sink_resolved_policy
+            JiraConfig.from_settings(settings),
+            policy,
+            limiter,
+            resolved_policy=settings.sink_resolved_policy,
+            known=known,
         )
     if target == "rt":
         return RTSink(
-            RTConfig.from_settings(settings), policy, limiter, resolved_policy=settings.sink_resolved_policy
+            RTConfig.from_settings(settings),
+            policy,
+            limiter,
+            resolved_policy=settings.sink_resolved_policy,
+            known=known,
         )
     if target == "webhook":
         return WebhookSink(WebhookConfig.from_settings(settings), policy, limiter)
@@ -245,9 +254,12 @@ def build_sink(target: str, settings: Settings, policy: Any, limiter: Any) -> An
 
 def cmd_sink(args: argparse.Namespace) -> int:
     from connectors.sinks.http import RetryPolicy
+    from connectors.sinks.known import KnownIds
     from connectors.sinks.ratelimit import RateLimiter
     from connectors.sinks.runner import SinkRunner
     from streams.core.models import RecordType
+    from streams.core.topics import ITSM_RESULTS
+    from streams.core.views import CompactedTopicView
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -263,15 +275,23 @@ def cmd_sink(args: argparse.Namespace) -> int:
         settings.sink_concurrency,
         target=args.target,
     )
+    known = KnownIds(args.target)
     try:
-        sink = build_sink(args.target, settings, policy, limiter)
+        sink = build_sink(args.target, settings, policy, limiter, known)
     except ValueError as exc:
         sys.exit(f"itsmctl sink {args.target}: {exc}")
+    # correlation id -> ITSM id from everything this target delivered before (itsm.results).
+    results_view = CompactedTopicView(settings, settings.topic(ITSM_RESULTS), known.apply).start()
+    results_view.wait_ready(settings.view_ready_timeout_seconds)
     port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
     telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
     kind = RecordType.INCIDENT if args.kind == "incident" else RecordType.CHANGE
-    runner = SinkRunner(settings, _serde(settings), sink, kind)
-    runner.run(_stop_on_signals())
+    runner = SinkRunner(settings, _serde(settings), sink, kind, known)
+    telemetry.get_logger("sink").info("sink_ready", known_ids=len(known))
+    try:
+        runner.run(_stop_on_signals())
+    finally:
+        results_view.stop()
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from connectors.sinks.http import SinkError
+from connectors.sinks.known import KnownIds
 from streams.core import telemetry
 from streams.core.dlq import DeadLetter, ErrorClass, Headers
 from streams.core.kafka import client_config, producer_config
@@ -38,8 +39,14 @@ class SinkRunner:
     """At-least-once delivery: an offset is committed only after its result or dead letter is acknowledged."""
 
     def __init__(
-        self, settings: Settings, serde: AvroSerde, sink: Sink, kind: RecordType = RecordType.INCIDENT
+        self,
+        settings: Settings,
+        serde: AvroSerde,
+        sink: Sink,
+        kind: RecordType = RecordType.INCIDENT,
+        known: KnownIds | None = None,
     ) -> None:
+        self.known = known
         self.settings = settings
         self.serde = serde
         self.sink = sink
@@ -144,6 +151,8 @@ class SinkRunner:
                     telemetry.inject_headers(),
                 )
                 telemetry.SINK_COMMANDS.labels(self.sink.name, result.outcome.value).inc()
+                if self.known is not None:
+                    self.known.learn(result)
                 self.log.info(
                     "command_done",
                     topic=msg.topic(),

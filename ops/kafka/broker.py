@@ -152,16 +152,19 @@ class Broker:
             *args,
         ]
 
-    def format(self) -> None:
+    def format(self, cluster_id: str | None = None) -> None:
         """Write server.properties and format the KRaft store once (kept across restarts)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         props.write_text(self._properties())
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            # "--cluster-id=<id>": a random base64 id may start with "-", which would parse as an option.
+            self._java_cmd(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)
+            ),
             capture_output=True,
             text=True,
             check=False,

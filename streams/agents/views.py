@@ -1,129 +1,16 @@
-"""Global views of compacted topics: every worker reads every partition into memory and follows it."""
+"""The worker's global views: the CMDB, the maintenance calendar and the CI -> open incident index."""
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.core import telemetry
-from streams.core.kafka import client_config
 from streams.core.models import ConfigurationItem, MaintenanceWindow
 from streams.core.serde import AvroSerde, SerdeError
-from streams.core.settings import Settings
 from streams.stages.cmdb import CMDBIndex
 
 VIEW_SKIPPED = telemetry.VIEW_SKIPPED
-# Metadata errors that clear by themselves shortly after a topic is created or a leader moves.
-TRANSIENT = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-}
-
-
-class CompactedTopicView:
-    """Follows all partitions of one topic from the beginning, without a consumer group.
-
-    `ready` is set once the view has read up to the end offsets it saw at start, so a worker
-    can wait until the CMDB or the window calendar is complete before it processes alerts.
-    """
-
-    def __init__(self, settings: Settings, topic: str, apply: Callable[[bytes, bytes | None], None]) -> None:
-        self.topic = topic
-        self.apply = apply
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._consumer = Consumer(
-            client_config(
-                settings,
-                **{
-                    "group.id": f"{settings.app_id}-view-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "enable.partition.eof": True,
-                },
-            )
-        )
-        self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
-        self.log = telemetry.get_logger("view", topic=topic)
-        self.failure: BaseException | None = None
-
-    def start(self) -> CompactedTopicView:
-        self._thread.start()
-        return self
-
-    def wait_ready(self, timeout: float) -> None:
-        if not self.ready.wait(timeout):
-            raise RuntimeError(f"view of {self.topic} did not catch up within {timeout}s")
-        if self.failure is not None:
-            raise RuntimeError(f"view of {self.topic} failed: {self.failure}")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _start_offsets(self, deadline: float) -> tuple[list[TopicPartition], set[int]]:
-        """Partitions to read and which hold data. Transient metadata errors (no leader yet
-        right after the topic was created, say) are retried until the deadline."""
-        while True:
-            try:
-                meta = self._consumer.list_topics(self.topic, timeout=10)
-                if meta.topics[self.topic].error is not None:
-                    raise KafkaException(meta.topics[self.topic].error)
-                parts = [
-                    TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                    for p in meta.topics[self.topic].partitions
-                ]
-                pending = set()
-                for tp in parts:
-                    low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
-                    if high > low:
-                        pending.add(tp.partition)
-                return parts, pending
-            except KafkaException as exc:
-                err = exc.args[0]
-                transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in TRANSIENT)
-                if not transient or time.monotonic() > deadline:
-                    raise
-                self.log.info("view_waiting", reason=err.str())
-                time.sleep(0.5)
-
-    def _run(self) -> None:
-        try:
-            parts, pending = self._start_offsets(time.monotonic() + 60)
-            self._consumer.assign(parts)
-            if not pending:
-                self.ready.set()
-            while not self._stop.is_set():
-                msg = self._consumer.poll(0.2)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                        if not pending:
-                            self.ready.set()
-                        continue
-                    if err.fatal():
-                        raise KafkaException(err)
-                    continue
-                key = msg.key()
-                if key is not None:
-                    self.apply(key, msg.value())
-        except Exception as exc:  # noqa: BLE001 - recorded and re-raised to the waiting worker
-            self.failure = exc
-            self.log.error("view_failed", error=str(exc))
-            self.ready.set()
-        finally:
-            self._consumer.close()
 
 
 class CMDBView(CMDBIndex):

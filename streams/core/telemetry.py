@@ -83,6 +83,11 @@ SINK_THROTTLED_SECONDS = Counter(
     "Time sink requests waited for the client-side rate limiter.",
     ["target"],
 )
+SINK_LOOKUPS = Counter(
+    "itsm_pipeline_sink_lookups_total",
+    "How sinks found existing records: by a known id or by a search.",
+    ["target", "via"],
+)
 SINK_REQUESTS = Counter(
     "itsm_pipeline_sink_requests_total",
     "HTTP requests made by sinks, by status class.",

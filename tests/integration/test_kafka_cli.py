@@ -47,3 +47,14 @@ def test_up_status_down_and_restart_keep_the_data(tmp_path: Path) -> None:
         assert (tmp_path / "k" / "logs" / "meta.properties").read_text() == meta
     finally:
         itsmctl("down", *where)
+
+
+def test_a_cluster_id_that_starts_with_a_dash_formats(tmp_path: Path) -> None:
+    import base64
+
+    from ops.kafka import Broker
+
+    cluster_id = base64.urlsafe_b64encode(b"\xf8" + bytes(range(15))).decode().rstrip("=")
+    assert cluster_id.startswith("-")
+    Broker(tmp_path / "k", port=free_port(), controller_port=free_port()).format(cluster_id)
+    assert f"cluster.id={cluster_id}" in (tmp_path / "k" / "logs" / "meta.properties").read_text()

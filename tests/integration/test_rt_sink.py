@@ -171,3 +171,23 @@ def test_the_resolved_policy_new_opens_a_new_rt_ticket(real_rt: RealRT) -> None:
     s.handle_incident(incident(IncidentAction.RESOLVE, cid))
     assert s.handle_incident(incident(IncidentAction.OPEN, cid)).outcome is SinkOutcome.CREATED
     assert sorted(t["Status"] for t in tickets(real_rt, cid)) == ["new", "resolved"]
+
+
+def test_rt_finds_a_known_ticket_by_its_id(real_rt: RealRT) -> None:
+    from prometheus_client import REGISTRY
+
+    from connectors.sinks.known import KnownIds
+
+    s = sink(real_rt)
+    s.known = KnownIds("rt")
+    cid = f"itsmp-known-{time.monotonic_ns()}"
+    created = s.handle_incident(incident(IncidentAction.OPEN, cid))
+    s.known.learn(created)
+    before = (
+        REGISTRY.get_sample_value("itsm_pipeline_sink_lookups_total", {"target": "rt", "via": "known"}) or 0
+    )
+    assert s.handle_incident(incident(IncidentAction.RESOLVE, cid)).outcome is SinkOutcome.RESOLVED
+    assert (
+        REGISTRY.get_sample_value("itsm_pipeline_sink_lookups_total", {"target": "rt", "via": "known"})
+        == before + 1
+    )

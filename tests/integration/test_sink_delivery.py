@@ -125,3 +125,46 @@ def test_within_a_rate_limit_goodput_is_near_the_limit_and_refusals_are_rare(
         assert incident_count(stack) == (total, total)
     finally:
         stack.stop()
+
+
+def test_a_restarted_sink_finds_its_records_by_the_ids_in_itsm_results(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    s = kafka_settings
+    topic = s.topic("itsm.incident.commands")
+    stack = Stack(tmp_path / "stack", kafka_broker.bootstrap, topic_prefix=s.topic_prefix, app_id=s.app_id)
+    stack.start(["devitsm", "sink"])
+    try:
+        produce(s.kafka_bootstrap, topic, commands(5, "kn"))
+        assert len(consume(s.kafka_bootstrap, s.topic("itsm.results"), 5, timeout=60)) == 5
+        assert stack.stop_one("sink") == 0
+        now = datetime.now(UTC)
+        updates = [
+            (
+                f"kn{i:05d}".encode(),
+                SERDE.encode(
+                    IncidentCommand(
+                        command_id=f"u-{i}",
+                        correlation_id=f"kn{i:05d}",
+                        action=IncidentAction.UPDATE,
+                        short_description="again",
+                        work_note="repeat",
+                        issued_at=now,
+                    )
+                ),
+                [],
+            )
+            for i in range(5)
+        ]
+        produce(s.kafka_bootstrap, topic, updates)
+        stack.start(["sink"])
+        assert len(consume(s.kafka_bootstrap, s.topic("itsm.results"), 10, timeout=60)) == 10
+        metrics = httpx.get(f"http://127.0.0.1:{stack.sink_metrics_port}/metrics").text
+        known = re.search(
+            r'itsm_pipeline_sink_lookups_total\{target="servicenow",via="known"\} ([\d.]+)', metrics
+        )
+        assert known and float(known.group(1)) == 5.0, metrics[-2000:]
+        assert '"known_ids": 5' in (stack.workdir / "logs" / "sink.log").read_text()
+        assert incident_count(stack) == (5, 5)
+    finally:
+        stack.stop()

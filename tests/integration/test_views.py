@@ -10,10 +10,11 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.kafka import Broker
-from streams.agents.views import CMDBView, CompactedTopicView
+from streams.agents.views import CMDBView
 from streams.core import models as m
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from streams.core.views import CompactedTopicView
 from tests.kafka_util import produce
 
 pytestmark = pytest.mark.integration

@@ -245,3 +245,34 @@ def test_closing_a_change_never_seen_creates_it_closed(itsm_url: str) -> None:
         "3",
         "unsuccessful",
     )
+
+
+def lookups(via: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return (
+        REGISTRY.get_sample_value("itsm_pipeline_sink_lookups_total", {"target": "servicenow", "via": via})
+        or 0.0
+    )
+
+
+def test_known_ids_from_results_find_records_by_id_and_fall_back_to_a_search(itsm_url: str) -> None:
+    from connectors.sinks.known import KnownIds
+
+    known = KnownIds("servicenow")
+    sink = sink_for(itsm_url)
+    sink.known = known
+    created = sink.handle(command(IncidentAction.OPEN))
+    known.learn(created)
+    before_known, before_search = lookups("known"), lookups("search")
+    sink.handle(command(IncidentAction.UPDATE, work_note="again"))
+    assert (lookups("known"), lookups("search")) == (before_known + 1, before_search)
+    # A stale hint (the record is gone, or the id is wrong) falls back to the search.
+    stale = created.model_copy(update={"itsm_id": "0" * 32})
+    known.learn(stale)
+    assert sink.handle(command(IncidentAction.RESOLVE)).outcome is SinkOutcome.RESOLVED
+    assert lookups("search") == before_search + 1
+    # Results of other targets, or without an id, teach nothing.
+    other = created.model_copy(update={"target": "jira", "correlation_id": "x"})
+    known.learn(other)
+    assert known.get(created.record_type, "x") is None

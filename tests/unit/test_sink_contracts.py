@@ -221,3 +221,22 @@ def test_the_resolved_policy_new_opens_a_new_record_on_every_itsm(
         params={"sysparm_query": "correlation_id=itsmp-c1"},
     ).json()["result"]
     assert sorted(r["state"] for r in rows) == ["6", "6"]
+
+
+def test_jira_finds_a_known_request_by_its_key(jira: tuple[str, JiraSink]) -> None:
+    from prometheus_client import REGISTRY
+
+    from connectors.sinks.known import KnownIds
+
+    _url, sink = jira
+    sink.known = KnownIds("jira")
+    created = sink.handle_incident(incident(IncidentAction.OPEN))
+    sink.known.learn(created)
+    before = (
+        REGISTRY.get_sample_value("itsm_pipeline_sink_lookups_total", {"target": "jira", "via": "known"}) or 0
+    )
+    assert sink.handle_incident(incident(IncidentAction.RESOLVE)).outcome is SinkOutcome.RESOLVED
+    assert (
+        REGISTRY.get_sample_value("itsm_pipeline_sink_lookups_total", {"target": "jira", "via": "known"})
+        == before + 1
+    )

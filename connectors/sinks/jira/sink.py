@@ -10,7 +10,9 @@ import httpx
 from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError, with_lookup_retries
 from connectors.sinks.jira import mapping
 from connectors.sinks.jira.config import JiraConfig
+from connectors.sinks.known import KnownIds
 from connectors.sinks.ratelimit import RateLimiter
+from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 from streams.core.models import (
     ChangeAction,
@@ -35,9 +37,11 @@ class JiraSink:
         limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
         resolved_policy: str = "reopen",
+        known: KnownIds | None = None,
     ) -> None:
         self.config = config
         self.resolved_policy = resolved_policy
+        self.known = known
         self.http = httpx.Client(
             base_url=config.base_url,
             auth=(config.email, config.api_token.get_secret_value()),
@@ -59,7 +63,23 @@ class JiraSink:
         self.attempts += n
         return resp
 
-    def _find(self, correlation_id: str) -> dict[str, Any] | None:
+    def _find(self, correlation_id: str, kind: RecordType = RecordType.INCIDENT) -> dict[str, Any] | None:
+        label = mapping.correlation_label(correlation_id)
+        key = self.known.get(kind, correlation_id) if self.known else None
+        if key:
+            try:
+                issue = dict(self._call("GET", f"/rest/api/3/issue/{key}").json())
+            except SinkError as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                if label in issue["fields"].get("labels", []):
+                    telemetry.SINK_LOOKUPS.labels(self.name, "known").inc()
+                    return issue
+        telemetry.SINK_LOOKUPS.labels(self.name, "search").inc()
+        return self._search(correlation_id)
+
+    def _search(self, correlation_id: str) -> dict[str, Any] | None:
         jql = f'labels = "{mapping.correlation_label(correlation_id)}" ORDER BY created DESC'
         issues = self._call("GET", "/rest/api/3/search", params={"jql": jql}).json()["issues"]
         return dict(issues[0]) if issues else None
@@ -143,7 +163,7 @@ class JiraSink:
         return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "commented")
 
     def _change(self, cmd: ChangeCommand) -> SinkResult:
-        kind, issue = RecordType.CHANGE, self._find(cmd.correlation_id)
+        kind, issue = RecordType.CHANGE, self._find(cmd.correlation_id, RecordType.CHANGE)
         if issue is None:
             issue = self._create(cmd, self.config.change_request_type_id)
             if cmd.action is ChangeAction.CREATE:

@@ -8,8 +8,10 @@ from typing import Any
 import httpx
 
 from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError, with_lookup_retries
+from connectors.sinks.known import KnownIds
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.rt.config import RTConfig
+from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 from streams.core.models import (
     ChangeAction,
@@ -35,9 +37,11 @@ class RTSink:
         limiter: RateLimiter | None = None,
         transport: httpx.BaseTransport | None = None,
         resolved_policy: str = "reopen",
+        known: KnownIds | None = None,
     ) -> None:
         self.config = config
         self.resolved_policy = resolved_policy
+        self.known = known
         self.http = httpx.Client(
             base_url=config.base_url,
             auth=(config.user, config.password.get_secret_value()),
@@ -59,7 +63,25 @@ class RTSink:
         self.attempts += n
         return resp
 
-    def _find(self, queue: str, correlation_id: str) -> dict[str, Any] | None:
+    def _find(
+        self, queue: str, correlation_id: str, kind: RecordType = RecordType.INCIDENT
+    ) -> dict[str, Any] | None:
+        tid = self.known.get(kind, correlation_id) if self.known else None
+        if tid:
+            try:
+                t = dict(self._call("GET", f"/ticket/{tid}").json())
+            except SinkError as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                values = {c["name"]: c.get("values", []) for c in t.get("CustomFields", [])}
+                if correlation_id in values.get(self.config.correlation_field, []):
+                    telemetry.SINK_LOOKUPS.labels(self.name, "known").inc()
+                    return {"id": str(t["id"]), "Status": t["Status"]}
+        telemetry.SINK_LOOKUPS.labels(self.name, "search").inc()
+        return self._search(queue, correlation_id)
+
+    def _search(self, queue: str, correlation_id: str) -> dict[str, Any] | None:
         if "'" in correlation_id or "\\" in correlation_id:
             raise SinkError(
                 f"correlation id {correlation_id!r} cannot be quoted in TicketSQL",
@@ -158,7 +180,7 @@ class RTSink:
 
     def _change(self, cmd: ChangeCommand) -> SinkResult:
         kind, queue = RecordType.CHANGE, self.config.change_queue
-        ticket = self._find(queue, cmd.correlation_id)
+        ticket = self._find(queue, cmd.correlation_id, RecordType.CHANGE)
         if ticket is None:
             ticket = self._create(
                 queue,

@@ -9,7 +9,8 @@ import httpx
 from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.servicenow.config import ServiceNowConfig
-from connectors.sinks.servicenow.mapping import lookup_query
+from connectors.sinks.servicenow.mapping import LOOKUP_FIELDS, lookup_query
+from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 
 
@@ -57,8 +58,27 @@ class ServiceNowClient:
         self.last_attempts += attempts
         return self._result(resp)
 
-    def find(self, table: str, correlation_id: str) -> dict[str, Any] | None:
-        """The newest record carrying this correlation id, or None."""
+    def get(self, table: str, sys_id: str) -> dict[str, Any] | None:
+        """One record by sys_id (LOOKUP_FIELDS), or None if the instance does not have it."""
+        try:
+            return dict(
+                self._call(
+                    "GET", f"/api/now/table/{table}/{sys_id}", params={"sysparm_fields": LOOKUP_FIELDS}
+                )
+            )
+        except SinkError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def find(self, table: str, correlation_id: str, known_id: str | None = None) -> dict[str, Any] | None:
+        """The newest record carrying this correlation id, or None; by its known sys_id when given."""
+        if known_id:
+            rec = self.get(table, known_id)
+            if rec is not None and rec.get("correlation_id") == correlation_id:
+                telemetry.SINK_LOOKUPS.labels(self.caller.target, "known").inc()
+                return rec
+        telemetry.SINK_LOOKUPS.labels(self.caller.target, "search").inc()
         try:
             params = lookup_query(correlation_id)
         except ValueError as exc:

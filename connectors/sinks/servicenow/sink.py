@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from connectors.sinks.http import with_lookup_retries
+from connectors.sinks.known import KnownIds
 from connectors.sinks.servicenow import mapping as m
 from connectors.sinks.servicenow.client import ServiceNowClient
 from streams.core.models import (
@@ -29,10 +30,12 @@ class ServiceNowSink:
         client: ServiceNowClient,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         resolved_policy: str = "reopen",
+        known: KnownIds | None = None,
     ) -> None:
         self.client = client
         self.clock = clock
         self.resolved_policy = resolved_policy
+        self.known = known
 
     def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
         """Deliver one incident command; raises SinkError when it cannot be delivered."""
@@ -44,6 +47,9 @@ class ServiceNowSink:
         """Deliver one change command: create (once), enrich, close with the outcome."""
         return self._with_lookup_retries(lambda: self._change_once(cmd))
 
+    def _known(self, kind: RecordType, cmd: IncidentCommand | ChangeCommand) -> str | None:
+        return self.known.get(kind, cmd.correlation_id) if self.known else None
+
     def _with_lookup_retries(self, once: Callable[[], SinkResult]) -> SinkResult:
         self.client.last_attempts = 0
         return with_lookup_retries(self.client.caller.policy, once)
@@ -52,7 +58,7 @@ class ServiceNowSink:
         def result(outcome: SinkOutcome, rec: dict[str, str] | None, message: str) -> SinkResult:
             return self._result(cmd, outcome, rec, message, RecordType.CHANGE)
 
-        existing = self.client.find(m.CHANGE_TABLE, cmd.correlation_id)
+        existing = self.client.find(m.CHANGE_TABLE, cmd.correlation_id, self._known(RecordType.CHANGE, cmd))
         if existing is None:
             rec = self.client.create(m.CHANGE_TABLE, m.change_create_fields(cmd))
             if cmd.action is ChangeAction.CREATE:
@@ -73,7 +79,9 @@ class ServiceNowSink:
         return result(SinkOutcome.UPDATED, rec, "change enriched")
 
     def _incident_once(self, cmd: IncidentCommand) -> SinkResult:
-        existing = self.client.find(m.INCIDENT_TABLE, cmd.correlation_id)
+        existing = self.client.find(
+            m.INCIDENT_TABLE, cmd.correlation_id, self._known(RecordType.INCIDENT, cmd)
+        )
         if cmd.action is IncidentAction.RESOLVE:
             if existing is None or existing["state"] in m.INACTIVE_STATES:
                 why = (

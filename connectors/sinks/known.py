@@ -1,0 +1,45 @@
+"""Correlation id -> ITSM record id, learned from itsm.results, so sinks find their records by id."""
+
+from __future__ import annotations
+
+import threading
+
+from streams.core.models import RecordType, SinkOutcome, SinkResult
+from streams.core.serde import AvroSerde, SerdeError
+
+KNOWN_OUTCOMES = {SinkOutcome.CREATED, SinkOutcome.UPDATED, SinkOutcome.RESOLVED, SinkOutcome.NOOP}
+
+
+class KnownIds:
+    """Fed by every SinkResult of one target (a global view of itsm.results, and the sink's own results).
+
+    A hint, never the truth: a sink reads the record by this id and falls back to a search when the
+    ITSM no longer has it.
+    """
+
+    def __init__(self, target: str, serde: AvroSerde | None = None) -> None:
+        self.target = target
+        self.serde = serde or AvroSerde()
+        self._ids: dict[tuple[RecordType, str], str] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def learn(self, result: SinkResult) -> None:
+        if result.target == self.target and result.itsm_id and result.outcome in KNOWN_OUTCOMES:
+            with self._lock:
+                self._ids[(result.record_type, result.correlation_id)] = result.itsm_id
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        """CompactedTopicView callback for itsm.results."""
+        if value is None:
+            return
+        try:
+            self.learn(self.serde.decode(value, SinkResult))
+        except SerdeError:
+            return  # the results topic's own guard would dead-letter it; a hint is optional
+
+    def get(self, record_type: RecordType, correlation_id: str) -> str | None:
+        with self._lock:
+            return self._ids.get((record_type, correlation_id))
