@@ -108,6 +108,11 @@ class HttpCaller:
         self.policy = policy
         self.limiter = limiter
         self.log = telemetry.get_logger(f"sink.{target}")
+        # Attempts since reset(): one command may take several calls (lookup, create, ...).
+        self.attempts = 0
+
+    def reset(self) -> None:
+        self.attempts = 0
 
     def call(self, method: str, url: str, retry: bool = True, **kwargs: object) -> tuple[httpx.Response, int]:
         """The successful response and the attempts it took, or SinkError.
@@ -147,21 +152,24 @@ class HttpCaller:
                 telemetry.SINK_REQUESTS.labels(self.target, f"{resp.status_code // 100}xx").inc()
                 verdict = classify(resp.status_code)
                 if verdict is None:
+                    self.attempts += attempt
                     return resp, attempt
                 asked, status = retry_after_seconds(resp.headers), resp.status_code
                 detail = f"HTTP {resp.status_code} from {method} {url}: {resp.text[:300]}"
             if not verdict.retryable or not retry:
-                raise SinkError(detail, verdict.error_class, attempt, verdict.retryable, status)
+                self.attempts += attempt
+                raise SinkError(detail, verdict.error_class, self.attempts, verdict.retryable, status)
             # A limiter already holds every caller for the server's Retry-After: no double wait.
             wait = (
                 0.0 if self.limiter is not None and asked is not None else self.policy.delay(attempt, asked)
             )
             if self.policy.clock() - started + wait > self.policy.budget_seconds:
+                self.attempts += attempt
                 raise SinkError(
                     f"retry budget of {self.policy.budget_seconds}s spent after "
                     f"{attempt} attempts; last: {detail}",
                     verdict.error_class,
-                    attempt,
+                    self.attempts,
                     True,
                     status,
                 )

@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 
-from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError, with_lookup_retries
+from connectors.sinks.http import RetryPolicy, SinkError, with_lookup_retries
 from connectors.sinks.jira import mapping
+from connectors.sinks.jira.client import JiraClient
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.known import KnownIds
 from connectors.sinks.ratelimit import RateLimiter
@@ -42,79 +43,42 @@ class JiraSink:
         self.config = config
         self.resolved_policy = resolved_policy
         self.known = known
-        self.http = httpx.Client(
-            base_url=config.base_url,
-            auth=(config.email, config.api_token.get_secret_value()),
-            timeout=config.timeout_seconds,
-            verify=config.verify,
-            transport=transport,
-            headers={"Accept": "application/json"},
-        )
-        self.caller = HttpCaller(self.http, self.name, policy, limiter)
-        self.attempts = 0
+        self.client = JiraClient(config, policy, limiter, transport, self.name)
 
-    def _call(self, method: str, url: str, retry: bool = True, **kw: Any) -> httpx.Response:
-        try:
-            resp, n = self.caller.call(method, url, retry=retry, **kw)
-        except SinkError as exc:
-            self.attempts += exc.attempts
-            exc.attempts = self.attempts
-            raise
-        self.attempts += n
-        return resp
+    @property
+    def attempts(self) -> int:
+        return self.client.attempts
 
     def _find(self, correlation_id: str, kind: RecordType = RecordType.INCIDENT) -> dict[str, Any] | None:
         label = mapping.correlation_label(correlation_id)
         key = self.known.get(kind, correlation_id) if self.known else None
         if key:
-            try:
-                issue = dict(self._call("GET", f"/rest/api/3/issue/{key}").json())
-            except SinkError as exc:
-                if exc.status != 404:
-                    raise
-            else:
-                if label in issue["fields"].get("labels", []):
-                    telemetry.SINK_LOOKUPS.labels(self.name, "known").inc()
-                    return issue
+            issue = self.client.issue(key)
+            if issue is not None and label in issue["fields"].get("labels", []):
+                telemetry.SINK_LOOKUPS.labels(self.name, "known").inc()
+                return issue
         telemetry.SINK_LOOKUPS.labels(self.name, "search").inc()
-        return self._search(correlation_id)
-
-    def _search(self, correlation_id: str) -> dict[str, Any] | None:
-        jql = f'labels = "{mapping.correlation_label(correlation_id)}" ORDER BY created DESC'
-        issues = self._call("GET", "/rest/api/3/search", params={"jql": jql}).json()["issues"]
+        issues = self.client.search_label(label)
         return dict(issues[0]) if issues else None
 
     def _create(self, cmd: IncidentCommand | ChangeCommand, request_type: str) -> dict[str, Any]:
-        body = {
-            "serviceDeskId": self.config.service_desk_id,
-            "requestTypeId": request_type,
-            "requestFieldValues": mapping.request_fields(cmd),
-        }
-        # Not retried blindly: with_lookup_retries looks for the label again first.
-        data = self._call("POST", "/rest/servicedeskapi/request", retry=False, json=body).json()
-        return {"id": data["issueId"], "key": data["issueKey"], "fields": {"status": {"name": "open"}}}
+        return self.client.create_request(request_type, mapping.request_fields(cmd))
 
     def _comment(self, key: str, text: str) -> None:
-        self._call(
-            "POST", f"/rest/servicedeskapi/request/{key}/comment", json={"body": text, "public": False}
-        )
+        self.client.comment(key, text)
 
     def _transition(self, key: str, name: str, comment: str) -> None:
-        values = self._call("GET", f"/rest/servicedeskapi/request/{key}/transition").json()["values"]
+        values = self.client.transitions(key)
         match = [t for t in values if t["name"].lower() == name.lower()]
         if not match:
             available = ", ".join(t["name"] for t in values) or "none"
             raise SinkError(
                 f"{key} has no transition {name!r} (available: {available})",
                 ErrorClass.CONFLICT,
-                self.attempts,
+                self.client.attempts,
                 False,
             )
-        self._call(
-            "POST",
-            f"/rest/servicedeskapi/request/{key}/transition",
-            json={"id": match[0]["id"], "additionalComment": {"body": comment}},
-        )
+        self.client.transition(key, match[0]["id"], comment)
 
     def _result(
         self,
@@ -138,12 +102,12 @@ class JiraSink:
         )
 
     def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
-        self.attempts = 0
-        return with_lookup_retries(self.caller.policy, lambda: self._incident(cmd))
+        self.client.caller.reset()
+        return with_lookup_retries(self.client.caller.policy, lambda: self._incident(cmd))
 
     def handle_change(self, cmd: ChangeCommand) -> SinkResult:
-        self.attempts = 0
-        return with_lookup_retries(self.caller.policy, lambda: self._change(cmd))
+        self.client.caller.reset()
+        return with_lookup_retries(self.client.caller.policy, lambda: self._change(cmd))
 
     def _incident(self, cmd: IncidentCommand) -> SinkResult:
         kind, issue = RecordType.INCIDENT, self._find(cmd.correlation_id)
@@ -179,4 +143,4 @@ class JiraSink:
         return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "change enriched")
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()

@@ -34,7 +34,6 @@ class ServiceNowClient:
             transport=transport,
         )
         self.caller = HttpCaller(self.http, target, policy, limiter)
-        self.last_attempts = 0
 
     def _result(self, resp: httpx.Response) -> Any:
         try:
@@ -48,14 +47,13 @@ class ServiceNowClient:
                 resp.status_code,
             ) from exc
 
+    @property
+    def last_attempts(self) -> int:
+        """HTTP attempts since the sink started the current command."""
+        return self.caller.attempts
+
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        try:
-            resp, attempts = self.caller.call(method, url, **kwargs)
-        except SinkError as exc:
-            self.last_attempts += exc.attempts
-            exc.attempts = self.last_attempts
-            raise
-        self.last_attempts += attempts
+        resp, _ = self.caller.call(method, url, **kwargs)
         return self._result(resp)
 
     def get(self, table: str, sys_id: str) -> dict[str, Any] | None:

@@ -51,7 +51,7 @@ class ServiceNowSink:
         return self.known.get(kind, cmd.correlation_id) if self.known else None
 
     def _with_lookup_retries(self, once: Callable[[], SinkResult]) -> SinkResult:
-        self.client.last_attempts = 0
+        self.client.caller.reset()
         return with_lookup_retries(self.client.caller.policy, once)
 
     def _change_once(self, cmd: ChangeCommand) -> SinkResult:

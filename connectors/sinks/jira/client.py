@@ -1,0 +1,80 @@
+"""Jira Service Management client: requests, comments, transitions, JQL; the status table applied."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
+from connectors.sinks.jira.config import JiraConfig
+from connectors.sinks.ratelimit import RateLimiter
+
+
+class JiraClient:
+    """HTTP attempts of the current command are counted by the caller (reset per command by the sink)."""
+
+    def __init__(
+        self,
+        config: JiraConfig,
+        policy: RetryPolicy,
+        limiter: RateLimiter | None = None,
+        transport: httpx.BaseTransport | None = None,
+        target: str = "jira",
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=config.base_url,
+            auth=(config.email, config.api_token.get_secret_value()),
+            timeout=config.timeout_seconds,
+            verify=config.verify,
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+        self.caller = HttpCaller(self.http, target, policy, limiter)
+        self.service_desk_id = config.service_desk_id
+
+    @property
+    def attempts(self) -> int:
+        return self.caller.attempts
+
+    def call(self, method: str, url: str, retry: bool = True, **kw: Any) -> httpx.Response:
+        return self.caller.call(method, url, retry=retry, **kw)[0]
+
+    def issue(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.call("GET", f"/rest/api/3/issue/{key}").json())
+        except SinkError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def search_label(self, label: str) -> list[dict[str, Any]]:
+        """Issues carrying the label, newest first."""
+        jql = f'labels = "{label}" ORDER BY created DESC'
+        return list(self.call("GET", "/rest/api/3/search", params={"jql": jql}).json()["issues"])
+
+    def create_request(self, request_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "serviceDeskId": self.service_desk_id,
+            "requestTypeId": request_type,
+            "requestFieldValues": fields,
+        }
+        # Not retried blindly: the sink searches for the label again first.
+        data = self.call("POST", "/rest/servicedeskapi/request", retry=False, json=body).json()
+        return {"id": data["issueId"], "key": data["issueKey"], "fields": {"status": {"name": "open"}}}
+
+    def comment(self, key: str, text: str) -> None:
+        self.call("POST", f"/rest/servicedeskapi/request/{key}/comment", json={"body": text, "public": False})
+
+    def transitions(self, key: str) -> list[dict[str, Any]]:
+        return list(self.call("GET", f"/rest/servicedeskapi/request/{key}/transition").json()["values"])
+
+    def transition(self, key: str, transition_id: str, comment: str) -> None:
+        self.call(
+            "POST",
+            f"/rest/servicedeskapi/request/{key}/transition",
+            json={"id": transition_id, "additionalComment": {"body": comment}},
+        )
+
+    def close(self) -> None:
+        self.http.close()
