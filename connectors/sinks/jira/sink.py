@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from connectors.sinks.http import RetryPolicy, SinkError, with_lookup_retries
+from connectors.sinks.base import LookupSink
+from connectors.sinks.http import RetryPolicy, SinkError
 from connectors.sinks.jira import mapping
 from connectors.sinks.jira.client import JiraClient
 from connectors.sinks.jira.config import JiraConfig
@@ -28,7 +28,7 @@ from streams.core.models import (
 DONE = {"resolved", "done", "closed", "canceled", "cancelled"}
 
 
-class JiraSink:
+class JiraSink(LookupSink):
     name = "jira"
 
     def __init__(
@@ -44,10 +44,7 @@ class JiraSink:
         self.resolved_policy = resolved_policy
         self.known = known
         self.client = JiraClient(config, policy, limiter, transport, self.name)
-
-    @property
-    def attempts(self) -> int:
-        return self.client.attempts
+        self.caller = self.client.caller
 
     def _find(self, correlation_id: str, kind: RecordType = RecordType.INCIDENT) -> dict[str, Any] | None:
         label = mapping.correlation_label(correlation_id)
@@ -75,7 +72,7 @@ class JiraSink:
             raise SinkError(
                 f"{key} has no transition {name!r} (available: {available})",
                 ErrorClass.CONFLICT,
-                self.client.attempts,
+                self.caller.attempts,
                 False,
             )
         self.client.transition(key, match[0]["id"], comment)
@@ -88,26 +85,9 @@ class JiraSink:
         issue: dict[str, Any] | None,
         message: str,
     ) -> SinkResult:
-        return SinkResult(
-            command_id=cmd.command_id,
-            correlation_id=cmd.correlation_id,
-            target=self.name,
-            record_type=kind,
-            outcome=outcome,
-            itsm_id=issue["id"] if issue else None,
-            itsm_number=issue["key"] if issue else None,
-            attempts=self.attempts,
-            message=message,
-            completed_at=datetime.now(UTC),
+        return self.result(
+            cmd, kind, outcome, issue["id"] if issue else None, issue["key"] if issue else None, message
         )
-
-    def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
-        self.client.caller.reset()
-        return with_lookup_retries(self.client.caller.policy, lambda: self._incident(cmd))
-
-    def handle_change(self, cmd: ChangeCommand) -> SinkResult:
-        self.client.caller.reset()
-        return with_lookup_retries(self.client.caller.policy, lambda: self._change(cmd))
 
     def _incident(self, cmd: IncidentCommand) -> SinkResult:
         kind, issue = RecordType.INCIDENT, self._find(cmd.correlation_id)

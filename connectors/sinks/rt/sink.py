@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from connectors.sinks.http import RetryPolicy, SinkError, with_lookup_retries
+from connectors.sinks.base import LookupSink
+from connectors.sinks.http import RetryPolicy, SinkError
 from connectors.sinks.known import KnownIds
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.rt import mapping
@@ -26,7 +26,7 @@ from streams.core.models import (
 )
 
 
-class RTSink:
+class RTSink(LookupSink):
     name = "rt"
 
     def __init__(
@@ -42,10 +42,7 @@ class RTSink:
         self.resolved_policy = resolved_policy
         self.known = known
         self.client = RTClient(config, policy, limiter, transport, self.name)
-
-    @property
-    def attempts(self) -> int:
-        return self.client.attempts
+        self.caller = self.client.caller
 
     def _find(self, queue: str, correlation_id: str, kind: RecordType) -> dict[str, Any] | None:
         tid = self.known.get(kind, correlation_id) if self.known else None
@@ -59,7 +56,7 @@ class RTSink:
         try:
             query = mapping.ticket_query(queue, self.config.correlation_field, correlation_id)
         except ValueError as exc:
-            raise SinkError(str(exc), ErrorClass.VALIDATION, self.client.attempts, False) from exc
+            raise SinkError(str(exc), ErrorClass.VALIDATION, self.caller.attempts, False) from exc
         items = self.client.search(query)
         return dict(items[0]) if items else None
 
@@ -76,26 +73,7 @@ class RTSink:
         message: str,
     ) -> SinkResult:
         tid = str(ticket["id"]) if ticket else None
-        return SinkResult(
-            command_id=cmd.command_id,
-            correlation_id=cmd.correlation_id,
-            target=self.name,
-            record_type=kind,
-            outcome=outcome,
-            itsm_id=tid,
-            itsm_number=f"RT#{tid}" if tid else None,
-            attempts=self.client.attempts,
-            message=message,
-            completed_at=datetime.now(UTC),
-        )
-
-    def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
-        self.client.caller.reset()
-        return with_lookup_retries(self.client.caller.policy, lambda: self._incident(cmd))
-
-    def handle_change(self, cmd: ChangeCommand) -> SinkResult:
-        self.client.caller.reset()
-        return with_lookup_retries(self.client.caller.policy, lambda: self._change(cmd))
+        return self.result(cmd, kind, outcome, tid, f"RT#{tid}" if tid else None, message)
 
     def _incident(self, cmd: IncidentCommand) -> SinkResult:
         kind, queue = RecordType.INCIDENT, self.config.incident_queue

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
-
-from connectors.sinks.http import with_lookup_retries
+from connectors.sinks.base import LookupSink
 from connectors.sinks.known import KnownIds
 from connectors.sinks.servicenow import mapping as m
 from connectors.sinks.servicenow.client import ServiceNowClient
@@ -20,41 +17,26 @@ from streams.core.models import (
 )
 
 
-class ServiceNowSink:
+class ServiceNowSink(LookupSink):
     """Open creates unless an active record with the correlation id exists; resolve is idempotent."""
 
     name = "servicenow"
 
     def __init__(
-        self,
-        client: ServiceNowClient,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        resolved_policy: str = "reopen",
-        known: KnownIds | None = None,
+        self, client: ServiceNowClient, resolved_policy: str = "reopen", known: KnownIds | None = None
     ) -> None:
         self.client = client
-        self.clock = clock
+        self.caller = client.caller
         self.resolved_policy = resolved_policy
         self.known = known
 
-    def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
-        """Deliver one incident command; raises SinkError when it cannot be delivered."""
-        return self._with_lookup_retries(lambda: self._incident_once(cmd))
-
-    handle = handle_incident
-
-    def handle_change(self, cmd: ChangeCommand) -> SinkResult:
-        """Deliver one change command: create (once), enrich, close with the outcome."""
-        return self._with_lookup_retries(lambda: self._change_once(cmd))
+    def handle(self, cmd: IncidentCommand) -> SinkResult:
+        return self.handle_incident(cmd)
 
     def _known(self, kind: RecordType, cmd: IncidentCommand | ChangeCommand) -> str | None:
         return self.known.get(kind, cmd.correlation_id) if self.known else None
 
-    def _with_lookup_retries(self, once: Callable[[], SinkResult]) -> SinkResult:
-        self.client.caller.reset()
-        return with_lookup_retries(self.client.caller.policy, once)
-
-    def _change_once(self, cmd: ChangeCommand) -> SinkResult:
+    def _change(self, cmd: ChangeCommand) -> SinkResult:
         def result(outcome: SinkOutcome, rec: dict[str, str] | None, message: str) -> SinkResult:
             return self._result(cmd, outcome, rec, message, RecordType.CHANGE)
 
@@ -78,7 +60,7 @@ class ServiceNowSink:
         rec = self.client.update(m.CHANGE_TABLE, existing["sys_id"], m.change_update_fields(cmd))
         return result(SinkOutcome.UPDATED, rec, "change enriched")
 
-    def _incident_once(self, cmd: IncidentCommand) -> SinkResult:
+    def _incident(self, cmd: IncidentCommand) -> SinkResult:
         existing = self.client.find(
             m.INCIDENT_TABLE, cmd.correlation_id, self._known(RecordType.INCIDENT, cmd)
         )
@@ -115,15 +97,11 @@ class ServiceNowSink:
         message: str,
         record_type: RecordType = RecordType.INCIDENT,
     ) -> SinkResult:
-        return SinkResult(
-            command_id=cmd.command_id,
-            correlation_id=cmd.correlation_id,
-            target=self.name,
-            record_type=record_type,
-            outcome=outcome,
-            itsm_id=rec.get("sys_id") if rec else None,
-            itsm_number=rec.get("number") if rec else None,
-            attempts=self.client.last_attempts,
-            message=message,
-            completed_at=self.clock(),
+        return self.result(
+            cmd,
+            record_type,
+            outcome,
+            rec.get("sys_id") if rec else None,
+            rec.get("number") if rec else None,
+            message,
         )
