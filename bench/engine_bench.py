@@ -11,40 +11,11 @@ duplicate (the dedup fast path); and baselines: Avro decode alone, and state JSO
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-import tracemalloc
-from collections.abc import Callable
-from typing import Any
 
+from bench.measure import measure, table
 from streams.core import models as m
 from streams.core.serde import AvroSerde
 from tests.alerting import Harness, am
-
-
-def run(name: str, items: list[Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    for item in items:
-        fn(item)
-    total = time.perf_counter() - t0
-    lat = []
-    for item in items[: min(len(items), 5000)]:
-        s = time.perf_counter_ns()
-        fn(item)
-        lat.append(time.perf_counter_ns() - s)
-    tracemalloc.start()
-    for item in items[:2000]:
-        fn(item)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    q = statistics.quantiles(lat, n=100)
-    return {
-        "case": name,
-        "per_s": len(items) / total,
-        "p50": q[49] / 1000,
-        "p99": q[98] / 1000,
-        "kib": peak / 1024,
-    }
 
 
 def main() -> None:
@@ -91,19 +62,17 @@ def main() -> None:
     state = h2.store.data["dup"]  # a realistic state value (what the Faust table stores)
 
     rows = [
-        run("engine: new, repeat, escalate, resolve", mixed, engine),
-        run("engine: duplicates only (dedup path)", [dup] * n, dedup),
-        run("baseline: Avro decode to Alert", encoded, lambda b: serde.decode(b, m.Alert)),
-        run(
+        measure("engine: new, repeat, escalate, resolve", mixed, engine),
+        measure("engine: duplicates only (dedup path)", [dup] * n, dedup),
+        measure("baseline: Avro decode to Alert", encoded, lambda b: serde.decode(b, m.Alert)),
+        measure(
             "baseline: state JSON round trip",
             [state] * n,
             lambda s: AlertState.model_validate_json(AlertState.model_validate_json(s).model_dump_json()),
         ),
     ]
     print(f"{n} alerts, CMDB of {args.cis} CIs ({len(h1.store.data)} fingerprints in state at the end)")
-    print(f"{'case':<42} {'alerts/s':>10} {'p50 us':>8} {'p99 us':>8} {'KiB/2000':>9}")
-    for r in rows:
-        print(f"{r['case']:<42} {r['per_s']:>10,.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['kib']:>9.0f}")
+    print(table(rows, "alerts"))
 
 
 if __name__ == "__main__":

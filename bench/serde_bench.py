@@ -12,45 +12,14 @@ import argparse
 import io
 import json
 import statistics
-import time
-import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from bench.measure import measure, table
 from streams.core.models import Alert
 from streams.core.serde import AvroSerde
 from tests.examples import alert
-
-
-def measure(name: str, items: list[Any], fn: Callable[[Any], Any]) -> dict[str, Any]:
-    """Throughput over all items, p50/p99 of single calls, and peak traced memory (a separate pass,
-    since tracing allocations slows every call)."""
-    for item in items[:200]:
-        fn(item)  # warm-up
-    t0 = time.perf_counter()
-    for item in items:
-        fn(item)
-    total = time.perf_counter() - t0
-    lat = []
-    for item in items:
-        s = time.perf_counter_ns()
-        fn(item)
-        lat.append(time.perf_counter_ns() - s)
-    tracemalloc.start()
-    kept = [fn(item) for item in items[:2000]]  # peak while holding 2,000 results
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    del kept
-    q = statistics.quantiles(lat, n=100)
-    return {
-        "case": name,
-        "per_s": len(items) / total,
-        "p50_us": q[49] / 1000,
-        "p99_us": q[98] / 1000,
-        "peak_kib": peak / 1024,
-    }
 
 
 def main() -> None:
@@ -91,10 +60,7 @@ def main() -> None:
         f"{n} Alert records; avg size: avro {statistics.mean(map(len, encoded)):.0f} B, "
         f"json {statistics.mean(map(len, jsons)):.0f} B"
     )
-    print(f"{'case':<40} {'records/s':>11} {'p50 us':>8} {'p99 us':>8} {'KiB/2000':>9}")
-    for r in rows:
-        cols = f"{r['per_s']:>11,.0f} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} {r['peak_kib']:>9.0f}"
-        print(f"{r['case']:<40} {cols}")
+    print(table(rows, "records"))
 
 
 if __name__ == "__main__":

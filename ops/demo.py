@@ -12,13 +12,14 @@ from importlib import resources
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from ops import topics as topic_ops
+from ops.dlq import count as dlq_count
 from ops.kafka import Broker
 from ops.kafka.broker import free_port
 from ops.stack import Stack, port_or_free
+from streams.core.settings import Settings
 from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, declared, dlq_name
 from streams.stages.lifecycle import correlation_id
 
@@ -46,22 +47,6 @@ class Expected:
     name: str
     where: str
     status: str  # firing | resolved
-
-
-def count_records(bootstrap: str, topic: str) -> int:
-    """How many records a topic holds (sum of high - low watermarks)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "itsmctl-count", "enable.auto.commit": False}
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        total = 0
-        for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        consumer.close()
 
 
 def post_samples(gateway_url: str, samples: Path) -> tuple[dict[str, Expected], list[tuple[str, int, str]]]:
@@ -156,13 +141,12 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
             flush=True,
         )
         deadline = time.monotonic() + timeout
+        kafka = Settings(kafka_bootstrap=broker.bootstrap)
         with stack.itsm() as itsm:
             while True:
                 stack.check_alive()
                 recs = incident_states(itsm, expected)
-                dead = count_records(broker.bootstrap, dlq_name(ALERTS_RAW)) + count_records(
-                    broker.bootstrap, dlq_name(INCIDENT_COMMANDS)
-                )
+                dead = dlq_count(kafka, dlq_name(ALERTS_RAW)) + dlq_count(kafka, dlq_name(INCIDENT_COMMANDS))
                 done = all(settled(expected[fp], recs[fp]) for fp in expected)
                 if done or time.monotonic() > deadline or stop.is_set():
                     break
