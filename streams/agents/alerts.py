@@ -161,7 +161,11 @@ class AlertProcessor:
 
     def _track(self, state: AlertState, now: datetime) -> None:
         at = self.engine.due(state, now)
-        bucket = self.due.setdefault(state.partition, {})
+        if state.partition not in self.due:
+            # First touch of this partition since (re)assignment: index every recovered state of
+            # it first, or a state restored from the changelog would never come due.
+            self._rebuild_due(state.partition, now)
+        bucket = self.due[state.partition]
         if at is None:
             bucket.pop(state.fingerprint, None)
         else:

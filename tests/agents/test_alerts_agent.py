@@ -246,3 +246,31 @@ def test_the_guard_agent_dead_letters_undecodable_cmdb_records() -> None:
     run(drive())
     ((topic, key, _, headers),) = out.sent
     assert topic == "x.cmdb.ci.dlq" and key == b"ci-1" and header_map(headers)["dlq.stage"] == "guard.cmdb.ci"
+
+
+def test_a_recovered_state_comes_due_even_when_a_record_touches_its_partition_before_the_first_tick() -> None:
+    out, clock = Collector(), Clock()
+    first = processor(out, clock, stable_period=60)
+    run(first.handle(b"fpA", SERDE.encode(alert("fpA")), [], "x.alerts.raw", 1, 1))
+    run(
+        first.handle(
+            b"fpA", SERDE.encode(alert("fpA", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2
+        )
+    )
+    # A restarted worker: the table came back from its changelog, the due index did not.
+    restarted = processor(out, clock, stable_period=60)
+    restarted.table.update(first.table)
+    clock.now += timedelta(seconds=5)
+    run(
+        restarted.handle(b"fpB", SERDE.encode(alert("fpB")), [], "x.alerts.raw", 1, 3)
+    )  # same partition, first
+    clock.now += timedelta(seconds=61)
+    assert run(restarted.tick(1)) == 1
+    resolves = [
+        c
+        for c in (
+            SERDE.decode(v or b"", IncidentCommand) for t, _, v, _ in out.sent if t.endswith("commands")
+        )
+        if c.action is IncidentAction.RESOLVE
+    ]
+    assert [c.correlation_id for c in resolves] == ["itsmp-fpA"]
