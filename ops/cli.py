@@ -196,6 +196,13 @@ def cmd_worker(_: argparse.Namespace) -> int:
         windows=len(windows.windows()),
     )
     app = create_app(settings, serde, rules, cmdb=cmdb, incidents=incidents, windows=windows)
+
+    @app.timer(5.0, name="views-alive")
+    async def views_alive() -> None:
+        # A view that died after startup would leave a stale CMDB or calendar: stop the worker.
+        for view in views:
+            view.check()
+
     worker = Worker(app, loglevel="WARN" if settings.log_level != "debug" else "INFO", quiet=True)
     try:
         worker.execute_from_commandline()
@@ -289,7 +296,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     runner = SinkRunner(settings, _serde(settings), sink, kind, known)
     telemetry.get_logger("sink").info("sink_ready", known_ids=len(known))
     try:
-        runner.run(_stop_on_signals())
+        runner.run(_stop_on_signals(), check=results_view.check)
     finally:
         results_view.stop()
     return 0

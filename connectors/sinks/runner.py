@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -90,13 +91,20 @@ class SinkRunner:
             raise RuntimeError(f"broker did not acknowledge sink output: {self._delivery_errors or left}")
         self.consumer.commit(message=msg, asynchronous=False)
 
-    def run(self, stop: threading.Event, idle_exit_after: float | None = None) -> int:
+    def run(
+        self,
+        stop: threading.Event,
+        idle_exit_after: float | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> int:
         """Consume until stop is set (or, with idle_exit_after, after that many idle seconds)."""
         self.consumer.subscribe([self.topic])
         self.log.info("sink_started", topic=self.topic, group=f"{self.settings.app_id}-sink-{self.sink.name}")
         idle = 0.0
         try:
             while not stop.is_set():
+                if check is not None:
+                    check()  # e.g. the results view is still alive; raises if not
                 msg = self.consumer.poll(0.5)
                 if msg is None:
                     idle += 0.5

@@ -61,6 +61,11 @@ class CompactedTopicView:
         if self.failure is not None:
             raise RuntimeError(f"view of {self.topic} failed: {self.failure}")
 
+    def check(self) -> None:
+        """Raise if the view stopped following its topic (infrastructure failure: crash loudly)."""
+        if self.failure is not None:
+            raise RuntimeError(f"view of {self.topic} failed: {self.failure}")
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
