@@ -195,7 +195,11 @@ def replay(
     report = ReplayReport(selected=len(chosen))
     todo = [r for r in chosen if r.ref not in done]
     report.skipped_already = len(chosen) - len(todo)
-    if dry_run or not todo:
+    if dry_run:
+        return report
+    if not todo:
+        # An operator's replay is audited even when the ledger says there is nothing left to send.
+        _audit(settings, actor, topic, report, flt, uuid.uuid4().hex)
         return report
     # One producer, ordered: records of one key keep their DLQ order (max in flight with idempotence).
     producer = Producer(producer_config(settings))

@@ -125,9 +125,13 @@ def test_rejected_commands_are_dead_lettered_then_replayed_once_the_cause_is_fix
         assert len(correlation_ids(stack)) == 25
         audit = [
             SERDE.decode(m.value(), AuditEvent)
-            for m in consume(s.kafka_bootstrap, s.topic("audit.events"), 2, timeout=10)
+            for m in consume(s.kafka_bootstrap, s.topic("audit.events"), 3, timeout=10)
         ]
-        assert [a.action for a in audit] == ["dlq.replay"] and audit[0].actor == "operator-7"
-        assert audit[0].reason == "replayed 5 of 5 selected dead letter(s)"
+        assert [a.action for a in audit] == ["dlq.replay", "dlq.replay"] and audit[0].actor == "operator-7"
+        assert [a.reason for a in audit] == [
+            "replayed 5 of 5 selected dead letter(s)",
+            "replayed 0 of 5 selected dead letter(s)",
+        ]
+        assert audit[1].details["skipped_already_replayed"] == "5"
     finally:
         stack.stop()
