@@ -20,7 +20,7 @@ def occurrence_end(window: MaintenanceWindow, now: datetime) -> datetime | None:
     try:
         zone = ZoneInfo(rec.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        return None  # an unknown zone never opens a window; validation upstream reports it
+        return None  # unreachable for decoded windows: Recurrence refuses unknown zones
     hour, minute = (int(p) for p in rec.start_time.split(":"))
     local_now = now.astimezone(zone)
     duration = timedelta(minutes=rec.duration_minutes)

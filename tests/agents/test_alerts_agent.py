@@ -274,3 +274,56 @@ def test_a_recovered_state_comes_due_even_when_a_record_touches_its_partition_be
         if c.action is IncidentAction.RESOLVE
     ]
     assert [c.correlation_id for c in resolves] == ["itsmp-fpA"]
+
+
+def test_the_guard_dead_letters_a_window_whose_time_zone_is_unknown() -> None:
+    import io
+
+    from fastavro import schemaless_writer
+
+    from streams.core.models import MaintenanceWindow
+
+    good = MaintenanceWindow(
+        window_id="mw-tz",
+        kind="MAINTENANCE",
+        scope="GLOBAL",
+        starts_at=NOW,
+        ends_at=NOW + timedelta(days=1),
+        updated_at=NOW,
+        recurrence={
+            "weekdays": ["SAT"],
+            "start_time": "02:00",
+            "duration_minutes": 60,
+            "timezone": "Europe/Berlin",
+        },
+    )
+    raw = good.to_avro()
+    raw["recurrence"] = {**raw["recurrence"], "timezone": "Mars/Olympus_Mons"}
+    loaded = SERDE.store.for_record(MaintenanceWindow)
+    buf = io.BytesIO()
+    schemaless_writer(buf, loaded.parsed, raw)
+    value = b"\xc3\x01" + loaded.fingerprint + buf.getvalue()
+    out = Collector()
+    app = create_app(
+        SETTINGS,
+        SERDE,
+        load_rules(),
+        cmdb=CMDBIndex(),
+        incidents=IncidentIndexView(),
+        windows=WindowView(SERDE, "w"),
+        emit=out,
+        table={},
+    )
+
+    async def drive() -> None:
+        async with app.agents["guard-maintenance.windows"].test_context() as ctx:
+            await ctx.put(key=b"mw-tz", value=value)
+
+    run(drive())
+    ((topic, _, _, headers),) = out.sent
+    h = header_map(headers)
+    assert topic == "x.maintenance.windows.dlq" and h["dlq.error.class"] == "validation"
+    assert "unknown IANA time zone" in h["dlq.exception.message"]
+    view = WindowView(SERDE, "w")
+    view.apply(b"mw-tz", value)
+    assert view.windows() == []  # skipped (and counted), never a window that silently never opens

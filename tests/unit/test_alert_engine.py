@@ -304,3 +304,14 @@ def test_the_same_input_always_gives_the_same_commands() -> None:
         h = Harness()
         runs.append([c.model_dump() for c in h.send(am("f1")).commands])
     assert runs[0] == runs[1]
+
+
+def test_a_window_with_an_unknown_time_zone_is_refused_not_silently_ignored() -> None:
+    from pydantic import ValidationError
+
+    from streams.core.models import Recurrence
+
+    with pytest.raises(ValidationError, match="unknown IANA time zone 'Mars/Olympus_Mons'"):
+        Recurrence(
+            weekdays=[Weekday.SAT], start_time="02:00", duration_minutes=60, timezone="Mars/Olympus_Mons"
+        )
