@@ -466,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "worker", help="run the Faust stream worker (alerts.raw -> itsm.incident.commands)"
     ).set_defaults(func=cmd_worker)
-    s = sub.add_parser("sink", help="run an ITSM sink (itsm.incident.commands -> ITSM)")
+    s = sub.add_parser(
+        "sink",
+        help="run an ITSM sink (itsm.incident.commands or, with --kind change, itsm.change.commands -> ITSM)",
+    )
     s.add_argument(
         "target",
         nargs="?",

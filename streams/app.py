@@ -102,5 +102,4 @@ def create_app(
         guard = RecordGuard(settings, serde, emit or send, base, model)
         app.agent(raw_topic(settings.topic(base)), name=f"guard-{base}")(guard.agent)
 
-    app.itsm_processor = processor  # type: ignore[attr-defined]
     return app

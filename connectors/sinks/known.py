@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from streams.core import telemetry
 from streams.core.models import RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
 
@@ -38,7 +39,8 @@ class KnownIds:
         try:
             self.learn(self.serde.decode(value, SinkResult))
         except SerdeError:
-            return  # the results topic's own guard would dead-letter it; a hint is optional
+            # A hint is optional: skip it, but count it like every view does.
+            telemetry.VIEW_SKIPPED.labels("itsm.results").inc()
 
     def get(self, record_type: RecordType, correlation_id: str) -> str | None:
         with self._lock:

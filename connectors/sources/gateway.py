@@ -102,7 +102,11 @@ def create_gateway(
             try:
                 records = [(a.fingerprint.encode(), serde.encode(a, topic)) for a in alerts]
             except SerdeError as exc:
-                return reject(400, f"cannot encode {source.name} alert: {exc}")
+                # Valid input we could not encode (e.g. the schema registry refused): our fault, so
+                # a 5xx that makes the sender retry, never a 4xx that makes it drop the alert.
+                log.error("encode_failed", source=source.name, error=str(exc))
+                telemetry.WEBHOOK_REQUESTS.labels(source.name, "error_500").inc()
+                return _error(500, f"cannot encode {source.name} alert; retry later: {exc}")
             with tracer.start_as_current_span(f"ingest {source.name}") as span:
                 span.set_attribute("alerts", len(records))
                 headers = telemetry.inject_headers([("source", source.name.encode())])
