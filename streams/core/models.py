@@ -299,6 +299,56 @@ class ChangeCommand(Record):
     justification: str = ""
     requested_by: str = ""
     issued_at: UtcDatetime
+    itsm_ref: str | None = None
+
+
+class ChangeStatus(StrEnum):
+    """Where a change request is in the ITSM, in the pipeline's words."""
+
+    REQUESTED = "REQUESTED"
+    APPROVED = "APPROVED"
+    SCHEDULED = "SCHEDULED"
+    IMPLEMENT = "IMPLEMENT"
+    REVIEW = "REVIEW"
+    CLOSED = "CLOSED"
+    CANCELLED = "CANCELLED"
+
+
+class ChangeRecord(Record):
+    """A change request as the ITSM has it (state, approval, window), synced onto itsm.changes."""
+
+    avro_name = "io.itsmpipeline.itsm.ChangeRecord"
+    change_id: NonEmpty
+    itsm_id: NonEmpty
+    target: NonEmpty
+    correlation_id: str | None = None
+    change_type: ChangeType
+    status: ChangeStatus
+    approval: str = ""
+    short_description: str = ""
+    service: str | None = None
+    ci_ids: list[str] = Field(default_factory=list)
+    planned_start: UtcDatetime | None = None
+    planned_end: UtcDatetime | None = None
+    close_code: CloseCode | None = None
+    updated_at: UtcDatetime
+
+
+class GateRequest(Record):
+    """A pipeline's request to deploy, waiting on the approval of the change it asked for."""
+
+    avro_name = "io.itsmpipeline.gate.GateRequest"
+    request_id: NonEmpty
+    service: NonEmpty
+    environment: NonEmpty
+    caller: NonEmpty
+    change_correlation_id: NonEmpty
+    commit: str | None = None
+    ci_ids: list[str] = Field(default_factory=list)
+    short_description: str = ""
+    planned_start: UtcDatetime | None = None
+    planned_end: UtcDatetime | None = None
+    submitted_at: UtcDatetime
 
 
 class RecordType(StrEnum):
@@ -338,6 +388,7 @@ class AuditOutcome(StrEnum):
     BYPASSED = "BYPASSED"
     DONE = "DONE"
     OTHER = "OTHER"
+    FLAGGED = "FLAGGED"
 
 
 class AuditEvent(Record):
@@ -366,4 +417,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     AuditEvent,
     SuppressedAlert,
     CorrelationSample,
+    ChangeRecord,
+    GateRequest,
 )

@@ -1,4 +1,5 @@
-"""Rule files (ops/rules/*.toml): versioned data for severity, correlation, lifecycle, fingerprints."""
+"""Rule files (ops/rules/*.toml): versioned data for severity, correlation, lifecycle, fingerprints,
+changes."""
 
 from __future__ import annotations
 
@@ -122,6 +123,43 @@ class FingerprintRules(_Frozen):
         return v
 
 
+class SourceGrant(_Frozen):
+    """What one source system may do to CIs: create them, and which fields it may change."""
+
+    create: bool = False
+    fields: list[str] = Field(min_length=1)
+
+    def may_change(self, path: str) -> bool:
+        """Whether this source may change the field path ("attributes.version" is matched by
+        "attributes.version", "attributes.*", "attributes" and "*")."""
+        head = path.split(".", 1)[0]
+        return any(
+            g in ("*", path, head) or (g.endswith(".*") and path.startswith(g[:-1])) for g in self.fields
+        )
+
+
+class ChangeRules(_Frozen):
+    """Validation of CI updates (who may change what, required fields, allowed values), which
+    changes are significant enough for a change request and of which type, and parking."""
+
+    version: int
+    sources: dict[str, SourceGrant] = Field(min_length=1)
+    required: list[str] = Field(default_factory=list)
+    allowed: dict[str, list[str]] = Field(default_factory=dict)
+    significant: list[str] = Field(default_factory=list)
+    standard: list[str] = Field(default_factory=list)
+    change_on_create: bool = False
+    park_timeout: float = Field(600, gt=0)
+    park_recheck: float = Field(2.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _standard_within_significant(self) -> ChangeRules:
+        stray = [f for f in self.standard if f not in self.significant]
+        if stray:
+            raise ValueError(f"standard fields {stray} are not in significant")
+        return self
+
+
 class Rules(_Frozen):
     """Every rule file, loaded and validated together."""
 
@@ -129,11 +167,13 @@ class Rules(_Frozen):
     correlation: CorrelationRules
     lifecycle: LifecycleRules
     fingerprint: FingerprintRules
+    changes: ChangeRules
 
     def versions(self) -> str:
         return (
             f"severity v{self.severity.version}, correlation v{self.correlation.version}, "
-            f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}"
+            f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}, "
+            f"changes v{self.changes.version}"
         )
 
 
@@ -150,6 +190,7 @@ def load_rules(directory: Path | None = None) -> Rules:
         ("correlation", CorrelationRules),
         ("lifecycle", LifecycleRules),
         ("fingerprint", FingerprintRules),
+        ("changes", ChangeRules),
     ):
         path = directory / f"{name}.toml"
         try:

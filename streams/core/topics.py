@@ -40,6 +40,11 @@ ALERTS_CORRELATION_SAMPLES = "alerts.correlation.samples"
 ALERTS_TICKS = "alerts.ticks"
 ALERTS_CI_INCIDENTS = "alerts.ci.incidents"
 CMDB_CI = "cmdb.ci"
+CMDB_CI_UPDATES = "cmdb.ci.updates"
+CHANGE_REQUESTS = "change.requests"
+CHANGES_TICKS = "changes.ticks"
+ITSM_CHANGES = "itsm.changes"
+GATE_REQUESTS = "gate.requests"
 MAINTENANCE_WINDOWS = "maintenance.windows"
 DEPLOY_EVENTS = "deploy.events"
 INCIDENT_COMMANDS = "itsm.incident.commands"
@@ -74,7 +79,43 @@ TOPICS: tuple[TopicSpec, ...] = (
         compacted=True,
         doc="Internal: CI id -> correlation id of its open incident (root-cause grouping across workers).",
     ),
-    TopicSpec(CMDB_CI, 3, compacted=True, dlq=True, doc="Latest ConfigurationItem per ci_id."),
+    TopicSpec(
+        CMDB_CI,
+        3,
+        compacted=True,
+        dlq=True,
+        doc="Latest accepted ConfigurationItem per ci_id (written by the change worker, or trusted loaders).",
+    ),
+    TopicSpec(
+        CMDB_CI_UPDATES,
+        3,
+        dlq=True,
+        doc="Proposed ConfigurationItem updates from source systems, keyed by ci_id; validated into cmdb.ci.",
+    ),
+    TopicSpec(
+        CHANGE_REQUESTS,
+        3,
+        dlq=True,
+        doc="ChangeCommand requests from pipelines and the gate; checked for known CIs, then to the sinks.",
+    ),
+    TopicSpec(
+        CHANGES_TICKS,
+        3,
+        retention_ms=60 * 60 * 1000,
+        doc="Internal timer ticks, co-partitioned with change.requests and deploy.events (parked records).",
+    ),
+    TopicSpec(
+        ITSM_CHANGES,
+        3,
+        compacted=True,
+        doc="ChangeRecord per change number: state, approval and window as the ITSM has them.",
+    ),
+    TopicSpec(
+        GATE_REQUESTS,
+        1,
+        compacted=True,
+        doc="GateRequest per request id: deploys waiting on the approval of the change they asked for.",
+    ),
     TopicSpec(
         MAINTENANCE_WINDOWS, 1, compacted=True, dlq=True, doc="Latest MaintenanceWindow per window_id."
     ),

@@ -20,6 +20,7 @@ from streams.core.models import (
     AuditOutcome,
     ChangeAction,
     ChangeCommand,
+    ChangeRecord,
     ChangeType,
     ConfigurationItem,
     WindowKind,
@@ -36,6 +37,7 @@ class ChangeState(StrEnum):
     APPROVED = "approved"
     SCHEDULED = "scheduled"
     IMPLEMENT = "implement"
+    REVIEW = "review"
     CLOSED = "closed"
     CANCELLED = "cancelled"
 
@@ -51,6 +53,27 @@ class ChangeView:
     ci_ids: tuple[str, ...]
     planned_start: datetime | None
     planned_end: datetime | None
+    itsm_id: str | None = None
+    correlation_id: str | None = None
+
+    @classmethod
+    def from_record(cls, rec: ChangeRecord) -> ChangeView:
+        """The gate's view of a change as synced from the ITSM."""
+        return cls(
+            rec.change_id,
+            rec.change_type,
+            ChangeState(rec.status.value.lower()),
+            rec.service,
+            tuple(rec.ci_ids),
+            rec.planned_start,
+            rec.planned_end,
+            rec.itsm_id,
+            rec.correlation_id,
+        )
+
+    def named(self, ref: str) -> bool:
+        """Whether a pipeline naming the change as ref means this one (number or correlation id)."""
+        return ref in (self.change_id, self.correlation_id)
 
     def approved(self) -> bool:
         # A standard change is pre-approved by definition, unless it was withdrawn or is done.
@@ -127,7 +150,7 @@ class ChangeGate:
                 )
                 break
         if req.change_id:
-            change = next((c for c in changes if c.change_id == req.change_id), None)
+            change = next((c for c in changes if c.named(req.change_id)), None)
             if change is None:
                 denials.append(f"change {req.change_id} is unknown")
             elif not change.approved():

@@ -9,6 +9,8 @@ from streams.core.topics import (
     ALERTS_CI_INCIDENTS,
     CMDB_CI,
     DLQ_REPLAYS,
+    GATE_REQUESTS,
+    ITSM_CHANGES,
     MAINTENANCE_WINDOWS,
     TOPICS,
     declared,
@@ -60,7 +62,14 @@ def test_every_topic_is_declared_once_with_its_dlq_twin() -> None:
 
 def test_cmdb_and_maintenance_topics_are_compacted_and_others_are_not() -> None:
     compacted = {s.name for s in TOPICS if s.compacted}
-    assert compacted == {CMDB_CI, MAINTENANCE_WINDOWS, ALERTS_CI_INCIDENTS, DLQ_REPLAYS}
+    assert compacted == {
+        CMDB_CI,
+        MAINTENANCE_WINDOWS,
+        ALERTS_CI_INCIDENTS,
+        DLQ_REPLAYS,
+        ITSM_CHANGES,
+        GATE_REQUESTS,
+    }
     for spec in declared():
         cfg = spec.configs()
         assert cfg["cleanup.policy"] == ("compact" if spec.name in compacted else "delete")
