@@ -165,9 +165,9 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_worker(_: argparse.Namespace) -> int:
     from faust.worker import Worker
 
-    from streams.agents.views import CMDBView, IncidentIndexView, WindowView
+    from streams.agents.views import ChangesView, CMDBView, IncidentIndexView, WindowView
     from streams.app import create_app
-    from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, MAINTENANCE_WINDOWS
+    from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, ITSM_CHANGES, MAINTENANCE_WINDOWS
     from streams.core.views import CompactedTopicView
 
     settings = _settings()
@@ -180,7 +180,9 @@ def cmd_worker(_: argparse.Namespace) -> int:
     cmdb = CMDBView(serde, settings.topic(CMDB_CI))
     windows = WindowView(serde, settings.topic(MAINTENANCE_WINDOWS))
     incidents = IncidentIndexView()
+    changes = ChangesView(serde, settings.topic(ITSM_CHANGES))
     views = [
+        CompactedTopicView(settings, settings.topic(ITSM_CHANGES), changes.apply).start(),
         CompactedTopicView(settings, settings.topic(CMDB_CI), cmdb.apply).start(),
         CompactedTopicView(settings, settings.topic(MAINTENANCE_WINDOWS), windows.apply).start(),
         CompactedTopicView(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start(),
@@ -194,8 +196,9 @@ def cmd_worker(_: argparse.Namespace) -> int:
         rules=rules.versions(),
         cis=len(cmdb),
         windows=len(windows.windows()),
+        changes=len(changes.values()),
     )
-    app = create_app(settings, serde, rules, cmdb=cmdb, incidents=incidents, windows=windows)
+    app = create_app(settings, serde, rules, cmdb=cmdb, incidents=incidents, windows=windows, changes=changes)
 
     @app.timer(5.0, name="views-alive")
     async def views_alive() -> None:

@@ -8,14 +8,26 @@ from typing import Any
 import faust
 
 from streams.agents.alerts import AlertProcessor, Emitter, IncidentIndexWriter
+from streams.agents.changes import ChangeProcessor, ChangeSource, NoChanges
 from streams.agents.guards import RecordGuard
 from streams.core.dlq import Headers, bytes_headers
 from streams.core.models import ConfigurationItem, MaintenanceWindow
 from streams.core.rules import Rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.core.topics import ALERTS_RAW, ALERTS_TICKS, CMDB_CI, MAINTENANCE_WINDOWS, TOPICS
-from streams.stages.state import CIIndex, WindowSource
+from streams.core.topics import (
+    ALERTS_RAW,
+    ALERTS_TICKS,
+    CHANGE_REQUESTS,
+    CHANGES_TICKS,
+    CMDB_CI,
+    CMDB_CI_UPDATES,
+    DEPLOY_EVENTS,
+    MAINTENANCE_WINDOWS,
+    TOPICS,
+)
+from streams.stages.cmdb import CMDBIndex
+from streams.stages.state import WindowSource
 
 PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
 
@@ -25,16 +37,18 @@ def create_app(
     serde: AvroSerde,
     rules: Rules,
     *,
-    cmdb: CIIndex,
+    cmdb: CMDBIndex,
     incidents: IncidentIndexWriter,
     windows: WindowSource,
+    changes: ChangeSource | None = None,
     emit: Emitter | None = None,
     table: MutableMapping[str, bytes] | None = None,
+    parked: MutableMapping[str, bytes] | None = None,
 ) -> faust.App:
     """A Faust app that consumes declared topics as raw bytes and decodes inside the agents.
 
-    cmdb, incidents and windows are the global views (agents/views.py); emit and table replace
-    Faust's producer and table in agent tests.
+    cmdb, incidents, windows and changes are the global views (agents/views.py); emit, table and
+    parked replace Faust's producer and tables in agent tests.
     """
     app = faust.App(
         settings.app_id,
@@ -97,6 +111,52 @@ def create_app(
             assigned.update(now)
         for partition in sorted(now):
             await ticks.send(key=b"tick", value=b"", partition=partition)
+
+    if parked is None:
+        parked = app.Table(
+            "change-parked",
+            default=None,
+            key_type=str,
+            value_type=bytes,
+            partitions=PARTITIONS[DEPLOY_EVENTS],
+            help="Change requests and deployments waiting for their CIs, like deploy.events",
+        )
+    changer = ChangeProcessor(
+        settings,
+        serde,
+        emit or send,
+        rules,
+        parked,
+        cmdb,
+        changes or NoChanges(),
+        settings.gate_environment_set(),
+    )
+    updates_name = settings.topic(CMDB_CI_UPDATES)
+    requests_name, deploys_name = settings.topic(CHANGE_REQUESTS), settings.topic(DEPLOY_EVENTS)
+    change_ticks_name = settings.topic(CHANGES_TICKS)
+    change_ticks = raw_topic(change_ticks_name)
+
+    @app.agent(raw_topic(updates_name), name="ci-updates")
+    async def ci_updates(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            await changer.handle_ci_update(msg.key, msg.value, msg.headers, msg.partition, msg.offset)
+
+    @app.agent(raw_topic(requests_name, deploys_name, change_ticks_name), name="changes")
+    async def change_inputs(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            if msg.topic == change_ticks_name:
+                await changer.tick(msg.partition)
+            else:
+                await changer.handle(msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+
+    @app.timer(rules.changes.park_recheck, name="change-ticks")
+    async def tick_parked() -> None:
+        # Parked records are retried inside an event of their own partition (table writes).
+        for tp in sorted(app.assignor.assigned_actives()):
+            if tp.topic == deploys_name:
+                await change_ticks.send(key=b"tick", value=b"", partition=tp.partition)
 
     for base, model in ((CMDB_CI, ConfigurationItem), (MAINTENANCE_WINDOWS, MaintenanceWindow)):
         guard = RecordGuard(settings, serde, emit or send, base, model)

@@ -1,16 +1,21 @@
-"""The worker's global views: the CMDB, the maintenance calendar and the CI -> open incident index."""
+"""Global views: the CMDB, the window calendar, the CI -> open incident index, the ITSM's changes
+and the gate's waiting requests."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from streams.core import telemetry
-from streams.core.models import ConfigurationItem, MaintenanceWindow
+from streams.core.models import ChangeRecord, ConfigurationItem, GateRequest, MaintenanceWindow, Record
 from streams.core.serde import AvroSerde, SerdeError
 from streams.stages.cmdb import CMDBIndex
+from streams.stages.gate import ChangeView
 
 VIEW_SKIPPED = telemetry.VIEW_SKIPPED
+R = TypeVar("R", bound=Record)
 
 
 class CMDBView(CMDBIndex):
@@ -31,13 +36,16 @@ class CMDBView(CMDBIndex):
             VIEW_SKIPPED.labels(self.topic).inc()
 
 
-class WindowView:
-    """Every maintenance and freeze window fed by maintenance.windows."""
+class RecordView(Generic[R]):
+    """The latest record per key of a compacted topic; undecodable records are skipped and counted
+    (the topic's guard agent, where it has one, dead-letters them)."""
 
-    def __init__(self, serde: AvroSerde, topic: str) -> None:
+    def __init__(self, serde: AvroSerde, topic: str, model: type[R], key: Callable[[R], str]) -> None:
         self.serde = serde
         self.topic = topic
-        self._items: dict[str, MaintenanceWindow] = {}
+        self.model = model
+        self.key = key
+        self._items: dict[str, R] = {}
         self._lock = threading.Lock()
 
     def apply(self, key: bytes, value: bytes | None) -> None:
@@ -46,15 +54,34 @@ class WindowView:
                 self._items.pop(key.decode(), None)
                 return
             try:
-                window = self.serde.decode(value, MaintenanceWindow)
+                record = self.serde.decode(value, self.model)
             except SerdeError:
                 VIEW_SKIPPED.labels(self.topic).inc()
                 return
-            self._items[window.window_id] = window
+            self._items[self.key(record)] = record
 
-    def windows(self) -> list[MaintenanceWindow]:
+    def values(self) -> list[R]:
         with self._lock:
             return list(self._items.values())
+
+    def get(self, key: str) -> R | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def put(self, record: R) -> None:
+        """Read-your-writes: a record this process published, before the topic echoes it."""
+        with self._lock:
+            self._items[self.key(record)] = record
+
+
+class WindowView(RecordView[MaintenanceWindow]):
+    """Every maintenance and freeze window fed by maintenance.windows."""
+
+    def __init__(self, serde: AvroSerde, topic: str) -> None:
+        super().__init__(serde, topic, MaintenanceWindow, lambda w: w.window_id)
+
+    def windows(self) -> list[MaintenanceWindow]:
+        return self.values()
 
 
 class IncidentIndexView:
@@ -78,3 +105,20 @@ class IncidentIndexView:
     def get(self, ci_id: str) -> str | None:
         with self._lock:
             return self._items.get(ci_id)
+
+
+class ChangesView(RecordView[ChangeRecord]):
+    """Every change request as the ITSM has it, fed by itsm.changes (the approval source)."""
+
+    def __init__(self, serde: AvroSerde, topic: str) -> None:
+        super().__init__(serde, topic, ChangeRecord, lambda c: c.change_id)
+
+    def changes(self) -> list[ChangeView]:
+        return [ChangeView.from_record(r) for r in self.values()]
+
+
+class GateRequestsView(RecordView[GateRequest]):
+    """Deploy requests waiting on a change's approval, fed by gate.requests."""
+
+    def __init__(self, serde: AvroSerde, topic: str) -> None:
+        super().__init__(serde, topic, GateRequest, lambda r: r.request_id)

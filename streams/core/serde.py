@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import SecretStr, ValidationError
 
@@ -276,6 +277,9 @@ class AvroSerde:
                 value = schemaless_reader(stream, reader.parsed, None)
             else:
                 value = schemaless_reader(stream, writer_schema, reader.parsed)
+        except SchemaResolutionError as exc:
+            # A record of another type (or an incompatible version) on this topic.
+            raise SerdeError(f"cannot read the writer's schema as {reader.name}: {str(exc)[:200]}") from exc
         except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
             raise SerdeError(f"cannot decode {reader.name}: {type(exc).__name__}: {exc}") from exc
         if stream.read(1):

@@ -81,6 +81,26 @@ class Settings(BaseSettings):
     )
     grafana_hmac_max_skew_seconds: float = Field(300.0, gt=0)
 
+    # Change gate (the gate serves /metrics on its own port) and change management
+    gate_host: str = "127.0.0.1"
+    gate_port: int = Field(8095, ge=0, le=65535)
+    gate_url: str = Field("http://127.0.0.1:8095", description="Where `itsmctl gate check` finds the gate.")
+    gate_token: SecretStr | None = Field(
+        None, description="The caller's gate token for `itsmctl gate check` (use ITSM_GATE_TOKEN_FILE)."
+    )
+    gate_callers_file: str | None = Field(
+        None,
+        description="TOML file of gate callers: name, SHA-256 of its token, whether it may bypass. "
+        "The gate refuses to start without it.",
+    )
+    gate_environments: str = Field(
+        "production", description="Comma-separated environments whose deploys need an approved change."
+    )
+    gate_verify_tls: bool | str = Field(True, description="True, False is refused; or a CA bundle path.")
+    changes_sync_interval_seconds: float = Field(
+        5.0, gt=0, description="How often `itsmctl changes sync` reads changed change requests from the ITSM."
+    )
+
     # Worker / sink metrics (the gateway serves /metrics on its own port)
     worker_metrics_port: int = Field(9464, ge=0, le=65535)
     sink_metrics_port: int = Field(9465, ge=0, le=65535)
@@ -180,12 +200,20 @@ class Settings(BaseSettings):
         """The full name of a declared topic for this process."""
         return f"{self.topic_prefix}{base}"
 
-    def servicenow_verify(self) -> bool | str:
-        """TLS verification for httpx: on, or a CA bundle path; never off."""
-        if self.servicenow_verify_tls is False or self.servicenow_verify_tls in ("false", "0", "no"):
+    def tls_verify(self, client: str) -> bool | str:
+        """TLS verification for httpx from <client>_verify_tls: on, or a CA bundle path; never off."""
+        value = getattr(self, f"{client}_verify_tls")
+        if value is False or value in ("false", "0", "no"):
             raise ValueError(
-                "ITSM_SERVICENOW_VERIFY_TLS cannot turn TLS verification off; give a CA bundle path"
+                f"ITSM_{client.upper()}_VERIFY_TLS cannot turn TLS verification off; give a CA bundle path"
             )
-        if self.servicenow_verify_tls in (True, "true", "1", "yes"):
+        if value in (True, "true", "1", "yes"):
             return True
-        return str(self.servicenow_verify_tls)
+        return str(value)
+
+    def servicenow_verify(self) -> bool | str:
+        return self.tls_verify("servicenow")
+
+    def gate_environment_set(self) -> frozenset[str]:
+        """Environments whose deploys need an approved change."""
+        return frozenset(e.strip() for e in self.gate_environments.split(",") if e.strip())

@@ -99,6 +99,42 @@ SINK_COMMANDS = Counter(
 SINK_REQUEST_SECONDS = Histogram(
     "itsm_pipeline_sink_request_seconds", "Latency of sink HTTP requests.", ["target"]
 )
+CHANGE_INPUTS = Counter(
+    "itsm_pipeline_change_inputs_total",
+    "Every record of cmdb.ci.updates, change.requests and deploy.events by how it was accounted for: "
+    "in = accepted + forwarded + linked + unlinked + not_required + rejected + dead_lettered, "
+    "with parked records counted again when they go on (unparked) or time out (dead_lettered).",
+    ["input", "outcome"],
+)
+PARKED_RECORDS = Gauge(
+    "itsm_pipeline_parked_records",
+    "Change requests and deployments waiting for a CI to arrive, by partition.",
+    ["partition"],
+)
+DEPLOY_OUTCOMES = Counter(
+    "itsm_pipeline_deploy_outcomes_total",
+    "Finished deployments linked to a change, by service and outcome (succeeded | failed | rolled_back).",
+    ["service", "outcome"],
+)
+DEPLOY_DURATION = Histogram(
+    "itsm_pipeline_deploy_duration_seconds",
+    "Duration of finished deployments linked to a change, by service.",
+    ["service"],
+    buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+GATE_DECISIONS = Counter(
+    "itsm_pipeline_gate_decisions_total",
+    "Change gate answers, by decision (allow | deny | bypass | pending).",
+    ["decision"],
+)
+GATE_SECONDS = Histogram(
+    "itsm_pipeline_gate_decision_seconds",
+    "Time from a gate request to its answer, including the audit record's broker acknowledgement.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ITSM_CHANGES_SYNCED = Counter(
+    "itsm_pipeline_itsm_changes_synced_total", "Change records read from the ITSM and published.", ["target"]
+)
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 

@@ -183,3 +183,21 @@ class RegistryEmulator:
                 return httpx.Response(404, json={"error_code": 40403, "message": "Schema not found"})
             return httpx.Response(200, json={"schema": self.by_id[schema_id]})
         return httpx.Response(404, json={"error_code": 404, "message": "HTTP 404 Not Found"})
+
+
+def test_a_record_of_another_type_is_a_serde_error_not_a_crash() -> None:
+    from streams.core.models import ChangeCommand, DeploymentEvent
+
+    serde = AvroSerde()
+    event = DeploymentEvent.model_validate(
+        {
+            "event_id": "e",
+            "deployment_id": "d",
+            "phase": "STARTED",
+            "service": "s",
+            "environment": "production",
+            "occurred_at": "2026-11-27T14:00:00Z",
+        }
+    )
+    with pytest.raises(SerdeError, match="cannot read the writer's schema as"):
+        serde.decode(serde.encode(event), ChangeCommand)

@@ -22,14 +22,9 @@ class WebhookConfig:
             raise ValueError("ITSM_WEBHOOK_URL is not set")
         if not settings.webhook_secret.get_secret_value():
             raise ValueError("ITSM_WEBHOOK_SECRET (or _FILE) is required: webhooks are always signed")
-        verify = settings.webhook_verify_tls
-        if verify is False or verify in ("false", "0", "no"):
-            raise ValueError(
-                "ITSM_WEBHOOK_VERIFY_TLS cannot turn TLS verification off; give a CA bundle path"
-            )
         return cls(
             settings.webhook_url,
             settings.webhook_secret,
-            True if verify in (True, "true", "1", "yes") else str(verify),
+            settings.tls_verify("webhook"),
             settings.http_timeout_seconds,
         )

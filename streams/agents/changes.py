@@ -1,0 +1,352 @@
+"""The change agents' work without Faust: CI updates validated into cmdb.ci and change requests,
+change requests and deployments checked against the CMDB (parked until their CIs arrive) and
+deployments linked to their change."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from streams.agents.alerts import Emitter
+from streams.core import telemetry
+from streams.core.dlq import DeadLetter, ErrorClass, Headers
+from streams.core.models import (
+    AuditEvent,
+    AuditOutcome,
+    ChangeCommand,
+    ConfigurationItem,
+    DeploymentEvent,
+    Record,
+)
+from streams.core.rules import Rules
+from streams.core.serde import AvroSerde, SerdeError
+from streams.core.settings import Settings
+from streams.core.topics import (
+    AUDIT_EVENTS,
+    CHANGE_COMMANDS,
+    CHANGE_REQUESTS,
+    CMDB_CI,
+    CMDB_CI_UPDATES,
+    DEPLOY_EVENTS,
+    dlq_name,
+)
+from streams.stages.civalidation import CIUpdateStage
+from streams.stages.gate import ChangeView
+from streams.stages.linking import FINISHED, DeployLinkStage
+
+Output = tuple[str, bytes | None, bytes | None]
+T = TypeVar("T", bound=Record)
+
+
+class CMDBWriter(Protocol):
+    """The CMDB view: read by id, and told about CIs this worker accepted (read-your-writes)."""
+
+    def get(self, ci_id: str) -> ConfigurationItem | None: ...
+
+    def upsert(self, ci: ConfigurationItem) -> None: ...
+
+
+class ChangeSource(Protocol):
+    def changes(self) -> list[ChangeView]: ...
+
+
+class NoChanges:
+    """For workers run without the ITSM's change view: nothing links by window."""
+
+    def changes(self) -> list[ChangeView]:
+        return []
+
+
+class Parked(BaseModel):
+    """A record waiting for CIs the CMDB does not have yet (the Faust table value, as JSON)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None  # base64
+    value: str  # base64
+    headers: list[tuple[str, str]]  # (name, base64 value)
+    parked_at: datetime
+    missing: list[str]
+
+    def raw(self) -> tuple[bytes | None, bytes, Headers]:
+        key = base64.b64decode(self.key) if self.key is not None else None
+        return key, base64.b64decode(self.value), [(k, base64.b64decode(v)) for k, v in self.headers]
+
+
+class DataError(Exception):
+    """The record itself is at fault: dead-letter it with this class and message."""
+
+    def __init__(self, error_class: ErrorClass, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass
+class ChangeProcessor:
+    """Everything the change agents do per record and per tick."""
+
+    settings: Settings
+    serde: AvroSerde
+    emit: Emitter
+    rules: Rules
+    parked: MutableMapping[str, bytes]
+    cmdb: CMDBWriter
+    changes: ChangeSource
+    environments: frozenset[str] = frozenset({"production"})
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t = self.settings.topic
+        self.updates_topic = t(CMDB_CI_UPDATES)
+        self.requests_topic = t(CHANGE_REQUESTS)
+        self.deploys_topic = t(DEPLOY_EVENTS)
+        self.cmdb_topic = t(CMDB_CI)
+        self.commands_topic = t(CHANGE_COMMANDS)
+        self.audit_topic = t(AUDIT_EVENTS)
+        self.ci_stage = CIUpdateStage(self.rules.changes)
+        self.linker = DeployLinkStage(self.environments)
+        self.log = telemetry.get_logger("worker.changes")
+
+    # -- cmdb.ci.updates ------------------------------------------------------------------------
+
+    async def handle_ci_update(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[Any] | None,
+        partition: int,
+        offset: int,
+    ) -> str:
+        """Validate one proposed CI update: into cmdb.ci (and a change request), or rejected."""
+        hdrs = list(headers or ())
+        now = self.clock()
+        topic = self.updates_topic
+        try:
+            ci = self._decode(value, ConfigurationItem)
+        except DataError as exc:
+            return await self._dead_letter("ci_update", key, value, hdrs, topic, partition, offset, exc, now)
+        verdict = self.ci_stage.check(self.cmdb.get(ci.ci_id), ci, now)
+        if not verdict.accepted:
+            assert verdict.error_class is not None
+            audit = AuditEvent(
+                event_id=f"ci-update-{topic}-{partition}-{offset}",
+                occurred_at=now,
+                actor=ci.source_system,
+                action="ci.update.rejected",
+                subject_type="ci",
+                subject_id=ci.ci_id,
+                outcome=AuditOutcome.REJECTED,
+                reason=verdict.reason,
+                details={"changed": ",".join(verdict.changed), "error_class": verdict.error_class.value},
+            )
+            await self._send([self._audit(audit)], hdrs)
+            rejected = DataError(verdict.error_class, verdict.reason)
+            await self._dead_letter(
+                "ci_update", key, value, hdrs, topic, partition, offset, rejected, now, "rejected"
+            )
+            return "rejected"
+        outputs: list[Output] = [(self.cmdb_topic, ci.ci_id.encode(), self.serde.encode(ci, self.cmdb_topic))]
+        if verdict.change is not None:
+            cmd = verdict.change
+            outputs.append(
+                (
+                    self.commands_topic,
+                    cmd.correlation_id.encode(),
+                    self.serde.encode(cmd, self.commands_topic),
+                )
+            )
+        await self._send(outputs, hdrs)
+        self.cmdb.upsert(ci)  # the next update of this CI is checked against this one
+        outcome = "accepted_with_change" if verdict.change else "accepted"
+        telemetry.CHANGE_INPUTS.labels("ci_update", outcome).inc()
+        return outcome
+
+    # -- change.requests and deploy.events (parked while a CI is missing) --------------------
+
+    async def handle(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[Any] | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        parked: Parked | None = None,
+    ) -> str:
+        """One change request or deployment event; parked if it names a CI the CMDB lacks."""
+        hdrs = list(headers or ())
+        now = self.clock()
+        kind = "deploy" if topic == self.deploys_topic else "request"
+        try:
+            record: ChangeCommand | DeploymentEvent = (
+                self._decode(value, DeploymentEvent)
+                if kind == "deploy"
+                else self._decode(value, ChangeCommand)
+            )
+        except DataError as exc:
+            return await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, exc, now)
+        missing = sorted({c for c in record.ci_ids if self.cmdb.get(c) is None})
+        if missing:
+            if parked is None:
+                self._park(key, value or b"", hdrs, topic, partition, offset, now, missing)
+                telemetry.CHANGE_INPUTS.labels(kind, "parked").inc()
+                self.log.info("parked", topic=topic, partition=partition, offset=offset, missing=missing)
+                return "parked"
+            waited = (now - parked.parked_at).total_seconds()
+            if waited < self.rules.changes.park_timeout:
+                return "parked"
+            timeout = DataError(
+                ErrorClass.VALIDATION,
+                f"CI(s) {', '.join(missing)} not in the CMDB after waiting {waited:.0f}s "
+                f"(park_timeout {self.rules.changes.park_timeout:.0f}s): referential integrity",
+            )
+            result = await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, timeout, now)
+            self._unpark(parked)
+            return result
+        if isinstance(record, DeploymentEvent):
+            outcome = await self._deploy(record, hdrs, now)
+        else:
+            await self._send(
+                [
+                    (
+                        self.commands_topic,
+                        record.correlation_id.encode(),
+                        self.serde.encode(record, self.commands_topic),
+                    )
+                ],
+                hdrs,
+            )
+            outcome = "forwarded"
+        if parked is not None:
+            self._unpark(parked)
+            telemetry.CHANGE_INPUTS.labels(kind, "unparked").inc()
+        telemetry.CHANGE_INPUTS.labels(kind, outcome).inc()
+        return outcome
+
+    async def _deploy(self, event: DeploymentEvent, hdrs: Headers, now: datetime) -> str:
+        link = self.linker.link(event, self.changes.changes(), now)
+        outputs: list[Output] = []
+        if link.command is not None:
+            cmd = link.command
+            outputs.append(
+                (
+                    self.commands_topic,
+                    cmd.correlation_id.encode(),
+                    self.serde.encode(cmd, self.commands_topic),
+                )
+            )
+        if link.audit is not None:
+            outputs.append(self._audit(link.audit))
+        await self._send(outputs, hdrs)
+        if link.change is None:
+            if link.how != "not_required":
+                self.log.warning("deploy_unlinked", deployment=event.deployment_id, reason=link.reason)
+            return "unlinked" if link.how != "not_required" else "not_required"
+        if event.phase in FINISHED:
+            telemetry.DEPLOY_OUTCOMES.labels(event.service, event.phase.value.lower()).inc()
+            if event.duration_ms is not None:
+                telemetry.DEPLOY_DURATION.labels(event.service).observe(event.duration_ms / 1000)
+        return "linked"
+
+    async def tick(self, partition: int) -> int:
+        """Retry this partition's parked records (those whose CIs arrived go on); returns how many
+        are still parked."""
+        waiting = 0
+        for raw in list(self.parked.values()):
+            entry = Parked.model_validate_json(raw)
+            if entry.partition != partition:
+                continue
+            key, value, headers = entry.raw()
+            outcome = await self.handle(
+                key, value, headers, entry.topic, entry.partition, entry.offset, entry
+            )
+            waiting += outcome == "parked"
+        telemetry.PARKED_RECORDS.labels(str(partition)).set(waiting)
+        return waiting
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _park(
+        self,
+        key: bytes | None,
+        value: bytes,
+        headers: Headers,
+        topic: str,
+        partition: int,
+        offset: int,
+        now: datetime,
+        missing: list[str],
+    ) -> None:
+        entry = Parked(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=base64.b64encode(key).decode() if key is not None else None,
+            value=base64.b64encode(value).decode(),
+            headers=[
+                (k, base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode())
+                for k, v in headers
+            ],
+            parked_at=now,
+            missing=missing,
+        )
+        self.parked[f"{topic}:{partition}:{offset}"] = entry.model_dump_json().encode()
+
+    def _unpark(self, entry: Parked) -> None:
+        self.parked.pop(f"{entry.topic}:{entry.partition}:{entry.offset}", None)
+
+    def _decode(self, value: bytes | None, model: type[T]) -> T:
+        try:
+            return self.serde.decode(value or b"", model)
+        except SerdeError as exc:
+            raise DataError(ErrorClass(exc.error_class), str(exc)) from exc
+        except ValidationError as exc:
+            raise DataError(ErrorClass.VALIDATION, str(exc)) from exc
+
+    def _audit(self, event: AuditEvent) -> Output:
+        return (self.audit_topic, event.event_id.encode(), self.serde.encode(event, self.audit_topic))
+
+    async def _send(self, outputs: list[Output], headers: Headers) -> None:
+        trace = [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS]
+        pending = [await self.emit(topic, key, value, trace) for topic, key, value in outputs]
+        for ack in pending:
+            # Every output acknowledged before the input counts as done (the offset commits).
+            if ack is not None and hasattr(ack, "__await__"):
+                await ack
+
+    async def _dead_letter(
+        self,
+        kind: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        topic: str,
+        partition: int,
+        offset: int,
+        exc: DataError,
+        now: datetime,
+        outcome: str = "dead_lettered",
+    ) -> str:
+        stage = f"changes.{kind}"
+        letter = DeadLetter(topic, partition, offset, stage, exc.error_class, str(exc), first_failed_at=now)
+        self.log.warning(
+            "dead_letter",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            error_class=exc.error_class.value,
+            reason=str(exc)[:300],
+        )
+        telemetry.DEAD_LETTERS.labels(stage, exc.error_class.value).inc()
+        telemetry.CHANGE_INPUTS.labels(kind, outcome).inc()
+        ack = await self.emit(dlq_name(topic), key, value or b"", letter.headers(headers))
+        if ack is not None and hasattr(ack, "__await__"):
+            await ack
+        return outcome

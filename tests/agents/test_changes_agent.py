@@ -1,0 +1,248 @@
+"""The change agents' processor without a broker: CI update validation, parking, deploy linking."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from streams.agents.changes import ChangeProcessor
+from streams.agents.views import ChangesView, IncidentIndexView, WindowView
+from streams.app import create_app
+from streams.core.dlq import Headers
+from streams.core.models import (
+    AuditEvent,
+    AuditOutcome,
+    ChangeCommand,
+    ChangeRecord,
+    ConfigurationItem,
+    DeploymentEvent,
+)
+from streams.core.rules import load_rules
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from streams.stages.cmdb import CMDBIndex
+
+NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
+SETTINGS = Settings(topic_prefix="x.")
+SERDE = AvroSerde()
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, Headers]] = []
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
+        self.sent.append((topic, key, value, headers))
+
+    def on(self, suffix: str) -> list[tuple[str, bytes | None, bytes | None, Headers]]:
+        return [s for s in self.sent if s[0] == "x." + suffix]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def ci(ci_id: str = "web-1", **kw: Any) -> ConfigurationItem:
+    return ConfigurationItem.model_validate(
+        {
+            "ci_id": ci_id,
+            "name": ci_id,
+            "ci_class": "server",
+            "service": "checkout",
+            "owner_group": "team-web",
+            "source_system": "servicenow-cmdb",
+            "updated_at": NOW,
+            **kw,
+        }
+    )
+
+
+def deploy(phase: str = "SUCCEEDED", **kw: Any) -> DeploymentEvent:
+    return DeploymentEvent.model_validate(
+        {
+            "event_id": f"e-{phase}",
+            "deployment_id": "d-1",
+            "phase": phase,
+            "service": "checkout",
+            "environment": "production",
+            "ci_ids": ["web-1"],
+            "commit_ids": ["abc"],
+            "build_number": "7",
+            "duration_ms": 60_000,
+            "occurred_at": NOW,
+            **kw,
+        }
+    )
+
+
+def request(ci_id: str) -> ChangeCommand:
+    return ChangeCommand.model_validate(
+        {
+            "command_id": "c1",
+            "correlation_id": "c1",
+            "action": "CREATE",
+            "change_type": "NORMAL",
+            "short_description": "x",
+            "ci_ids": [ci_id],
+            "issued_at": NOW,
+        }
+    )
+
+
+def approved_change() -> ChangesView:
+    view = ChangesView(SERDE, "x.itsm.changes")
+    view.put(
+        ChangeRecord.model_validate(
+            {
+                "change_id": "CHG0030001",
+                "itsm_id": "sys1",
+                "target": "servicenow",
+                "change_type": "NORMAL",
+                "status": "SCHEDULED",
+                "service": "checkout",
+                "planned_start": NOW - timedelta(hours=1),
+                "planned_end": NOW + timedelta(hours=1),
+                "updated_at": NOW,
+            }
+        )
+    )
+    return view
+
+
+def processor(out: Collector, clock: Clock, changes: ChangesView | None = None) -> ChangeProcessor:
+    return ChangeProcessor(
+        SETTINGS,
+        SERDE,
+        out,
+        load_rules(),
+        {},
+        CMDBIndex(),
+        changes or approved_change(),
+        frozenset({"production"}),
+        clock,
+    )
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def headers(h: Headers) -> dict[str, str]:
+    return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in h}
+
+
+def test_accepted_updates_reach_cmdb_and_significant_ones_become_change_requests() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock)
+    assert run(p.handle_ci_update(b"web-1", SERDE.encode(ci()), [], 0, 1)) == "accepted"
+    moved = ci(service="payments", source_system="terraform", updated_at=NOW + timedelta(minutes=1))
+    assert run(p.handle_ci_update(b"web-1", SERDE.encode(moved), [], 0, 2)) == "accepted_with_change"
+    assert [SERDE.decode(v or b"", ConfigurationItem).service for _, _, v, _ in out.on("cmdb.ci")] == [
+        "checkout",
+        "payments",
+    ]
+    ((_, key, value, _),) = out.on("itsm.change.commands")
+    cmd = SERDE.decode(value or b"", ChangeCommand)
+    assert key == cmd.correlation_id.encode() and cmd.change_type.value == "NORMAL"
+    assert "service: checkout -> payments" in cmd.description
+
+
+def test_an_unauthorized_update_is_dead_lettered_and_audited_and_the_cmdb_keeps_the_old_value() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock)
+    run(p.handle_ci_update(b"web-1", SERDE.encode(ci()), [], 0, 1))
+    bad = ci(owner_group="someone-else", source_system="discovery", updated_at=NOW + timedelta(minutes=1))
+    assert (
+        run(p.handle_ci_update(b"web-1", SERDE.encode(bad), [("traceparent", b"00-x")], 2, 9)) == "rejected"
+    )
+    ((_, _, value, _),) = out.on("audit.events")
+    audit = SERDE.decode(value or b"", AuditEvent)
+    assert audit.outcome is AuditOutcome.REJECTED and audit.actor == "discovery"
+    assert "may not change owner_group" in audit.reason
+    ((_, key, raw, hdrs),) = out.on("cmdb.ci.updates.dlq")
+    h = headers(hdrs)
+    assert key == b"web-1" and raw == SERDE.encode(bad)
+    assert h["dlq.error.class"] == "auth" and h["dlq.offset"] == "9" and h["dlq.stage"] == "changes.ci_update"
+    assert len(out.on("cmdb.ci")) == 1 and p.cmdb.get("web-1").owner_group == "team-web"  # type: ignore[union-attr]
+
+
+def test_undecodable_inputs_are_dead_lettered_with_their_class() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock)
+    assert run(p.handle_ci_update(b"k", b"junk", [], 0, 1)) == "dead_lettered"
+    assert run(p.handle(b"k", b"junk", [], "x.deploy.events", 0, 2)) == "dead_lettered"
+    assert [headers(h)["dlq.error.class"] for *_, h in out.sent] == ["schema", "schema"]
+
+
+def test_a_deploy_naming_a_missing_ci_is_parked_until_the_ci_arrives() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock)
+    assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 1, 5)) == "parked"
+    assert out.sent == [] and len(p.parked) == 1
+    clock.now += timedelta(seconds=30)
+    assert run(p.tick(1)) == 1 and out.sent == []
+    assert run(p.tick(0)) == 0  # another partition's tick leaves it alone
+    p.cmdb.upsert(ci())
+    assert run(p.tick(1)) == 0 and p.parked == {}
+    ((_, _, value, _),) = out.on("itsm.change.commands")
+    cmd = SERDE.decode(value or b"", ChangeCommand)
+    assert cmd.close_code is not None and cmd.close_code.value == "SUCCESSFUL" and cmd.itsm_ref == "sys1"
+    assert len(out.on("audit.events")) == 1
+
+
+def test_a_parked_record_is_dead_lettered_after_the_timeout_with_the_reason() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock)
+    assert run(p.handle(b"c1", SERDE.encode(request("db-9")), [], "x.change.requests", 2, 3)) == "parked"
+    clock.now += timedelta(seconds=load_rules().changes.park_timeout + 1)
+    assert run(p.tick(2)) == 0 and p.parked == {}
+    ((_, key, value, hdrs),) = out.sent
+    h = headers(hdrs)
+    assert key == b"c1" and value == SERDE.encode(request("db-9")) and h["dlq.offset"] == "3"
+    assert "db-9 not in the CMDB" in h["dlq.exception.message"] and h["dlq.error.class"] == "validation"
+
+
+def test_a_production_deploy_that_links_to_no_change_is_flagged() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock, ChangesView(SERDE, "x.itsm.changes"))
+    p.cmdb.upsert(ci())
+    assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 0, 1)) == "unlinked"
+    ((_, _, value, _),) = out.sent
+    audit = SERDE.decode(value or b"", AuditEvent)
+    assert audit.outcome is AuditOutcome.FLAGGED and audit.action == "deploy.unlinked"
+    assert run(
+        p.handle(b"d-2", SERDE.encode(deploy(environment="staging")), [], "x.deploy.events", 0, 2)
+    ) == ("not_required")
+    assert len(out.sent) == 1
+
+
+def test_the_faust_agents_run_in_test_context() -> None:
+    out = Collector()
+    cmdb = CMDBIndex()
+    app = create_app(
+        SETTINGS,
+        SERDE,
+        load_rules(),
+        cmdb=cmdb,
+        incidents=IncidentIndexView(),
+        windows=WindowView(SERDE, "w"),
+        changes=approved_change(),
+        emit=out,
+        table={},
+        parked={},
+    )
+
+    async def drive() -> None:
+        async with app.agents["ci-updates"].test_context() as ctx:
+            await ctx.put(key=b"web-1", value=SERDE.encode(ci()))
+        async with app.agents["changes"].test_context() as ctx:
+            # The test channel stands for change.requests: a request naming a known CI goes on.
+            await ctx.put(key=b"c1", value=SERDE.encode(request("web-1")))
+
+    run(drive())
+    assert [t for t, *_ in out.sent] == ["x.cmdb.ci", "x.itsm.change.commands"]
