@@ -2,7 +2,7 @@
 
 Follows the public Table API documentation for what the sinks use:
 GET/POST /api/now/table/{table}, GET/PUT/PATCH /api/now/table/{table}/{sys_id},
-sysparm_query (=, !=, IN, LIKE, STARTSWITH, ^, ORDERBY, ORDERBYDESC), sysparm_fields,
+sysparm_query (=, !=, <, <=, >, >=, IN, LIKE, STARTSWITH, ^, ORDERBY, ORDERBYDESC), sysparm_fields,
 sysparm_limit, sysparm_offset; results in {"result": ...}; errors as
 {"error": {"message", "detail"}, "status": "failure"}. An invalid field in a query returns no
 rows (the instance setting glide.invalid_query.returns_no_rows=true), never every row.
@@ -58,7 +58,7 @@ def parse_query(table: str, query: str) -> tuple[list[tuple[str, str, str]], lis
         elif term.startswith("ORDERBY"):
             field, desc = term[len("ORDERBY") :], False
         else:
-            for op in ("!=", "STARTSWITH", "LIKE", "IN", "="):
+            for op in ("!=", ">=", "<=", "STARTSWITH", "LIKE", "IN", "=", ">", "<"):
                 idx = term.find(op)
                 if idx > 0:
                     field, value = term[:idx], term[idx + len(op) :]

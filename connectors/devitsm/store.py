@@ -194,7 +194,16 @@ class Store:
                 where.append(f"{field} IN ({', '.join('?' for _ in vals)})")
                 args.extend(vals)
             else:
-                sql_op = {"=": "=", "!=": "!=", "LIKE": "LIKE", "STARTSWITH": "LIKE"}[op]
+                sql_op = {
+                    "=": "=",
+                    "!=": "!=",
+                    ">": ">",
+                    ">=": ">=",
+                    "<": "<",
+                    "<=": "<=",
+                    "LIKE": "LIKE",
+                    "STARTSWITH": "LIKE",
+                }[op]
                 where.append(f"{field} {sql_op} ?")
                 args.append(f"%{value}%" if op == "LIKE" else f"{value}%" if op == "STARTSWITH" else value)
         clause = f" WHERE {' AND '.join(where)}" if where else ""

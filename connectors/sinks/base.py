@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from connectors.sinks.http import HttpCaller, with_lookup_retries
+from connectors.sinks.http import HttpCaller, SinkError, with_lookup_retries
+from streams.core.dlq import ErrorClass
 from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 
 
@@ -26,6 +27,15 @@ class LookupSink:
         """Deliver one change command; raises SinkError when it cannot be delivered."""
         self.caller.reset()
         return with_lookup_retries(self.caller.policy, lambda: self._change(cmd))
+
+    def missing_ref(self, cmd: ChangeCommand) -> SinkError:
+        """A command addressing a change by the ITSM's own id that the ITSM does not have."""
+        return SinkError(
+            f"{self.name} has no change {cmd.itsm_ref} (named by command {cmd.command_id})",
+            ErrorClass.VALIDATION,
+            self.caller.attempts,
+            False,
+        )
 
     def _incident(self, cmd: IncidentCommand) -> SinkResult:
         raise NotImplementedError

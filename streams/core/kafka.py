@@ -97,3 +97,27 @@ def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
 def _set_exception(future: asyncio.Future[Message], exc: Exception) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def publish_batch(
+    producer: Producer, records: list[tuple[str, bytes | None, bytes | None]], timeout: float = 30.0
+) -> int:
+    """Produce records and wait until the broker acknowledged every one; DeliveryError names the
+    first refusal (so a command-line tool never reports records as published that were not)."""
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            errors.append(f"{msg.topic()}: {err.str()}")
+
+    for topic, key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    left = producer.flush(timeout)
+    if errors or left:
+        raise DeliveryError(errors[0] if errors else f"{left} record(s) not acknowledged within {timeout}s")
+    return len(records)

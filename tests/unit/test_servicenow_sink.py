@@ -247,6 +247,27 @@ def test_closing_a_change_never_seen_creates_it_closed(itsm_url: str) -> None:
     )
 
 
+def test_a_change_made_by_a_person_is_addressed_by_its_sys_id(itsm_url: str) -> None:
+    made = httpx.post(
+        f"{itsm_url}/api/now/table/change_request",
+        auth=("pipeline", PASSWORD),
+        json={"short_description": "Upgrade checkout", "type": "normal", "state": "-2"},
+    ).json()["result"]
+    sink = sink_for(itsm_url)
+    closed = sink.handle_change(
+        change("CLOSE", cid="change-" + made["number"], close_code="SUCCESSFUL", itsm_ref=made["sys_id"])
+    )
+    rec = httpx.get(
+        f"{itsm_url}/api/now/table/change_request/{made['sys_id']}", auth=("pipeline", PASSWORD)
+    ).json()["result"]
+    assert closed.outcome is SinkOutcome.RESOLVED and closed.itsm_number == made["number"]
+    assert (rec["state"], rec["close_code"], rec["correlation_id"]) == ("3", "successful", "")
+    with pytest.raises(SinkError) as err:
+        sink.handle_change(change("UPDATE", cid="change-x", itsm_ref="0" * 32))
+    assert err.value.error_class is ErrorClass.VALIDATION and "has no change" in str(err.value)
+    assert len(changes(itsm_url, "")) == 1  # nothing was created in its place
+
+
 def lookups(via: str) -> float:
     from prometheus_client import REGISTRY
 

@@ -107,7 +107,13 @@ class JiraSink(LookupSink):
         return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "commented")
 
     def _change(self, cmd: ChangeCommand) -> SinkResult:
-        kind, issue = RecordType.CHANGE, self._find(cmd.correlation_id, RecordType.CHANGE)
+        kind = RecordType.CHANGE
+        if cmd.itsm_ref:
+            issue = self.client.issue(cmd.itsm_ref)
+            if issue is None:
+                raise self.missing_ref(cmd)
+        else:
+            issue = self._find(cmd.correlation_id, RecordType.CHANGE)
         if issue is None:
             issue = self._create(cmd, self.config.change_request_type_id)
             if cmd.action is ChangeAction.CREATE:

@@ -100,7 +100,13 @@ class RTSink(LookupSink):
 
     def _change(self, cmd: ChangeCommand) -> SinkResult:
         kind, queue = RecordType.CHANGE, self.config.change_queue
-        ticket = self._find(queue, cmd.correlation_id, kind)
+        if cmd.itsm_ref:
+            found = self.client.ticket(cmd.itsm_ref)
+            if found is None:
+                raise self.missing_ref(cmd)
+            ticket: dict[str, Any] | None = {"id": str(found["id"]), "Status": found["Status"]}
+        else:
+            ticket = self._find(queue, cmd.correlation_id, kind)
         if ticket is None:
             ticket = self._create(queue, cmd)
             if cmd.action is ChangeAction.CREATE:

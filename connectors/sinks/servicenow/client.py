@@ -85,6 +85,10 @@ class ServiceNowClient:
         rows = self._call("GET", f"/api/now/table/{table}", params=params)
         return rows[0] if rows else None
 
+    def rows(self, table: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """One page of a Table API query (sysparm_query, sysparm_fields, sysparm_limit, sysparm_offset)."""
+        return [dict(r) for r in self._call("GET", f"/api/now/table/{table}", params=params)]
+
     def create(self, table: str, fields: dict[str, Any]) -> dict[str, Any]:
         # Not retried here: the record may exist although the answer was lost (see ServiceNowSink).
         return dict(self._call("POST", f"/api/now/table/{table}", json=fields, retry=False))

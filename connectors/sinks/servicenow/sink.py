@@ -40,7 +40,15 @@ class ServiceNowSink(LookupSink):
         def result(outcome: SinkOutcome, rec: dict[str, str] | None, message: str) -> SinkResult:
             return self._result(cmd, outcome, rec, message, RecordType.CHANGE)
 
-        existing = self.client.find(m.CHANGE_TABLE, cmd.correlation_id, self._known(RecordType.CHANGE, cmd))
+        if cmd.itsm_ref:
+            # A change the pipeline did not create (no correlation id): addressed by its sys_id.
+            existing = self.client.get(m.CHANGE_TABLE, cmd.itsm_ref)
+            if existing is None:
+                raise self.missing_ref(cmd)
+        else:
+            existing = self.client.find(
+                m.CHANGE_TABLE, cmd.correlation_id, self._known(RecordType.CHANGE, cmd)
+            )
         if existing is None:
             rec = self.client.create(m.CHANGE_TABLE, m.change_create_fields(cmd))
             if cmd.action is ChangeAction.CREATE:

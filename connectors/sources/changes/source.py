@@ -1,0 +1,103 @@
+"""ChangeSync: the ITSM is the source of approval state. It reads the change requests changed
+since its last pass and publishes them onto itsm.changes (and the maintenance windows of
+approved changes onto maintenance.windows), so the gate and the deploy linker see what a person
+approved."""
+
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka import Producer
+
+from connectors.sinks.http import SinkError
+from connectors.sinks.servicenow.client import ServiceNowClient
+from connectors.sinks.servicenow.mapping import CHANGE_TABLE
+from connectors.sources.changes.mapping import FIELDS, change_record, maintenance_windows
+from streams.core import telemetry
+from streams.core.kafka import publish_batch
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from streams.core.topics import ITSM_CHANGES, MAINTENANCE_WINDOWS
+
+PAGE = 200
+
+
+class ChangeSync:
+    """Polls ServiceNow's change_request table by sys_updated_on and publishes what changed."""
+
+    def __init__(
+        self,
+        client: ServiceNowClient,
+        producer: Producer,
+        serde: AvroSerde,
+        settings: Settings,
+        maintenance: bool = True,
+    ) -> None:
+        self.client = client
+        self.producer = producer
+        self.serde = serde
+        self.maintenance = maintenance
+        self.changes_topic = settings.topic(ITSM_CHANGES)
+        self.windows_topic = settings.topic(MAINTENANCE_WINDOWS)
+        self.watermark: str | None = None
+        self.published: dict[str, str] = {}  # sys_id -> sys_updated_on last published
+        self.log = telemetry.get_logger("changes.sync")
+
+    def run_once(self) -> int:
+        """One pass: every change updated at or after the watermark; returns how many changed."""
+        rows: list[dict[str, str]] = []
+        query = (f"sys_updated_on>={self.watermark}^" if self.watermark else "") + "ORDERBYsys_updated_on"
+        offset = 0
+        while True:
+            page = self.client.rows(
+                CHANGE_TABLE,
+                {
+                    "sysparm_query": query,
+                    "sysparm_fields": FIELDS,
+                    "sysparm_limit": str(PAGE),
+                    "sysparm_offset": str(offset),
+                },
+            )
+            rows.extend(page)
+            if len(page) < PAGE:
+                break
+            offset += PAGE
+        # Same-second updates are read again (>=); only what really changed is published.
+        fresh = [r for r in rows if self.published.get(r["sys_id"]) != r.get("sys_updated_on")]
+        out: list[tuple[str, bytes | None, bytes | None]] = []
+        for row in fresh:
+            record = change_record(row)
+            out.append(
+                (self.changes_topic, record.change_id.encode(), self.serde.encode(record, self.changes_topic))
+            )
+            if self.maintenance:
+                for window in maintenance_windows(record):
+                    out.append(
+                        (
+                            self.windows_topic,
+                            window.window_id.encode(),
+                            self.serde.encode(window, self.windows_topic),
+                        )
+                    )
+        publish_batch(self.producer, out)
+        for row in fresh:
+            self.published[row["sys_id"]] = row.get("sys_updated_on", "")
+        if rows:
+            self.watermark = max(r.get("sys_updated_on", "") for r in rows) or self.watermark
+        telemetry.ITSM_CHANGES_SYNCED.labels("servicenow").inc(len(fresh))
+        if fresh:
+            self.log.info("changes_synced", changes=len(fresh), records=len(out), watermark=self.watermark)
+        return len(fresh)
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        """Pass after pass until stop; retryable ITSM errors wait for the next pass, others raise."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except SinkError as exc:
+                if not exc.retryable:
+                    raise
+                self.log.warning(
+                    "changes_sync_failed", error=str(exc)[:300], error_class=exc.error_class.value
+                )
+            stop.wait(interval)

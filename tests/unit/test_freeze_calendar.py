@@ -1,0 +1,105 @@
+"""Freeze calendars (iCalendar) to FREEZE windows, and what a re-import changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from connectors.sources.freeze.mapping import CalendarError, freeze_windows
+from connectors.sources.freeze.source import plan
+from streams.core.models import WindowScope
+from streams.stages.calendar import occurrence_end
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def cal(*events: str) -> str:
+    body = "".join(f"BEGIN:VEVENT\r\n{e.strip()}\r\nEND:VEVENT\r\n" for e in events)
+    return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n{body}END:VCALENDAR\r\n"
+
+
+BLACK_FRIDAY = """UID:bf-2026
+SUMMARY:Black Friday\\, no deploys
+DTSTART:20261127T000000Z
+DTEND:20261130T000000Z
+X-ITSM-SCOPE:ENVIRONMENT:production"""
+
+
+def test_a_one_off_freeze_in_utc_with_a_scope() -> None:
+    (w,) = freeze_windows(cal(BLACK_FRIDAY), "retail", NOW)
+    assert (w.window_id, w.kind.value, w.scope, w.target) == (
+        "freeze-retail-bf-2026",
+        "FREEZE",
+        WindowScope.ENVIRONMENT,
+        "production",
+    )
+    assert w.starts_at == datetime(2026, 11, 27, tzinfo=UTC) and w.reason == "Black Friday, no deploys"
+    assert w.created_by == "calendar:retail" and not w.cancelled
+
+
+def test_zones_all_day_events_folding_and_durations() -> None:
+    text = cal(
+        "UID:xmas\r\nSUMMARY:Christmas\r\n  freeze\r\n"
+        "DTSTART;VALUE=DATE:20261224\r\nDTEND;VALUE=DATE:20261227",
+        "UID:eve\r\nDTSTART;TZID=Europe/Berlin:20261231T180000\r\nDURATION:PT8H",
+    )
+    xmas, eve = freeze_windows(text, "c", NOW, default_zone="Europe/Berlin")
+    assert xmas.reason == "Christmas freeze" and xmas.starts_at == datetime(2026, 12, 23, 23, 0, tzinfo=UTC)
+    assert eve.starts_at == datetime(2026, 12, 31, 17, 0, tzinfo=UTC) and eve.ends_at == datetime(
+        2027, 1, 1, 1, 0, tzinfo=UTC
+    )
+    assert xmas.scope is WindowScope.GLOBAL
+
+
+def test_a_weekly_freeze_becomes_a_recurring_window_in_its_zone() -> None:
+    text = cal(
+        "UID:fri\r\nSUMMARY:No Friday deploys\r\nDTSTART;TZID=America/New_York:20261106T150000\r\n"
+        "DTEND;TZID=America/New_York:20261106T235900\r\nRRULE:FREQ=WEEKLY;BYDAY=FR;UNTIL=20270101T000000Z"
+    )
+    (w,) = freeze_windows(text, "c", NOW)
+    assert w.recurrence is not None and [d.value for d in w.recurrence.weekdays] == ["FRI"]
+    assert (w.recurrence.start_time, w.recurrence.duration_minutes, w.recurrence.timezone) == (
+        "15:00",
+        539,
+        "America/New_York",
+    )
+    friday_evening = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)  # 16:00 in New York
+    assert occurrence_end(w, friday_evening) is not None
+    assert occurrence_end(w, datetime(2026, 11, 26, 21, 0, tzinfo=UTC)) is None  # Thursday
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ("UID:a\r\nDTSTART:20261127T100000\r\nDTEND:20261127T110000Z", "floating time"),
+        ("UID:a\r\nDTSTART;VALUE=DATE:20261127\r\nDTEND;VALUE=DATE:20261128", "needs a time zone"),
+        ("DTSTART:20261127T100000Z\r\nDTEND:20261127T110000Z", "has no UID"),
+        ("UID:a\r\nDTSTART:20261127T100000Z", "neither DTEND nor DURATION"),
+        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDTEND:20261127T090000Z", "ends before it starts"),
+        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=DAILY", "not supported"),
+        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nEXDATE:20261204T100000Z", "EXDATE"),
+        ("UID:a\r\nDTSTART;TZID=Mars/Base:20261127T100000\r\nDURATION:PT1H", "unknown time zone"),
+        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nX-ITSM-SCOPE:TEAM:x", "X-ITSM-SCOPE"),
+    ],
+)
+def test_what_cannot_be_imported_faithfully_is_refused_with_the_event(event: str, message: str) -> None:
+    with pytest.raises(CalendarError, match=message):
+        freeze_windows(cal(event), "c", NOW)
+
+
+def test_not_a_calendar() -> None:
+    with pytest.raises(CalendarError, match="BEGIN:VCALENDAR"):
+        freeze_windows("hello", "c", NOW)
+
+
+def test_a_reimport_updates_and_cancels_only_its_own_windows() -> None:
+    first = freeze_windows(
+        cal(BLACK_FRIDAY, "UID:other\r\nDTSTART:20261201T000000Z\r\nDURATION:P1D"), "retail", NOW
+    )
+    foreign = freeze_windows(cal("UID:x\r\nDTSTART:20261201T000000Z\r\nDURATION:P1D"), "finance", NOW)
+    changed = freeze_windows(cal(BLACK_FRIDAY.replace("Black Friday", "Cyber Week")), "retail", NOW)
+    actions = {(p.action, p.window.window_id) for p in plan(changed, first + foreign, "retail", NOW)}
+    assert actions == {("changed", "freeze-retail-bf-2026"), ("cancelled", "freeze-retail-other")}
+    same = plan(first, first, "retail", NOW)
+    assert {p.action for p in same} == {"unchanged"}
