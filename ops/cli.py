@@ -520,6 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--actor", help="replay: who replays, for the audit event (default $USER)")
     q.set_defaults(func=cmd_dlq)
 
+    from ops.changes_cli import add_parsers
+
+    add_parsers(sub)
+
     d = sub.add_parser(
         "demo",
         help="run the whole pipeline locally and feed it the bundled sample alerts",

@@ -93,7 +93,7 @@ def read_all(settings: Settings, topic: str) -> Iterator[Message]:
     try:
         meta = consumer.list_topics(topic, timeout=15)
         if meta.topics[topic].error is not None:
-            raise SystemExit(f"itsmctl dlq: topic {topic} is not available: {meta.topics[topic].error.str()}")
+            raise SystemExit(f"itsmctl: topic {topic} is not available: {meta.topics[topic].error.str()}")
         ends: dict[int, int] = {}
         for p in meta.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
