@@ -1,4 +1,5 @@
-"""Starts the pipeline's processes (development ITSM, worker, sink, gateway) as children and stops them."""
+"""Starts the pipeline's processes (development ITSM, worker, sinks, gateway, gate, change sync) as
+children and stops them."""
 
 from __future__ import annotations
 
@@ -22,21 +23,25 @@ COMPONENTS = ("devitsm", "worker", "sink", "gateway")
 EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "sink-change": (["sink", "servicenow", "--kind", "change"], {"ITSM_SINK_METRICS_PORT": "0"}),
     "sink-rt": (["sink", "rt"], {"ITSM_SINK_METRICS_PORT": "0"}),
+    "gate": (["gate", "serve"], {}),
+    "changes-sync": (["changes", "sync", "--metrics-port", "0"], {}),
 }
 
 
-def write_rules(target: Path, lifecycle: dict[str, float]) -> Path:
-    """A copy of the rule files with some lifecycle periods replaced; validated before use."""
+def write_rules(target: Path, overrides: dict[str, dict[str, float]]) -> Path:
+    """A copy of the rule files with some top-level values replaced, per file ("lifecycle",
+    "changes"); validated before use."""
     from streams.core.rules import default_rules_dir, load_rules
 
     target.mkdir(parents=True, exist_ok=True)
     for path in default_rules_dir().glob("*.toml"):
         text = path.read_text()
-        if path.name == "lifecycle.toml":
+        values = overrides.get(path.stem, {})
+        if values:
             lines = []
             for line in text.splitlines():
                 name = line.split("=", 1)[0].strip()
-                lines.append(f"{name} = {lifecycle[name]}" if name in lifecycle else line)
+                lines.append(f"{name} = {values[name]}" if name in values else line)
             text = "\n".join(lines) + "\n"
         (target / path.name).write_text(text)
     load_rules(target)
@@ -65,9 +70,12 @@ class Stack:
     devitsm_port: int = field(default_factory=free_port)
     worker_metrics_port: int = field(default_factory=free_port)
     sink_metrics_port: int = field(default_factory=free_port)
+    gate_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     # Lifecycle periods to override (seconds), e.g. a short stable_period for demos and tests.
     lifecycle: dict[str, float] = field(default_factory=dict)
+    # Change rules to override, e.g. a short park_timeout.
+    changes_rules: dict[str, float] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,12 +88,31 @@ class Stack:
             self.password_file.write_text(secrets.token_urlsafe(24))
         self.password = self.password_file.read_text()
         self.rules_dir: Path | None = None
-        if self.lifecycle:
-            self.rules_dir = write_rules(self.workdir / "rules", self.lifecycle)
+        if self.lifecycle or self.changes_rules:
+            self.rules_dir = write_rules(
+                self.workdir / "rules", {"lifecycle": self.lifecycle, "changes": self.changes_rules}
+            )
+        # Gate callers: a pipeline that may not bypass, and an on-call lead who may. Tokens live
+        # in 0600 files (ITSM_GATE_TOKEN_FILE), their hashes in the callers file.
+        self.callers_file = self.workdir / "gate-callers.toml"
+        if not self.callers_file.exists():
+            from connectors.gate.callers import add_caller
+
+            for name, bypass in (("pipeline", False), ("oncall", True)):
+                token_file = self.workdir / f"gate-{name}.token"
+                token_file.touch(mode=0o600)
+                token_file.write_text(add_caller(self.callers_file, name, bypass))
 
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def gate_url(self) -> str:
+        return f"http://127.0.0.1:{self.gate_port}"
+
+    def gate_token_file(self, caller: str = "pipeline") -> Path:
+        return self.workdir / f"gate-{caller}.token"
 
     @property
     def devitsm_url(self) -> str:
@@ -106,6 +133,11 @@ class Stack:
                 "ITSM_SERVICENOW_PASSWORD_FILE": str(self.password_file),
                 "ITSM_WORKER_METRICS_PORT": str(self.worker_metrics_port),
                 "ITSM_SINK_METRICS_PORT": str(self.sink_metrics_port),
+                "ITSM_GATE_PORT": str(self.gate_port),
+                "ITSM_GATE_URL": self.gate_url,
+                "ITSM_GATE_CALLERS_FILE": str(self.callers_file),
+                "ITSM_GATE_TOKEN_FILE": str(self.gate_token_file()),
+                "ITSM_CHANGES_SYNC_INTERVAL_SECONDS": "1",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -129,7 +161,11 @@ class Stack:
                 start_new_session=True,
             )
             log.close()
-        for name, url in (("devitsm", self.devitsm_url), ("gateway", self.gateway_url)):
+        for name, url in (
+            ("devitsm", self.devitsm_url),
+            ("gateway", self.gateway_url),
+            ("gate", self.gate_url),
+        ):
             if name in self.procs:
                 self.wait_http(name, url + "/healthz")
 

@@ -51,6 +51,10 @@ class DeployLinkStage:
         self.environments = environments_requiring_change
 
     def link(self, event: DeploymentEvent, changes: list[ChangeView], now: datetime) -> DeployLink:
+        if not event.change_id and event.environment not in self.environments:
+            # A change's window covers its service where changes are needed; a staging deploy of
+            # the same service is not part of it (unless the pipeline names the change).
+            return DeployLink(None, "not_required", f"{event.environment} needs no change", None, None)
         change, how, reason = self._find(event, changes)
         if change is None:
             if event.environment not in self.environments:

@@ -82,6 +82,20 @@ def deploy(phase: str = "SUCCEEDED", **kw: Any) -> DeploymentEvent:
         # Started 90 s before it finished: a window that closed in between still covers it.
         ("start counts", deploy(), [change("CHG5", end=timedelta(seconds=-30))], "window", "CHG5"),
         ("staging needs none", deploy(environment="staging"), [], "not_required", None),
+        (
+            "staging is not in a production window",
+            deploy(environment="staging"),
+            [change("CHG2")],
+            "not_required",
+            None,
+        ),
+        (
+            "staging may name its change",
+            deploy(environment="staging", change_id="CHG2"),
+            [change("CHG2")],
+            "explicit",
+            "CHG2",
+        ),
     ],
 )
 def test_linking(

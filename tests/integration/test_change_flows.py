@@ -1,0 +1,229 @@
+"""The change flows as real processes on the real broker: CI updates validated into the CMDB and
+change requests, parking until a CI arrives (and its timeout), deploys linked and flagged, the
+change report. Every input is accounted for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ops.kafka import Broker
+from ops.stack import Stack
+from streams.core.dlq import header_map
+from streams.core.models import (
+    AuditEvent,
+    AuditOutcome,
+    ChangeCommand,
+    ChangeRecord,
+    ConfigurationItem,
+    DeploymentEvent,
+)
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from tests.kafka_util import consume, produce
+
+pytestmark = pytest.mark.integration
+SERDE = AvroSerde()
+
+
+@pytest.fixture
+def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(
+        tmp_path / "stack",
+        kafka_broker.bootstrap,
+        topic_prefix=kafka_settings.topic_prefix,
+        app_id=kafka_settings.app_id,
+        changes_rules={"park_timeout": 12.0, "park_recheck": 0.5},
+    )
+    try:
+        yield s
+    finally:
+        codes = s.stop()
+        assert all(code == 0 for code in codes.values()), (codes, {n: s.log_tail(n) for n in codes})
+
+
+def ci(ci_id: str, **kw: Any) -> ConfigurationItem:
+    return ConfigurationItem.model_validate(
+        {
+            "ci_id": ci_id,
+            "name": ci_id,
+            "ci_class": "server",
+            "service": "checkout",
+            "owner_group": "team-web",
+            "source_system": "servicenow-cmdb",
+            "updated_at": datetime.now(UTC),
+            **kw,
+        }
+    )
+
+
+def rec(record: Any, key: str) -> tuple[bytes, bytes, list[Any]]:
+    return key.encode(), SERDE.encode(record), []
+
+
+def decode_all(msgs: list[Any], model: Any) -> list[Any]:
+    return [SERDE.decode(m.value(), model) for m in msgs]
+
+
+def test_ci_updates_are_validated_into_the_cmdb_and_significant_ones_become_change_requests(
+    stack: Stack, kafka_settings: Settings
+) -> None:
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    updates = [
+        rec(ci("web-1"), "web-1"),  # created by the CMDB's owner
+        rec(ci("web-1", service="payments", source_system="terraform", updated_at=later), "web-1"),
+        rec(ci("web-1", owner_group="x", source_system="discovery", updated_at=later), "web-1"),  # auth
+        rec(ci("web-2", environment="prod"), "web-2"),  # validation
+        (b"web-3", b"not avro", []),  # schema
+        rec(ci("web-4", source_system="spreadsheet"), "web-4"),  # unknown source: auth
+    ]
+    produce(boot, t("cmdb.ci.updates"), updates)
+    stack.start(["worker"])
+    accepted = decode_all(consume(boot, t("cmdb.ci"), 2, timeout=90), ConfigurationItem)
+    assert [(c.ci_id, c.service) for c in accepted] == [("web-1", "checkout"), ("web-1", "payments")]
+    (change,) = decode_all(consume(boot, t("itsm.change.commands"), 1, timeout=30), ChangeCommand)
+    assert change.change_type.value == "NORMAL" and "service: checkout -> payments" in change.description
+    dead = consume(boot, t("cmdb.ci.updates.dlq"), 4, timeout=30)
+    classes = sorted(header_map(m.headers())["dlq.error.class"] for m in dead)
+    assert classes == ["auth", "auth", "schema", "validation"]
+    audits = decode_all(consume(boot, t("audit.events"), 3, timeout=30), AuditEvent)
+    assert sorted(a.subject_id for a in audits if a.outcome is AuditOutcome.REJECTED) == [
+        "web-1",
+        "web-2",
+        "web-4",
+    ]
+    # 6 in = 2 accepted into cmdb.ci + 4 dead letters; nothing more arrives.
+    time.sleep(2)
+    assert len(consume(boot, t("cmdb.ci"), 10, timeout=3)) == 2
+    assert len(consume(boot, t("cmdb.ci.updates.dlq"), 10, timeout=3)) == 4
+
+
+def test_a_parked_change_request_completes_when_its_ci_arrives_and_one_whose_ci_never_comes_is_dead_lettered(
+    stack: Stack, kafka_settings: Settings
+) -> None:
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+
+    def request(cid: str, ci_id: str) -> tuple[bytes, bytes, list[Any]]:
+        cmd = ChangeCommand.model_validate(
+            {
+                "command_id": cid,
+                "correlation_id": cid,
+                "action": "CREATE",
+                "change_type": "NORMAL",
+                "short_description": f"Patch {ci_id}",
+                "ci_ids": [ci_id],
+                "issued_at": datetime.now(UTC),
+            }
+        )
+        return rec(cmd, cid)
+
+    stack.start(["worker"])
+    produce(boot, t("change.requests"), [request("chg-a", "db-new"), request("chg-b", "db-never")])
+    time.sleep(4)
+    assert consume(boot, t("itsm.change.commands"), 1, timeout=2) == []  # both parked
+    produce(boot, t("cmdb.ci.updates"), [rec(ci("db-new"), "db-new")])  # the partial import completes
+    (forwarded,) = decode_all(consume(boot, t("itsm.change.commands"), 1, timeout=30), ChangeCommand)
+    assert forwarded.correlation_id == "chg-a"
+    (dead,) = consume(boot, t("change.requests.dlq"), 1, timeout=40)
+    h = header_map(dead.headers())
+    assert dead.key() == b"chg-b" and h["dlq.error.class"] == "validation"
+    assert (
+        "db-never not in the CMDB" in h["dlq.exception.message"]
+        and "referential integrity" in h["dlq.exception.message"]
+    )
+    assert len(consume(boot, t("itsm.change.commands"), 5, timeout=3)) == 1
+
+
+def test_deploys_are_linked_to_their_change_enriched_closed_or_flagged_and_reported(
+    stack: Stack, kafka_settings: Settings
+) -> None:
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    now = datetime.now(UTC)
+    change = ChangeRecord.model_validate(
+        {
+            "change_id": "CHG0030042",
+            "itsm_id": "a" * 32,
+            "target": "servicenow",
+            "change_type": "NORMAL",
+            "status": "SCHEDULED",
+            "approval": "approved",
+            "service": "checkout",
+            "planned_start": now - timedelta(hours=1),
+            "planned_end": now + timedelta(hours=1),
+            "updated_at": now,
+        }
+    )
+    produce(boot, t("itsm.changes"), [rec(change, change.change_id)])
+    produce(boot, t("cmdb.ci"), [rec(ci("web-1"), "web-1")])
+
+    def deploy(dep: str, phase: str, service: str = "checkout", **kw: Any) -> tuple[bytes, bytes, list[Any]]:
+        event = DeploymentEvent.model_validate(
+            {
+                "event_id": f"{dep}-{phase}",
+                "deployment_id": dep,
+                "phase": phase,
+                "service": service,
+                "environment": "production",
+                "ci_ids": ["web-1"],
+                "commit_ids": ["abc123"],
+                "build_number": "42",
+                "occurred_at": datetime.now(UTC),
+                **kw,
+            }
+        )
+        return rec(event, dep)
+
+    stack.start(["worker"])
+    produce(
+        boot,
+        t("deploy.events"),
+        [
+            deploy("d1", "STARTED"),
+            deploy("d1", "SUCCEEDED", duration_ms=93_000),
+            deploy("d2", "FAILED", duration_ms=12_000, failure_reason="smoke tests red"),
+            deploy("d3", "SUCCEEDED", service="search", duration_ms=5_000),  # no change covers search
+            deploy("d4", "SUCCEEDED", environment="staging"),  # staging needs no change
+        ],
+    )
+    commands = decode_all(consume(boot, t("itsm.change.commands"), 3, timeout=90), ChangeCommand)
+    # d1 and d2 travel on different partitions: their order is not defined, d1's own order is.
+    by = {(c.command_id, c.action.value, c.close_code.value if c.close_code else None) for c in commands}
+    assert by == {
+        ("deploy-d1-STARTED", "UPDATE", None),
+        ("deploy-d1-SUCCEEDED", "CLOSE", "SUCCESSFUL"),
+        ("deploy-d2-FAILED", "CLOSE", "UNSUCCESSFUL"),
+    }
+    d1 = [c for c in commands if c.command_id.startswith("deploy-d1")]
+    assert [c.action.value for c in d1] == ["UPDATE", "CLOSE"]
+    assert {c.itsm_ref for c in commands} == {"a" * 32}
+    assert (
+        d1[1].deploy_duration_ms == 93_000 and d1[1].commit_ids == ["abc123"] and d1[1].build_number == "42"
+    )
+    audits = decode_all(consume(boot, t("audit.events"), 3, timeout=30), AuditEvent)
+    assert sorted((a.action, a.outcome.value) for a in audits) == [
+        ("deploy.outcome", "DONE"),
+        ("deploy.outcome", "DONE"),
+        ("deploy.unlinked", "FLAGGED"),
+    ]
+    time.sleep(2)
+    assert len(consume(boot, t("itsm.change.commands"), 10, timeout=3)) == 3  # nothing for d3, d4
+    report = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "changes", "report", "--period", "day"],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    lines = {line.split()[0]: line for line in report.stdout.splitlines()[2:]}
+    assert lines["checkout"].split()[2:6] == ["2", "1", "1", "50%"], report.stdout
+    assert "failed: smoke tests red (1)" in lines["checkout"]
+    assert lines["search"].split()[2] == "0" and lines["search"].split()[-1] == "1", report.stdout
