@@ -65,7 +65,7 @@ def _gate_serve(_: argparse.Namespace) -> int:
     from aiohttp import web
 
     from connectors.gate.callers import CallersError, CallersFile
-    from connectors.gate.server import create_gate
+    from connectors.gate.server import GATE_PRODUCER, create_gate
     from ops.cli import _rules
     from streams.core.kafka import AckedProducer
     from streams.stages.gate import ChangeGate, GatePolicy
@@ -89,7 +89,7 @@ def _gate_serve(_: argparse.Namespace) -> int:
     gate = ChangeGate(
         GatePolicy(settings.gate_environment_set(), callers.get().bypassers()), calendar, views["cmdb"]
     )
-    producer = AckedProducer(settings)
+    producer = AckedProducer(settings, **GATE_PRODUCER)
     app = create_gate(
         settings, serde, producer, gate, views["changes"], views["requests"], callers, views["_followers"]
     )

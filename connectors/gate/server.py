@@ -45,6 +45,8 @@ from streams.stages.gate import ChangeGate, GateDecision, GatePolicy, GateReques
 log = telemetry.get_logger("gate")
 TERMINAL = {ChangeStatus.CLOSED, ChangeStatus.CANCELLED}
 DEFAULT_WINDOW = timedelta(hours=2)
+# A pipeline waits on each answer: send the audit record at once instead of lingering for a batch.
+GATE_PRODUCER = {"linger.ms": 0}
 
 
 class Publisher(Protocol):

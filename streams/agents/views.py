@@ -112,9 +112,25 @@ class ChangesView(RecordView[ChangeRecord]):
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:
         super().__init__(serde, topic, ChangeRecord, lambda c: c.change_id)
+        self._views: list[ChangeView] | None = None
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        super().apply(key, value)
+        with self._lock:
+            self._views = None
+
+    def put(self, record: ChangeRecord) -> None:
+        super().put(record)
+        with self._lock:
+            self._views = None
 
     def changes(self) -> list[ChangeView]:
-        return [ChangeView.from_record(r) for r in self.values()]
+        """The gate's view of every change, converted once per change of the topic (not per call)."""
+        with self._lock:
+            # Built under the lock from the current records, so it is never older than a reset.
+            if self._views is None:
+                self._views = [ChangeView.from_record(r) for r in self._items.values()]
+            return self._views
 
 
 class GateRequestsView(RecordView[GateRequest]):

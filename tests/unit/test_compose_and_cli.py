@@ -35,7 +35,17 @@ def compose(*args: str, password: str | None = "pw") -> subprocess.CompletedProc
 def test_compose_file_is_valid_and_has_every_service() -> None:
     assert compose("config", "-q").returncode == 0
     services = compose("config", "--services")
-    assert set(services.stdout.split()) == {"kafka", "topics", "devitsm", "worker", "sink", "gateway"}
+    assert set(services.stdout.split()) == {
+        "kafka",
+        "topics",
+        "devitsm",
+        "worker",
+        "sink",
+        "gateway",
+        "sink-change",
+        "changes-sync",
+        "gate",  # in the "gate" profile: it needs a callers file first
+    }
 
 
 def test_compose_uses_the_official_kafka_image_and_publishes_only_on_loopback() -> None:
