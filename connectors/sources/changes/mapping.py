@@ -36,7 +36,7 @@ CLOSE_CODES = {
 }
 FIELDS = (
     "sys_id,number,state,approval,type,short_description,correlation_id,cmdb_ci,business_service,"
-    "start_date,end_date,close_code,sys_updated_on"
+    "start_date,end_date,close_code,sys_updated_on,sys_mod_count"
 )
 IN_FORCE = frozenset({ChangeStatus.APPROVED, ChangeStatus.SCHEDULED, ChangeStatus.IMPLEMENT})
 
@@ -91,6 +91,8 @@ def maintenance_windows(change: ChangeRecord) -> list[MaintenanceWindow]:
         or change.planned_end <= change.planned_start
     ):
         return []
+    if change.status is ChangeStatus.REQUESTED and change.approval != "rejected":
+        return []  # never approved: it never opened a window, there is nothing to cancel
     targets = [(WindowScope.CI, c) for c in change.ci_ids] or (
         [(WindowScope.SERVICE, change.service)] if change.service else []
     )

@@ -22,6 +22,10 @@ from streams.core.topics import ITSM_CHANGES, MAINTENANCE_WINDOWS
 PAGE = 200
 
 
+def _version(row: dict[str, str]) -> tuple[str, str]:
+    return row.get("sys_updated_on", ""), row.get("sys_mod_count", "")
+
+
 class ChangeSync:
     """Polls ServiceNow's change_request table by sys_updated_on and publishes what changed."""
 
@@ -40,7 +44,9 @@ class ChangeSync:
         self.changes_topic = settings.topic(ITSM_CHANGES)
         self.windows_topic = settings.topic(MAINTENANCE_WINDOWS)
         self.watermark: str | None = None
-        self.published: dict[str, str] = {}  # sys_id -> sys_updated_on last published
+        # sys_id -> (sys_updated_on, sys_mod_count) last published: an update within the same
+        # second as the last pass has the same time but a higher modification count.
+        self.published: dict[str, tuple[str, str]] = {}
         self.log = telemetry.get_logger("changes.sync")
 
     def run_once(self) -> int:
@@ -63,7 +69,7 @@ class ChangeSync:
                 break
             offset += PAGE
         # Same-second updates are read again (>=); only what really changed is published.
-        fresh = [r for r in rows if self.published.get(r["sys_id"]) != r.get("sys_updated_on")]
+        fresh = [r for r in rows if self.published.get(r["sys_id"]) != _version(r)]
         out: list[tuple[str, bytes | None, bytes | None]] = []
         for row in fresh:
             record = change_record(row)
@@ -81,7 +87,7 @@ class ChangeSync:
                     )
         publish_batch(self.producer, out)
         for row in fresh:
-            self.published[row["sys_id"]] = row.get("sys_updated_on", "")
+            self.published[row["sys_id"]] = _version(row)
         if rows:
             self.watermark = max(r.get("sys_updated_on", "") for r in rows) or self.watermark
         telemetry.ITSM_CHANGES_SYNCED.labels("servicenow").inc(len(fresh))
