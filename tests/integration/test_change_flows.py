@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from ops.kafka import Broker
@@ -104,6 +105,15 @@ def test_ci_updates_are_validated_into_the_cmdb_and_significant_ones_become_chan
     time.sleep(2)
     assert len(consume(boot, t("cmdb.ci"), 10, timeout=3)) == 2
     assert len(consume(boot, t("cmdb.ci.updates.dlq"), 10, timeout=3)) == 4
+    # The worker's own metrics account for each of the 6: in = accepted + rejected + dead-lettered.
+    text = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+    counts = {
+        outcome: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('itsm_pipeline_change_inputs_total{input="ci_update"')
+        for outcome in [line.split('outcome="')[1].split('"')[0]]
+    }
+    assert counts == {"accepted": 1.0, "accepted_with_change": 1.0, "rejected": 3.0, "dead_lettered": 1.0}
 
 
 def test_a_parked_change_request_completes_when_its_ci_arrives_and_one_whose_ci_never_comes_is_dead_lettered(
