@@ -117,6 +117,17 @@ def test_changes_in_a_real_rt_close_resolved_or_rejected(real_rt: RealRT) -> Non
     s.handle_change(cc(bad, "CLOSE", close_code="UNSUCCESSFUL"))
     assert ticket(real_rt, tickets(real_rt, ok)[0]["id"])["Status"] == "resolved"
     assert ticket(real_rt, tickets(real_rt, bad)[0]["id"])["Status"] == "rejected"
+    # A change a person made in RT: the deploy linker addresses it by its ticket id.
+    mine = f"chg-person-{time.monotonic_ns()}"
+    made = s.handle_change(cc(mine, "CREATE"))
+    closed = s.handle_change(
+        cc(f"change-{made.itsm_id}", "CLOSE", close_code="SUCCESSFUL", itsm_ref=made.itsm_id)
+    )
+    assert (
+        closed.outcome is SinkOutcome.RESOLVED and ticket(real_rt, made.itsm_id or "")["Status"] == "resolved"
+    )
+    with pytest.raises(SinkError, match="has no change"):
+        s.handle_change(cc("change-none", "UPDATE", itsm_ref="99999999"))
 
 
 def test_a_queue_rt_refuses_is_a_permanent_error(real_rt: RealRT) -> None:

@@ -142,6 +142,30 @@ def test_jira_changes_are_created_enriched_and_closed(jira: tuple[str, JiraSink]
     assert "Commits: a1b2" in comments[0] and "Outcome: successful" in comments[1]
 
 
+def test_jira_addresses_a_change_by_its_issue_key_when_given(jira: tuple[str, JiraSink]) -> None:
+    url, sink = jira
+
+    def cc(action: str, cid: str, **kw: object) -> ChangeCommand:
+        return ChangeCommand.model_validate(
+            dict(
+                command_id=f"cc-{action}-{cid}",
+                correlation_id=cid,
+                action=action,
+                change_type="NORMAL",
+                short_description="Deploy 421",
+                issued_at=datetime(2026, 11, 27, tzinfo=UTC),
+                **kw,
+            )
+        )
+
+    made = sink.handle_change(cc("CREATE", "made-by-a-person"))
+    closed = sink.handle_change(cc("CLOSE", "change-x", close_code="SUCCESSFUL", itsm_ref=made.itsm_number))
+    assert closed.outcome is SinkOutcome.RESOLVED and closed.itsm_number == made.itsm_number
+    assert jira_issues(url, "change-x") == []  # nothing created under the new correlation id
+    with pytest.raises(SinkError, match="has no change"):
+        sink.handle_change(cc("UPDATE", "change-y", itsm_ref="ITSM-999"))
+
+
 def test_jira_refuses_unknown_request_types_as_validation(jira: tuple[str, JiraSink]) -> None:
     url, sink = jira
     sink.config = JiraConfig(
