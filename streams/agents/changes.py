@@ -19,6 +19,7 @@ from streams.core.models import (
     AuditEvent,
     AuditOutcome,
     ChangeCommand,
+    ChangeType,
     ConfigurationItem,
     DeploymentEvent,
     Record,
@@ -192,6 +193,15 @@ class ChangeProcessor:
             )
         except DataError as exc:
             return await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, exc, now)
+        if (
+            isinstance(record, ChangeCommand)
+            and record.change_type is ChangeType.EMERGENCY
+            and not record.justification.strip()
+        ):
+            unjustified = DataError(
+                ErrorClass.VALIDATION, "an EMERGENCY change request needs a justification"
+            )
+            return await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, unjustified, now)
         missing = sorted({c for c in record.ci_ids if self.cmdb.get(c) is None})
         if missing:
             if parked is None:

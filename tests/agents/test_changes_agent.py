@@ -15,6 +15,7 @@ from streams.core.models import (
     AuditOutcome,
     ChangeCommand,
     ChangeRecord,
+    ChangeType,
     ConfigurationItem,
     DeploymentEvent,
 )
@@ -246,3 +247,17 @@ def test_the_faust_agents_run_in_test_context() -> None:
 
     run(drive())
     assert [t for t, *_ in out.sent] == ["x.cmdb.ci", "x.itsm.change.commands"]
+
+
+def test_an_emergency_request_without_justification_is_dead_lettered() -> None:
+    out, clock = Collector(), Clock()
+    p = processor(out, clock)
+    p.cmdb.upsert(ci())
+    bad = request("web-1").model_copy(update={"change_type": ChangeType.EMERGENCY})
+    assert run(p.handle(b"c1", SERDE.encode(bad), [], "x.change.requests", 0, 4)) == "dead_lettered"
+    ((topic, _, _, hdrs),) = out.sent
+    assert (
+        topic == "x.change.requests.dlq" and "needs a justification" in headers(hdrs)["dlq.exception.message"]
+    )
+    ok = request("web-1").model_copy(update={"change_type": ChangeType.EMERGENCY, "justification": "outage"})
+    assert run(p.handle(b"c1", SERDE.encode(ok), [], "x.change.requests", 0, 5)) == "forwarded"
