@@ -331,9 +331,34 @@ def _changes_report(args: argparse.Namespace) -> int:
 # --- freeze ------------------------------------------------------------------------------------
 
 
+def _blackouts(
+    settings: Settings, source: str, now: datetime, scope: Any, target: str, zone: str | None
+) -> Any:
+    from connectors.sinks.http import RetryPolicy
+    from connectors.sinks.servicenow.client import ServiceNowClient
+    from connectors.sinks.servicenow.config import ServiceNowConfig
+    from connectors.sources.freeze.servicenow import blackout_windows, read_blackouts
+
+    client = ServiceNowClient(
+        ServiceNowConfig.from_settings(settings),
+        RetryPolicy(
+            settings.sink_retry_budget_seconds,
+            settings.sink_backoff_initial_seconds,
+            settings.sink_backoff_max_seconds,
+        ),
+        target="servicenow-blackouts",
+    )
+    try:
+        schedules, spans = read_blackouts(client)
+    finally:
+        client.close()
+    return blackout_windows(schedules, spans, source, now, scope, target, zone)
+
+
 def cmd_freeze(args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
+    from connectors.sinks.http import SinkError
     from connectors.sources.freeze.mapping import CalendarError, freeze_windows
     from connectors.sources.freeze.source import plan
     from streams.core.kafka import DeliveryError, producer_config, publish_batch
@@ -343,15 +368,27 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     settings = _settings()
     serde = _serde(settings)
     now = datetime.now(UTC)
-    source = args.source or Path(args.file).stem
+    scope, target = WindowScope(args.scope), args.target or ""
+    if (args.file is None) == (args.from_itsm is None):
+        print(
+            "itsmctl freeze import: give a calendar FILE or --from servicenow (one of them)", file=sys.stderr
+        )
+        return 2
+    source = args.source or (Path(args.file).stem if args.file else "servicenow-blackouts")
     try:
-        text = Path(args.file).read_text(encoding="utf-8")
-        windows = freeze_windows(text, source, now, WindowScope(args.scope), args.target or "", args.timezone)
+        if args.file:
+            text = Path(args.file).read_text(encoding="utf-8")
+            windows = freeze_windows(text, source, now, scope, target, args.timezone)
+        else:
+            windows = _blackouts(settings, source, now, scope, target, args.timezone)
     except OSError as exc:
         print(f"itsmctl freeze import: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     except CalendarError as exc:
-        print(f"itsmctl freeze import: {args.file}: {exc}", file=sys.stderr)
+        print(f"itsmctl freeze import: {args.file or args.from_itsm}: {exc}", file=sys.stderr)
+        return 2
+    except (SinkError, ValueError) as exc:
+        print(f"itsmctl freeze import: cannot read blackout schedules: {exc}", file=sys.stderr)
         return 2
     views = _views(settings, serde, "windows")
     current = views["windows"].windows()
@@ -492,14 +529,21 @@ def add_parsers(sub: Any) -> None:
 
     f = sub.add_parser(
         "freeze",
-        help="import a change freeze calendar (iCalendar .ics) onto maintenance.windows",
-        description="Each VEVENT becomes a FREEZE window. Re-importing the same source updates its "
-        "windows and "
+        help="import change freezes (an iCalendar .ics, or ServiceNow blackout schedules) "
+        "onto maintenance.windows",
+        description="Each VEVENT (or blackout schedule entry, with --from servicenow) becomes a FREEZE "
+        "window. Re-importing the same source updates its windows and "
         "cancels the ones no longer in the file. Scope per event with X-ITSM-SCOPE:SERVICE:checkout, or for "
         "the whole file with --scope/--target.",
     )
     f.add_argument("action", choices=["import"])
-    f.add_argument("file", help="the .ics file")
+    f.add_argument("file", nargs="?", help="the .ics file (or --from servicenow)")
+    f.add_argument(
+        "--from",
+        dest="from_itsm",
+        choices=["servicenow"],
+        help="read the ITSM's change blackout schedules (cmn_schedule_blackout) instead of a file",
+    )
     f.add_argument("--source", help="name of this calendar (default: the file name)")
     f.add_argument(
         "--scope", default="GLOBAL", choices=["GLOBAL", "ENVIRONMENT", "SERVICE", "CI", "CI_AND_DEPENDENTS"]

@@ -256,7 +256,12 @@ def create_devitsm(
             row = store.insert(table, fields)
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))
-        log.info("created", table=table, number=row["number"], correlation_id=row["correlation_id"])
+        log.info(
+            "created",
+            table=table,
+            number=row.get("number", row["sys_id"]),
+            correlation_id=row.get("correlation_id", ""),
+        )
         return web.json_response(
             {"result": project(row, request.query.get("sysparm_fields"))},
             status=201,
@@ -284,7 +289,7 @@ def create_devitsm(
             return failure(
                 404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
             )
-        log.info("updated", table=table, number=row["number"], state=row["state"])
+        log.info("updated", table=table, number=row.get("number", row["sys_id"]), state=row.get("state", ""))
         return web.json_response({"result": project(row, request.query.get("sysparm_fields"))})
 
     async def healthz(_: web.Request) -> web.Response:
@@ -319,7 +324,7 @@ def create_devitsm(
             "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>",
             "<h1>Development ITSM</h1>",
         ]
-        for table in TABLES:
+        for table in (t for t in TABLES if Store.is_task(t)):
             rows, total = store.query(table, [], [("sys_created_on", True)], 200, 0)
             parts.append(
                 f"<h2>{table} ({total})</h2><table><tr><th>number</th><th>state</th>"

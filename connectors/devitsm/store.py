@@ -1,4 +1,5 @@
-"""SQLite storage of the development ITSM's incident and change_request tables.
+"""SQLite storage of the development ITSM's incident and change_request tables, and of change
+blackout schedules with their entries.
 
 Table and column names in SQL text come only from TABLES (queried fields are checked against it
 by the server); every value is a bound parameter.
@@ -42,6 +43,34 @@ COMMON = [
     "sys_mod_count",
     "active",
 ]
+# Change blackout schedules (cmn_schedule_blackout, a cmn_schedule) and their entries
+# (cmn_schedule_span): not tasks, so no number, state or priority.
+SCHEDULE_COLUMNS = [
+    "sys_id",
+    "name",
+    "description",
+    "time_zone",
+    "type",
+    "sys_created_on",
+    "sys_updated_on",
+    "sys_mod_count",
+]
+SPAN_COLUMNS = [
+    "sys_id",
+    "schedule",
+    "name",
+    "type",
+    "start_date_time",
+    "end_date_time",
+    "all_day",
+    "repeat_type",
+    "repeat_count",
+    "days_of_week",
+    "repeat_until",
+    "sys_created_on",
+    "sys_updated_on",
+    "sys_mod_count",
+]
 TABLES: dict[str, dict[str, Any]] = {
     "incident": {"prefix": "INC", "start": 10001, "columns": COMMON},
     "change_request": {
@@ -61,6 +90,8 @@ TABLES: dict[str, dict[str, Any]] = {
             "u_deploy_duration_ms",
         ],
     },
+    "cmn_schedule_blackout": {"columns": SCHEDULE_COLUMNS, "required": "name"},
+    "cmn_schedule_span": {"columns": SPAN_COLUMNS, "required": "schedule"},
 }
 READ_ONLY = {"sys_id", "number", "sys_created_on", "sys_updated_on", "sys_mod_count", "priority", "active"}
 INACTIVE = {"incident": {"6", "7", "8"}, "change_request": {"3", "4", "7"}}
@@ -102,14 +133,21 @@ class Store:
             self.db.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} ({cols}, seq INTEGER PRIMARY KEY AUTOINCREMENT)"
             )
-            self.db.execute(f"CREATE INDEX IF NOT EXISTS {table}_corr ON {table}(correlation_id)")
+            if "correlation_id" in spec["columns"]:
+                self.db.execute(f"CREATE INDEX IF NOT EXISTS {table}_corr ON {table}(correlation_id)")
             self.db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_sys ON {table}(sys_id)")
 
     @staticmethod
     def columns(table: str) -> list[str]:
         return list(TABLES[table]["columns"])
 
+    @staticmethod
+    def is_task(table: str) -> bool:
+        return "prefix" in TABLES[table]
+
     def _derive(self, table: str, row: dict[str, str]) -> None:
+        if not self.is_task(table):
+            return
         row["priority"] = PRIORITY.get((row.get("impact") or "3", row.get("urgency") or "3"), "5")
         row["active"] = "false" if row.get("state") in INACTIVE[table] else "true"
         if table == "incident" and row.get("state") == "6" and not row.get("resolved_at"):
@@ -131,12 +169,18 @@ class Store:
     def insert(self, table: str, fields: dict[str, Any]) -> dict[str, str]:
         row = {c: "" for c in self.columns(table)}
         row.update(self._clean(table, fields))
-        if not row["short_description"]:
-            raise FieldError("short_description is mandatory")
+        spec = TABLES[table]
+        mandatory = spec.get("required", "short_description")
+        if not row[mandatory]:
+            raise FieldError(f"{mandatory} is mandatory")
         with self.lock:
             seq = self.db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
-            spec = TABLES[table]
             now = _now()
+            if not self.is_task(table):
+                row.update(sys_id=uuid.uuid4().hex, sys_created_on=now, sys_updated_on=now, sys_mod_count="0")
+                names, marks = ", ".join(row), ", ".join("?" for _ in row)
+                self.db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(row.values()))
+                return row
             row.update(
                 sys_id=uuid.uuid4().hex,
                 number=f"{spec['prefix']}{spec['start'] + seq:07d}",

@@ -103,3 +103,74 @@ def test_a_reimport_updates_and_cancels_only_its_own_windows() -> None:
     assert actions == {("changed", "freeze-retail-bf-2026"), ("cancelled", "freeze-retail-other")}
     same = plan(first, first, "retail", NOW)
     assert {p.action for p in same} == {"unchanged"}
+
+
+def test_servicenow_blackout_entries_become_freeze_windows_in_the_schedule_zone() -> None:
+    from connectors.sources.freeze.servicenow import blackout_windows
+
+    schedules = [{"sys_id": "b1", "name": "Year-end freeze", "time_zone": "Europe/Berlin"}]
+    spans = [
+        {
+            "sys_id": "s1",
+            "schedule": "b1",
+            "name": "Holidays",
+            "start_date_time": "20261224T000000",
+            "end_date_time": "20270102T000000",
+            "repeat_type": "",
+        },
+        {
+            "sys_id": "s2",
+            "schedule": "b1",
+            "name": "Fridays",
+            "start_date_time": "20261106T150000",
+            "end_date_time": "20261106T230000",
+            "repeat_type": "weekly",
+            "days_of_week": "5",
+            "repeat_until": "20261231",
+        },
+        {
+            "sys_id": "s3",
+            "schedule": "other",
+            "name": "not a blackout",
+            "start_date_time": "20261224T000000",
+            "end_date_time": "20261225T000000",
+        },
+    ]
+    once, fridays = blackout_windows(schedules, spans, "snow", NOW, WindowScope.ENVIRONMENT, "production")
+    assert (once.window_id, once.reason, once.scope, once.target) == (
+        "freeze-snow-s1",
+        "Year-end freeze - Holidays",
+        WindowScope.ENVIRONMENT,
+        "production",
+    )
+    assert once.starts_at == datetime(2026, 12, 23, 23, 0, tzinfo=UTC) and once.recurrence is None
+    assert fridays.recurrence is not None and [d.value for d in fridays.recurrence.weekdays] == ["FRI"]
+    assert (fridays.recurrence.start_time, fridays.recurrence.duration_minutes) == ("15:00", 480)
+    assert occurrence_end(fridays, datetime(2026, 11, 27, 15, 0, tzinfo=UTC)) is not None  # 16:00 in Berlin
+
+
+@pytest.mark.parametrize(
+    ("schedule", "span", "message"),
+    [
+        ({"time_zone": "floating"}, {}, "floating; give --timezone"),
+        ({"time_zone": "Mars/Base"}, {}, "unknown time zone"),
+        ({}, {"repeat_type": "monthly"}, "'monthly' is not supported"),
+        ({}, {"end_date_time": "20261101T000000"}, "ends before it starts"),
+        ({}, {"start_date_time": "2026-12-01"}, "is not a schedule date-time"),
+    ],
+)
+def test_blackouts_that_cannot_be_imported_faithfully_are_refused(
+    schedule: dict[str, str], span: dict[str, str], message: str
+) -> None:
+    from connectors.sources.freeze.servicenow import blackout_windows
+
+    s = {"sys_id": "b1", "name": "B", "time_zone": "UTC", **schedule}
+    e = {
+        "sys_id": "s1",
+        "schedule": "b1",
+        "start_date_time": "20261201T000000",
+        "end_date_time": "20261202T000000",
+        **span,
+    }
+    with pytest.raises(CalendarError, match=message):
+        blackout_windows([s], [e], "snow", NOW)
