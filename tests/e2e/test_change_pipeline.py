@@ -4,6 +4,7 @@ allowed, the deploy reported, and the change record enriched and closed successf
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -258,3 +259,70 @@ def test_a_pipeline_is_denied_in_a_freeze_allowed_with_an_approved_change_and_it
     assert report.returncode == 0, report.stderr
     (row,) = [line for line in report.stdout.splitlines() if line.startswith("checkout")]
     assert row.split()[2:6] == ["1", "1", "0", "100%"] and "93.0s" in row
+
+
+def readme_snippet() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("A CI/CD pipeline step:\n\n```bash\n") + len("A CI/CD pipeline step:\n\n```bash\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_pipeline_snippet_runs_as_written(
+    stack: Stack, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    web = ConfigurationItem(
+        ci_id="web-1",
+        name="web-1",
+        ci_class="server",
+        service="checkout",
+        owner_group="team-web",
+        source_system="servicenow-cmdb",
+        updated_at=datetime.now(UTC),
+    )
+    produce(
+        kafka_settings.kafka_bootstrap,
+        kafka_settings.topic("cmdb.ci.updates"),
+        [(b"web-1", SERDE.encode(web), [])],
+    )
+    stack.start(["devitsm", "worker", "sink-change", "changes-sync", "gate"])
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "deploy.sh").write_text("#!/bin/sh\nsleep 1\necho deployed\n")
+    (job / "deploy.sh").chmod(0o755)
+    env = {
+        **stack.env(),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "GIT_SHA": "f00dfeed",
+        "RUN_ID": "run-1001",
+        "BUILD": "1001",
+        "PIPELINE_URL": "https://ci.example/checkout/1001",
+    }
+    script = (
+        "set -euo pipefail\n"
+        + readme_snippet().replace("--timeout 3600", "--timeout 120")
+        + "\necho PIPELINE-DONE\n"
+    )
+    run = subprocess.Popen(
+        ["bash", "-c", script], cwd=job, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        (requested,) = wait_for(lambda: changes(stack, "correlation_idSTARTSWITHgate-"), stack)
+        with stack.itsm() as itsm:  # the change manager approves
+            itsm.patch(
+                f"/api/now/table/change_request/{requested['sys_id']}",
+                json={"state": "-2", "approval": "approved"},
+            ).raise_for_status()
+        out, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0 and "PIPELINE-DONE" in out and "deployed" in out, out + err
+    (closed,) = wait_for(
+        lambda: [c for c in changes(stack, f"number={requested['number']}") if c["state"] == "3"], stack
+    )
+    assert (closed["close_code"], closed["u_commit_ids"], closed["u_build_number"]) == (
+        "successful",
+        "f00dfeed",
+        "1001",
+    )
+    assert int(closed["u_deploy_duration_ms"]) >= 1000  # from --started-at, around ./deploy.sh
