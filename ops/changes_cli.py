@@ -162,15 +162,7 @@ def _gate_check(args: argparse.Namespace) -> int:
         print(f"itsmctl gate check: {exc}", file=sys.stderr)
         return ERROR
     try:
-        answer = client.check(
-            service=args.service,
-            environment=args.env,
-            change_id=args.change,
-            commit=args.commit,
-            ci_ids=args.ci or [],
-            bypass=args.bypass,
-            justification=args.justification or "",
-        )
+        answer = client.check(**_check_body(args), bypass=args.bypass, justification=args.justification or "")
         if answer.exit_code != 0 and args.wait and not args.bypass:
             print(
                 f"gate: {args.service} -> {args.env}: deny for now; "
@@ -212,18 +204,22 @@ def _gate_check(args: argparse.Namespace) -> int:
     return answer.exit_code
 
 
+def _check_body(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "service": args.service,
+        "environment": args.env,
+        "change_id": args.change,
+        "commit": args.commit,
+        "ci_ids": args.ci or [],
+    }
+
+
 def _recheck(client: Any, args: argparse.Namespace) -> Any:
     import time
 
     deadline = time.monotonic() + args.timeout
     while True:
-        answer = client.check(
-            service=args.service,
-            environment=args.env,
-            change_id=args.change,
-            commit=args.commit,
-            ci_ids=args.ci or [],
-        )
+        answer = client.check(**_check_body(args))
         if answer.exit_code == 0 or time.monotonic() + args.interval > deadline:
             return answer
         time.sleep(args.interval)

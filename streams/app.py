@@ -7,8 +7,9 @@ from typing import Any
 
 import faust
 
-from streams.agents.alerts import AlertProcessor, Emitter, IncidentIndexWriter
+from streams.agents.alerts import AlertProcessor, IncidentIndexWriter
 from streams.agents.changes import ChangeProcessor, ChangeSource, NoChanges
+from streams.agents.effects import Emitter
 from streams.agents.guards import RecordGuard
 from streams.core.dlq import Headers, bytes_headers
 from streams.core.models import ConfigurationItem, MaintenanceWindow

@@ -148,3 +148,19 @@ def raw_alert_bytes(**override: object) -> bytes:
     buf = io.BytesIO()
     schemaless_writer(buf, loaded.parsed, alert().to_avro() | override)
     return b"\xc3\x01" + loaded.fingerprint + buf.getvalue()
+
+
+def configuration_item(ci_id: str = "web-1", **kw: object) -> m.ConfigurationItem:
+    """A CI of service checkout owned by team-web, written by the CMDB's owner, updated now."""
+    return m.ConfigurationItem.model_validate(
+        {
+            "ci_id": ci_id,
+            "name": ci_id,
+            "ci_class": "server",
+            "service": "checkout",
+            "owner_group": "team-web",
+            "source_system": "servicenow-cmdb",
+            "updated_at": datetime.now(UTC),
+            **kw,
+        }
+    )

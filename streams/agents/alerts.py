@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from streams.agents.effects import Emitter, dead_letter, send_all
 from streams.core import telemetry
-from streams.core.dlq import DeadLetter, ErrorClass, Headers
+from streams.core.dlq import ErrorClass, Headers
 from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
 from streams.core.rules import Rules
 from streams.core.serde import AvroSerde, SerdeError
@@ -28,14 +29,6 @@ from streams.stages.engine import AlertEngine
 from streams.stages.state import AlertState, CIIndex, Effects, WindowSource
 
 STAGE = "alerts"
-
-
-class Emitter(Protocol):
-    """Sends one record; the returned awaitable completes once the record is accepted for delivery."""
-
-    def __call__(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
-    ) -> Awaitable[Any]: ...
 
 
 class IncidentIndexWriter(Protocol):
@@ -231,11 +224,7 @@ class AlertProcessor:
         # Read-your-writes: this worker sees its own index updates before the topic echoes them.
         for ci_id, incident in fx.index_updates.items():
             self.incidents.set(ci_id, incident)
-        pending = [await self.emit(topic, key, value, trace) for topic, key, value in outputs]
-        for ack in pending:
-            # Wait for the broker's acknowledgement of every output before the state moves on.
-            if ack is not None and hasattr(ack, "__await__"):
-                await ack
+        await send_all(self.emit, outputs, trace)
 
     async def _dead_letter(
         self,
@@ -249,18 +238,9 @@ class AlertProcessor:
         error_class: ErrorClass,
         message: str,
     ) -> str:
-        letter = DeadLetter(topic, partition, offset, STAGE, error_class, message, first_failed_at=now)
-        self.log.warning(
-            "dead_letter",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            error_class=error_class.value,
-            reason=message[:300],
+        source, record = (topic, partition, offset), (key, value, headers)
+        await dead_letter(
+            self.emit, STAGE, source, record, error_class, message, now, self.log, self.dlq_topic
         )
-        telemetry.DEAD_LETTERS.labels(STAGE, error_class.value).inc()
         telemetry.ALERT_OUTCOMES.labels("dead_lettered").inc()
-        ack = await self.emit(self.dlq_topic, key, value or b"", letter.headers(headers))
-        if ack is not None and hasattr(ack, "__await__"):
-            await ack
         return "dead_lettered"

@@ -12,9 +12,9 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streams.agents.alerts import Emitter
+from streams.agents.effects import Emitter, Output, dead_letter, send_all
 from streams.core import telemetry
-from streams.core.dlq import DeadLetter, ErrorClass, Headers
+from streams.core.dlq import ErrorClass, Headers
 from streams.core.models import (
     AuditEvent,
     AuditOutcome,
@@ -34,13 +34,11 @@ from streams.core.topics import (
     CMDB_CI,
     CMDB_CI_UPDATES,
     DEPLOY_EVENTS,
-    dlq_name,
 )
 from streams.stages.civalidation import CIUpdateStage
 from streams.stages.gate import ChangeView
 from streams.stages.linking import FINISHED, DeployLinkStage
 
-Output = tuple[str, bytes | None, bytes | None]
 T = TypeVar("T", bound=Record)
 
 
@@ -324,12 +322,7 @@ class ChangeProcessor:
         return (self.audit_topic, event.event_id.encode(), self.serde.encode(event, self.audit_topic))
 
     async def _send(self, outputs: list[Output], headers: Headers) -> None:
-        trace = [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS]
-        pending = [await self.emit(topic, key, value, trace) for topic, key, value in outputs]
-        for ack in pending:
-            # Every output acknowledged before the input counts as done (the offset commits).
-            if ack is not None and hasattr(ack, "__await__"):
-                await ack
+        await send_all(self.emit, outputs, headers)
 
     async def _dead_letter(
         self,
@@ -344,19 +337,9 @@ class ChangeProcessor:
         now: datetime,
         outcome: str = "dead_lettered",
     ) -> str:
-        stage = f"changes.{kind}"
-        letter = DeadLetter(topic, partition, offset, stage, exc.error_class, str(exc), first_failed_at=now)
-        self.log.warning(
-            "dead_letter",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            error_class=exc.error_class.value,
-            reason=str(exc)[:300],
+        source, record = (topic, partition, offset), (key, value, headers)
+        await dead_letter(
+            self.emit, f"changes.{kind}", source, record, exc.error_class, str(exc), now, self.log
         )
-        telemetry.DEAD_LETTERS.labels(stage, exc.error_class.value).inc()
         telemetry.CHANGE_INPUTS.labels(kind, outcome).inc()
-        ack = await self.emit(dlq_name(topic), key, value or b"", letter.headers(headers))
-        if ack is not None and hasattr(ack, "__await__"):
-            await ack
         return outcome

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from streams.agents.effects import dead_letter
 from streams.core import telemetry
-from streams.core.dlq import DeadLetter, ErrorClass
+from streams.core.dlq import ErrorClass
 from streams.core.models import Record
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
-from streams.core.topics import dlq_name
 
 
 class RecordGuard:
@@ -39,27 +39,12 @@ class RecordGuard:
             self.serde.decode(value, self.model)
             return True
         except SerdeError as exc:
-            letter = DeadLetter(
-                self.topic,
-                partition,
-                offset,
-                self.stage,
-                ErrorClass(exc.error_class),
-                str(exc),
-                first_failed_at=datetime.now(UTC),
+            source = (self.topic, partition, offset)
+            record = (key, value, list(headers or ()))
+            error = ErrorClass(exc.error_class)
+            await dead_letter(
+                self.emit, self.stage, source, record, error, str(exc), datetime.now(UTC), self.log
             )
-            telemetry.DEAD_LETTERS.labels(self.stage, exc.error_class).inc()
-            self.log.warning(
-                "dead_letter",
-                topic=self.topic,
-                partition=partition,
-                offset=offset,
-                error_class=exc.error_class,
-                reason=str(exc)[:300],
-            )
-            ack = await self.emit(dlq_name(self.topic), key, value, letter.headers(list(headers or ())))
-            if ack is not None and hasattr(ack, "__await__"):
-                await ack
             return False
 
     async def agent(self, stream: Any) -> None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from streams.agents.alerts import AlertProcessor, sampled
 from streams.agents.views import IncidentIndexView, WindowView
 from streams.app import create_app
-from streams.core.dlq import Headers, header_map
+from streams.core.dlq import header_map
 from streams.core.models import (
     AlertStatus,
     CorrelationSample,
@@ -24,32 +22,12 @@ from streams.core.rules import load_rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.stages.cmdb import CMDBIndex
+from tests.agents.common import Clock, Collector, run
 from tests.examples import alert, raw_alert_bytes
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 SETTINGS = Settings(topic_prefix="x.")
 SERDE = AvroSerde()
-
-
-class Collector:
-    """An Emitter that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, Headers]] = []
-
-    async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
-        self.sent.append((topic, key, value, headers))
-
-    def on(self, suffix: str) -> list[tuple[str, bytes | None, bytes | None, Headers]]:
-        return [s for s in self.sent if s[0] == "x." + suffix]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def processor(
@@ -79,10 +57,6 @@ def processor(
         windows or WindowView(SERDE, "w"),
         clock=clock or (lambda: NOW),
     )
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
 
 
 def test_a_good_alert_becomes_one_command_keyed_by_correlation_id_with_the_trace() -> None:
@@ -160,7 +134,7 @@ def test_a_suppressed_alert_goes_to_alerts_suppressed_with_its_window() -> None:
 
 
 def test_ticks_auto_resolve_after_the_stable_period() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, stable_period=60)
     run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 3, 1))
     clock.now += timedelta(seconds=5)
@@ -177,7 +151,7 @@ def test_ticks_auto_resolve_after_the_stable_period() -> None:
 
 
 def test_the_due_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, stable_period=60)
     run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 1, 1))
     run(p.handle(b"fp1", SERDE.encode(alert("fp1", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2))
@@ -249,7 +223,7 @@ def test_the_guard_agent_dead_letters_undecodable_cmdb_records() -> None:
 
 
 def test_a_recovered_state_comes_due_even_when_a_record_touches_its_partition_before_the_first_tick() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     first = processor(out, clock, stable_period=60)
     run(first.handle(b"fpA", SERDE.encode(alert("fpA")), [], "x.alerts.raw", 1, 1))
     run(

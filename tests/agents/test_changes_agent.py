@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,29 +22,11 @@ from streams.core.rules import load_rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.stages.cmdb import CMDBIndex
+from tests.agents.common import Clock, Collector, run
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 SETTINGS = Settings(topic_prefix="x.")
 SERDE = AvroSerde()
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes | None, Headers]] = []
-
-    async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
-        self.sent.append((topic, key, value, headers))
-
-    def on(self, suffix: str) -> list[tuple[str, bytes | None, bytes | None, Headers]]:
-        return [s for s in self.sent if s[0] == "x." + suffix]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def ci(ci_id: str = "web-1", **kw: Any) -> ConfigurationItem:
@@ -129,16 +110,12 @@ def processor(out: Collector, clock: Clock, changes: ChangesView | None = None) 
     )
 
 
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
-
-
 def headers(h: Headers) -> dict[str, str]:
     return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in h}
 
 
 def test_accepted_updates_reach_cmdb_and_significant_ones_become_change_requests() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     assert run(p.handle_ci_update(b"web-1", SERDE.encode(ci()), [], 0, 1)) == "accepted"
     moved = ci(service="payments", source_system="terraform", updated_at=NOW + timedelta(minutes=1))
@@ -154,7 +131,7 @@ def test_accepted_updates_reach_cmdb_and_significant_ones_become_change_requests
 
 
 def test_an_unauthorized_update_is_dead_lettered_and_audited_and_the_cmdb_keeps_the_old_value() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     run(p.handle_ci_update(b"web-1", SERDE.encode(ci()), [], 0, 1))
     bad = ci(owner_group="someone-else", source_system="discovery", updated_at=NOW + timedelta(minutes=1))
@@ -173,7 +150,7 @@ def test_an_unauthorized_update_is_dead_lettered_and_audited_and_the_cmdb_keeps_
 
 
 def test_undecodable_inputs_are_dead_lettered_with_their_class() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     assert run(p.handle_ci_update(b"k", b"junk", [], 0, 1)) == "dead_lettered"
     assert run(p.handle(b"k", b"junk", [], "x.deploy.events", 0, 2)) == "dead_lettered"
@@ -181,7 +158,7 @@ def test_undecodable_inputs_are_dead_lettered_with_their_class() -> None:
 
 
 def test_a_deploy_naming_a_missing_ci_is_parked_until_the_ci_arrives() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 1, 5)) == "parked"
     assert out.sent == [] and len(p.parked) == 1
@@ -197,7 +174,7 @@ def test_a_deploy_naming_a_missing_ci_is_parked_until_the_ci_arrives() -> None:
 
 
 def test_a_parked_record_is_dead_lettered_after_the_timeout_with_the_reason() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     assert run(p.handle(b"c1", SERDE.encode(request("db-9")), [], "x.change.requests", 2, 3)) == "parked"
     clock.now += timedelta(seconds=load_rules().changes.park_timeout + 1)
@@ -209,7 +186,7 @@ def test_a_parked_record_is_dead_lettered_after_the_timeout_with_the_reason() ->
 
 
 def test_a_production_deploy_that_links_to_no_change_is_flagged() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, ChangesView(SERDE, "x.itsm.changes"))
     p.cmdb.upsert(ci())
     assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 0, 1)) == "unlinked"
@@ -250,7 +227,7 @@ def test_the_faust_agents_run_in_test_context() -> None:
 
 
 def test_an_emergency_request_without_justification_is_dead_lettered() -> None:
-    out, clock = Collector(), Clock()
+    out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     p.cmdb.upsert(ci())
     bad = request("web-1").model_copy(update={"change_type": ChangeType.EMERGENCY})

@@ -17,9 +17,9 @@ import pytest
 
 from ops.kafka import Broker
 from ops.stack import Stack
-from streams.core.models import ConfigurationItem
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from tests.examples import configuration_item
 from tests.kafka_util import produce
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +72,15 @@ def changes(s: Stack, query: str) -> list[dict[str, str]]:
         return list(resp.json()["result"])
 
 
+def publish_ci(settings: Settings) -> None:
+    """web-1 of service checkout, through the validated path (cmdb.ci.updates)."""
+    produce(
+        settings.kafka_bootstrap,
+        settings.topic("cmdb.ci.updates"),
+        [(b"web-1", SERDE.encode(configuration_item()), [])],
+    )
+
+
 def ics(*events: str) -> str:
     body = "".join(f"BEGIN:VEVENT\r\n{e}\r\nEND:VEVENT\r\n" for e in events)
     return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//e2e//EN\r\n{body}END:VCALENDAR\r\n"
@@ -85,20 +94,7 @@ def test_a_pipeline_is_denied_in_a_freeze_allowed_with_an_approved_change_and_it
     stack: Stack, kafka_settings: Settings, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
-    web = ConfigurationItem(
-        ci_id="web-1",
-        name="web-1",
-        ci_class="server",
-        service="checkout",
-        owner_group="team-web",
-        source_system="servicenow-cmdb",
-        updated_at=now,
-    )
-    produce(
-        kafka_settings.kafka_bootstrap,
-        kafka_settings.topic("cmdb.ci.updates"),
-        [(b"web-1", SERDE.encode(web), [])],
-    )
+    publish_ci(kafka_settings)
     calendar = tmp_path / "release-freeze.ics"
     calendar.write_text(
         ics(
@@ -270,20 +266,7 @@ def readme_snippet() -> str:
 def test_the_readme_pipeline_snippet_runs_as_written(
     stack: Stack, kafka_settings: Settings, tmp_path: Path
 ) -> None:
-    web = ConfigurationItem(
-        ci_id="web-1",
-        name="web-1",
-        ci_class="server",
-        service="checkout",
-        owner_group="team-web",
-        source_system="servicenow-cmdb",
-        updated_at=datetime.now(UTC),
-    )
-    produce(
-        kafka_settings.kafka_bootstrap,
-        kafka_settings.topic("cmdb.ci.updates"),
-        [(b"web-1", SERDE.encode(web), [])],
-    )
+    publish_ci(kafka_settings)
     stack.start(["devitsm", "worker", "sink-change", "changes-sync", "gate"])
     job = tmp_path / "job"
     job.mkdir()

@@ -28,6 +28,7 @@ from streams.core.models import (
 )
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from tests.examples import configuration_item
 from tests.kafka_util import consume, produce
 
 pytestmark = pytest.mark.integration
@@ -50,21 +51,6 @@ def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Ite
         assert all(code == 0 for code in codes.values()), (codes, {n: s.log_tail(n) for n in codes})
 
 
-def ci(ci_id: str, **kw: Any) -> ConfigurationItem:
-    return ConfigurationItem.model_validate(
-        {
-            "ci_id": ci_id,
-            "name": ci_id,
-            "ci_class": "server",
-            "service": "checkout",
-            "owner_group": "team-web",
-            "source_system": "servicenow-cmdb",
-            "updated_at": datetime.now(UTC),
-            **kw,
-        }
-    )
-
-
 def rec(record: Any, key: str) -> tuple[bytes, bytes, list[Any]]:
     return key.encode(), SERDE.encode(record), []
 
@@ -79,12 +65,17 @@ def test_ci_updates_are_validated_into_the_cmdb_and_significant_ones_become_chan
     boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
     later = datetime.now(UTC) + timedelta(seconds=1)
     updates = [
-        rec(ci("web-1"), "web-1"),  # created by the CMDB's owner
-        rec(ci("web-1", service="payments", source_system="terraform", updated_at=later), "web-1"),
-        rec(ci("web-1", owner_group="x", source_system="discovery", updated_at=later), "web-1"),  # auth
-        rec(ci("web-2", environment="prod"), "web-2"),  # validation
+        rec(configuration_item("web-1"), "web-1"),  # created by the CMDB's owner
+        rec(
+            configuration_item("web-1", service="payments", source_system="terraform", updated_at=later),
+            "web-1",
+        ),
+        rec(
+            configuration_item("web-1", owner_group="x", source_system="discovery", updated_at=later), "web-1"
+        ),  # auth
+        rec(configuration_item("web-2", environment="prod"), "web-2"),  # validation
         (b"web-3", b"not avro", []),  # schema
-        rec(ci("web-4", source_system="spreadsheet"), "web-4"),  # unknown source: auth
+        rec(configuration_item("web-4", source_system="spreadsheet"), "web-4"),  # unknown source: auth
     ]
     produce(boot, t("cmdb.ci.updates"), updates)
     stack.start(["worker"])
@@ -139,7 +130,9 @@ def test_a_parked_change_request_completes_when_its_ci_arrives_and_one_whose_ci_
     produce(boot, t("change.requests"), [request("chg-a", "db-new"), request("chg-b", "db-never")])
     time.sleep(4)
     assert consume(boot, t("itsm.change.commands"), 1, timeout=2) == []  # both parked
-    produce(boot, t("cmdb.ci.updates"), [rec(ci("db-new"), "db-new")])  # the partial import completes
+    produce(
+        boot, t("cmdb.ci.updates"), [rec(configuration_item("db-new"), "db-new")]
+    )  # the partial import completes
     (forwarded,) = decode_all(consume(boot, t("itsm.change.commands"), 1, timeout=30), ChangeCommand)
     assert forwarded.correlation_id == "chg-a"
     (dead,) = consume(boot, t("change.requests.dlq"), 1, timeout=40)
@@ -172,7 +165,7 @@ def test_deploys_are_linked_to_their_change_enriched_closed_or_flagged_and_repor
         }
     )
     produce(boot, t("itsm.changes"), [rec(change, change.change_id)])
-    produce(boot, t("cmdb.ci"), [rec(ci("web-1"), "web-1")])
+    produce(boot, t("cmdb.ci"), [rec(configuration_item("web-1"), "web-1")])
 
     def deploy(dep: str, phase: str, service: str = "checkout", **kw: Any) -> tuple[bytes, bytes, list[Any]]:
         event = DeploymentEvent.model_validate(

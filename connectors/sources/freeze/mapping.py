@@ -77,7 +77,8 @@ def _unescape(text: str) -> str:
     )
 
 
-def _zone(name: str, where: str) -> ZoneInfo:
+def zone_named(name: str, where: str) -> ZoneInfo:
+    """The named time zone; CalendarError naming the event when there is none of that name."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -92,7 +93,7 @@ def parse_time(prop: Prop, default_zone: str | None, where: str) -> tuple[dateti
         if zone_name is None:
             raise CalendarError(f"{where}: all-day {prop.name} {value} needs a time zone (give --timezone)")
         d = date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-        local = datetime(d.year, d.month, d.day, tzinfo=_zone(zone_name, where))
+        local = datetime(d.year, d.month, d.day, tzinfo=zone_named(zone_name, where))
         return local.astimezone(UTC), zone_name
     try:
         naive = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
@@ -105,7 +106,7 @@ def parse_time(prop: Prop, default_zone: str | None, where: str) -> tuple[dateti
         raise CalendarError(
             f"{where}: {prop.name} {value} has no time zone (floating time); give TZID or --timezone"
         )
-    return naive.replace(tzinfo=_zone(zone_name, where)).astimezone(UTC), zone_name
+    return naive.replace(tzinfo=zone_named(zone_name, where)).astimezone(UTC), zone_name
 
 
 def parse_duration(value: str, where: str) -> timedelta:
@@ -224,7 +225,7 @@ def _weekly(
     if parts.get("INTERVAL", "1") != "1":
         raise CalendarError(f"{where}: RRULE INTERVAL other than 1 is not supported")
     zone_name = zone or default_zone or "UTC"
-    local = start.astimezone(_zone(zone_name, where))
+    local = start.astimezone(zone_named(zone_name, where))
     days = parts.get("BYDAY", "").split(",") if parts.get("BYDAY") else [list(DAYS)[local.weekday()]]
     unknown = [d for d in days if d not in DAYS]
     if unknown:

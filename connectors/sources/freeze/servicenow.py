@@ -10,12 +10,12 @@ changes it applies to) are not evaluated: the scope comes from --scope/--target.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
 from connectors.sinks.servicenow.client import ServiceNowClient
-from connectors.sources.freeze.mapping import OPEN_ENDED, CalendarError, window_id
+from connectors.sources.freeze.mapping import OPEN_ENDED, CalendarError, window_id, zone_named
 from streams.core.models import MaintenanceWindow, Recurrence, Weekday, WindowKind, WindowScope
 
 SCHEDULES = "cmn_schedule_blackout"
@@ -26,13 +26,6 @@ REPEATS = {
     "weekdays": "12345",
     "weekends": "67",
 }
-
-
-def _zone(name: str, where: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CalendarError(f"{where}: unknown time zone {name!r}") from None
 
 
 def _local(text: str, zone: ZoneInfo, where: str) -> datetime:
@@ -69,7 +62,7 @@ def blackout_windows(
             if default_zone is None:
                 raise CalendarError(f"{where}: the schedule is floating; give --timezone")
             tz_name = default_zone
-        zone = _zone(tz_name, where)
+        zone = zone_named(tz_name, where)
         start = _local(span.get("start_date_time", ""), zone, where)
         end = _local(span.get("end_date_time", ""), zone, where)
         if end <= start:
