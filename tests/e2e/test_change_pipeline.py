@@ -21,6 +21,7 @@ from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.examples import configuration_item
 from tests.kafka_util import produce
+from tests.stacks import pipeline_stack
 
 pytestmark = pytest.mark.e2e
 SERDE = AvroSerde()
@@ -28,18 +29,10 @@ SERDE = AvroSerde()
 
 @pytest.fixture
 def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path / "stack",
-        kafka_broker.bootstrap,
-        topic_prefix=kafka_settings.topic_prefix,
-        app_id=kafka_settings.app_id,
-        changes_rules={"park_recheck": 0.5},
-    )
-    try:
+    with pipeline_stack(
+        kafka_broker, kafka_settings, tmp_path / "stack", changes_rules={"park_recheck": 0.5}
+    ) as s:
         yield s
-    finally:
-        codes = s.stop()
-        assert all(code == 0 for code in codes.values()), (codes, {n: s.log_tail(n) for n in codes})
 
 
 def itsmctl(
@@ -184,53 +177,13 @@ def test_a_pipeline_is_denied_in_a_freeze_allowed_with_an_approved_change_and_it
     assert f"allow (change {requested['number']})" in out and "waiting for an approval" in out
 
     # 5. The deploy, reported by the pipeline, enriches and closes that change.
-    started = itsmctl(
-        stack,
-        "deploy",
-        "report",
-        "--deployment-id",
-        "dep-77",
-        "--phase",
-        "STARTED",
-        "--service",
-        "checkout",
-        "--env",
-        "production",
-        "--change",
-        requested["number"],
-        "--commit",
-        "abc123",
-        "--build",
-        "421",
-        "--pipeline",
-        "gh-actions/checkout",
-        "--ci",
-        "web-1",
-    )
+    report = [
+        "deploy", "report", "--deployment-id", "dep-77", "--service", "checkout", "--env", "production",
+        "--change", requested["number"], "--commit", "abc123", "--build", "421", "--ci", "web-1",
+    ]  # fmt: skip
+    started = itsmctl(stack, *report, "--phase", "STARTED", "--pipeline", "gh-actions/checkout")
     assert started.returncode == 0, started.stderr
-    done = itsmctl(
-        stack,
-        "deploy",
-        "report",
-        "--deployment-id",
-        "dep-77",
-        "--phase",
-        "SUCCEEDED",
-        "--service",
-        "checkout",
-        "--env",
-        "production",
-        "--change",
-        requested["number"],
-        "--commit",
-        "abc123",
-        "--build",
-        "421",
-        "--duration-ms",
-        "93000",
-        "--ci",
-        "web-1",
-    )
+    done = itsmctl(stack, *report, "--phase", "SUCCEEDED", "--duration-ms", "93000")
     assert done.returncode == 0, done.stderr
     (closed,) = wait_for(
         lambda: [c for c in changes(stack, f"number={requested['number']}") if c["state"] == "3"], stack

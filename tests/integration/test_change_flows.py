@@ -30,6 +30,7 @@ from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.examples import configuration_item
 from tests.kafka_util import consume, produce
+from tests.stacks import pipeline_stack
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
@@ -37,18 +38,13 @@ SERDE = AvroSerde()
 
 @pytest.fixture
 def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
+    with pipeline_stack(
+        kafka_broker,
+        kafka_settings,
         tmp_path / "stack",
-        kafka_broker.bootstrap,
-        topic_prefix=kafka_settings.topic_prefix,
-        app_id=kafka_settings.app_id,
         changes_rules={"park_timeout": 12.0, "park_recheck": 0.5},
-    )
-    try:
+    ) as s:
         yield s
-    finally:
-        codes = s.stop()
-        assert all(code == 0 for code in codes.values()), (codes, {n: s.log_tail(n) for n in codes})
 
 
 def rec(record: Any, key: str) -> tuple[bytes, bytes, list[Any]]:

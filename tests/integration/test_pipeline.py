@@ -19,6 +19,7 @@ from streams.core.settings import Settings
 from streams.stages.lifecycle import correlation_id
 from tests.examples import alert, raw_alert_bytes
 from tests.kafka_util import consume, produce
+from tests.stacks import pipeline_stack
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data" / "alertmanager"
@@ -27,18 +28,13 @@ SERDE = AvroSerde()
 
 @pytest.fixture
 def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
+    with pipeline_stack(
+        kafka_broker,
+        kafka_settings,
         tmp_path / "stack",
-        kafka_broker.bootstrap,
-        topic_prefix=kafka_settings.topic_prefix,
-        app_id=kafka_settings.app_id,
         lifecycle={"stable_period": 1.0, "tick_interval": 0.2},
-    )
-    try:
+    ) as s:
         yield s
-    finally:
-        codes = s.stop()
-        assert all(code == 0 for code in codes.values()), (codes, {n: s.log_tail(n) for n in codes})
 
 
 def all_incidents(s: Stack) -> list[dict[str, str]]:
