@@ -527,14 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo",
         help="run the whole pipeline locally and feed it the bundled sample alerts",
-        description="Starts Kafka, applies topics, starts the development ITSM, worker, sink "
-        "and gateway, posts the bundled Alertmanager webhooks and prints what became of each "
-        "alert. Runs until Ctrl-C, or with --once exits when every alert is accounted for.",
+        description="Starts Kafka, applies topics, starts the development ITSM, worker, sinks, "
+        "gateway, change sync and change gate, posts the bundled Alertmanager webhooks and prints "
+        "what became of each alert, then runs a deployment pipeline through the change gate (denied "
+        "in a freeze, a change requested and approved, allowed, the change closed with what was "
+        "deployed). Runs until Ctrl-C, or with --once exits when every step is accounted for.",
     )
     d.add_argument(
         "--once",
         action="store_true",
-        help="non-interactive: exit 0 when every sample alert is accounted for, 1 otherwise",
+        help="non-interactive: exit 0 when every sample alert and gate step is accounted for, 1 otherwise",
     )
     d.add_argument(
         "--samples", help="directory of Alertmanager webhook JSON files (default: the bundled ones)"

@@ -1,4 +1,5 @@
-"""The main job on one machine: broker, topics, ITSM, worker, sink, gateway; samples in, incidents out."""
+"""The main job on one machine: broker, topics, ITSM, worker, sinks, gateway, gate; samples in,
+incidents out; then a deployment pipeline through the change gate."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ import httpx
 from confluent_kafka.admin import AdminClient
 
 from ops import topics as topic_ops
+from ops.change_demo import run_change_demo
 from ops.dlq import count as dlq_count
 from ops.kafka import Broker
 from ops.kafka.broker import free_port
-from ops.stack import Stack, port_or_free
+from ops.stack import COMPONENTS, Stack, port_or_free
 from streams.core.settings import Settings
 from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, declared, dlq_name
 from streams.stages.lifecycle import correlation_id
 
 DEMO_STABLE_PERIOD = 5.0
+CHANGE_COMPONENTS = ("sink-change", "changes-sync", "gate")
 STATE_NAMES = {
     "1": "New",
     "2": "In Progress",
@@ -111,7 +114,7 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     broker = Broker(workdir / "kafka", port=port_or_free(9092), controller_port=free_port())
-    print(f"[1/5] starting Kafka (KRaft, 127.0.0.1:{broker.port}) ...", flush=True)
+    print(f"[1/6] starting Kafka (KRaft, 127.0.0.1:{broker.port}) ...", flush=True)
     broker.start()
     # Short lifecycle periods, so a resolved sample alert auto-resolves its incident within the demo.
     stack = Stack(
@@ -119,24 +122,28 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
         broker.bootstrap,
         gateway_port=port_or_free(8080),
         devitsm_port=port_or_free(8090),
+        gate_port=port_or_free(8095),
         lifecycle={"stable_period": DEMO_STABLE_PERIOD, "tick_interval": 0.5},
     )
     code = 1
     try:
-        print("[2/5] applying topics ...", flush=True)
+        print("[2/6] applying topics ...", flush=True)
         states = topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared()))
         print(f"      {sum(s.action == 'created' for s in states)} topics created", flush=True)
-        print("[3/5] starting development ITSM, worker, sink, gateway ...", flush=True)
-        stack.start()
         print(
-            f"[4/5] posting {len(list(samples.glob('*.json')))} sample webhooks to {stack.gateway_url} ...",
+            "[3/6] starting development ITSM, worker, sinks, gateway, change sync, change gate ...",
+            flush=True,
+        )
+        stack.start([*COMPONENTS, *CHANGE_COMPONENTS])
+        print(
+            f"[4/6] posting {len(list(samples.glob('*.json')))} sample webhooks to {stack.gateway_url} ...",
             flush=True,
         )
         expected, lines = post_samples(stack.gateway_url, samples)
         for name, status, detail in lines:
             print(f"      {name:<32} {status}  {detail}", flush=True)
         print(
-            f"[5/5] waiting until every alert is accounted for in the ITSM (a resolved alert's incident "
+            f"[5/6] waiting until every alert is accounted for in the ITSM (a resolved alert's incident "
             f"auto-resolves after staying clear for {DEMO_STABLE_PERIOD:.0f}s, the demo's stable_period) ...",
             flush=True,
         )
@@ -169,7 +176,10 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
             f"{sum(e.status == 'resolved' for e in expected.values())} resolved); "
             f"{rejected} webhook(s) rejected at the gateway; {dead} dead letter(s)."
         )
-        code = 0 if accounted == len(expected) and dead == 0 else 1
+        print("\n[6/6] a deployment pipeline against the change gate ...", flush=True)
+        changes_ok = run_change_demo(stack, kafka, lambda line: print(line, flush=True))
+        print(f"Change gate: {'every step as expected' if changes_ok else 'a step did not go as expected'}.")
+        code = 0 if accounted == len(expected) and dead == 0 and changes_ok else 1
         if not once and not stop.is_set():
             print(
                 f"\nRunning. ITSM page: {stack.devitsm_url}/  "
@@ -177,6 +187,9 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
             )
             print(
                 f"Post more Alertmanager webhooks to {stack.gateway_url}/v1/alerts/alertmanager. "
+                f"Ask the change gate with ITSM_GATE_URL={stack.gate_url} "
+                f"ITSM_GATE_TOKEN_FILE={stack.gate_token_file()} "
+                "itsmctl gate check --service S --env production. "
                 "Ctrl-C stops everything.",
                 flush=True,
             )
@@ -185,7 +198,7 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
                 stop.wait(1.0)
             code = 0
     finally:
-        print("\nstopping gateway, sink, worker, ITSM and Kafka ...", flush=True)
+        print("\nstopping the gate, change sync, gateway, sinks, worker, ITSM and Kafka ...", flush=True)
         codes = stack.stop()
         broker.stop()
         print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()), flush=True)

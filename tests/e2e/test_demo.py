@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_once_accounts_for_every_sample_alert_and_stops_cleanly(tmp_path: Path) -> None:
+def test_demo_once_accounts_for_every_sample_alert_and_gate_step_and_stops_cleanly(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli", "demo", "--once", "--workdir", str(tmp_path / "demo")],
         capture_output=True,
@@ -28,7 +28,15 @@ def test_demo_once_accounts_for_every_sample_alert_and_stops_cleanly(tmp_path: P
         "04-malformed.json                400  "
         "invalid alertmanager payload: alerts.0.startsAt: Field required" in out
     )
-    assert "stopped: gateway exit 0, sink exit 0, worker exit 0, devitsm exit 0" in out
+    assert (
+        "stopped: gate exit 0, changes-sync exit 0, sink-change exit 0, gateway exit 0, sink exit 0, "
+        "worker exit 0, devitsm exit 0" in out
+    )
+    # The change part: denied in the freeze, then allowed with the change it asked for and got.
+    assert "during the imported freeze: deny" in out and "freeze window freeze-demo-calendar-demo-peak" in out
+    assert "with the approved change: allowed" in out
+    assert "closed successful, commits 4f2a9c1, build 421, 93s" in out
+    assert "Change gate: every step as expected." in out
     # The summary table is read back from the ITSM; a resolved alert shows a Resolved incident.
     assert "HighCPU          web-2:9100       resolved" in out and "Resolved" in out
     # Nothing of the demo keeps running: its broker's pid file is gone.
