@@ -249,3 +249,36 @@ def test_a_dead_view_answers_503_and_the_client_reports_it(gate: Gate) -> None:
         client.check(**CHECK)
     with pytest.raises(GateUnavailable, match="cannot reach the gate"):
         GateClient("http://127.0.0.1:9", "x", True, timeout=2).check(**CHECK)
+
+
+def test_itsmctl_gate_check_waits_for_a_named_change_to_be_approved(gate: Gate, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    token = tmp_path / "token"
+    token.write_text(gate.tokens["ci"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ITSM_")}
+    env.update(ITSM_GATE_URL=gate.url, ITSM_GATE_TOKEN_FILE=str(token))
+    gate.changes.put(change("CHG0030011", status="REQUESTED"))
+    approve = threading.Timer(2.0, lambda: gate.changes.put(change("CHG0030011", status="SCHEDULED")))
+    approve.start()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "gate", "check", "--service", "checkout", "--env", "production",
+             "--change", "CHG0030011", "--wait", "--interval", "0.5", "--timeout", "30"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        approve.cancel()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "deny for now" in r.stdout and "is not approved (state requested)" in r.stdout
+    assert "gate: checkout -> production: allow (change CHG0030011)" in r.stdout
+    assert gate.tokens["ci"] not in r.stdout + r.stderr
+    timeout = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "gate", "check", "--service", "search", "--env", "production",
+         "--change", "CHG0030099", "--wait", "--interval", "0.5", "--timeout", "2"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert timeout.returncode == 1 and "change CHG0030099 is unknown" in timeout.stdout
