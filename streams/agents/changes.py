@@ -69,13 +69,20 @@ class Parked(BaseModel):
     offset: int
     key: str | None  # base64
     value: str  # base64
-    headers: list[tuple[str, str]]  # (name, base64 value)
+    headers: list[tuple[str, str | None]]  # (name, base64 value or None)
     parked_at: datetime
     missing: list[str]
 
     def raw(self) -> tuple[bytes | None, bytes, Headers]:
         key = base64.b64decode(self.key) if self.key is not None else None
-        return key, base64.b64decode(self.value), [(k, base64.b64decode(v)) for k, v in self.headers]
+        headers: Headers = [(k, base64.b64decode(v) if v is not None else None) for k, v in self.headers]
+        return key, base64.b64decode(self.value), headers
+
+
+def _b64(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return base64.b64encode(value if isinstance(value, bytes) else value.encode()).decode()
 
 
 class DataError(Exception):
@@ -298,10 +305,7 @@ class ChangeProcessor:
             offset=offset,
             key=base64.b64encode(key).decode() if key is not None else None,
             value=base64.b64encode(value).decode(),
-            headers=[
-                (k, base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode())
-                for k, v in headers
-            ],
+            headers=[(k, _b64(v)) for k, v in headers],
             parked_at=now,
             missing=missing,
         )

@@ -160,14 +160,16 @@ def test_undecodable_inputs_are_dead_lettered_with_their_class() -> None:
 def test_a_deploy_naming_a_missing_ci_is_parked_until_the_ci_arrives() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
-    assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 1, 5)) == "parked"
+    trace = [("traceparent", b"00-abc-def-01"), ("empty", None)]
+    assert run(p.handle(b"d-1", SERDE.encode(deploy()), trace, "x.deploy.events", 1, 5)) == "parked"
     assert out.sent == [] and len(p.parked) == 1
     clock.now += timedelta(seconds=30)
     assert run(p.tick(1)) == 1 and out.sent == []
     assert run(p.tick(0)) == 0  # another partition's tick leaves it alone
     p.cmdb.upsert(ci())
     assert run(p.tick(1)) == 0 and p.parked == {}
-    ((_, _, value, _),) = out.on("itsm.change.commands")
+    ((_, _, value, sent_headers),) = out.on("itsm.change.commands")
+    assert sent_headers == [("traceparent", b"00-abc-def-01")]  # the trace survived the parking
     cmd = SERDE.decode(value or b"", ChangeCommand)
     assert cmd.close_code is not None and cmd.close_code.value == "SUCCESSFUL" and cmd.itsm_ref == "sys1"
     assert len(out.on("audit.events")) == 1
