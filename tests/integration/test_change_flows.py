@@ -226,3 +226,53 @@ def test_deploys_are_linked_to_their_change_enriched_closed_or_flagged_and_repor
     assert lines["checkout"].split()[2:6] == ["2", "1", "1", "50%"], report.stdout
     assert "failed: smoke tests red (1)" in lines["checkout"]
     assert lines["search"].split()[2] == "0" and lines["search"].split()[-1] == "1", report.stdout
+
+
+def test_a_parked_deployment_survives_a_worker_restart(stack: Stack, kafka_settings: Settings) -> None:
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    now = datetime.now(UTC)
+    change = ChangeRecord.model_validate(
+        {
+            "change_id": "CHG0030077",
+            "itsm_id": "b" * 32,
+            "target": "servicenow",
+            "change_type": "NORMAL",
+            "status": "IMPLEMENT",
+            "service": "checkout",
+            "planned_start": now - timedelta(hours=1),
+            "planned_end": now + timedelta(hours=1),
+            "updated_at": now,
+        }
+    )
+    produce(boot, t("itsm.changes"), [rec(change, change.change_id)])
+    event = DeploymentEvent.model_validate(
+        {
+            "event_id": "d9-SUCCEEDED",
+            "deployment_id": "d9",
+            "phase": "SUCCEEDED",
+            "service": "checkout",
+            "environment": "production",
+            "ci_ids": ["db-late"],
+            "duration_ms": 42_000,
+            "occurred_at": now,
+        }
+    )
+    stack.start(["worker"])
+    produce(boot, t("deploy.events"), [rec(event, "d9")])
+    time.sleep(6)  # parked, and its offset committed
+    assert consume(boot, t("itsm.change.commands"), 1, timeout=2) == []
+    assert stack.stop_one("worker") == 0
+    stack.start(["worker"])  # the parked record comes back from the table's changelog
+    produce(boot, t("cmdb.ci.updates"), [rec(configuration_item("db-late"), "db-late")])
+    (cmd,) = decode_all(consume(boot, t("itsm.change.commands"), 1, timeout=90), ChangeCommand)
+    assert cmd.command_id == "deploy-d9-SUCCEEDED" and cmd.deploy_duration_ms == 42_000
+    assert len(consume(boot, t("deploy.events.dlq"), 1, timeout=2)) == 0
+    # The restarted worker did not read the deployment again: it came back from the changelog.
+    text = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+    deploy_lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith('itsm_pipeline_change_inputs_total{input="deploy"')
+    ]
+    assert any('outcome="unparked"} 1.0' in line for line in deploy_lines), deploy_lines
+    assert not any('outcome="parked"' in line for line in deploy_lines), deploy_lines
