@@ -38,11 +38,13 @@ def test_apply_creates_then_is_idempotent_then_repairs_drift(kafka_broker: Broke
     for fut in admin.create_partitions([NewPartitions(raw, 8)]).values():
         fut.result()
 
-    # Metadata reaches the broker's cache asynchronously: wait until our own change shows.
+    # Metadata reaches the broker's cache asynchronously: wait until both our changes show (the
+    # config and the partition count travel separately; waiting for one only was flaky).
     deadline = time.monotonic() + 20
     while True:
         seen = {s.name: s for s in topic_ops.inspect(admin, specs)}
-        if seen[cmdb].action == "drifted" or time.monotonic() > deadline:
+        both = seen[cmdb].action == "drifted" and seen[raw].action == "drifted"
+        if both or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert seen[cmdb].action == "drifted" and "cleanup.policy: delete -> compact" in seen[cmdb].detail
