@@ -193,7 +193,8 @@ class DeploymentEvent(Record):
     build_number: str | None = None
     pipeline: str = ""
     change_id: str | None = None
-    duration_ms: int | None = Field(None, ge=0)
+    # A deployment lasting more than 31 days is a data error (and would overflow date arithmetic).
+    duration_ms: int | None = Field(None, ge=0, le=31 * 24 * 3600 * 1000)
     failure_reason: str | None = None
     triggered_by: str = ""
     occurred_at: UtcDatetime

@@ -240,3 +240,13 @@ def test_an_emergency_request_without_justification_is_dead_lettered() -> None:
     )
     ok = request("web-1").model_copy(update={"change_type": ChangeType.EMERGENCY, "justification": "outage"})
     assert run(p.handle(b"c1", SERDE.encode(ok), [], "x.change.requests", 0, 5)) == "forwarded"
+
+
+def test_a_deployment_with_an_absurd_duration_is_dead_lettered_not_a_crash() -> None:
+    out, clock = Collector(), Clock(NOW)
+    p = processor(out, clock)
+    p.cmdb.upsert(ci())
+    absurd = deploy().model_copy(update={"duration_ms": 2**62})  # unvalidated, as a foreign producer
+    assert run(p.handle(b"d-1", SERDE.encode(absurd), [], "x.deploy.events", 0, 9)) == "dead_lettered"
+    ((topic, _, _, hdrs),) = out.sent
+    assert topic == "x.deploy.events.dlq" and headers(hdrs)["dlq.error.class"] == "validation"

@@ -174,3 +174,31 @@ def test_blackouts_that_cannot_be_imported_faithfully_are_refused(
     }
     with pytest.raises(CalendarError, match=message):
         blackout_windows([s], [e], "snow", NOW)
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (
+            "UID:a\r\nDTSTART;VALUE=DATE:20261340\r\nDTEND;VALUE=DATE:20261341",
+            "event 1: month must be in 1..12",
+        ),
+        (
+            "UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=WEEKLY;UNTIL=99991231T235959Z",
+            "event 1",
+        ),
+    ],
+)
+def test_impossible_dates_are_calendar_errors_not_crashes(event: str, message: str) -> None:
+    with pytest.raises(CalendarError, match=message):
+        freeze_windows(cal(event), "c", NOW, default_zone="UTC")
+
+
+def test_an_impossible_blackout_repeat_until_is_a_calendar_error() -> None:
+    from connectors.sources.freeze.servicenow import blackout_windows
+
+    s = {"sys_id": "b1", "name": "B", "time_zone": "UTC"}
+    e = {"sys_id": "s1", "schedule": "b1", "start_date_time": "20261201T000000",
+         "end_date_time": "20261202T000000", "repeat_type": "daily", "repeat_until": "20261399"}  # fmt: skip
+    with pytest.raises(CalendarError, match="blackout entry s1"):
+        blackout_windows([s], [e], "snow", NOW)

@@ -145,9 +145,15 @@ def freeze_windows(
             current = None
         elif current is not None:
             current.append(prop)
-    windows = [
-        _window(props, n, source, now, scope, target, default_zone) for n, props in enumerate(events, 1)
-    ]
+    windows = []
+    for n, props in enumerate(events, 1):
+        try:
+            windows.append(_window(props, n, source, now, scope, target, default_zone))
+        except CalendarError:
+            raise
+        except (ValueError, OverflowError) as exc:
+            # A date that does not exist (20261340) or lies beyond what a datetime can hold.
+            raise CalendarError(f"event {n}: {exc}") from None
     seen: set[str] = set()
     for w in windows:
         if w.window_id in seen:

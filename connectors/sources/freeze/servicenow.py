@@ -52,62 +52,77 @@ def blackout_windows(
     by_id = {s["sys_id"]: s for s in schedules}
     out: list[MaintenanceWindow] = []
     for span in spans:
-        schedule = by_id.get(span.get("schedule", ""))
-        if schedule is None:
-            continue  # an entry of another kind of schedule
-        name = schedule.get("name") or schedule["sys_id"]
-        where = f"blackout {name} entry {span.get('name') or span['sys_id']}"
-        tz_name = schedule.get("time_zone") or ""
-        if tz_name.lower() in ("", "floating"):
-            if default_zone is None:
-                raise CalendarError(f"{where}: the schedule is floating; give --timezone")
-            tz_name = default_zone
-        zone = zone_named(tz_name, where)
-        start = _local(span.get("start_date_time", ""), zone, where)
-        end = _local(span.get("end_date_time", ""), zone, where)
-        if end <= start:
-            raise CalendarError(f"{where}: ends before it starts")
-        repeat = (span.get("repeat_type") or "").lower()
-        recurrence, until = None, end
-        if repeat:
-            days = REPEATS.get(repeat) or (span.get("days_of_week") if repeat == "weekly" else None)
-            if not days or any(d not in "1234567" for d in days):
-                raise CalendarError(
-                    f"{where}: repeat type {repeat!r} is not supported (daily, weekdays, weekends, weekly)"
-                )
-            local = start.astimezone(zone)
-            recurrence = Recurrence(
-                weekdays=[DAYS[int(d) - 1] for d in sorted(set(days))],
-                start_time=f"{local.hour:02d}:{local.minute:02d}",
-                duration_minutes=max(1, int((end - start).total_seconds() // 60)),
-                timezone=tz_name,
-            )
-            last = span.get("repeat_until") or ""
-            if last:
-                d = date(int(last[:4]), int(last[4:6]), int(last[6:8]))
-                until = datetime(d.year, d.month, d.day, 23, 59, 59, tzinfo=zone).astimezone(UTC) + (
-                    end - start
-                )
-            else:
-                until = start + OPEN_ENDED
         try:
-            out.append(
-                MaintenanceWindow(
-                    window_id=window_id(source, span["sys_id"]),
-                    kind=WindowKind.FREEZE,
-                    scope=scope,
-                    target=target,
-                    starts_at=start,
-                    ends_at=until,
-                    recurrence=recurrence,
-                    reason=" - ".join(p for p in (schedule.get("name"), span.get("name")) if p) or "blackout",
-                    created_by=f"calendar:{source}",
-                    updated_at=now,
-                )
-            )
-        except ValidationError as exc:
-            raise CalendarError(f"{where}: {exc.errors()[0]['msg']}") from None
+            window = _entry(by_id, span, source, now, scope, target, default_zone)
+        except CalendarError:
+            raise
+        except (ValueError, OverflowError) as exc:
+            raise CalendarError(f"blackout entry {span.get('name') or span.get('sys_id')}: {exc}") from None
+        if window is not None:
+            out.append(window)
     return out
+
+
+def _entry(
+    by_id: dict[str, dict[str, str]],
+    span: dict[str, str],
+    source: str,
+    now: datetime,
+    scope: WindowScope,
+    target: str,
+    default_zone: str | None,
+) -> MaintenanceWindow | None:
+    schedule = by_id.get(span.get("schedule", ""))
+    if schedule is None:
+        return None  # an entry of another kind of schedule
+    name = schedule.get("name") or schedule["sys_id"]
+    where = f"blackout {name} entry {span.get('name') or span['sys_id']}"
+    tz_name = schedule.get("time_zone") or ""
+    if tz_name.lower() in ("", "floating"):
+        if default_zone is None:
+            raise CalendarError(f"{where}: the schedule is floating; give --timezone")
+        tz_name = default_zone
+    zone = zone_named(tz_name, where)
+    start = _local(span.get("start_date_time", ""), zone, where)
+    end = _local(span.get("end_date_time", ""), zone, where)
+    if end <= start:
+        raise CalendarError(f"{where}: ends before it starts")
+    repeat = (span.get("repeat_type") or "").lower()
+    recurrence, until = None, end
+    if repeat:
+        days = REPEATS.get(repeat) or (span.get("days_of_week") if repeat == "weekly" else None)
+        if not days or any(d not in "1234567" for d in days):
+            raise CalendarError(
+                f"{where}: repeat type {repeat!r} is not supported (daily, weekdays, weekends, weekly)"
+            )
+        local = start.astimezone(zone)
+        recurrence = Recurrence(
+            weekdays=[DAYS[int(d) - 1] for d in sorted(set(days))],
+            start_time=f"{local.hour:02d}:{local.minute:02d}",
+            duration_minutes=max(1, int((end - start).total_seconds() // 60)),
+            timezone=tz_name,
+        )
+        last = span.get("repeat_until") or ""
+        if last:
+            d = date(int(last[:4]), int(last[4:6]), int(last[6:8]))
+            until = datetime(d.year, d.month, d.day, 23, 59, 59, tzinfo=zone).astimezone(UTC) + (end - start)
+        else:
+            until = start + OPEN_ENDED
+    try:
+        return MaintenanceWindow(
+            window_id=window_id(source, span["sys_id"]),
+            kind=WindowKind.FREEZE,
+            scope=scope,
+            target=target,
+            starts_at=start,
+            ends_at=until,
+            recurrence=recurrence,
+            reason=" - ".join(p for p in (schedule.get("name"), span.get("name")) if p) or "blackout",
+            created_by=f"calendar:{source}",
+            updated_at=now,
+        )
+    except ValidationError as exc:
+        raise CalendarError(f"{where}: {exc.errors()[0]['msg']}") from None
 
 
 def read_blackouts(client: ServiceNowClient) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
