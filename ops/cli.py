@@ -1,4 +1,4 @@
-"""itsmctl: run and operate the ITSM event pipeline (broker, topics, workers, gateway, sinks, demo)."""
+"""itsmctl: run and operate the ITSM event pipeline (broker, topics, worker, gateway, sinks, gate, demo)."""
 
 from __future__ import annotations
 
@@ -467,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_gateway
     )
     sub.add_parser(
-        "worker", help="run the Faust stream worker (alerts.raw -> itsm.incident.commands)"
+        "worker",
+        help="run the Faust stream worker (alerts.raw -> incident commands; CI updates, change "
+        "requests and deploy events -> cmdb.ci and change commands)",
     ).set_defaults(func=cmd_worker)
     s = sub.add_parser(
         "sink",
