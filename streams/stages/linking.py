@@ -59,9 +59,9 @@ class DeployLinkStage:
         if change is None:
             if event.environment not in self.environments:
                 return DeployLink(None, "not_required", reason, None, None)
-            return DeployLink(None, how, reason, None, self._audit(event, None, how, reason, now))
+            return DeployLink(None, how, reason, None, self._audit(event, None, how, reason))
         command = self._command(event, change, now)
-        audit = self._audit(event, change, how, reason, now) if event.phase in FINISHED else None
+        audit = self._audit(event, change, how, reason) if event.phase in FINISHED else None
         return DeployLink(change, how, reason, command, audit)
 
     def _find(self, event: DeploymentEvent, changes: list[ChangeView]) -> tuple[ChangeView | None, str, str]:
@@ -129,9 +129,7 @@ class DeployLinkStage:
         )
 
     @staticmethod
-    def _audit(
-        event: DeploymentEvent, change: ChangeView | None, how: str, reason: str, now: datetime
-    ) -> AuditEvent:
+    def _audit(event: DeploymentEvent, change: ChangeView | None, how: str, reason: str) -> AuditEvent:
         details = {
             "service": event.service,
             "environment": event.environment,
