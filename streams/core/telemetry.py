@@ -132,6 +132,11 @@ GATE_SECONDS = Histogram(
     "Time from a gate request to its answer, including the audit record's broker acknowledgement.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+ITSM_CHANGES_UNREADABLE = Counter(
+    "itsm_pipeline_itsm_changes_unreadable_total",
+    "Change records the sync could not read (malformed in the ITSM), skipped with a warning naming them.",
+    ["target"],
+)
 ITSM_CHANGES_SYNCED = Counter(
     "itsm_pipeline_itsm_changes_synced_total", "Change records read from the ITSM and published.", ["target"]
 )

@@ -65,9 +65,28 @@ def test_sync_publishes_every_change_once_then_only_updates(
         RetryPolicy(budget_seconds=2, initial_seconds=0.01),
     )
     producer = Producer(producer_config(kafka_settings))
+    # One change the ITSM holds with a date the pipeline cannot read: said and counted, skipped.
+    bad = httpx.post(
+        f"{itsm_url}/api/now/table/change_request",
+        auth=("pipeline", PASSWORD),
+        json={"short_description": "Broken", "type": "normal", "start_date": "next tuesday-ish"},
+    )
+    bad.raise_for_status()
+
+    def unreadable() -> float:
+        from prometheus_client import REGISTRY
+
+        value = REGISTRY.get_sample_value(
+            "itsm_pipeline_itsm_changes_unreadable_total", {"target": "servicenow"}
+        )
+        return value or 0.0
+
+    before = unreadable()
     sync = ChangeSync(client, producer, SERDE, kafka_settings)
-    assert sync.run_once() == 5
-    assert sync.run_once() == 0  # nothing changed: nothing published again
+    assert sync.run_once() == 5  # the five good ones, despite the bad one among them
+    assert unreadable() == before + 1
+    assert sync.run_once() == 0  # nothing changed: nothing published again, the bad row not said again
+    assert unreadable() == before + 1
     # A person approves one in the ITSM (within the same second, told apart by sys_mod_count).
     httpx.patch(
         f"{itsm_url}/api/now/table/change_request/{made[3]['sys_id']}",
