@@ -25,6 +25,9 @@ EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "sink-rt": (["sink", "rt"], {"ITSM_SINK_METRICS_PORT": "0"}),
     "gate": (["gate", "serve"], {}),
     "changes-sync": (["changes", "sync", "--metrics-port", "0"], {}),
+    # More members of the worker's consumer group (same app id), e.g. for failover tests.
+    "worker-2": (["worker"], {"ITSM_WORKER_METRICS_PORT": "0"}),
+    "worker-3": (["worker"], {"ITSM_WORKER_METRICS_PORT": "0"}),
 }
 
 
@@ -207,6 +210,12 @@ class Stack:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+    def kill_one(self, name: str) -> int:
+        """SIGKILL one child and forget it: a crash, with no chance to commit or leave its group."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        return proc.wait()
 
     def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
         """SIGTERM every child (gateway first, ITSM last), wait, SIGKILL stragglers; returns exit codes."""

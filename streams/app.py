@@ -60,7 +60,9 @@ def create_app(
         # internal ones (the table's changelog).
         topic_disable_leader=True,
         topic_replication_factor=settings.topic_replication,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.worker_commit_interval_seconds,
+        broker_session_timeout=settings.worker_session_timeout_seconds,
+        broker_heartbeat_interval=settings.worker_heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )

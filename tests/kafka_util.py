@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, Producer
 
@@ -12,6 +13,17 @@ from streams.core.dlq import Headers
 
 def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
     """Read topic from the start until count records arrived (or timeout); returns what arrived."""
+    if count <= 0:
+        return []
+    arrived = iter(range(1, count + 1))
+    return consume_until(bootstrap, topic, lambda _msg: next(arrived) >= count, timeout)
+
+
+def consume_until(
+    bootstrap: str, topic: str, enough: Callable[[Message], bool | None], timeout: float = 60.0
+) -> list[Message]:
+    """Read topic from the start, each record through enough(record), until it says True (or
+    timeout); returns what arrived."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -24,11 +36,13 @@ def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> li
     out: list[Message] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
             out.append(msg)
+            if enough(msg):
+                break
     finally:
         consumer.close()
     return out

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     changes_sync_interval_seconds: float = Field(
         5.0, gt=0, description="How often `itsmctl changes sync` reads changed change requests from the ITSM."
     )
+
+    # Worker consumer group. A member that stops heartbeating (killed, partitioned) loses its
+    # partitions after the session timeout; 10 s (the broker's minimum is 6 s) keeps a failover
+    # pause short while a busy event loop cannot cause one, since Faust heartbeats from the
+    # consumer's own thread. Every commit interval the processed positions are committed: what a
+    # crash re-processes at most (at-least-once; the sinks are idempotent).
+    worker_session_timeout_seconds: float = Field(10.0, ge=6.0, le=1800.0)
+    worker_heartbeat_interval_seconds: float = Field(3.0, gt=0.0, le=600.0)
+    worker_commit_interval_seconds: float = Field(1.0, gt=0.0, le=60.0)
 
     # Worker / sink metrics (the gateway serves /metrics on its own port)
     worker_metrics_port: int = Field(9464, ge=0, le=65535)
@@ -195,6 +204,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Explicit arguments win, then ITSM_X, then ITSM_X_FILE.
         return (init_settings, env_settings, FileVariantSource(settings_cls), file_secret_settings)
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_the_session(self) -> Settings:
+        # Kafka's rule of thumb: at least three heartbeats per session, or a single lost one
+        # expels a healthy member and every partition pauses for a rebalance.
+        if self.worker_heartbeat_interval_seconds * 3 > self.worker_session_timeout_seconds:
+            raise ValueError(
+                "ITSM_WORKER_HEARTBEAT_INTERVAL_SECONDS must be at most a third of "
+                "ITSM_WORKER_SESSION_TIMEOUT_SECONDS"
+            )
+        return self
 
     def topic(self, base: str) -> str:
         """The full name of a declared topic for this process."""

@@ -101,3 +101,17 @@ def test_loggers_made_at_import_still_render_json_once_configured() -> None:
     line = json.loads(out.getvalue())
     assert line["event"] == "hello" and line["component"] == "early" and line["offset"] == 7
     assert line["timestamp"].endswith("Z")
+
+
+def test_worker_heartbeats_must_fit_three_times_into_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("ITSM_WORKER_SESSION_TIMEOUT_SECONDS", "6")
+    monkeypatch.setenv("ITSM_WORKER_HEARTBEAT_INTERVAL_SECONDS", "3")
+    with pytest.raises(ValidationError, match="at most a third"):
+        Settings()
+    monkeypatch.setenv("ITSM_WORKER_HEARTBEAT_INTERVAL_SECONDS", "2")
+    assert Settings().worker_session_timeout_seconds == 6
+    monkeypatch.setenv("ITSM_WORKER_SESSION_TIMEOUT_SECONDS", "5")
+    with pytest.raises(ValidationError):
+        Settings()  # below the broker's group.min.session.timeout.ms
