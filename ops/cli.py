@@ -165,8 +165,10 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_worker(_: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from streams.agents.delivery import BrokerOffsets
     from streams.agents.views import ChangesView, CMDBView, IncidentIndexView, WindowView
     from streams.app import create_app
+    from streams.core.kafka import client_config
     from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, ITSM_CHANGES, MAINTENANCE_WINDOWS
     from streams.core.views import CompactedTopicView
 
@@ -198,7 +200,17 @@ def cmd_worker(_: argparse.Namespace) -> int:
         windows=len(windows.windows()),
         changes=len(changes.values()),
     )
-    app = create_app(settings, serde, rules, cmdb=cmdb, incidents=incidents, windows=windows, changes=changes)
+    offsets = BrokerOffsets(client_config(settings), settings.app_id)
+    app = create_app(
+        settings,
+        serde,
+        rules,
+        cmdb=cmdb,
+        incidents=incidents,
+        windows=windows,
+        changes=changes,
+        offsets=offsets,
+    )
 
     @app.timer(5.0, name="views-alive")
     async def views_alive() -> None:
@@ -212,6 +224,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     finally:
         for view in views:
             view.stop()
+        offsets.close()
     return 0
 
 

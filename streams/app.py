@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
+from faust.types import TP
 
 from streams.agents.alerts import AlertProcessor, IncidentIndexWriter
 from streams.agents.changes import ChangeProcessor, ChangeSource, NoChanges
+from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
 from streams.agents.effects import Emitter
 from streams.agents.guards import RecordGuard
 from streams.core.dlq import Headers, bytes_headers
@@ -45,11 +48,15 @@ def create_app(
     emit: Emitter | None = None,
     table: MutableMapping[str, bytes] | None = None,
     parked: MutableMapping[str, bytes] | None = None,
+    offsets: OffsetOracle | None = None,
 ) -> faust.App:
     """A Faust app that consumes declared topics as raw bytes and decodes inside the agents.
 
     cmdb, incidents, windows and changes are the global views (agents/views.py); emit, table and
-    parked replace Faust's producer and tables in agent tests.
+    parked replace Faust's producer and tables in agent tests. With offsets (the broker's view of
+    the group), every agent's records go through one DeliveryCursor, which delivers them in order
+    and commits what was processed (agents/delivery.py says why Faust's own commits are off);
+    without it (agent tests) records are handed over as they come.
     """
     app = faust.App(
         settings.app_id,
@@ -69,9 +76,17 @@ def create_app(
     out_topics: dict[str, faust.TopicT] = {}
 
     def raw_topic(*names: str) -> faust.TopicT:
+        # acks=False: Faust neither tracks nor commits these topics; the DeliveryCursor does.
         return app.topic(
-            *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            *names,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            acks=offsets is None,
         )
+
+    consume = _delivery(app, settings, offsets)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
         if topic not in out_topics:
@@ -94,12 +109,13 @@ def create_app(
 
     @app.agent(raw_topic(raw_name, ticks_name), name="alerts")
     async def alerts(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
+        async def one(msg: Any) -> None:
             if msg.topic == ticks_name:
                 await processor.tick(msg.partition)
             else:
                 await processor.handle(msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+
+        await consume(stream, one)
 
     assigned: set[int] = set()
 
@@ -141,18 +157,20 @@ def create_app(
 
     @app.agent(raw_topic(updates_name), name="ci-updates")
     async def ci_updates(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
+        async def one(msg: Any) -> None:
             await changer.handle_ci_update(msg.key, msg.value, msg.headers, msg.partition, msg.offset)
+
+        await consume(stream, one)
 
     @app.agent(raw_topic(requests_name, deploys_name, change_ticks_name), name="changes")
     async def change_inputs(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
+        async def one(msg: Any) -> None:
             if msg.topic == change_ticks_name:
                 await changer.tick(msg.partition)
             else:
                 await changer.handle(msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+
+        await consume(stream, one)
 
     @app.timer(rules.changes.park_recheck, name="change-ticks")
     async def tick_parked() -> None:
@@ -163,6 +181,69 @@ def create_app(
 
     for base, model in ((CMDB_CI, ConfigurationItem), (MAINTENANCE_WINDOWS, MaintenanceWindow)):
         guard = RecordGuard(settings, serde, emit or send, base, model)
-        app.agent(raw_topic(settings.topic(base)), name=f"guard-{base}")(guard.agent)
+
+        async def guard_agent(stream: Any, guard: RecordGuard = guard) -> None:
+            async def one(msg: Any) -> None:
+                await guard.check(msg.key, msg.value, msg.headers, msg.partition, msg.offset)
+
+            await consume(stream, one)
+
+        app.agent(raw_topic(settings.topic(base)), name=f"guard-{base}")(guard_agent)
 
     return app
+
+
+Consume = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[None]]
+
+
+def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None) -> Consume:
+    """How the agents consume their streams: through a DeliveryCursor that commits what was
+    processed (with offsets), or record by record as Faust delivers them (agent tests)."""
+    if offsets is None:
+
+        async def as_delivered(stream: Any, handle: Callable[[Any], Awaitable[Any]]) -> None:
+            async for event in stream.events():
+                await handle(event.message)
+
+        return as_delivered
+
+    async def seek(tp: TopicPartition, offset: int) -> None:
+        try:
+            await app.consumer.seek(TP(tp.topic, tp.partition), offset)
+        except IllegalStateError:
+            pass  # no longer assigned: its next owner starts from the committed offset
+
+    cursor = DeliveryCursor(offsets, seek, lambda: app.consumer.assignment())
+    app.delivery_cursor = cursor  # type: ignore[attr-defined]
+
+    async def commit(only: set[Any] | None = None) -> None:
+        epoch = cursor.epoch
+        due = cursor.to_commit(only)
+        if not due:
+            return
+        # The state changelog and every output of the records below the positions must be on the
+        # broker before the positions are: a crash after the commit must not lose a table write.
+        await app.producer.flush()
+        # Faust's own commit path filters by assignment and handles a rebalanced group.
+        consumer: Any = app.consumer
+        if await consumer._commit({TP(tp.topic, tp.partition): pos for tp, pos in due.items()}):
+            cursor.mark_committed(due, epoch)
+
+    @app.timer(settings.worker_commit_interval_seconds, name="delivery-commit")
+    async def commit_positions() -> None:
+        await commit()
+
+    async def on_revoked(_app: Any, revoked: set[Any], **_kw: Any) -> None:
+        # Still a member of the old generation: commit what this member processed, so the next
+        # owner does not process it again, then forget every position.
+        await commit(revoked)
+        cursor.reset()
+
+    async def on_assigned(_app: Any, assigned: set[Any], **_kw: Any) -> None:
+        cursor.reset()
+
+    signals: Any = (app.on_partitions_revoked, app.on_partitions_assigned)
+    signals[0].connect(on_revoked)
+    signals[1].connect(on_assigned)
+
+    return cursor.consume

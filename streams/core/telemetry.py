@@ -29,6 +29,14 @@ DEAD_LETTERS = Counter(
 DEAD_LETTER_WRITE_FAILURES = Counter(
     "itsm_pipeline_dead_letter_write_failures_total", "Dead-letter writes the broker refused.", ["stage"]
 )
+DELIVERY_SKIPS = Counter(
+    "itsm_pipeline_delivery_skips_total",
+    "Records the worker's delivery cursor did not process when they arrived, by reason: not_owned "
+    "(another member owns the partition), redelivered (processed already), sought_back (arrived "
+    "ahead of the partition's position; sought back and processed in order); gap_confirmed counts "
+    "gaps the broker confirmed empty (compaction, transaction markers), whose next record was processed.",
+    ["reason"],
+)
 WEBHOOK_REQUESTS = Counter(
     "itsm_pipeline_webhook_requests_total",
     "Webhook requests at the ingest gateway, by answer.",

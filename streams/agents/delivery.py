@@ -1,0 +1,227 @@
+"""In-order delivery and our own offset commits for the worker's Faust agents.
+
+Why this exists: Faust (faust-streaming 0.15) can hand an agent a record that was prefetched
+before a rebalance after it, ahead of the partition's committed position. Its fetch loop then
+drops every record below that one (``Consumer._drain_messages`` skips offsets under its read
+offset) and counts the skipped range as acknowledged (``Consumer._add_gap``), so the group
+commits past records no agent ever saw; and a gap at the head of the acknowledged offsets
+freezes a partition's commits (``Consumer._new_offset``). See faust-streaming/faust #216, #221,
+#312 and #606. A worker killed mid-stream lost whole blocks of alerts that way.
+
+So the worker declares its input topics with ``acks=False`` (Faust neither tracks, gap-fills nor
+commits them) and runs every agent's records through a ``DeliveryCursor``:
+
+- each partition's position starts at the group's committed offset (read from the broker on
+  the first record after every rebalance), never at whatever record arrives first;
+- a record at the position is processed; one below it was processed already (a redelivery) and
+  is skipped; one above it means records were skipped: unless the broker confirms the offsets
+  in between do not exist (compaction, transaction markers, retention), the partition is sought
+  back to the position and the early record waits for its turn;
+- the position moves only after the record's handler returned (its outputs acknowledged and its
+  state written), and what is committed is that position, after the producer was flushed (so
+  the state changelog is on the broker too), for partitions this member still owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from streams.core import telemetry
+
+log = telemetry.get_logger("worker.delivery")
+
+
+class TopicPartition(NamedTuple):
+    """A topic partition (the same shape as Faust's TP)."""
+
+    topic: str
+    partition: int
+
+
+class OffsetOracle(Protocol):
+    """What the broker knows about a partition, asked outside the consumer group."""
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset (the next record to process), or None if none."""
+        ...
+
+    async def first_at_or_after(self, tp: TopicPartition, offset: int) -> int | None:
+        """The offset of the first record at or after offset (the earliest record if offset is
+        below the log start), or None if the broker did not answer in time."""
+        ...
+
+
+@dataclass
+class Admission:
+    """A record the cursor let through; hand it back to ``done`` once it was handled."""
+
+    tp: TopicPartition
+    offset: int
+    epoch: int
+
+
+@dataclass
+class DeliveryCursor:
+    """Per-partition positions of one consumer-group member: admits records in offset order,
+    seeks back over skipped ones, and says what may be committed."""
+
+    oracle: OffsetOracle
+    seek: Callable[[TopicPartition, int], Awaitable[None]]
+    owned: Callable[[], Iterable[Any]]
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    # The first offset that exists at or after a position, as the broker said (per position).
+    _exists: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    epoch: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        telemetry.DELIVERY_SKIPS.labels(outcome).inc()
+
+    def reset(self) -> None:
+        """Forget every position (on a rebalance): each is read from the broker again."""
+        self.positions.clear()
+        self.committed.clear()
+        self._exists.clear()
+        self.epoch += 1
+
+    def _owned(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self.owned()}
+
+    async def admit(self, topic: str, partition: int, offset: int) -> Admission | None:
+        """The record's admission if it is the partition's next record, else None (skip it)."""
+        tp = TopicPartition(topic, partition)
+        if tp not in self._owned():
+            self._count("not_owned")  # its owner processes it
+            return None
+        epoch = self.epoch
+        position = self.positions.get(tp)
+        if position is None:
+            committed = await self.oracle.committed(tp)
+            if epoch != self.epoch:
+                return None  # a rebalance happened meanwhile; the record comes again
+            position = committed if committed is not None else 0
+            self.positions[tp] = position
+            self.committed[tp] = position
+        if offset == position:
+            return Admission(tp, offset, epoch)
+        if offset < position:
+            self._count("redelivered")
+            return None
+        known = self._exists.get(tp)
+        if known is None or known[0] != position:
+            first = await self.oracle.first_at_or_after(tp, position)
+            if epoch != self.epoch:
+                return None
+            if first is None:
+                log.warning("delivery_unverified_gap", topic=topic, partition=partition, position=position)
+                await self._seek_back(tp, position)
+                return None
+            known = (position, first)
+            self._exists[tp] = known
+        if offset <= known[1]:
+            # Nothing exists between the position and this record: compaction, a transaction
+            # marker or retention made the gap, not the consumer.
+            self._count("gap_confirmed")
+            self.positions[tp] = offset
+            return Admission(tp, offset, epoch)
+        log.warning(
+            "delivery_out_of_order", topic=topic, partition=partition, position=position, offset=offset
+        )
+        await self._seek_back(tp, position)
+        return None
+
+    async def _seek_back(self, tp: TopicPartition, position: int) -> None:
+        self._count("sought_back")
+        await self.seek(tp, position)
+
+    def done(self, admission: Admission) -> None:
+        """The admitted record was handled: the partition's position moves past it."""
+        if admission.epoch == self.epoch and self.positions.get(admission.tp) == admission.offset:
+            self.positions[admission.tp] = admission.offset + 1
+            self._exists.pop(admission.tp, None)
+
+    def to_commit(self, only: Iterable[Any] | None = None) -> dict[TopicPartition, int]:
+        """Positions that moved since they were last committed, for partitions still owned."""
+        owned = self._owned()
+        wanted = None if only is None else {TopicPartition(tp.topic, tp.partition) for tp in only}
+        return {
+            tp: pos
+            for tp, pos in self.positions.items()
+            if tp in owned and (wanted is None or tp in wanted) and self.committed.get(tp) != pos
+        }
+
+    def mark_committed(self, offsets: dict[TopicPartition, int], epoch: int) -> None:
+        if epoch == self.epoch:
+            self.committed.update(offsets)
+
+    async def consume(self, stream: Any, handle: Callable[[Any], Awaitable[Any]]) -> None:
+        """Run a Faust stream's records through handle, in order, each at least once."""
+        async for event in stream.events():
+            msg = event.message
+            admission = await self.admit(msg.topic, msg.partition, msg.offset)
+            if admission is not None:
+                await handle(msg)
+                self.done(admission)
+
+
+class BrokerOffsets:
+    """An OffsetOracle over a confluent-kafka consumer that never joins the group: it reads the
+    group's committed offsets and peeks at a partition (blocking calls, run in a thread)."""
+
+    def __init__(self, config: dict[str, Any], group_id: str, timeout: float = 10.0) -> None:
+        from confluent_kafka import Consumer
+
+        self.timeout = timeout
+        base = {
+            **config,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # What Faust's aiokafka consumer reads, so both see the same offsets.
+            "isolation.level": "read_uncommitted",
+        }
+        # Committed offsets of the worker's group (an OffsetFetch; subscribe is never called, so
+        # this consumer never becomes a member), and a peeking consumer in a group of its own.
+        self._group = Consumer({**base, "group.id": group_id})
+        self._peek = Consumer({**base, "group.id": f"{group_id}.peek-{uuid.uuid4().hex[:8]}"})
+        self._lock = threading.Lock()
+
+    def _committed(self, tp: TopicPartition) -> int | None:
+        from confluent_kafka import TopicPartition as CTP
+
+        with self._lock:
+            (got,) = self._group.committed([CTP(tp.topic, tp.partition)], timeout=self.timeout)
+        if got.error is not None:
+            raise RuntimeError(f"committed offset of {tp}: {got.error}")
+        return got.offset if got.offset >= 0 else None
+
+    def _first_at_or_after(self, tp: TopicPartition, offset: int) -> int | None:
+        from confluent_kafka import TopicPartition as CTP
+
+        with self._lock:
+            self._peek.assign([CTP(tp.topic, tp.partition, offset)])
+            try:
+                msgs = self._peek.consume(1, timeout=self.timeout)
+            finally:
+                self._peek.unassign()
+        for msg in msgs:
+            at = msg.offset()
+            if msg.error() is None and at is not None:
+                return int(at)
+        return None
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return await asyncio.to_thread(self._committed, tp)
+
+    async def first_at_or_after(self, tp: TopicPartition, offset: int) -> int | None:
+        return await asyncio.to_thread(self._first_at_or_after, tp, offset)
+
+    def close(self) -> None:
+        self._group.close()
+        self._peek.close()

@@ -1,0 +1,134 @@
+"""The worker's DeliveryCursor: records in offset order from the committed position, skipped ones
+sought back, confirmed gaps crossed, and only processed positions committed."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from streams.agents.delivery import DeliveryCursor, TopicPartition
+
+TP0 = TopicPartition("x.alerts.raw", 0)
+
+
+@dataclass
+class Log:
+    """What the broker holds: the offsets that exist per partition, and the group's commits."""
+
+    offsets: dict[TopicPartition, list[int]] = field(default_factory=dict)
+    commits: dict[TopicPartition, int] = field(default_factory=dict)
+    asked: int = 0
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.commits.get(tp)
+
+    async def first_at_or_after(self, tp: TopicPartition, offset: int) -> int | None:
+        self.asked += 1
+        return next((o for o in self.offsets.get(tp, []) if o >= offset), None)
+
+
+def cursor(
+    log: Log, owned: set[TopicPartition] | None = None
+) -> tuple[DeliveryCursor, list[tuple[TopicPartition, int]]]:
+    seeks: list[tuple[TopicPartition, int]] = []
+
+    async def seek(tp: TopicPartition, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    return DeliveryCursor(log, seek, lambda: owned if owned is not None else {TP0}), seeks
+
+
+def deliver(c: DeliveryCursor, offsets: list[int], tp: TopicPartition = TP0) -> list[int]:
+    """Offer records in this order; returns the offsets processed."""
+
+    async def run() -> list[int]:
+        done = []
+        for off in offsets:
+            admission = await c.admit(tp.topic, tp.partition, off)
+            if admission is not None:
+                done.append(off)
+                c.done(admission)
+        return done
+
+    return asyncio.run(run())
+
+
+def test_records_start_at_the_committed_offset_and_go_in_order() -> None:
+    log = Log({TP0: list(range(100))}, {TP0: 10})
+    c, seeks = cursor(log)
+    assert deliver(c, [10, 11, 12]) == [10, 11, 12]
+    assert c.to_commit() == {TP0: 13} and seeks == [] and log.asked == 0
+
+
+def test_a_record_prefetched_ahead_of_the_position_is_sought_back_not_skipped() -> None:
+    # Faust issue #221: after a rebalance a record from before it (offset 225) arrives first,
+    # while the committed position is 173. Processing it would skip 173..224 for good.
+    log = Log({TP0: list(range(600))}, {TP0: 173})
+    c, seeks = cursor(log)
+    assert deliver(c, [225, 226]) == []
+    assert seeks == [(TP0, 173), (TP0, 173)] and c.counts == {"sought_back": 2}
+    assert c.to_commit() == {}  # nothing processed: nothing to commit
+    # After the seek the partition comes again from 173: every record, in order.
+    assert deliver(c, [173, 174, *range(175, 226)]) == list(range(173, 226))
+    assert c.to_commit() == {TP0: 226}
+
+
+def test_records_below_the_position_were_processed_already_and_are_skipped() -> None:
+    log = Log({TP0: list(range(50))}, {TP0: 20})
+    c, _ = cursor(log)
+    assert deliver(c, [20, 21, 18, 19, 20, 22]) == [20, 21, 22]
+    assert c.counts == {"redelivered": 3}
+
+
+def test_a_gap_the_broker_confirms_is_crossed_once_verified() -> None:
+    # Compaction (or a transaction marker) removed offsets 5..8: they do not exist.
+    log = Log({TP0: [0, 1, 2, 3, 4, 9, 10]}, {})
+    c, seeks = cursor(log)
+    assert deliver(c, [0, 1, 2, 3, 4, 9, 10]) == [0, 1, 2, 3, 4, 9, 10]
+    assert seeks == [] and c.counts == {"gap_confirmed": 1} and log.asked == 1
+
+
+def test_a_committed_offset_below_the_log_start_moves_to_the_first_record() -> None:
+    log = Log({TP0: list(range(500, 510))}, {TP0: 7})  # retention deleted 7..499
+    c, seeks = cursor(log)
+    assert deliver(c, [500, 501]) == [500, 501] and seeks == []
+
+
+def test_records_of_partitions_another_member_owns_are_left_to_it() -> None:
+    log = Log({TP0: list(range(10))}, {})
+    c, _ = cursor(log, owned=set())
+    assert deliver(c, [0, 1]) == [] and c.counts == {"not_owned": 2}
+
+
+def test_a_rebalance_forgets_positions_and_a_late_done_moves_nothing() -> None:
+    log = Log({TP0: list(range(100))}, {TP0: 40})
+    c, _ = cursor(log)
+
+    async def run() -> None:
+        first = await c.admit(TP0.topic, TP0.partition, 40)
+        assert first is not None
+        c.reset()  # a rebalance while offset 40 was in the handler
+        log.commits[TP0] = 60  # meanwhile another member processed up to 59
+        c.done(first)
+        again = await c.admit(TP0.topic, TP0.partition, 60)
+        assert again is not None and again.offset == 60
+
+    asyncio.run(run())
+    assert c.positions == {TP0: 60}
+
+
+def test_only_moved_positions_of_owned_partitions_are_committed() -> None:
+    tp1 = TopicPartition("x.alerts.raw", 1)
+    owned = {TP0, tp1}
+    log = Log({TP0: list(range(10)), tp1: list(range(10))}, {TP0: 0, tp1: 0})
+    c, _ = cursor(log, owned)
+    deliver(c, [0, 1])
+    deliver(c, [0], tp1)
+    due = c.to_commit()
+    assert due == {TP0: 2, tp1: 1}
+    c.mark_committed(due, c.epoch)
+    assert c.to_commit() == {}
+    deliver(c, [2])
+    owned.discard(tp1)
+    assert c.to_commit() == {TP0: 3}
+    assert c.to_commit(only={tp1}) == {}
