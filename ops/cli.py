@@ -341,7 +341,15 @@ def cmd_devitsm(_: argparse.Namespace) -> int:
             settings.devitsm_client_secret.get_secret_value(),
             settings.devitsm_token_ttl_seconds,
         )
-    app = create_devitsm(store, settings.devitsm_user, password, settings.devitsm_rate_limit, groups, oauth)
+    app = create_devitsm(
+        store,
+        settings.devitsm_user,
+        password,
+        settings.devitsm_rate_limit,
+        groups,
+        oauth,
+        faults=settings.devitsm_fault_injection,
+    )
     telemetry.get_logger("devitsm").info(
         "devitsm_listening", host=settings.devitsm_host, port=settings.devitsm_port, db=settings.devitsm_db
     )

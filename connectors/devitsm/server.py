@@ -2,7 +2,7 @@
 
 Follows the public Table API documentation for what the sinks use:
 GET/POST /api/now/table/{table}, GET/PUT/PATCH /api/now/table/{table}/{sys_id},
-sysparm_query (=, !=, <, <=, >, >=, IN, LIKE, STARTSWITH, ^, ORDERBY, ORDERBYDESC), sysparm_fields,
+sysparm_query (see parse_query for the grammar and its sources), sysparm_fields,
 sysparm_limit, sysparm_offset; results in {"result": ...}; errors as
 {"error": {"message", "detail"}, "status": "failure"}. An invalid field in a query returns no
 rows (the instance setting glide.invalid_query.returns_no_rows=true), never every row.
@@ -16,6 +16,7 @@ import hmac
 import html
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -45,34 +46,72 @@ def failure(status: int, message: str, detail: str | None = None) -> web.Respons
 
 
 class QueryError(ValueError):
-    """A sysparm_query term names a field the table does not have."""
+    """A sysparm_query term names a field the table does not have, or is not a term at all."""
 
 
-def parse_query(table: str, query: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, bool]]]:
+# Encoded query grammar, after ServiceNow's "Encoded query strings"
+# (https://www.servicenow.com/docs/r/yokohama/platform-user-interface/c_EncodedQueryStrings.html)
+# and the operator list of "Operators available for filters and queries"
+# (https://www.servicenow.com/docs/r/yokohama/platform-user-interface/condition-operators.html):
+# a term is <field><operator><value> with no spaces, field names are lower-case column names, so
+# the operator is the token right after the field and the value is everything after it (an
+# operator word inside a value is part of the value). "^" joins terms with AND, "^OR" joins a
+# term to the one before it with OR, "^NQ" starts a new query OR-ed with the previous ones,
+# ORDERBY<field>/ORDERBYDESC<field> sort, and "^EQ" ends the query.
+OPERATORS = (
+    "ISNOTEMPTY",
+    "ISEMPTY",
+    "STARTSWITH",
+    "ENDSWITH",
+    "NOT LIKE",
+    "NOT IN",
+    "LIKE",
+    "IN",
+    "!=",
+    ">=",
+    "<=",
+    "=",
+    ">",
+    "<",
+)
+TERM = re.compile(r"([a-z0-9_.]+)(" + "|".join(re.escape(op) for op in OPERATORS) + r")(.*)", re.DOTALL)
+
+Condition = tuple[str, str, str]
+Query = list[list[Condition]]  # AND of OR-groups
+
+
+def parse_query(table: str, query: str) -> tuple[list[Query], list[tuple[str, bool]]]:
+    """sysparm_query as queries OR-ed together (^NQ), each an AND (^) of OR-groups (^OR)."""
     cols = set(Store.columns(table))
-    conditions: list[tuple[str, str, str]] = []
+    queries: list[Query] = []
     order: list[tuple[str, bool]] = []
-    for term in filter(None, query.split("^")):
-        if term.startswith("ORDERBYDESC"):
-            field, desc = term[len("ORDERBYDESC") :], True
-        elif term.startswith("ORDERBY"):
-            field, desc = term[len("ORDERBY") :], False
-        else:
-            for op in ("!=", ">=", "<=", "STARTSWITH", "LIKE", "IN", "=", ">", "<"):
-                idx = term.find(op)
-                if idx > 0:
-                    field, value = term[:idx], term[idx + len(op) :]
-                    if field not in cols:
-                        raise QueryError(field)
-                    conditions.append((field, op, value))
-                    break
-            else:
+    for part in query.split("^NQ"):
+        groups: Query = []
+        for raw in part.split("^"):
+            if raw in ("", "EQ"):
+                continue
+            joined = raw.startswith("OR") and not raw.startswith("ORDERBY")
+            term = raw[2:] if joined else raw
+            if term.startswith("ORDERBYDESC") or term.startswith("ORDERBY"):
+                desc = term.startswith("ORDERBYDESC")
+                field = term[len("ORDERBYDESC" if desc else "ORDERBY") :]
+                if field not in cols:
+                    raise QueryError(field)
+                order.append((field, desc))
+                continue
+            match = TERM.fullmatch(term)
+            if match is None:
                 raise QueryError(term)
-            continue
-        if field not in cols:
-            raise QueryError(field)
-        order.append((field, desc))
-    return conditions, order
+            field, op, value = match.groups()
+            if field not in cols:
+                raise QueryError(field)
+            if joined and groups:
+                groups[-1].append((field, op, value))
+            else:
+                groups.append([(field, op, value)])
+        if groups:
+            queries.append(groups)
+    return queries, order
 
 
 class FixedWindowLimit:
@@ -238,11 +277,11 @@ def create_devitsm(
         except ValueError:
             return failure(400, "Invalid sysparm_limit or sysparm_offset", "Must be integers")
         try:
-            conditions, order = parse_query(table, q.get("sysparm_query", ""))
+            queries, order = parse_query(table, q.get("sysparm_query", ""))
         except QueryError:
             rows, total = list[dict[str, str]](), 0
         else:
-            rows, total = store.query(table, conditions, order, max(limit, 0), max(offset, 0))
+            rows, total = store.query(table, queries, order, max(limit, 0), max(offset, 0))
         return web.json_response(
             {"result": [project(r, q.get("sysparm_fields")) for r in rows]},
             headers={"X-Total-Count": str(total)},
@@ -345,7 +384,8 @@ def create_devitsm(
 
     middlewares = [rate_limited, auth]
     if faults:
-        # Contract tests only: POST /__faults queues answers (status, Retry-After) for /api calls.
+        # Contract and chaos tests only: POST /__faults queues answers (status, Retry-After) or
+        # delays for /api calls.
         injector = Faults(("/api/",))
         middlewares.insert(0, injector.middleware)
     app = web.Application(middlewares=middlewares)

@@ -226,30 +226,19 @@ class Store:
     def query(
         self,
         table: str,
-        conditions: list[tuple[str, str, str]],
+        queries: list[list[list[tuple[str, str, str]]]],
         order: list[tuple[str, bool]],
         limit: int,
         offset: int,
     ) -> tuple[list[dict[str, str]], int]:
-        where, args = [], []
-        for field, op, value in conditions:
-            if op == "IN":
-                vals = value.split(",")
-                where.append(f"{field} IN ({', '.join('?' for _ in vals)})")
-                args.extend(vals)
-            else:
-                sql_op = {
-                    "=": "=",
-                    "!=": "!=",
-                    ">": ">",
-                    ">=": ">=",
-                    "<": "<",
-                    "<=": "<=",
-                    "LIKE": "LIKE",
-                    "STARTSWITH": "LIKE",
-                }[op]
-                where.append(f"{field} {sql_op} ?")
-                args.append(f"%{value}%" if op == "LIKE" else f"{value}%" if op == "STARTSWITH" else value)
+        args: list[str] = []
+        ors = []
+        for groups in queries:
+            ands = []
+            for group in groups:
+                ands.append("(" + " OR ".join(_condition(f, op, v, args) for f, op, v in group) + ")")
+            ors.append("(" + " AND ".join(ands) + ")")
+        where = [" OR ".join(ors)] if ors else []
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order_sql = ", ".join(f"{f} {'DESC' if desc else 'ASC'}" for f, desc in order) or "seq ASC"
         if any(f == "sys_created_on" for f, _ in order):
@@ -263,6 +252,29 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _like(value: str) -> str:
+    # A value's own % and _ are characters, not wildcards (ESCAPE '\\').
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _condition(field: str, op: str, value: str, args: list[str]) -> str:
+    """One encoded-query term as SQL over a column (field is a checked column name)."""
+    if op in ("IN", "NOT IN"):
+        vals = value.split(",")
+        args.extend(vals)
+        return f"{field} {op} ({', '.join('?' for _ in vals)})"
+    if op == "ISEMPTY":
+        return f"({field} IS NULL OR {field} = '')"
+    if op == "ISNOTEMPTY":
+        return f"({field} IS NOT NULL AND {field} != '')"
+    if op in ("LIKE", "NOT LIKE", "STARTSWITH", "ENDSWITH"):
+        pattern = {"STARTSWITH": "{}%", "ENDSWITH": "%{}"}.get(op, "%{}%").format(_like(value))
+        args.append(pattern)
+        return f"{field} {'NOT LIKE' if op == 'NOT LIKE' else 'LIKE'} ? ESCAPE '\\'"
+    args.append(value)
+    return f"{field} {op} ?"
 
 
 def _row(row: sqlite3.Row) -> dict[str, str]:

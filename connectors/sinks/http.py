@@ -133,6 +133,16 @@ class HttpCaller:
                     self.limiter.observe(resp.status_code, resp.headers)
                 else:
                     resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeEncodeError) as exc:
+                # The command's data cannot make a request at all (an over-long or unencodable URL
+                # or header): no retry can help, and it must not stop the sink.
+                self.attempts += attempt
+                raise SinkError(
+                    f"cannot build {method} request: {type(exc).__name__}: {str(exc)[:200]}",
+                    ErrorClass.VALIDATION,
+                    self.attempts,
+                    False,
+                ) from exc
             except TokenError as exc:
                 # The credentials were refused: permanent. The token endpoint is down: retry.
                 telemetry.SINK_REQUESTS.labels(self.target, "token").inc()

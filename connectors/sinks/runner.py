@@ -80,6 +80,8 @@ class SinkRunner:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._delivery_errors.append(f"{msg.topic()}: {err.str()}")
+            if msg.topic() == self.dlq_topic:
+                telemetry.DEAD_LETTER_WRITE_FAILURES.labels(self.stage).inc()
 
     def _publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
         self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
@@ -139,17 +141,18 @@ class SinkRunner:
             else:
                 try:
                     result = self.handler(cmd)  # type: ignore[arg-type]
-                except SinkError as exc:
-                    self._dead_letter(msg, exc.error_class, str(exc), exc.attempts, now)
+                except SINK_FAILURES as exc:
+                    error = exc if isinstance(exc, SinkError) else _data_error(exc)
+                    self._dead_letter(msg, error.error_class, str(error), error.attempts, now)
                     result = SinkResult(
                         command_id=cmd.command_id,
                         correlation_id=cmd.correlation_id,
                         target=self.sink.name,
                         record_type=self.kind,
                         outcome=SinkOutcome.DEAD_LETTERED,
-                        attempts=exc.attempts,
-                        error_class=exc.error_class.value,
-                        message=str(exc)[:500],
+                        attempts=error.attempts,
+                        error_class=error.error_class.value,
+                        message=str(error)[:500],
                         completed_at=datetime.now(UTC),
                     )
                 self._publish(
@@ -200,6 +203,16 @@ class SinkRunner:
             reason=message[:300],
         )
         self._publish(self.dlq_topic, msg.key(), msg.value() or b"", letter.headers(_header_list(msg)))
+
+
+# Errors one command's data can cause in a sink's mapping (a value no field or query can carry):
+# the command is dead-lettered as invalid and the sink goes on. Everything else crashes the sink.
+DATA_ERRORS: tuple[type[Exception], ...] = (ValueError, UnicodeError, OverflowError)
+SINK_FAILURES: tuple[type[Exception], ...] = (SinkError, *DATA_ERRORS)
+
+
+def _data_error(exc: Exception) -> SinkError:
+    return SinkError(f"{type(exc).__name__}: {str(exc)[:300]}", ErrorClass.VALIDATION, 0, False)
 
 
 def _header_list(msg: Message) -> Headers:

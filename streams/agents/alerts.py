@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from streams.agents.effects import Emitter, dead_letter, send_all
+from streams.agents.effects import DATA_FAULTS, Emitter, dead_letter, send_all
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
 from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
@@ -110,9 +108,17 @@ class AlertProcessor:
             return await self._dead_letter(
                 key, value, headers, topic, partition, offset, now, ErrorClass(exc.error_class), str(exc)
             )
-        except ValidationError as exc:
+        except DATA_FAULTS as exc:
             return await self._dead_letter(
-                key, value, headers, topic, partition, offset, now, ErrorClass.VALIDATION, str(exc)
+                key,
+                value,
+                headers,
+                topic,
+                partition,
+                offset,
+                now,
+                ErrorClass.VALIDATION,
+                f"{type(exc).__name__}: {exc}",
             )
         trace = [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS]
         await self._publish(fx, outputs, trace)

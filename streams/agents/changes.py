@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streams.agents.effects import Emitter, Output, dead_letter, send_all
+from streams.agents.effects import DATA_FAULTS, Emitter, Output, dead_letter, send_all
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
 from streams.core.models import (
@@ -136,9 +136,26 @@ class ChangeProcessor:
         topic = self.updates_topic
         try:
             ci = self._decode(value, ConfigurationItem)
+            verdict = self.ci_stage.check(self.cmdb.get(ci.ci_id), ci, now)
+            outputs: list[Output] = [
+                (self.cmdb_topic, ci.ci_id.encode(), self.serde.encode(ci, self.cmdb_topic))
+            ]
+            if verdict.change is not None:
+                cmd = verdict.change
+                outputs.append(
+                    (
+                        self.commands_topic,
+                        cmd.correlation_id.encode(),
+                        self.serde.encode(cmd, self.commands_topic),
+                    )
+                )
+        except DATA_FAULTS as exc:
+            fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
+            return await self._dead_letter(
+                "ci_update", key, value, hdrs, topic, partition, offset, fault, now
+            )
         except DataError as exc:
             return await self._dead_letter("ci_update", key, value, hdrs, topic, partition, offset, exc, now)
-        verdict = self.ci_stage.check(self.cmdb.get(ci.ci_id), ci, now)
         if not verdict.accepted:
             assert verdict.error_class is not None
             audit = AuditEvent(
@@ -158,16 +175,6 @@ class ChangeProcessor:
                 "ci_update", key, value, hdrs, topic, partition, offset, rejected, now, "rejected"
             )
             return "rejected"
-        outputs: list[Output] = [(self.cmdb_topic, ci.ci_id.encode(), self.serde.encode(ci, self.cmdb_topic))]
-        if verdict.change is not None:
-            cmd = verdict.change
-            outputs.append(
-                (
-                    self.commands_topic,
-                    cmd.correlation_id.encode(),
-                    self.serde.encode(cmd, self.commands_topic),
-                )
-            )
         await self._send(outputs, hdrs)
         self.cmdb.upsert(ci)  # the next update of this CI is checked against this one
         outcome = "accepted_with_change" if verdict.change else "accepted"
@@ -225,20 +232,23 @@ class ChangeProcessor:
             result = await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, timeout, now)
             self._unpark(parked)
             return result
-        if isinstance(record, DeploymentEvent):
-            outcome = await self._deploy(record, hdrs, now)
-        else:
-            await self._send(
-                [
-                    (
-                        self.commands_topic,
-                        record.correlation_id.encode(),
-                        self.serde.encode(record, self.commands_topic),
-                    )
-                ],
-                hdrs,
-            )
-            outcome = "forwarded"
+        try:
+            if isinstance(record, DeploymentEvent):
+                outcome = await self._deploy(record, hdrs, now)
+            else:
+                forward = (
+                    self.commands_topic,
+                    record.correlation_id.encode(),
+                    self.serde.encode(record, self.commands_topic),
+                )
+                await self._send([forward], hdrs)
+                outcome = "forwarded"
+        except DATA_FAULTS as exc:
+            fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
+            result = await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, fault, now)
+            if parked is not None:
+                self._unpark(parked)
+            return result
         if parked is not None:
             self._unpark(parked)
             telemetry.CHANGE_INPUTS.labels(kind, "unparked").inc()

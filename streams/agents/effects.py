@@ -13,6 +13,11 @@ from streams.core.topics import dlq_name
 
 Output = tuple[str, bytes | None, bytes | None]
 
+# Exceptions a record's own data can raise in a stage or an encoder once it decoded (a value out
+# of a field's range, a date past the calendar's end): the record is dead-lettered as invalid and
+# the stream goes on. Anything else is the infrastructure's and crashes the worker.
+DATA_FAULTS: tuple[type[Exception], ...] = (ValueError, OverflowError, UnicodeError)
+
 
 class Emitter(Protocol):
     """Sends one record; the returned awaitable completes once the record is accepted for delivery."""
@@ -60,5 +65,11 @@ async def dead_letter(
         error_class=error_class.value,
         reason=message[:300],
     )
+    try:
+        await settle(await emit(dlq or dlq_name(topic), key, value or b"", letter.headers(headers)))
+    except Exception:
+        # The broker refused the dead letter: counted, then the worker crashes and the record is
+        # processed again after the restart (its offset was not committed).
+        telemetry.DEAD_LETTER_WRITE_FAILURES.labels(stage).inc()
+        raise
     telemetry.DEAD_LETTERS.labels(stage, error_class.value).inc()
-    await settle(await emit(dlq or dlq_name(topic), key, value or b"", letter.headers(headers)))

@@ -18,6 +18,11 @@ VIEW_SKIPPED = telemetry.VIEW_SKIPPED
 R = TypeVar("R", bound=Record)
 
 
+def text(raw: bytes | None) -> str:
+    """A key or value as text; bytes that are not UTF-8 (a foreign producer's) never stop a view."""
+    return raw.decode("utf-8", "replace") if raw else ""
+
+
 class CMDBView(CMDBIndex):
     """The CMDB index fed by cmdb.ci."""
 
@@ -26,9 +31,9 @@ class CMDBView(CMDBIndex):
         self.serde = serde
         self.topic = topic
 
-    def apply(self, key: bytes, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:
-            self.remove(key.decode())
+            self.remove(text(key))
             return
         try:
             self.upsert(self.serde.decode(value, ConfigurationItem))
@@ -48,10 +53,10 @@ class RecordView(Generic[R]):
         self._items: dict[str, R] = {}
         self._lock = threading.Lock()
 
-    def apply(self, key: bytes, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
         with self._lock:
             if value is None:
-                self._items.pop(key.decode(), None)
+                self._items.pop(text(key), None)
                 return
             try:
                 record = self.serde.decode(value, self.model)
@@ -92,8 +97,8 @@ class IncidentIndexView:
         self._lock = threading.Lock()
         self.updated_at = time.monotonic()
 
-    def apply(self, key: bytes, value: bytes | None) -> None:
-        self.set(key.decode(), value.decode() if value else None)
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        self.set(text(key), text(value) or None)
 
     def set(self, ci_id: str, incident: str | None) -> None:
         with self._lock:
@@ -114,7 +119,7 @@ class ChangesView(RecordView[ChangeRecord]):
         super().__init__(serde, topic, ChangeRecord, lambda c: c.change_id)
         self._views: list[ChangeView] | None = None
 
-    def apply(self, key: bytes, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
         super().apply(key, value)
         with self._lock:
             self._views = None

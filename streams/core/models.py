@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -12,7 +13,11 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 def _to_utc(value: datetime) -> datetime:
     # Avro timestamp-millis carries milliseconds; truncate so a round trip is exact.
-    value = value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        # An offset that pushes the instant past year 1 or 9999: no UTC timestamp exists.
+        raise ValueError(f"{value.isoformat()} lies outside the calendar in UTC") from None
     return value.replace(microsecond=(value.microsecond // 1000) * 1000)
 
 
@@ -20,6 +25,25 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """A timezone-aware timestamp stored in UTC; naive timestamps are rejected."""
 
 NonEmpty = Annotated[str, Field(min_length=1)]
+
+MAX_FINGERPRINT = 80
+"""Fingerprints travel into ITSM correlation ids (ServiceNow's correlation_id holds 100
+characters) and lookup URLs, so longer ones are replaced by a digest of themselves."""
+
+
+def _bounded_fingerprint(value: str) -> str:
+    if len(value) <= MAX_FINGERPRINT:
+        return value
+    # Deterministic: every notification of the same alert gets the same bounded fingerprint.
+    return "sha256-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+Fingerprint = Annotated[str, Field(min_length=1), AfterValidator(_bounded_fingerprint)]
+"""An alert's identity: as given, or its SHA-256 digest when longer than MAX_FINGERPRINT."""
+
+MAX_CORRELATION_ID = 100
+CorrelationId = Annotated[str, Field(min_length=1, max_length=MAX_CORRELATION_ID)]
+"""The id every ITSM record carries to be found again; bounded like ServiceNow's correlation_id."""
 
 
 class Record(BaseModel):
@@ -51,7 +75,7 @@ class Alert(Record):
     """One monitoring alert in canonical form."""
 
     avro_name = "io.itsmpipeline.alerts.Alert"
-    fingerprint: NonEmpty
+    fingerprint: Fingerprint
     source: AlertSource
     source_instance: str = ""
     status: AlertStatus
@@ -211,7 +235,7 @@ class IncidentCommand(Record):
 
     avro_name = "io.itsmpipeline.itsm.IncidentCommand"
     command_id: NonEmpty
-    correlation_id: NonEmpty
+    correlation_id: CorrelationId
     action: IncidentAction
     short_description: NonEmpty
     description: str = ""
@@ -284,7 +308,7 @@ class ChangeCommand(Record):
 
     avro_name = "io.itsmpipeline.itsm.ChangeCommand"
     command_id: NonEmpty
-    correlation_id: NonEmpty
+    correlation_id: CorrelationId
     action: ChangeAction
     change_type: ChangeType
     short_description: NonEmpty

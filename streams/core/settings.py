@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     devitsm_rate_limit: int = Field(
         0, ge=0, description="API requests per second the development ITSM accepts (0: no limit)."
     )
+    devitsm_fault_injection: bool = Field(
+        False, description="Serve POST /__faults (queued errors and delays) for chaos tests."
+    )
 
     rules_dir: str | None = Field(
         None, description="Directory of the rule files (default: ops/rules of the checkout)."

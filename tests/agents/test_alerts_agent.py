@@ -301,3 +301,59 @@ def test_the_guard_dead_letters_a_window_whose_time_zone_is_unknown() -> None:
     view = WindowView(SERDE, "w")
     view.apply(b"mw-tz", value)
     assert view.windows() == []  # skipped (and counted), never a window that silently never opens
+
+
+def test_a_dead_letter_the_broker_refuses_is_counted_and_stops_the_worker() -> None:
+    from prometheus_client import REGISTRY
+
+    class Refusing(Collector):
+        async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: list) -> None:  # type: ignore[type-arg]
+            if topic.endswith(".dlq"):
+                raise RuntimeError("broker down")
+            await super().__call__(topic, key, value, headers)
+
+    def failures() -> float:
+        return (
+            REGISTRY.get_sample_value("itsm_pipeline_dead_letter_write_failures_total", {"stage": "alerts"})
+            or 0.0
+        )
+
+    before = failures()
+    with pytest.raises(RuntimeError, match="broker down"):
+        run(processor(Refusing()).handle(b"bad", b"not avro", [], "x.alerts.raw", 0, 7))
+    assert failures() == before + 1
+
+
+def test_an_alert_at_the_calendars_edges_is_processed_and_a_data_fault_is_dead_lettered() -> None:
+    out = Collector()
+    p = processor(out, stable_period=300)
+    edge = alert("edge", status=AlertStatus.RESOLVED, ends_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+    run(p.handle(b"edge", SERDE.encode(alert("edge")), [], "x.alerts.raw", 0, 1))
+    assert run(p.handle(b"edge", SERDE.encode(edge), [], "x.alerts.raw", 0, 2)) == "absorbed"
+
+    # Whatever a stage raises because of a record's values (ValueError, OverflowError) dead-letters
+    # that record; the stream goes on.
+    def overflow(*_a: object, **_k: object) -> None:
+        raise OverflowError("date value out of range")
+
+    p.engine.process = overflow  # type: ignore[method-assign,assignment]
+    assert run(p.handle(b"edge", SERDE.encode(edge), [], "x.alerts.raw", 0, 3)) == "dead_lettered"
+    ((_topic, _, _, headers),) = out.on("alerts.raw.dlq")
+    assert header_map(headers)["dlq.error.class"] == "validation"
+    assert "OverflowError" in header_map(headers)["dlq.exception.message"]
+
+
+def test_an_over_long_fingerprint_is_bounded_the_same_way_every_time() -> None:
+    from streams.core.models import MAX_FINGERPRINT
+
+    long = "x" * 70_000
+    a, b = alert(long), alert(long)
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) <= MAX_FINGERPRINT
+    assert (
+        a.fingerprint.startswith("sha256-")
+        and alert("y" * MAX_FINGERPRINT).fingerprint == "y" * MAX_FINGERPRINT
+    )
+    out = Collector()
+    assert run(processor(out).handle(b"k", SERDE.encode(a), [], "x.alerts.raw", 0, 1)) == "emitted"
+    ((_, _, value, _),) = out.on("itsm.incident.commands")
+    assert len(SERDE.decode(value or b"", IncidentCommand).correlation_id) <= 100

@@ -105,3 +105,48 @@ def test_the_page_lists_incidents_and_changes_for_a_person(api: httpx.Client) ->
     page = httpx.get(str(api.base_url) + "/").text
     assert "INC0010001" in page and "CHG0030001" in page
     assert "&lt;script&gt;" in page and "<script>x" not in page
+
+
+# Encoded queries, after ServiceNow's "Encoded query strings"
+# (https://www.servicenow.com/docs/r/yokohama/platform-user-interface/c_EncodedQueryStrings.html):
+# <field><operator><value>, "^" is AND, "^OR" ORs a term with the one before, "^NQ" starts a new
+# query OR-ed with the previous ones.
+
+
+def correlation_ids(api: httpx.Client, query: str) -> list[str]:
+    rows = api.get(
+        "/api/now/table/incident",
+        params={"sysparm_query": query + "^ORDERBYcorrelation_id", "sysparm_fields": "correlation_id"},
+    ).json()["result"]
+    return [r["correlation_id"] for r in rows]
+
+
+def test_operator_words_inside_a_value_are_part_of_the_value(api: httpx.Client) -> None:
+    # The sink's own lookup of a correlation id containing IN, LIKE, != or <= must find it.
+    ids = ["itsmp-SVC-INCIDENT-1", "itsmp-LIKE-x", "a!=b", "p<=q", "plain"]
+    for cid in ids:
+        api.post("/api/now/table/incident", json={"short_description": "q", "correlation_id": cid})
+    for cid in ids:
+        assert correlation_ids(api, f"correlation_id={cid}") == [cid]
+    assert correlation_ids(api, "correlation_idSTARTSWITHitsmp-SVC-IN") == ["itsmp-SVC-INCIDENT-1"]
+    assert correlation_ids(api, "correlation_idLIKESVC-IN") == ["itsmp-SVC-INCIDENT-1"]
+
+
+def test_or_nq_in_and_the_other_operators(api: httpx.Client) -> None:
+    for i, (cid, urgency) in enumerate((("c1", 1), ("c2", 2), ("c3", 3), ("c4_x", 3))):
+        api.post(
+            "/api/now/table/incident",
+            json={"short_description": f"n{i}", "correlation_id": cid, "urgency": urgency, "impact": 2},
+        )
+    assert correlation_ids(api, "correlation_id=c1^ORcorrelation_id=c3") == ["c1", "c3"]
+    # ^OR binds to the term before it only: urgency=3 AND (c1 OR c3).
+    assert correlation_ids(api, "urgency=3^correlation_id=c1^ORcorrelation_id=c3") == ["c3"]
+    assert correlation_ids(api, "correlation_id=c1^NQurgency=3^correlation_idSTARTSWITHc4") == ["c1", "c4_x"]
+    assert correlation_ids(api, "correlation_idINc2,c4_x") == ["c2", "c4_x"]
+    assert correlation_ids(api, "correlation_idNOT INc2,c4_x") == ["c1", "c3"]
+    assert correlation_ids(api, "correlation_id!=c1^urgency<=2") == ["c2"]
+    assert correlation_ids(api, "correlation_idENDSWITH_x") == ["c4_x"]  # "_" is no wildcard
+    assert correlation_ids(api, "correlation_idLIKEc^correlation_idNOT LIKE_") == ["c1", "c2", "c3"]
+    assert correlation_ids(api, "correlation_idISNOTEMPTY^EQ") == ["c1", "c2", "c3", "c4_x"]
+    assert correlation_ids(api, "correlation_idISEMPTY") == []
+    assert correlation_ids(api, "not a term") == []  # invalid: no rows, never all rows
