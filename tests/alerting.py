@@ -112,8 +112,11 @@ class Harness:
         return w
 
 
-def am(fp: str, status: str = "FIRING", severity: str = "warning", **labels: str) -> m.Alert:
-    """An Alertmanager alert with the given labels (alertname HighCPU by default)."""
+def am(
+    fp: str, status: str = "FIRING", severity: str = "warning", starts_at: datetime = T0, **labels: str
+) -> m.Alert:
+    """An Alertmanager alert with the given labels (alertname HighCPU by default); a re-fire after
+    a resolve starts anew (a later starts_at), as Alertmanager's do."""
     lbl = {"alertname": "HighCPU", **labels}
     return m.Alert(
         fingerprint=fp,
@@ -123,6 +126,6 @@ def am(fp: str, status: str = "FIRING", severity: str = "warning", **labels: str
         severity=severity,
         summary=f"{lbl['alertname']} {fp}",
         labels=lbl,
-        starts_at=T0,
-        received_at=T0,
+        starts_at=starts_at,
+        received_at=starts_at,
     )

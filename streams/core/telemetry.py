@@ -78,7 +78,7 @@ VIEW_SKIPPED = Counter(
 ALERT_OUTCOMES = Counter(
     "itsm_pipeline_alert_outcomes_total",
     "Every alerts.raw record by how it was accounted for: in = emitted + absorbed + deduplicated + "
-    "suppressed + dead_lettered.",
+    "suppressed + stale + dead_lettered.",
     ["outcome"],
 )
 CORRELATION_PRECISION = Gauge(

@@ -18,6 +18,7 @@ class DropReason(StrEnum):
     DEDUPLICATED = "deduplicated"
     SUPPRESSED = "suppressed"
     GROUPED = "grouped"
+    STALE = "stale"
 
 
 @dataclass(frozen=True)

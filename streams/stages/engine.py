@@ -11,6 +11,7 @@ from streams.stages.correlation import CorrelationStage
 from streams.stages.dedup import DedupStage
 from streams.stages.lifecycle import LifecycleStage
 from streams.stages.maintenance import MaintenanceStage, WindowCalendar
+from streams.stages.ordering import OrderStage
 from streams.stages.severity import SeverityStage
 from streams.stages.state import (
     AlertState,
@@ -24,11 +25,16 @@ from streams.stages.state import (
     WindowSource,
 )
 
-OUTCOME_OF_DROP = {DropReason.DEDUPLICATED: Outcome.DEDUPLICATED, DropReason.SUPPRESSED: Outcome.SUPPRESSED}
+OUTCOME_OF_DROP = {
+    DropReason.DEDUPLICATED: Outcome.DEDUPLICATED,
+    DropReason.SUPPRESSED: Outcome.SUPPRESSED,
+    DropReason.STALE: Outcome.STALE,
+}
 
 
 class AlertEngine:
-    """dedup -> correlate CI -> maintenance -> severity -> lifecycle, over narrow state protocols."""
+    """order -> dedup -> correlate CI -> maintenance -> severity -> lifecycle, over narrow state
+    protocols."""
 
     def __init__(
         self, rules: Rules, store: StateStore, cmdb: CIIndex, incidents: IncidentIndex, windows: WindowSource
@@ -44,6 +50,7 @@ class AlertEngine:
         self.pipeline = Pipeline(
             "alerts",
             [
+                OrderStage(),
                 DedupStage(rules.lifecycle.dedup_window),
                 self.correlation,
                 self.maintenance,

@@ -46,6 +46,9 @@ class AlertState(BaseModel):
     impact: int | None = None
     urgency: int | None = None
     alert: dict[str, Any] | None = None  # the last firing alert, to open its incident later
+    # The alert's own times of the last notification applied (OrderStage): older ones are stale.
+    event_starts_at: datetime | None = None
+    event_status: str | None = None
 
 
 class StateStore(Protocol):
@@ -87,6 +90,7 @@ class Outcome(StrEnum):
     ABSORBED = "absorbed"  # state changed, nothing to send yet (e.g. clearing starts)
     DEDUPLICATED = "deduplicated"
     SUPPRESSED = "suppressed"
+    STALE = "stale"  # older than what the state already applied: changed nothing
 
 
 @dataclass

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from prometheus_client import REGISTRY
 
 from streams.core.models import IncidentAction, Recurrence, Weekday
 from streams.stages.lifecycle import correlation_id
 from streams.stages.state import IncidentPhase, Outcome
-from tests.alerting import Harness, am
+from tests.alerting import T0, Harness, am
 
 
 def actions(fx: object) -> list[tuple[str, str]]:
@@ -268,7 +270,7 @@ def test_a_refire_inside_the_stable_period_keeps_the_incident_open_and_counts_a_
     h.send(am("f1"))
     h.send(am("f1", "RESOLVED"))
     h.advance(100)
-    fx = h.send(am("f1"))
+    fx = h.send(am("f1", starts_at=h.now))
     assert actions(fx) == [("UPDATE", "itsmp-f1")] and "Flapping" in (fx.commands[0].work_note or "")
     assert h.state("f1").phase is IncidentPhase.OPEN and h.state("f1").flaps == 1
     assert metric("itsm_pipeline_flaps_total", source="alertmanager") == before + 1
@@ -281,10 +283,12 @@ def test_a_refire_within_the_reopen_period_reopens_and_later_opens_a_new_inciden
     h.send(am("f1"))
     h.send(am("f1", "RESOLVED"))
     h.advance(1800)
-    assert actions(h.send(am("f1"))) == [("OPEN", "itsmp-f1")]
-    h.send(am("f1", "RESOLVED"))
+    assert actions(h.send(am("f1", starts_at=h.now))) == [("OPEN", "itsmp-f1")]
+    h.send(am("f1", "RESOLVED", starts_at=h.now))
     h.advance(3601)
-    assert actions(h.send(am("f1"))) == [("OPEN", correlation_id("f1", 1))] == [("OPEN", "itsmp-f1-1")]
+    assert actions(h.send(am("f1", starts_at=h.now))) == [("OPEN", correlation_id("f1", 1))] == [
+        ("OPEN", "itsmp-f1-1")
+    ]
 
 
 def test_an_alert_without_any_signal_for_the_timeout_is_resolved() -> None:
@@ -315,3 +319,39 @@ def test_a_window_with_an_unknown_time_zone_is_refused_not_silently_ignored() ->
         Recurrence(
             weekdays=[Weekday.SAT], start_time="02:00", duration_minutes=60, timezone="Mars/Olympus_Mons"
         )
+
+
+def test_a_late_firing_of_an_episode_already_resolved_is_stale_and_changes_nothing() -> None:
+    # Two Alertmanagers of an HA pair: the second member's "firing" (same startsAt) arrives after
+    # the first member's "resolved".
+    h = Harness(stable_period=0, reopen_period=3600, dedup_window=0)
+    h.send(am("f1"))
+    assert actions(h.send(am("f1", "RESOLVED"))) == [("RESOLVE", "itsmp-f1")]
+    before = h.state("f1").model_copy()
+    h.advance(5)
+    fx = h.send(am("f1"))
+    assert fx.outcome is Outcome.STALE and fx.commands == []
+    assert h.state("f1") == before  # not even counted as a notification of the alert
+    # A real re-fire starts anew and reopens.
+    assert actions(h.send(am("f1", starts_at=h.now))) == [("OPEN", "itsmp-f1")]
+
+
+def test_a_late_resolve_of_an_earlier_episode_does_not_clear_the_current_one() -> None:
+    h = Harness(stable_period=0, reopen_period=0, dedup_window=0)
+    h.send(am("f1"))
+    h.send(am("f1", "RESOLVED"))
+    h.advance(60)
+    assert actions(h.send(am("f1", starts_at=h.now))) == [("OPEN", "itsmp-f1-1")]
+    fx = h.send(am("f1", "RESOLVED"))  # the first episode's resolve, delivered again late
+    assert fx.outcome is Outcome.STALE and fx.commands == []
+    assert h.state("f1").phase is IncidentPhase.OPEN
+
+
+def test_notifications_without_an_applied_time_are_never_stale() -> None:
+    from streams.stages.ordering import stale_reason
+
+    h = Harness()
+    h.send(am("f1"))
+    state = h.state("f1").model_copy(update={"event_starts_at": None, "event_status": None})
+    assert stale_reason(state, am("f1", "RESOLVED")) is None  # a state written before this rule
+    assert stale_reason(h.state("f1"), am("f1", starts_at=T0 - timedelta(seconds=1))) is not None
