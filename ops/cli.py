@@ -119,7 +119,11 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
     from connectors.registry import webhook_sources
     from connectors.sources.gateway import create_gateway
+    from streams.agents.views import RecordView
     from streams.core.kafka import AckedProducer
+    from streams.core.models import CorrelationSample
+    from streams.core.topics import ALERTS_CORRELATION_SAMPLES
+    from streams.core.views import CompactedTopicView
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -127,11 +131,19 @@ def cmd_gateway(_: argparse.Namespace) -> int:
         settings, **{"delivery.timeout.ms": int(settings.gateway_publish_timeout_seconds * 1000)}
     )
     sources = webhook_sources(settings)
+    serde = _serde(settings)
+    # Verdicts must name a sample the worker took: follow alerts.correlation.samples.
+    samples = RecordView(
+        serde, settings.topic(ALERTS_CORRELATION_SAMPLES), CorrelationSample, lambda s: s.sample_id
+    )
+    samples_view = CompactedTopicView(settings, samples.topic, samples.apply).start()
+    samples_view.wait_ready(settings.view_ready_timeout_seconds)
     app = create_gateway(
-        settings, _serde(settings), producer, sources, fingerprints=_rules(settings).fingerprint
+        settings, serde, producer, sources, fingerprints=_rules(settings).fingerprint, samples=samples.get
     )
 
     async def on_cleanup(_: web.Application) -> None:
+        samples_view.stop()
         left = producer.close()
         telemetry.get_logger("gateway").info("gateway_stopped", undelivered=left)
 

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from connectors.gate.callers import Caller, CallersFile
+from connectors.jsonbody import BodyError, parse_json
 from streams.agents.views import ChangesView, GateRequestsView
 from streams.core import telemetry
 from streams.core.kafka import DeliveryError
@@ -62,7 +63,7 @@ class Check(BaseModel):
     change_id: str | None = Field(None, max_length=100)
     commit: str | None = Field(None, max_length=100)
     ci_ids: list[str] = Field(default_factory=list, max_length=100)
-    bypass: bool = False
+    bypass: StrictBool = False  # true or false: "yes" or 1 is a mistake, not a bypass
     justification: str = Field("", max_length=2000)
 
 
@@ -116,7 +117,9 @@ def create_gate(
         if request.content_type != "application/json":
             return _error(415, "send application/json")
         try:
-            return model.model_validate_json(await request.read())
+            return model.model_validate(parse_json(await request.read()))
+        except BodyError as exc:
+            return _error(400, str(exc))
         except ValidationError as exc:
             problems = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:10]]
             return _error(400, "invalid request", problems)

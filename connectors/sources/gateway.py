@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -13,11 +12,12 @@ from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.jsonbody import BodyError, parse_json
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
 from connectors.sources.base import WebhookSource
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
-from streams.core.models import Alert, AuditEvent, AuditOutcome
+from streams.core.models import Alert, AuditEvent, AuditOutcome, CorrelationSample
 from streams.core.rules import FingerprintRules
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
@@ -30,11 +30,11 @@ class Verdict(BaseModel):
     """POST /v1/correlation/verdicts: was a sampled correlation decision right?"""
 
     model_config = ConfigDict(extra="forbid")
-    sample_id: str = Field(min_length=1)
+    sample_id: str = Field(min_length=1, max_length=300)
     rule: str = Field(min_length=1, max_length=64)
     verdict: str = Field(pattern="^(correct|incorrect)$")
-    reviewer: str = Field(min_length=1)
-    comment: str = ""
+    reviewer: str = Field(min_length=1, max_length=200)
+    comment: str = Field("", max_length=2000)
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
@@ -60,13 +60,26 @@ def create_gateway(
     sources: Mapping[str, WebhookSource],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     fingerprints: FingerprintRules | None = None,
+    samples: Callable[[str], CorrelationSample | None] = lambda _id: None,
 ) -> web.Application:
-    """The aiohttp application with one POST route per webhook source, /healthz and /metrics."""
+    """The aiohttp application with one POST route per webhook source, /healthz and /metrics.
+
+    samples looks up a sampled correlation decision by id (the gateway follows
+    alerts.correlation.samples): a verdict must name one, and its rule.
+    """
     topic = settings.topic(ALERTS_RAW)
     token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
     # Traces start here: every published alert carries a W3C traceparent header.
     telemetry.configure_tracing("itsm-gateway")
     tracer = telemetry.tracer("gateway")
+    expected_auth = f"Bearer {token}".encode() if token is not None else None
+
+    def authorized(request: web.Request) -> bool:
+        if expected_auth is None:
+            return True
+        # Header text may hold any character (non-ASCII included): compare bytes, never raise.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(given, expected_auth)
 
     def make_handler(source: WebhookSource) -> Callable[[web.Request], object]:
         async def handle(request: web.Request) -> web.Response:
@@ -77,10 +90,8 @@ def create_gateway(
                 )
                 return _error(status, message, problems)
 
-            if token is not None:
-                given = request.headers.get("Authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                    return reject(401, "missing or wrong bearer token")
+            if not authorized(request):
+                return reject(401, "missing or wrong bearer token")
             if request.content_type != "application/json":
                 return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
             try:
@@ -92,13 +103,17 @@ def create_gateway(
                 if problem is not None:
                     return reject(401, f"{source.name} signature check failed: {problem}")
             try:
-                payload = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return reject(400, f"body is not valid JSON: {exc}")
+                payload = parse_json(body)
+            except BodyError as exc:
+                return reject(400, str(exc))
             try:
                 alerts = [apply_fingerprint_rule(a, fingerprints) for a in source.to_alerts(payload, clock())]
             except PayloadError as exc:
                 return reject(400, f"invalid {source.name} payload", exc.problems)
+            except ValidationError as exc:
+                return reject(400, f"invalid {source.name} payload", problems_of(exc))
+            except (ValueError, OverflowError) as exc:
+                return reject(400, f"invalid {source.name} payload", [f"{type(exc).__name__}: {exc}"])
             try:
                 records = [(a.fingerprint.encode(), serde.encode(a, topic)) for a in alerts]
             except SerdeError as exc:
@@ -128,14 +143,30 @@ def create_gateway(
     audit_topic = settings.topic(AUDIT_EVENTS)
 
     async def verdict(request: web.Request) -> web.Response:
-        """A service desk verdict on a sampled correlation decision: counted per rule, audited."""
+        """A service desk verdict on a sampled correlation decision: counted per rule, audited.
+
+        It takes the webhooks' token, JSON only, and must name a sample the pipeline took and that
+        sample's rule: metric labels and audit records come from the pipeline, never the caller.
+        """
+        if not authorized(request):
+            return _error(401, "missing or wrong bearer token")
+        if request.content_type != "application/json":
+            return _error(415, f"Content-Type must be application/json, not {request.content_type!r}")
         try:
-            body = await request.json()
-            v = Verdict.model_validate(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "body is not valid JSON")
+            v = Verdict.model_validate(parse_json(await request.read()))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body larger than {settings.gateway_max_body_bytes} bytes")
+        except BodyError as exc:
+            return _error(400, str(exc))
         except ValidationError as exc:
             return _error(400, "invalid verdict", problems_of(exc))
+        sample = samples(v.sample_id)
+        if sample is None:
+            return _error(404, f"no correlation sample {v.sample_id!r} (see alerts.correlation.samples)")
+        if sample.rule != v.rule:
+            return _error(
+                400, "invalid verdict", [f"rule: sample {v.sample_id!r} was decided by {sample.rule!r}"]
+            )
         telemetry.CORRELATION_VERDICTS.labels(v.rule, v.verdict).inc()
         good = (
             REGISTRY.get_sample_value(

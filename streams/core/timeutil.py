@@ -19,4 +19,8 @@ def parse_rfc3339(text: str, field: str = "timestamp", default_tz: tzinfo | None
         if default_tz is None:
             raise ValueError(f"{field}: {text!r} has no time zone offset and its source declares none")
         value = value.replace(tzinfo=default_tz)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:30:00+01:00 or 9999-12-31T23:59:59-01:00: no UTC instant exists.
+        raise ValueError(f"{field}: {text!r} lies outside the calendar in UTC (years 1 to 9999)") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
 from ops.kafka.broker import free_port
 from streams.core.kafka import AckedProducer
-from streams.core.models import Alert
+from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.kafka_util import consume
@@ -37,10 +38,26 @@ def rejected(status: int) -> float:
     )
 
 
+RULE = "by-instance"
+SAMPLES = {
+    f"s{i}": CorrelationSample(
+        sample_id=f"s{i}",
+        fingerprint=f"fp{i}",
+        rule=RULE,
+        decision=CorrelationDecisionKind.MATCHED,
+        decided_at=datetime(2026, 11, 27, tzinfo=UTC),
+    )
+    for i in range(1, 5)
+}
+
+
 @pytest.fixture
 def gateway(kafka_settings: Settings) -> Iterator[str]:
     producer = AckedProducer(kafka_settings)
-    with serve(create_gateway(kafka_settings, AvroSerde(), producer, webhook_sources(kafka_settings))) as url:
+    app = create_gateway(
+        kafka_settings, AvroSerde(), producer, webhook_sources(kafka_settings), samples=SAMPLES.get
+    )
+    with serve(app) as url:
         yield url
     producer.close()
 
@@ -199,7 +216,12 @@ def test_correlation_verdicts_feed_the_precision_metric_and_are_audited(
 ) -> None:
     from streams.core.models import AuditEvent
 
-    rule = f"rule-{kafka_settings.topic_prefix[:-1]}"
+    rule = RULE
+    before = {
+        v: REGISTRY.get_sample_value("itsm_pipeline_correlation_verdicts_total", {"rule": rule, "verdict": v})
+        or 0.0
+        for v in ("correct", "incorrect")
+    }
     for sample, verdict in (("s1", "correct"), ("s2", "correct"), ("s3", "incorrect")):
         r = httpx.post(
             f"{gateway}/v1/correlation/verdicts",
@@ -210,10 +232,43 @@ def test_correlation_verdicts_feed_the_precision_metric_and_are_audited(
         f"{gateway}/v1/correlation/verdicts", json={"sample_id": "s4", "rule": rule, "verdict": "meh"}
     )
     assert bad.status_code == 400 and any("verdict" in p for p in bad.json()["problems"])
+    good, wrong = before["correct"] + 2, before["incorrect"] + 1
     assert REGISTRY.get_sample_value(
         "itsm_pipeline_correlation_precision_ratio", {"rule": rule}
-    ) == pytest.approx(2 / 3)
+    ) == pytest.approx(good / (good + wrong))
     events = consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("audit.events"), 3, timeout=30)
     decoded = [AvroSerde().decode(m.value(), AuditEvent) for m in events]
     assert sorted(e.subject_id for e in decoded) == ["s1", "s2", "s3"]
     assert {e.action for e in decoded} == {"correlation.verdict"} and decoded[0].actor == "desk-1"
+
+
+def test_the_verdict_route_takes_a_token_json_a_sampled_id_and_its_rule(kafka_settings: Settings) -> None:
+    settings = kafka_settings.model_copy(update={"gateway_token": SecretStr("t0ken")})
+    producer = AckedProducer(settings)
+    app = create_gateway(settings, AvroSerde(), producer, webhook_sources(settings), samples=SAMPLES.get)
+    good = {"sample_id": "s4", "rule": RULE, "verdict": "correct", "reviewer": "desk-1"}
+    auth = {"Authorization": "Bearer t0ken"}
+    try:
+        with serve(app) as url:
+            post = f"{url}/v1/correlation/verdicts"
+            assert httpx.post(post, json=good).status_code == 401
+            assert httpx.post(post, json=good, headers={"Authorization": "Bearer tökén"}).status_code == 401
+            assert (
+                httpx.post(
+                    post, content=json.dumps(good), headers={**auth, "Content-Type": "text/plain"}
+                ).status_code
+                == 415
+            )
+            invented = [{**good, "rule": f"invented-{i}"} for i in range(50)]
+            answers = {httpx.post(post, json=v, headers=auth).status_code for v in invented}
+            assert answers == {400}
+            assert httpx.post(post, json={**good, "sample_id": "nope"}, headers=auth).status_code == 404
+            assert httpx.post(post, json=good, headers=auth).status_code == 202
+    finally:
+        producer.close()
+    assert (
+        REGISTRY.get_sample_value(
+            "itsm_pipeline_correlation_verdicts_total", {"rule": "invented-0", "verdict": "correct"}
+        )
+        is None
+    )  # no metric series from caller-invented names

@@ -57,9 +57,13 @@ def _epoch(value: str | int | None, field: str, default: datetime) -> datetime:
     if value in (None, ""):
         return default
     text = str(value).strip()
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() also says yes to "²" and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 15:
         raise PayloadError([f"{field}: {value!r} is not epoch milliseconds ($DATE)"])
-    return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    try:
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        raise PayloadError([f"{field}: {value!r} is outside the calendar (years 1 to 9999)"]) from None
 
 
 def tags_to_labels(tags: str) -> dict[str, str]:

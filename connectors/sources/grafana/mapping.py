@@ -52,10 +52,12 @@ def signature_problem(
     given = headers.get(header, "").strip()
     if not given:
         return f"missing {header} header"
+    if not given.isascii():
+        return f"{header} is not a hex digest"
     signed = body
     if timestamp_header:
         ts = headers.get(timestamp_header, "").strip()
-        if not ts.isdigit():
+        if not (ts.isascii() and ts.isdigit()) or len(ts) > 12:
             return f"missing or invalid {timestamp_header} header"
         if abs(now - int(ts)) > max_skew:
             return f"{timestamp_header} is more than {max_skew:.0f}s away from now (replay?)"

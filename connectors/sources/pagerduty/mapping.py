@@ -82,7 +82,7 @@ def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
             {k: v for k, v in (("host", p.source), ("component", p.component), ("group", p.group)) if v}
         )
         annotations.update(_flat(p.custom_details))
-        if p.timestamp:
+        if p.timestamp is not None:
             try:
                 starts_at = parse_rfc3339(p.timestamp, "payload.timestamp")
             except ValueError as exc:
