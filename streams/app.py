@@ -229,9 +229,17 @@ def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None) 
         if await consumer._commit({TP(tp.topic, tp.partition): pos for tp, pos in due.items()}):
             cursor.mark_committed(due, epoch)
 
+    def highwater(tp: TopicPartition) -> int | None:
+        try:
+            end = app.consumer.highwater(TP(tp.topic, tp.partition))
+        except (AssertionError, IllegalStateError):
+            return None  # revoked meanwhile (aiokafka asserts the partition is assigned)
+        return int(end) if end is not None else None
+
     @app.timer(settings.worker_commit_interval_seconds, name="delivery-commit")
     async def commit_positions() -> None:
         await commit()
+        await cursor.unstick(highwater)
 
     async def on_revoked(_app: Any, revoked: set[Any], **_kw: Any) -> None:
         # Still a member of the old generation: commit what this member processed, so the next

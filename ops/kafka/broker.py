@@ -1,4 +1,5 @@
-"""Fetch, format, start, probe and stop a single-node KRaft Kafka broker on loopback."""
+"""Fetch, format, start, probe and stop KRaft Kafka brokers on loopback: one node, or the nodes
+of a small cluster (each broker and controller, with a static controller quorum)."""
 
 from __future__ import annotations
 
@@ -90,12 +91,19 @@ def _java() -> str:
 
 @dataclass
 class Broker:
-    """One KRaft broker+controller process bound to 127.0.0.1 with its data in data_dir."""
+    """One KRaft broker+controller process bound to 127.0.0.1 with its data in data_dir.
+
+    Alone by default; in a cluster, node_id, voters (the controller quorum, "1@host:port,...")
+    and replication (of the internal topics, with min.insync.replicas one less) say so.
+    """
 
     data_dir: Path
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    node_id: int = 1
+    voters: str | None = None
+    replication: int = 1
 
     @property
     def bootstrap(self) -> str:
@@ -114,8 +122,8 @@ class Broker:
         return "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"node.id={self.node_id}",
+                f"controller.quorum.voters={self.voters or f'1@127.0.0.1:{self.controller_port}'}",
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
@@ -123,12 +131,13 @@ class Broker:
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                 f"log.dirs={logs}",
                 "num.partitions=1",
-                "offsets.topic.replication.factor=1",
+                f"offsets.topic.replication.factor={self.replication}",
                 "offsets.topic.num.partitions=10",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"transaction.state.log.replication.factor={self.replication}",
+                f"transaction.state.log.min.isr={max(1, self.replication - 1)}",
+                f"share.coordinator.state.topic.replication.factor={self.replication}",
+                f"share.coordinator.state.topic.min.isr={max(1, self.replication - 1)}",
+                f"min.insync.replicas={max(1, self.replication - 1)}",
                 "group.initial.rebalance.delay.ms=0",
                 # Topics are declared in one place and applied by `itsmctl topics apply`.
                 "auto.create.topics.enable=false",
@@ -200,8 +209,9 @@ class Broker:
             return False
         return len(meta.brokers) > 0
 
-    def start(self, wait: float = 60.0) -> int:
-        """Start the broker detached, wait until it answers, and return its pid."""
+    def start(self, wait: float = 60.0, block: bool = True) -> int:
+        """Start the broker detached, wait until it answers (unless block is False: a cluster's
+        nodes answer only once a majority runs), and return its pid."""
         pid = self.running_pid()
         if pid is not None:
             if self.answers():
@@ -218,6 +228,8 @@ class Broker:
         )
         out.close()
         self.pid_file.write_text(f"{proc.pid}\n")
+        if not block:
+            return proc.pid
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -256,6 +268,27 @@ class Broker:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def kill(self) -> bool:
+        """SIGKILL the broker (a crash: no controlled shutdown); False if none ran."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            except ChildProcessError:
+                pass
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
     def _tail(self, lines: int = 30) -> str:
         for path in (self.data_dir / "stdout.log", self.log_file):
             if path.exists():
@@ -263,3 +296,26 @@ class Broker:
                 if text:
                     return "\n".join(text)
         return "(no broker output)"
+
+
+def cluster(data_dir: Path, nodes: int = 3, heap: str = "384m") -> list[Broker]:
+    """The nodes of a KRaft cluster on free loopback ports, formatted with one cluster id (start
+    them together: a quorum needs a majority of its controllers)."""
+    ports = [(free_port(), free_port()) for _ in range(nodes)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{controller}" for i, (_, controller) in enumerate(ports))
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    brokers = [
+        Broker(
+            data_dir / f"node{i + 1}",
+            port=port,
+            controller_port=controller,
+            heap=heap,
+            node_id=i + 1,
+            voters=voters,
+            replication=nodes,
+        )
+        for i, (port, controller) in enumerate(ports)
+    ]
+    for broker in brokers:
+        broker.format(cluster_id)
+    return brokers

@@ -19,13 +19,17 @@ commits them) and runs every agent's records through a ``DeliveryCursor``:
   back to the position and the early record waits for its turn;
 - the position moves only after the record's handler returned (its outputs acknowledged and its
   state written), and what is committed is that position, after the producer was flushed (so
-  the state changelog is on the broker too), for partitions this member still owns.
+  the state changelog is on the broker too), for partitions this member still owns;
+- a partition whose position has not moved for stall_seconds while the broker holds records
+  beyond it is sought back to its position again (Faust may have dropped the re-fetched records
+  below a read offset it moved after the seek, and then nothing else would ever ask again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -79,6 +83,10 @@ class DeliveryCursor:
     _exists: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     epoch: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    stall_seconds: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    # Per partition: the position last seen and since when it has not moved.
+    _progress: dict[TopicPartition, tuple[int, float]] = field(default_factory=dict)
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -89,6 +97,7 @@ class DeliveryCursor:
         self.positions.clear()
         self.committed.clear()
         self._exists.clear()
+        self._progress.clear()
         self.epoch += 1
 
     def _owned(self) -> set[TopicPartition]:
@@ -146,6 +155,34 @@ class DeliveryCursor:
         if admission.epoch == self.epoch and self.positions.get(admission.tp) == admission.offset:
             self.positions[admission.tp] = admission.offset + 1
             self._exists.pop(admission.tp, None)
+
+    async def unstick(self, highwater: Callable[[TopicPartition], int | None]) -> list[TopicPartition]:
+        """Seek back every owned partition that holds records beyond its position but has not
+        moved for stall_seconds; returns those sought."""
+        now, sought = self.clock(), []
+        for tp in sorted(self._owned()):
+            epoch = self.epoch
+            position = self.positions.get(tp)
+            if position is None:
+                committed = await self.oracle.committed(tp)
+                if epoch != self.epoch or tp in self.positions:
+                    continue
+                position = committed if committed is not None else 0
+                self.positions[tp] = self.committed[tp] = position
+            last = self._progress.get(tp)
+            if last is None or last[0] != position:
+                self._progress[tp] = (position, now)
+                continue
+            end = highwater(tp)
+            if end is not None and end > position and now - last[1] >= self.stall_seconds:
+                log.warning(
+                    "delivery_stalled", topic=tp.topic, partition=tp.partition, position=position, end=end
+                )
+                self._count("stalled")
+                await self.seek(tp, position)
+                self._progress[tp] = (position, now)
+                sought.append(tp)
+        return sought
 
     def to_commit(self, only: Iterable[Any] | None = None) -> dict[TopicPartition, int]:
         """Positions that moved since they were last committed, for partitions still owned."""

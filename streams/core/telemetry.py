@@ -33,7 +33,8 @@ DELIVERY_SKIPS = Counter(
     "itsm_pipeline_delivery_skips_total",
     "Records the worker's delivery cursor did not process when they arrived, by reason: not_owned "
     "(another member owns the partition), redelivered (processed already), sought_back (arrived "
-    "ahead of the partition's position; sought back and processed in order); gap_confirmed counts "
+    "ahead of the partition's position; sought back and processed in order); stalled counts partitions "
+    "sought back because their position did not move while records waited; gap_confirmed counts "
     "gaps the broker confirmed empty (compaction, transaction markers), whose next record was processed.",
     ["reason"],
 )

@@ -5,61 +5,21 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
-from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from ops.kafka import Broker
 from ops.stack import Stack
-from streams.core import models as m
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.stages.lifecycle import correlation_id
-from tests.kafka_util import consume, consume_until
+from tests.chaos.common import SteadyStream, outcome
+from tests.kafka_util import consume
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SERDE = AvroSerde()
-
-
-def firing(fp: str) -> bytes:
-    now = datetime.now(UTC)
-    return SERDE.encode(
-        m.Alert(
-            fingerprint=fp,
-            source=m.AlertSource.ALERTMANAGER,
-            status=m.AlertStatus.FIRING,
-            name="Chaos",
-            severity="warning",
-            labels={"alertname": "Chaos", "n": fp},
-            starts_at=now,
-            received_at=now,
-        )
-    )
-
-
-def steady_stream(bootstrap: str, topic: str, fps: list[str], rate: float, done: threading.Event) -> None:
-    """Publish one alert per fingerprint at `rate` per second, acknowledged by the broker."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
-    errors: list[str] = []
-    start = time.monotonic()
-    for i, fp in enumerate(fps):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        producer.produce(
-            topic,
-            key=fp.encode(),
-            value=firing(fp),
-            on_delivery=lambda e, _m: errors.append(str(e)) if e else None,
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0 and not errors, errors
-    done.set()
 
 
 def whereabouts(s: Settings, keys: set[bytes]) -> str:
@@ -107,48 +67,30 @@ def test_sigkilled_workers_lose_no_alert(
     workers = ["worker", "worker-2", "worker-3"][: int(os.environ.get("CHAOS_WORKERS", 3))]
     stack.start(workers)
     kills: list[tuple[float, str, float]] = []
-    done = threading.Event()
+    stream = SteadyStream(s.kafka_bootstrap, s.topic("alerts.raw"), fps, rate)
     try:
         time.sleep(8)  # the members join and split the partitions
         t0 = time.monotonic()
-        producer = threading.Thread(
-            target=steady_stream, args=(s.kafka_bootstrap, s.topic("alerts.raw"), fps, rate, done)
-        )
-        producer.start()
+        stream.start()
         # SIGKILLs of one worker at random moments. The victim stays dead past the session
         # timeout, so the survivors take its partitions over with a backlog (where Faust's own
         # offset handling lost alerts), then it comes back and the group rebalances again.
-        while not done.is_set():
+        while not stream.done.is_set():
             time.sleep(rng.uniform(1.0, 5.0))
             victim = rng.choice(workers)
             down = round(session + rng.uniform(2.0, 10.0), 1)
             kills.append((round(time.monotonic() - t0, 1), victim, down))
             stack.kill_one(victim)
-            done.wait(down)
+            stream.done.wait(down)
             stack.start([victim])
-        producer.join()
-        wanted = {correlation_id(fp) for fp in fps}
-        seen: set[str] = set()
-
-        def opened_all(msg: Message) -> bool:
-            seen.add(SERDE.decode(msg.value(), m.IncidentCommand).correlation_id)
-            return wanted <= seen
-
-        # Redeliveries after a crash may repeat a command (the sinks are idempotent), so read until
-        # every alert's command is there, not until as many records arrived.
-        msgs = consume_until(
-            s.kafka_bootstrap, s.topic("itsm.incident.commands"), opened_all, timeout=60 + 3 * session
-        )
-        opened = Counter(SERDE.decode(x.value(), m.IncidentCommand).correlation_id for x in msgs)
-        dead = consume(s.kafka_bootstrap, s.topic("alerts.raw.dlq"), 1, timeout=1)
-        missing = sorted(fp for fp in fps if correlation_id(fp) not in opened)
-        where = whereabouts(s, {fp.encode() for fp in missing}) if missing else ""
+        stream.join()
+        got = outcome(s, stream, timeout=60 + 3 * session)
+        where = whereabouts(s, {fp.encode() for fp in got.missing}) if got.missing else ""
     finally:
         stack.stop()
-    repeated = sum(n - 1 for n in opened.values())
-    print(f"seed {seed}; kills {kills}; {len(opened)} alerts opened, {repeated} commands repeated")
-    assert not dead, f"{len(dead)} dead letters"
-    assert not missing, (
-        f"seed {seed}, kills {kills}: {len(missing)} of {len(fps)} alerts lost: {missing[:20]}\n{where}"
+    print(f"seed {seed}; kills {kills}; {got.summary()}")
+    assert got.dead == 0, got.summary()
+    assert not got.missing, (
+        f"seed {seed}, kills {kills}: {len(got.missing)} of {len(fps)} lost: {got.missing[:20]}\n{where}"
     )
     assert len(kills) >= 3, kills

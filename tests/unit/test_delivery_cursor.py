@@ -132,3 +132,29 @@ def test_only_moved_positions_of_owned_partitions_are_committed() -> None:
     owned.discard(tp1)
     assert c.to_commit() == {TP0: 3}
     assert c.to_commit(only={tp1}) == {}
+
+
+def test_a_partition_stalled_below_the_end_is_sought_back_again() -> None:
+    # After a seek, Faust may drop the re-fetched records (its read offset moved on again) and no
+    # later record arrives to notice: the cursor asks again once the position stood still.
+    log = Log({TP0: list(range(400))}, {TP0: 369})
+    c, seeks = cursor(log)
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    ends = {TP0: 383}
+
+    async def unstick() -> list[TopicPartition]:
+        return await c.unstick(ends.get)
+
+    assert asyncio.run(unstick()) == []  # first look: remembers position 369 and when
+    now[0] += 4.9
+    assert asyncio.run(unstick()) == []  # not stalled long enough
+    now[0] += 0.2
+    assert asyncio.run(unstick()) == [TP0] and seeks == [(TP0, 369)]
+    assert deliver(c, [369, 370]) == [369, 370]
+    now[0] += 60
+    assert asyncio.run(unstick()) == []  # it moved: a new wait starts
+    ends[TP0] = 371
+    now[0] += 60
+    assert asyncio.run(unstick()) == []  # at the end: nothing waits, nothing to seek
+    assert seeks == [(TP0, 369)]
