@@ -86,7 +86,15 @@ def create_app(
             acks=offsets is None,
         )
 
-    consume = _delivery(app, settings, offsets)
+    # The topics the agents consume (only these go through the cursor; the consumer's assignment
+    # also holds the tables' changelog partitions, which Faust reads itself).
+    inputs: set[str] = set()
+
+    def input_topic(*names: str) -> faust.TopicT:
+        inputs.update(names)
+        return raw_topic(*names)
+
+    consume = _delivery(app, settings, offsets, inputs)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
         if topic not in out_topics:
@@ -107,7 +115,7 @@ def create_app(
     raw_name, ticks_name = settings.topic(ALERTS_RAW), settings.topic(ALERTS_TICKS)
     ticks = raw_topic(ticks_name)
 
-    @app.agent(raw_topic(raw_name, ticks_name), name="alerts")
+    @app.agent(input_topic(raw_name, ticks_name), name="alerts")
     async def alerts(stream: Any) -> None:
         async def one(msg: Any) -> None:
             if msg.topic == ticks_name:
@@ -155,14 +163,14 @@ def create_app(
     change_ticks_name = settings.topic(CHANGES_TICKS)
     change_ticks = raw_topic(change_ticks_name)
 
-    @app.agent(raw_topic(updates_name), name="ci-updates")
+    @app.agent(input_topic(updates_name), name="ci-updates")
     async def ci_updates(stream: Any) -> None:
         async def one(msg: Any) -> None:
             await changer.handle_ci_update(msg.key, msg.value, msg.headers, msg.partition, msg.offset)
 
         await consume(stream, one)
 
-    @app.agent(raw_topic(requests_name, deploys_name, change_ticks_name), name="changes")
+    @app.agent(input_topic(requests_name, deploys_name, change_ticks_name), name="changes")
     async def change_inputs(stream: Any) -> None:
         async def one(msg: Any) -> None:
             if msg.topic == change_ticks_name:
@@ -188,7 +196,7 @@ def create_app(
 
             await consume(stream, one)
 
-        app.agent(raw_topic(settings.topic(base)), name=f"guard-{base}")(guard_agent)
+        app.agent(input_topic(settings.topic(base)), name=f"guard-{base}")(guard_agent)
 
     return app
 
@@ -196,7 +204,7 @@ def create_app(
 Consume = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[None]]
 
 
-def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None) -> Consume:
+def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None, inputs: set[str]) -> Consume:
     """How the agents consume their streams: through a DeliveryCursor that commits what was
     processed (with offsets), or record by record as Faust delivers them (agent tests)."""
     if offsets is None:
@@ -213,7 +221,10 @@ def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None) 
         except IllegalStateError:
             pass  # no longer assigned: its next owner starts from the committed offset
 
-    cursor = DeliveryCursor(offsets, seek, lambda: app.consumer.assignment())
+    def owned() -> list[Any]:
+        return [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+
+    cursor = DeliveryCursor(offsets, seek, owned)
     app.delivery_cursor = cursor  # type: ignore[attr-defined]
 
     async def commit(only: set[Any] | None = None) -> None:

@@ -49,6 +49,7 @@ class AlertState(BaseModel):
     # The alert's own times of the last notification applied (OrderStage): older ones are stale.
     event_starts_at: datetime | None = None
     event_status: str | None = None
+    event_ended_at: datetime | None = None  # an applied resolve's end (its endsAt, else its time)
 
 
 class StateStore(Protocol):

@@ -16,6 +16,7 @@ from ops.stack import Stack
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.chaos.common import SteadyStream, outcome
+from tests.integration.test_sink_delivery import incident_count
 from tests.kafka_util import consume
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -65,7 +66,7 @@ def test_sigkilled_workers_lose_no_alert(
         extra_env={"ITSM_WORKER_SESSION_TIMEOUT_SECONDS": str(session)},
     )
     workers = ["worker", "worker-2", "worker-3"][: int(os.environ.get("CHAOS_WORKERS", 3))]
-    stack.start(workers)
+    stack.start(["devitsm", "sink", *workers])
     kills: list[tuple[float, str, float]] = []
     stream = SteadyStream(s.kafka_bootstrap, s.topic("alerts.raw"), fps, rate)
     try:
@@ -86,11 +87,20 @@ def test_sigkilled_workers_lose_no_alert(
         stream.join()
         got = outcome(s, stream, timeout=60 + 3 * session)
         where = whereabouts(s, {fp.encode() for fp in got.missing}) if got.missing else ""
+        # Repeated commands reach the ITSM through the idempotent sink: one incident per alert.
+        deadline = time.monotonic() + 120
+        while incident_count(stack)[0] < len(got.opened) and time.monotonic() < deadline:
+            stack.check_alive()
+            time.sleep(1)
+        time.sleep(2)
+        rows, distinct = incident_count(stack)
     finally:
-        stack.stop()
-    print(f"seed {seed}; kills {kills}; {got.summary()}")
+        codes = stack.stop()
+    print(f"seed {seed}; kills {kills}; {got.summary()}; ITSM: {rows} incidents, {distinct} distinct")
+    assert set(codes.values()) <= {0}, codes
     assert got.dead == 0, got.summary()
     assert not got.missing, (
         f"seed {seed}, kills {kills}: {len(got.missing)} of {len(fps)} lost: {got.missing[:20]}\n{where}"
     )
+    assert (rows, distinct) == (len(fps), len(fps)), "an ITSM record created twice, or one missing"
     assert len(kills) >= 3, kills

@@ -252,7 +252,8 @@ def test_the_verdict_route_takes_a_token_json_a_sampled_id_and_its_rule(kafka_se
         with serve(app) as url:
             post = f"{url}/v1/correlation/verdicts"
             assert httpx.post(post, json=good).status_code == 401
-            assert httpx.post(post, json=good, headers={"Authorization": "Bearer tökén"}).status_code == 401
+            non_ascii = {"Authorization": "Bearer tökén".encode()}
+            assert httpx.post(post, json=good, headers=non_ascii).status_code == 401
             assert (
                 httpx.post(
                     post, content=json.dumps(good), headers={**auth, "Content-Type": "text/plain"}

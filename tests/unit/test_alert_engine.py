@@ -286,9 +286,11 @@ def test_a_refire_within_the_reopen_period_reopens_and_later_opens_a_new_inciden
     assert actions(h.send(am("f1", starts_at=h.now))) == [("OPEN", "itsmp-f1")]
     h.send(am("f1", "RESOLVED", starts_at=h.now))
     h.advance(3601)
-    assert actions(h.send(am("f1", starts_at=h.now))) == [("OPEN", correlation_id("f1", 1))] == [
-        ("OPEN", "itsmp-f1-1")
-    ]
+    assert (
+        actions(h.send(am("f1", starts_at=h.now)))
+        == [("OPEN", correlation_id("f1", 1))]
+        == [("OPEN", "itsmp-f1-1")]
+    )
 
 
 def test_an_alert_without_any_signal_for_the_timeout_is_resolved() -> None:
@@ -326,10 +328,12 @@ def test_a_late_firing_of_an_episode_already_resolved_is_stale_and_changes_nothi
     # the first member's "resolved".
     h = Harness(stable_period=0, reopen_period=3600, dedup_window=0)
     h.send(am("f1"))
-    assert actions(h.send(am("f1", "RESOLVED"))) == [("RESOLVE", "itsmp-f1")]
+    h.advance(60)
+    resolved = am("f1", "RESOLVED").model_copy(update={"ends_at": h.now})
+    assert actions(h.send(resolved)) == [("RESOLVE", "itsmp-f1")]
     before = h.state("f1").model_copy()
     h.advance(5)
-    fx = h.send(am("f1"))
+    fx = h.send(am("f1"))  # startsAt T0, before the resolve's endsAt
     assert fx.outcome is Outcome.STALE and fx.commands == []
     assert h.state("f1") == before  # not even counted as a notification of the alert
     # A real re-fire starts anew and reopens.
@@ -355,3 +359,13 @@ def test_notifications_without_an_applied_time_are_never_stale() -> None:
     state = h.state("f1").model_copy(update={"event_starts_at": None, "event_status": None})
     assert stale_reason(state, am("f1", "RESOLVED")) is None  # a state written before this rule
     assert stale_reason(h.state("f1"), am("f1", starts_at=T0 - timedelta(seconds=1))) is not None
+
+
+def test_a_refire_in_the_same_instant_as_a_resolve_without_an_end_is_a_new_firing() -> None:
+    # A producer stamping each notification with its own time (a resolve without endsAt): a
+    # firing at or after the resolve's time is news, even within the same millisecond.
+    h = Harness(stable_period=300, dedup_window=0)
+    h.send(am("f1"))
+    h.send(am("f1", "RESOLVED"))
+    fx = h.send(am("f1"))
+    assert fx.outcome is not Outcome.STALE and actions(fx) == [("UPDATE", "itsmp-f1")]  # a flap
