@@ -41,7 +41,7 @@ def test_a_broker_killed_and_restarted_mid_stream_loses_no_alert(tmp_path: Path)
         stack = Stack(tmp_path / "stack", broker.bootstrap, topic_prefix=s.topic_prefix, app_id=s.app_id)
         stack.start(["worker"])
         stream = SteadyStream(
-            s.kafka_bootstrap, s.topic("alerts.raw"), [f"b-{i:05d}" for i in range(1200)], 40
+            s.kafka_bootstrap, s.topic("alerts.raw"), [f"b-{i:05d}" for i in range(800)], 40
         )
         try:
             time.sleep(6)
@@ -92,7 +92,7 @@ def test_one_of_three_brokers_killed_mid_stream_loses_no_alert(three_brokers: li
         extra_env={"ITSM_TOPIC_REPLICATION": "3"},
     )
     stack.start(["worker", "worker-2"])
-    stream = SteadyStream(bootstrap, s.topic("alerts.raw"), [f"c-{i:05d}" for i in range(1200)], 40)
+    stream = SteadyStream(bootstrap, s.topic("alerts.raw"), [f"c-{i:05d}" for i in range(800)], 40)
     try:
         time.sleep(8)
         stream.start()

@@ -35,7 +35,7 @@ from tests.servers import serve
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
 SERDE = AvroSerde()
 SOURCES = ("alertmanager", "grafana", "pagerduty", "datadog", "canonical")
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SAMPLE = CorrelationSample(
     sample_id="s1",
     fingerprint="fp1",
