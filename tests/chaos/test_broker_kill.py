@@ -76,7 +76,7 @@ def three_brokers(tmp_path: Path) -> Iterator[list[Broker]]:
         yield nodes
     finally:
         for node in nodes:
-            node.stop()
+            node.kill()  # a throwaway cluster: no controlled shutdown to wait for
 
 
 @pytest.mark.timeout(600)
