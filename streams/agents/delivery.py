@@ -87,6 +87,8 @@ class DeliveryCursor:
     clock: Callable[[], float] = time.monotonic
     # Per partition: the position last seen and since when it has not moved.
     _progress: dict[TopicPartition, tuple[int, float]] = field(default_factory=dict)
+    # The owned partitions, read from the consumer once per rebalance (not per record).
+    _owned_now: frozenset[TopicPartition] | None = None
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -98,10 +100,18 @@ class DeliveryCursor:
         self.committed.clear()
         self._exists.clear()
         self._progress.clear()
+        self._owned_now = None
         self.epoch += 1
 
-    def _owned(self) -> set[TopicPartition]:
-        return {TopicPartition(tp.topic, tp.partition) for tp in self.owned()}
+    def _owned(self, fresh: bool = False) -> frozenset[TopicPartition]:
+        """The owned partitions: per record from a copy taken once per rebalance, fresh for the
+        once-a-second work (commits, stall checks)."""
+        if fresh or self._owned_now is None:
+            owned = frozenset(TopicPartition(tp.topic, tp.partition) for tp in self.owned())
+            if fresh:
+                return owned
+            self._owned_now = owned
+        return self._owned_now
 
     async def admit(self, topic: str, partition: int, offset: int) -> Admission | None:
         """The record's admission if it is the partition's next record, else None (skip it)."""
@@ -160,7 +170,7 @@ class DeliveryCursor:
         """Seek back every owned partition that holds records beyond its position but has not
         moved for stall_seconds; returns those sought."""
         now, sought = self.clock(), []
-        for tp in sorted(self._owned()):
+        for tp in sorted(self._owned(fresh=True)):
             epoch = self.epoch
             position = self.positions.get(tp)
             if position is None:
@@ -186,7 +196,7 @@ class DeliveryCursor:
 
     def to_commit(self, only: Iterable[Any] | None = None) -> dict[TopicPartition, int]:
         """Positions that moved since they were last committed, for partitions still owned."""
-        owned = self._owned()
+        owned = self._owned(fresh=True)
         wanted = None if only is None else {TopicPartition(tp.topic, tp.partition) for tp in only}
         return {
             tp: pos
