@@ -137,7 +137,15 @@ def cmd_gateway(_: argparse.Namespace) -> int:
         serde, settings.topic(ALERTS_CORRELATION_SAMPLES), CorrelationSample, lambda s: s.sample_id
     )
     samples_view = CompactedTopicView(settings, samples.topic, samples.apply).start()
-    samples_view.wait_ready(settings.view_ready_timeout_seconds)
+    try:
+        samples_view.wait_ready(settings.view_ready_timeout_seconds)
+    except RuntimeError as exc:
+        samples_view.stop()
+        producer.close()
+        sys.exit(
+            f"itsmctl gateway: {exc}; is Kafka running at {settings.kafka_bootstrap} and were the "
+            "topics applied (itsmctl topics apply)?"
+        )
     app = create_gateway(
         settings, serde, producer, sources, fingerprints=_rules(settings).fingerprint, samples=samples.get
     )
