@@ -52,7 +52,7 @@ class QueryError(ValueError):
 # Encoded query grammar, after ServiceNow's "Encoded query strings"
 # (https://www.servicenow.com/docs/r/yokohama/platform-user-interface/c_EncodedQueryStrings.html)
 # and the operator list of "Operators available for filters and queries"
-# (https://www.servicenow.com/docs/r/yokohama/platform-user-interface/condition-operators.html):
+# (https://www.servicenow.com/docs/r/platform-user-interface/r_OpAvailableFiltersQueries.html):
 # a term is <field><operator><value> with no spaces, field names are lower-case column names, so
 # the operator is the token right after the field and the value is everything after it (an
 # operator word inside a value is part of the value). "^" joins terms with AND, "^OR" joins a
