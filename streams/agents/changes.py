@@ -142,13 +142,7 @@ class ChangeProcessor:
             ]
             if verdict.change is not None:
                 cmd = verdict.change
-                outputs.append(
-                    (
-                        self.commands_topic,
-                        cmd.correlation_id.encode(),
-                        self.serde.encode(cmd, self.commands_topic),
-                    )
-                )
+                outputs.append(self._command(cmd))
         except DATA_FAULTS as exc:
             fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
             return await self._dead_letter(
@@ -236,12 +230,7 @@ class ChangeProcessor:
             if isinstance(record, DeploymentEvent):
                 outcome = await self._deploy(record, hdrs, now)
             else:
-                forward = (
-                    self.commands_topic,
-                    record.correlation_id.encode(),
-                    self.serde.encode(record, self.commands_topic),
-                )
-                await self._send([forward], hdrs)
+                await self._send([self._command(record)], hdrs)
                 outcome = "forwarded"
         except DATA_FAULTS as exc:
             fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
@@ -260,13 +249,7 @@ class ChangeProcessor:
         outputs: list[Output] = []
         if link.command is not None:
             cmd = link.command
-            outputs.append(
-                (
-                    self.commands_topic,
-                    cmd.correlation_id.encode(),
-                    self.serde.encode(cmd, self.commands_topic),
-                )
-            )
+            outputs.append(self._command(cmd))
         if link.audit is not None:
             outputs.append(self._audit(link.audit))
         await self._send(outputs, hdrs)
@@ -331,6 +314,10 @@ class ChangeProcessor:
             raise DataError(ErrorClass(exc.error_class), str(exc)) from exc
         except ValidationError as exc:
             raise DataError(ErrorClass.VALIDATION, str(exc)) from exc
+
+    def _command(self, cmd: ChangeCommand) -> Output:
+        """A change command as an output on itsm.change.commands, keyed by its correlation id."""
+        return (self.commands_topic, cmd.correlation_id.encode(), self.serde.encode(cmd, self.commands_topic))
 
     def _audit(self, event: AuditEvent) -> Output:
         return (self.audit_topic, event.event_id.encode(), self.serde.encode(event, self.audit_topic))
