@@ -57,7 +57,7 @@ def main() -> None:
 
     serde = AvroSerde()
     encoded = [serde.encode(a) for a in mixed[:n]]
-    from streams.stages.state import AlertState
+    from streams.stages.alerts.state import AlertState
 
     state = h2.store.data["dup"]  # a realistic state value (what the Faust table stores)
 

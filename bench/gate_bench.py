@@ -30,20 +30,22 @@ from connectors.gate.server import GATE_PRODUCER, create_gate
 from ops import topics as topic_ops
 from ops.kafka import Broker
 from ops.kafka.broker import free_port
-from streams.agents.views import ChangesView, CMDBView, GateRequestsView, WindowView
 from streams.core import models as m
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.core.topics import declared
-from streams.stages.gate import ChangeGate, GatePolicy, GateRequest
-from streams.stages.maintenance import WindowCalendar
+from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestIndex, WindowIndex
+from streams.stages.changes.gate import ChangeGate, GatePolicy, GateRequest
+from streams.stages.windows import WindowCalendar
 
 
-def world(n_changes: int, n_windows: int, serde: AvroSerde) -> tuple[CMDBView, WindowView, ChangesView]:
+def world(
+    n_changes: int, n_windows: int, serde: AvroSerde
+) -> tuple[CMDBTopicIndex, WindowIndex, ChangeIndex]:
     now = datetime.now(UTC)
-    cmdb, windows, changes = CMDBView(serde, "c"), WindowView(serde, "w"), ChangesView(serde, "x")
+    cmdb, windows, changes = CMDBTopicIndex(serde, "c"), WindowIndex(serde, "w"), ChangeIndex(serde, "x")
     for i in range(max(n_changes, 100)):
         cmdb.upsert(
             m.ConfigurationItem(
@@ -117,7 +119,7 @@ async def run(args: argparse.Namespace, broker: Broker, workdir: Path) -> list[d
     callers = CallersFile(callers_file)
     gate = ChangeGate(GatePolicy(), WindowCalendar(windows, cmdb, frozenset({"DEPENDS_ON"}), 3), cmdb)
     producer = AckedProducer(settings, **GATE_PRODUCER)
-    app = create_gate(settings, serde, producer, gate, changes, GateRequestsView(serde, "r"), callers)
+    app = create_gate(settings, serde, producer, gate, changes, GateRequestIndex(serde, "r"), callers)
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()

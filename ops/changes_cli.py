@@ -32,21 +32,21 @@ def _serde(settings: Settings) -> Any:
 
 def _views(settings: Settings, serde: Any, *wanted: str) -> dict[str, Any]:
     """The global views this process needs, started and caught up."""
-    from streams.agents.views import ChangesView, CMDBView, GateRequestsView, WindowView
+    from streams.core.follower import TopicFollower
     from streams.core.topics import CMDB_CI, GATE_REQUESTS, ITSM_CHANGES, MAINTENANCE_WINDOWS
-    from streams.core.views import CompactedTopicView
+    from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestIndex, WindowIndex
 
     makers: dict[str, tuple[str, Any]] = {
-        "cmdb": (CMDB_CI, CMDBView),
-        "windows": (MAINTENANCE_WINDOWS, WindowView),
-        "changes": (ITSM_CHANGES, ChangesView),
-        "requests": (GATE_REQUESTS, GateRequestsView),
+        "cmdb": (CMDB_CI, CMDBTopicIndex),
+        "windows": (MAINTENANCE_WINDOWS, WindowIndex),
+        "changes": (ITSM_CHANGES, ChangeIndex),
+        "requests": (GATE_REQUESTS, GateRequestIndex),
     }
     out: dict[str, Any] = {"_followers": []}
     for name in wanted:
         base, cls = makers[name]
         view = cls(serde, settings.topic(base))
-        follower = CompactedTopicView(settings, settings.topic(base), view.apply).start()
+        follower = TopicFollower(settings, settings.topic(base), view.apply).start()
         out[name] = view
         out["_followers"].append(follower)
     for follower in out["_followers"]:
@@ -68,8 +68,8 @@ def _gate_serve(_: argparse.Namespace) -> int:
     from connectors.gate.server import GATE_PRODUCER, create_gate
     from ops.cli import _rules
     from streams.core.kafka import AckedProducer
-    from streams.stages.gate import ChangeGate, GatePolicy
-    from streams.stages.maintenance import WindowCalendar
+    from streams.stages.changes.gate import ChangeGate, GatePolicy
+    from streams.stages.windows import WindowCalendar
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -293,7 +293,7 @@ def _changes_report(args: argparse.Namespace) -> int:
     from streams.core.models import AuditEvent
     from streams.core.serde import SerdeError
     from streams.core.topics import AUDIT_EVENTS
-    from streams.stages.analytics import render, summarize
+    from streams.stages.changes.analytics import render, summarize
 
     settings = _settings()
     serde = _serde(settings)

@@ -119,11 +119,11 @@ def cmd_gateway(_: argparse.Namespace) -> int:
 
     from connectors.registry import webhook_sources
     from connectors.sources.gateway import create_gateway
-    from streams.agents.views import RecordView
+    from streams.core.follower import TopicFollower
     from streams.core.kafka import AckedProducer
     from streams.core.models import CorrelationSample
     from streams.core.topics import ALERTS_CORRELATION_SAMPLES
-    from streams.core.views import CompactedTopicView
+    from streams.processors.indexes import RecordIndex
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -133,10 +133,10 @@ def cmd_gateway(_: argparse.Namespace) -> int:
     sources = webhook_sources(settings)
     serde = _serde(settings)
     # Verdicts must name a sample the worker took: follow alerts.correlation.samples.
-    samples = RecordView(
+    samples = RecordIndex(
         serde, settings.topic(ALERTS_CORRELATION_SAMPLES), CorrelationSample, lambda s: s.sample_id
     )
-    samples_view = CompactedTopicView(settings, samples.topic, samples.apply).start()
+    samples_view = TopicFollower(settings, samples.topic, samples.apply).start()
     try:
         samples_view.wait_ready(settings.view_ready_timeout_seconds)
     except RuntimeError as exc:
@@ -185,12 +185,12 @@ def _rules(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_worker(_: argparse.Namespace) -> int:
     from faust.worker import Worker
 
+    from streams.agents.app import create_app
     from streams.agents.delivery import BrokerOffsets
-    from streams.agents.views import ChangesView, CMDBView, IncidentIndexView, WindowView
-    from streams.app import create_app
+    from streams.core.follower import TopicFollower
     from streams.core.kafka import client_config
     from streams.core.topics import ALERTS_CI_INCIDENTS, CMDB_CI, ITSM_CHANGES, MAINTENANCE_WINDOWS
-    from streams.core.views import CompactedTopicView
+    from streams.processors.indexes import ChangeIndex, CIIncidentIndex, CMDBTopicIndex, WindowIndex
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -199,15 +199,15 @@ def cmd_worker(_: argparse.Namespace) -> int:
     rules = _rules(settings)
     serde = _serde(settings)
     port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port)
-    cmdb = CMDBView(serde, settings.topic(CMDB_CI))
-    windows = WindowView(serde, settings.topic(MAINTENANCE_WINDOWS))
-    incidents = IncidentIndexView()
-    changes = ChangesView(serde, settings.topic(ITSM_CHANGES))
+    cmdb = CMDBTopicIndex(serde, settings.topic(CMDB_CI))
+    windows = WindowIndex(serde, settings.topic(MAINTENANCE_WINDOWS))
+    incidents = CIIncidentIndex()
+    changes = ChangeIndex(serde, settings.topic(ITSM_CHANGES))
     views = [
-        CompactedTopicView(settings, settings.topic(ITSM_CHANGES), changes.apply).start(),
-        CompactedTopicView(settings, settings.topic(CMDB_CI), cmdb.apply).start(),
-        CompactedTopicView(settings, settings.topic(MAINTENANCE_WINDOWS), windows.apply).start(),
-        CompactedTopicView(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start(),
+        TopicFollower(settings, settings.topic(ITSM_CHANGES), changes.apply).start(),
+        TopicFollower(settings, settings.topic(CMDB_CI), cmdb.apply).start(),
+        TopicFollower(settings, settings.topic(MAINTENANCE_WINDOWS), windows.apply).start(),
+        TopicFollower(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start(),
     ]
     for view in views:
         # Alerts are correlated only once the CMDB and the calendar are complete.
@@ -300,9 +300,9 @@ def cmd_sink(args: argparse.Namespace) -> int:
     from connectors.sinks.known import KnownIds
     from connectors.sinks.ratelimit import RateLimiter
     from connectors.sinks.runner import SinkRunner
+    from streams.core.follower import TopicFollower
     from streams.core.models import RecordType
     from streams.core.topics import ITSM_RESULTS
-    from streams.core.views import CompactedTopicView
 
     settings = _settings()
     telemetry.configure_logging(settings.log_level)
@@ -324,7 +324,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.exit(f"itsmctl sink {args.target}: {exc}")
     # correlation id -> ITSM id from everything this target delivered before (itsm.results).
-    results_view = CompactedTopicView(settings, settings.topic(ITSM_RESULTS), known.apply).start()
+    results_view = TopicFollower(settings, settings.topic(ITSM_RESULTS), known.apply).start()
     results_view.wait_ready(settings.view_ready_timeout_seconds)
     port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
     telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)

@@ -23,7 +23,7 @@ from ops.kafka.broker import free_port
 from ops.stack import COMPONENTS, Stack, port_or_free
 from streams.core.settings import Settings
 from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, declared, dlq_name
-from streams.stages.lifecycle import correlation_id
+from streams.stages.alerts.lifecycle import correlation_id
 
 DEMO_STABLE_PERIOD = 5.0
 CHANGE_COMPONENTS = ("sink-change", "changes-sync", "gate")

@@ -7,9 +7,9 @@ from typing import Any
 
 from streams.core import models as m
 from streams.core.rules import Rules, load_rules
+from streams.stages.alerts.engine import AlertEngine
+from streams.stages.alerts.state import AlertState, Effects
 from streams.stages.cmdb import CMDBIndex
-from streams.stages.engine import AlertEngine
-from streams.stages.state import AlertState, Effects
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)  # a Friday
 

@@ -24,7 +24,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, Va
 
 from connectors.gate.callers import Caller, CallersFile
 from connectors.jsonbody import BodyError, parse_json
-from streams.agents.views import ChangesView, GateRequestsView
 from streams.core import telemetry
 from streams.core.kafka import DeliveryError
 from streams.core.models import (
@@ -41,7 +40,8 @@ from streams.core.models import (
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.core.topics import AUDIT_EVENTS, CHANGE_REQUESTS, GATE_REQUESTS
-from streams.stages.gate import ChangeGate, GateDecision, GatePolicy, GateRequest
+from streams.processors.indexes import ChangeIndex, GateRequestIndex
+from streams.stages.changes.gate import ChangeGate, GateDecision, GatePolicy, GateRequest
 
 log = telemetry.get_logger("gate")
 TERMINAL = {ChangeStatus.CLOSED, ChangeStatus.CANCELLED}
@@ -97,8 +97,8 @@ def create_gate(
     serde: AvroSerde,
     producer: Publisher,
     gate: ChangeGate,
-    changes: ChangesView,
-    requests: GateRequestsView,
+    changes: ChangeIndex,
+    requests: GateRequestIndex,
     callers: CallersFile,
     views: Sequence[Health] = (),
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),

@@ -33,7 +33,7 @@ class KnownIds:
                 self._ids[(result.record_type, result.correlation_id)] = result.itsm_id
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        """CompactedTopicView callback for itsm.results."""
+        """TopicFollower callback for itsm.results."""
         if value is None:
             return
         try:

@@ -1,1 +1,2 @@
-"""Thin Faust agents: decode -> stages -> send | dead-letter."""
+"""The Faust side: the app factory with its agents and timers (app.py) and the delivery cursor that
+owns the agents' offsets (delivery.py). Per-record work lives in streams.processors."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
+from typing import Protocol
 
 from streams.core.models import ConfigurationItem
 
@@ -28,6 +29,18 @@ def normalize_ip(value: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host
+
+
+class CIIndex(Protocol):
+    """Read access to the CMDB: by id and by the lookup kinds of the correlation rules."""
+
+    def get(self, ci_id: str) -> ConfigurationItem | None: ...
+
+    def lookup(self, kind: str, value: str) -> ConfigurationItem | None: ...
+
+    def dependents(self, ci_id: str, relationships: frozenset[str], max_depth: int) -> set[str]: ...
+
+    def dependencies(self, ci_id: str, relationships: frozenset[str], max_depth: int) -> list[str]: ...
 
 
 class CMDBIndex:

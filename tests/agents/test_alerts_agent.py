@@ -6,9 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.agents.alerts import AlertProcessor, sampled
-from streams.agents.views import IncidentIndexView, WindowView
-from streams.app import create_app
+from streams.agents.app import create_app
 from streams.core.dlq import header_map
 from streams.core.models import (
     AlertStatus,
@@ -21,6 +19,8 @@ from streams.core.models import (
 from streams.core.rules import load_rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from streams.processors.alerts import AlertProcessor, sampled
+from streams.processors.indexes import CIIncidentIndex, WindowIndex
 from streams.stages.cmdb import CMDBIndex
 from tests.agents.common import Clock, Collector, run
 from tests.examples import alert, raw_alert_bytes
@@ -33,7 +33,7 @@ SERDE = AvroSerde()
 def processor(
     out: Collector,
     clock: Clock | None = None,
-    windows: WindowView | None = None,
+    windows: WindowIndex | None = None,
     sample_rate: float = 0.0,
     **lifecycle: float,
 ) -> AlertProcessor:
@@ -53,8 +53,8 @@ def processor(
         rules,
         {},
         CMDBIndex(),
-        IncidentIndexView(),
-        windows or WindowView(SERDE, "w"),
+        CIIncidentIndex(),
+        windows or WindowIndex(SERDE, "w"),
         clock=clock or (lambda: NOW),
     )
 
@@ -112,7 +112,7 @@ def test_a_decodable_but_invalid_record_is_dead_lettered_as_validation() -> None
 
 def test_a_suppressed_alert_goes_to_alerts_suppressed_with_its_window() -> None:
     out = Collector()
-    windows = WindowView(SERDE, "w")
+    windows = WindowIndex(SERDE, "w")
     window = MaintenanceWindow(
         window_id="mw-1",
         kind="MAINTENANCE",
@@ -178,8 +178,8 @@ def test_the_faust_agent_runs_the_processor_in_test_context() -> None:
         SERDE,
         load_rules(),
         cmdb=CMDBIndex(),
-        incidents=IncidentIndexView(),
-        windows=WindowView(SERDE, "w"),
+        incidents=CIIncidentIndex(),
+        windows=WindowIndex(SERDE, "w"),
         emit=out,
         table={},
     )
@@ -205,8 +205,8 @@ def test_the_guard_agent_dead_letters_undecodable_cmdb_records() -> None:
         SERDE,
         load_rules(),
         cmdb=CMDBIndex(),
-        incidents=IncidentIndexView(),
-        windows=WindowView(SERDE, "w"),
+        incidents=CIIncidentIndex(),
+        windows=WindowIndex(SERDE, "w"),
         emit=out,
         table={},
     )
@@ -283,8 +283,8 @@ def test_the_guard_dead_letters_a_window_whose_time_zone_is_unknown() -> None:
         SERDE,
         load_rules(),
         cmdb=CMDBIndex(),
-        incidents=IncidentIndexView(),
-        windows=WindowView(SERDE, "w"),
+        incidents=CIIncidentIndex(),
+        windows=WindowIndex(SERDE, "w"),
         emit=out,
         table={},
     )
@@ -298,7 +298,7 @@ def test_the_guard_dead_letters_a_window_whose_time_zone_is_unknown() -> None:
     h = header_map(headers)
     assert topic == "x.maintenance.windows.dlq" and h["dlq.error.class"] == "validation"
     assert "unknown IANA time zone" in h["dlq.exception.message"]
-    view = WindowView(SERDE, "w")
+    view = WindowIndex(SERDE, "w")
     view.apply(b"mw-tz", value)
     assert view.windows() == []  # skipped (and counted), never a window that silently never opens
 

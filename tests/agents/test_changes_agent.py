@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from streams.agents.changes import ChangeProcessor
-from streams.agents.views import ChangesView, IncidentIndexView, WindowView
-from streams.app import create_app
+from streams.agents.app import create_app
 from streams.core.dlq import Headers
 from streams.core.models import (
     AuditEvent,
@@ -21,6 +19,8 @@ from streams.core.models import (
 from streams.core.rules import load_rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from streams.processors.changes import ChangeProcessor
+from streams.processors.indexes import ChangeIndex, CIIncidentIndex, WindowIndex
 from streams.stages.cmdb import CMDBIndex
 from tests.agents.common import Clock, Collector, run
 
@@ -76,8 +76,8 @@ def request(ci_id: str) -> ChangeCommand:
     )
 
 
-def approved_change() -> ChangesView:
-    view = ChangesView(SERDE, "x.itsm.changes")
+def approved_change() -> ChangeIndex:
+    view = ChangeIndex(SERDE, "x.itsm.changes")
     view.put(
         ChangeRecord.model_validate(
             {
@@ -96,7 +96,7 @@ def approved_change() -> ChangesView:
     return view
 
 
-def processor(out: Collector, clock: Clock, changes: ChangesView | None = None) -> ChangeProcessor:
+def processor(out: Collector, clock: Clock, changes: ChangeIndex | None = None) -> ChangeProcessor:
     return ChangeProcessor(
         SETTINGS,
         SERDE,
@@ -189,7 +189,7 @@ def test_a_parked_record_is_dead_lettered_after_the_timeout_with_the_reason() ->
 
 def test_a_production_deploy_that_links_to_no_change_is_flagged() -> None:
     out, clock = Collector(), Clock(NOW)
-    p = processor(out, clock, ChangesView(SERDE, "x.itsm.changes"))
+    p = processor(out, clock, ChangeIndex(SERDE, "x.itsm.changes"))
     p.cmdb.upsert(ci())
     assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 0, 1)) == "unlinked"
     ((_, _, value, _),) = out.sent
@@ -209,8 +209,8 @@ def test_the_faust_agents_run_in_test_context() -> None:
         SERDE,
         load_rules(),
         cmdb=cmdb,
-        incidents=IncidentIndexView(),
-        windows=WindowView(SERDE, "w"),
+        incidents=CIIncidentIndex(),
+        windows=WindowIndex(SERDE, "w"),
         changes=approved_change(),
         emit=out,
         table={},

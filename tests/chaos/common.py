@@ -14,7 +14,7 @@ from confluent_kafka import Message, Producer
 from streams.core import models as m
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.stages.lifecycle import correlation_id
+from streams.stages.alerts.lifecycle import correlation_id
 from tests.kafka_util import consume, consume_until
 
 SERDE = AvroSerde()

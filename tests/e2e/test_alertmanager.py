@@ -17,7 +17,7 @@ from ops.kafka import Broker
 from ops.kafka.broker import free_port
 from ops.stack import Stack
 from streams.core.settings import Settings
-from streams.stages.lifecycle import correlation_id
+from streams.stages.alerts.lifecycle import correlation_id
 
 pytestmark = pytest.mark.e2e
 

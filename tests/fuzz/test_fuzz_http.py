@@ -22,13 +22,13 @@ from connectors.gate.callers import CallersFile, add_caller
 from connectors.gate.server import GATE_PRODUCER, create_gate
 from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
-from streams.agents.views import ChangesView, CMDBView, GateRequestsView, WindowView
 from streams.core.kafka import AckedProducer
 from streams.core.models import CorrelationDecisionKind, CorrelationSample
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.stages.gate import ChangeGate, GatePolicy
-from streams.stages.maintenance import WindowCalendar
+from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestIndex, WindowIndex
+from streams.stages.changes.gate import ChangeGate, GatePolicy
+from streams.stages.windows import WindowCalendar
 from tests.fuzz.strategies import JSON, RAW_BODIES, TEXT, encode, mutated
 from tests.servers import serve
 
@@ -206,7 +206,7 @@ def gate_api(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     s = with_topics(kafka_broker, "fuzz-gate-")
     callers_file = Path(tmp_path_factory.mktemp("gate")) / "callers.toml"
     token = add_caller(callers_file, "ci", True)
-    cmdb, windows = CMDBView(SERDE, "c"), WindowView(SERDE, "w")
+    cmdb, windows = CMDBTopicIndex(SERDE, "c"), WindowIndex(SERDE, "w")
     gate = ChangeGate(GatePolicy(), WindowCalendar(windows, cmdb, frozenset({"DEPENDS_ON"}), 3), cmdb)
     spy = Spy(AckedProducer(s, **GATE_PRODUCER))
     app = create_gate(
@@ -214,8 +214,8 @@ def gate_api(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         SERDE,
         spy,
         gate,
-        ChangesView(SERDE, "x"),
-        GateRequestsView(SERDE, "r"),
+        ChangeIndex(SERDE, "x"),
+        GateRequestIndex(SERDE, "r"),
         CallersFile(callers_file),  # type: ignore[arg-type]
     )
     with serve(app) as url:

@@ -16,7 +16,6 @@ import pytest
 from connectors.gate.callers import CallersFile, add_caller, token_hash
 from connectors.gate.client import GateClient, GateUnavailable
 from connectors.gate.server import GATE_PRODUCER, create_gate
-from streams.agents.views import ChangesView, CMDBView, GateRequestsView, WindowView
 from streams.core.kafka import AckedProducer
 from streams.core.models import (
     AuditEvent,
@@ -29,8 +28,9 @@ from streams.core.models import (
 )
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.stages.gate import ChangeGate, GatePolicy
-from streams.stages.maintenance import WindowCalendar
+from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestIndex, WindowIndex
+from streams.stages.changes.gate import ChangeGate, GatePolicy
+from streams.stages.windows import WindowCalendar
 from tests.kafka_util import consume
 from tests.servers import serve
 
@@ -51,8 +51,8 @@ class Health:
 class Gate:
     url: str
     tokens: dict[str, str]
-    changes: ChangesView
-    windows: WindowView
+    changes: ChangeIndex
+    windows: WindowIndex
     callers_file: Path
     health: Health
     settings: Settings
@@ -68,8 +68,8 @@ def gate(kafka_settings: Settings, tmp_path: Path) -> Iterator[Gate]:
         name: add_caller(callers_file, name, bypass) for name, bypass in (("ci", False), ("oncall", True))
     }
     callers = CallersFile(callers_file)
-    cmdb, windows = CMDBView(SERDE, "c"), WindowView(SERDE, "w")
-    changes, requests = ChangesView(SERDE, "x"), GateRequestsView(SERDE, "r")
+    cmdb, windows = CMDBTopicIndex(SERDE, "c"), WindowIndex(SERDE, "w")
+    changes, requests = ChangeIndex(SERDE, "x"), GateRequestIndex(SERDE, "r")
     gate = ChangeGate(GatePolicy(), WindowCalendar(windows, cmdb, frozenset({"DEPENDS_ON"}), 3), cmdb)
     producer = AckedProducer(kafka_settings, **GATE_PRODUCER)
     health = Health()

@@ -16,7 +16,7 @@ from streams.core.dlq import header_map
 from streams.core.models import IncidentAction, IncidentCommand, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.stages.lifecycle import correlation_id
+from streams.stages.alerts.lifecycle import correlation_id
 from tests.examples import alert, raw_alert_bytes
 from tests.kafka_util import consume, produce
 from tests.stacks import pipeline_stack

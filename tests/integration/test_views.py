@@ -10,11 +10,11 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ops.kafka import Broker
-from streams.agents.views import CMDBView
 from streams.core import models as m
+from streams.core.follower import TopicFollower
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.core.views import CompactedTopicView
+from streams.processors.indexes import CMDBTopicIndex
 from tests.kafka_util import produce
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,8 @@ def ci(ci_id: str, **kw: object) -> bytes:
 def test_a_view_waits_for_its_topic_then_loads_follows_and_deletes(kafka_broker: Broker) -> None:
     topic = f"view-{uuid.uuid4().hex[:8]}"
     settings = Settings(kafka_bootstrap=kafka_broker.bootstrap, app_id="view-test")
-    cmdb = CMDBView(SERDE, topic)
-    view = CompactedTopicView(settings, topic, cmdb.apply).start()
+    cmdb = CMDBTopicIndex(SERDE, topic)
+    view = TopicFollower(settings, topic, cmdb.apply).start()
     try:
         time.sleep(1.5)  # the topic does not exist yet: the view must wait, not fail
         assert not view.ready.is_set() and view.failure is None

@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from streams.core.models import IncidentAction, Recurrence, Weekday
-from streams.stages.lifecycle import correlation_id
-from streams.stages.state import IncidentPhase, Outcome
+from streams.stages.alerts.lifecycle import correlation_id
+from streams.stages.alerts.state import IncidentPhase, Outcome
 from tests.alerting import T0, Harness, am
 
 
@@ -352,7 +352,7 @@ def test_a_late_resolve_of_an_earlier_episode_does_not_clear_the_current_one() -
 
 
 def test_notifications_without_an_applied_time_are_never_stale() -> None:
-    from streams.stages.ordering import stale_reason
+    from streams.stages.alerts.ordering import stale_reason
 
     h = Harness()
     h.send(am("f1"))

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streams.core.models import AuditOutcome, ChangeType, MaintenanceWindow
+from streams.stages.changes.gate import ChangeGate, ChangeState, ChangeView, GatePolicy, GateRequest
 from streams.stages.cmdb import CMDBIndex
-from streams.stages.gate import ChangeGate, ChangeState, ChangeView, GatePolicy, GateRequest
-from streams.stages.maintenance import WindowCalendar
+from streams.stages.windows import WindowCalendar
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 H = timedelta(hours=1)

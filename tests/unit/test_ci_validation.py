@@ -11,11 +11,11 @@ import pytest
 from streams.core.dlq import ErrorClass
 from streams.core.models import ChangeAction, ChangeType, ConfigurationItem
 from streams.core.rules import load_rules
-from streams.stages.civalidation import CIUpdateStage, changed_fields
+from streams.stages.changes.validation import CIUpdateValidator, changed_fields
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 RULES = load_rules().changes
-STAGE = CIUpdateStage(RULES)
+STAGE = CIUpdateValidator(RULES)
 
 BASE: dict[str, Any] = {
     "ci_id": "web-1",
@@ -188,7 +188,7 @@ def test_a_create_from_a_source_without_create_grant_is_refused() -> None:
     rules = RULES.model_copy(
         update={"sources": {"discovery": RULES.sources["discovery"].model_copy(update={"create": False})}}
     )
-    verdict = CIUpdateStage(rules).check(None, ci(source_system="discovery"), NOW)
+    verdict = CIUpdateValidator(rules).check(None, ci(source_system="discovery"), NOW)
     assert (
         not verdict.accepted and verdict.error_class is ErrorClass.AUTH and "may not create" in verdict.reason
     )
@@ -196,7 +196,7 @@ def test_a_create_from_a_source_without_create_grant_is_refused() -> None:
 
 def test_change_on_create_records_new_cis_as_standard_changes() -> None:
     rules = RULES.model_copy(update={"change_on_create": True})
-    verdict = CIUpdateStage(rules).check(None, ci(), NOW)
+    verdict = CIUpdateValidator(rules).check(None, ci(), NOW)
     assert verdict.change is not None and verdict.change.change_type is ChangeType.STANDARD
 
 

@@ -9,13 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from streams.core.models import AuditOutcome, ChangeAction, ChangeType, CloseCode, DeploymentEvent
-from streams.stages.analytics import render, summarize
-from streams.stages.gate import ChangeState, ChangeView
-from streams.stages.linking import DeployLinkStage
+from streams.stages.changes.analytics import render, summarize
+from streams.stages.changes.gate import ChangeState, ChangeView
+from streams.stages.changes.linking import DeployLinker
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 H = timedelta(hours=1)
-STAGE = DeployLinkStage(frozenset({"production"}))
+STAGE = DeployLinker(frozenset({"production"}))
 
 
 def change(

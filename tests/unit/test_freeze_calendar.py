@@ -9,7 +9,7 @@ import pytest
 from connectors.sources.freeze.mapping import CalendarError, freeze_windows
 from connectors.sources.freeze.source import plan
 from streams.core.models import WindowScope
-from streams.stages.calendar import occurrence_end
+from streams.stages.windows import occurrence_end
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

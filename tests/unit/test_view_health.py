@@ -8,14 +8,14 @@ import pytest
 
 from connectors.sinks.runner import SinkRunner
 from ops.kafka.broker import free_port
+from streams.core.follower import TopicFollower
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from streams.core.views import CompactedTopicView
 
 
 def test_check_raises_once_the_view_has_failed() -> None:
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
-    view = CompactedTopicView(settings, "cmdb.ci", lambda k, v: None)
+    view = TopicFollower(settings, "cmdb.ci", lambda k, v: None)
     view.check()  # healthy: nothing happens
     view.failure = RuntimeError("broker said: fatal")
     with pytest.raises(RuntimeError, match=r"view of cmdb\.ci failed: broker said: fatal"):

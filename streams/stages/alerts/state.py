@@ -60,28 +60,10 @@ class StateStore(Protocol):
     def put(self, state: AlertState) -> None: ...
 
 
-class CIIndex(Protocol):
-    """Read access to the CMDB: by id and by the lookup kinds of the correlation rules."""
-
-    def get(self, ci_id: str) -> ConfigurationItem | None: ...
-
-    def lookup(self, kind: str, value: str) -> ConfigurationItem | None: ...
-
-    def dependents(self, ci_id: str, relationships: frozenset[str], max_depth: int) -> set[str]: ...
-
-    def dependencies(self, ci_id: str, relationships: frozenset[str], max_depth: int) -> list[str]: ...
-
-
 class IncidentIndex(Protocol):
     """Which CI has an open incident, and its correlation id (shared by every worker)."""
 
     def get(self, ci_id: str) -> str | None: ...
-
-
-class WindowSource(Protocol):
-    """Every known maintenance and freeze window."""
-
-    def windows(self) -> list[MaintenanceWindow]: ...
 
 
 class Outcome(StrEnum):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from streams.core.models import AlertStatus
+from streams.stages.alerts.state import AlertWork
 from streams.stages.base import Ctx, Dropped, DropReason
-from streams.stages.state import AlertWork
 
 
 class DedupStage:

@@ -1,4 +1,4 @@
-"""DeployLinkStage: which change does a deployment event belong to, and what does it tell that
+"""DeployLinker: which change does a deployment event belong to, and what does it tell that
 change? Pure: the event, the synced changes and the policy decide."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from streams.core.models import (
     DeploymentEvent,
     DeployPhase,
 )
-from streams.stages.gate import ChangeView
+from streams.stages.changes.gate import ChangeView
 
 FINISHED = {
     DeployPhase.SUCCEEDED: CloseCode.SUCCESSFUL,
@@ -44,7 +44,7 @@ def deploy_started(event: DeploymentEvent) -> datetime:
     return event.occurred_at
 
 
-class DeployLinkStage:
+class DeployLinker:
     """Links deployment events to changes and turns them into change enrichment and close commands."""
 
     def __init__(self, environments_requiring_change: frozenset[str]) -> None:

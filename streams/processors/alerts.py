@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from streams.agents.effects import DATA_FAULTS, Emitter, dead_letter, send_all
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
 from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
@@ -23,8 +22,11 @@ from streams.core.topics import (
     INCIDENT_COMMANDS,
     dlq_name,
 )
-from streams.stages.engine import AlertEngine
-from streams.stages.state import AlertState, CIIndex, Effects, WindowSource
+from streams.processors.effects import DATA_FAULTS, Emitter, dead_letter, send_all
+from streams.stages.alerts.engine import AlertEngine
+from streams.stages.alerts.state import AlertState, Effects
+from streams.stages.cmdb import CIIndex
+from streams.stages.windows import WindowSource
 
 STAGE = "alerts"
 

@@ -11,8 +11,8 @@ from typing import Generic, TypeVar
 from streams.core import telemetry
 from streams.core.models import ChangeRecord, ConfigurationItem, GateRequest, MaintenanceWindow, Record
 from streams.core.serde import AvroSerde, SerdeError
+from streams.stages.changes.gate import ChangeView
 from streams.stages.cmdb import CMDBIndex
-from streams.stages.gate import ChangeView
 
 VIEW_SKIPPED = telemetry.VIEW_SKIPPED
 R = TypeVar("R", bound=Record)
@@ -23,7 +23,7 @@ def text(raw: bytes | None) -> str:
     return raw.decode("utf-8", "replace") if raw else ""
 
 
-class CMDBView(CMDBIndex):
+class CMDBTopicIndex(CMDBIndex):
     """The CMDB index fed by cmdb.ci."""
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:
@@ -41,7 +41,7 @@ class CMDBView(CMDBIndex):
             VIEW_SKIPPED.labels(self.topic).inc()
 
 
-class RecordView(Generic[R]):
+class RecordIndex(Generic[R]):
     """The latest record per key of a compacted topic; undecodable records are skipped and counted
     (the topic's guard agent, where it has one, dead-letters them)."""
 
@@ -79,7 +79,7 @@ class RecordView(Generic[R]):
             self._items[self.key(record)] = record
 
 
-class WindowView(RecordView[MaintenanceWindow]):
+class WindowIndex(RecordIndex[MaintenanceWindow]):
     """Every maintenance and freeze window fed by maintenance.windows."""
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:
@@ -89,7 +89,7 @@ class WindowView(RecordView[MaintenanceWindow]):
         return self.values()
 
 
-class IncidentIndexView:
+class CIIncidentIndex:
     """CI id -> correlation id of its open incident, fed by alerts.ci.incidents and by local writes."""
 
     def __init__(self) -> None:
@@ -112,7 +112,7 @@ class IncidentIndexView:
             return self._items.get(ci_id)
 
 
-class ChangesView(RecordView[ChangeRecord]):
+class ChangeIndex(RecordIndex[ChangeRecord]):
     """Every change request as the ITSM has it, fed by itsm.changes (the approval source)."""
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:
@@ -138,7 +138,7 @@ class ChangesView(RecordView[ChangeRecord]):
             return self._views
 
 
-class GateRequestsView(RecordView[GateRequest]):
+class GateRequestIndex(RecordIndex[GateRequest]):
     """Deploy requests waiting on a change's approval, fed by gate.requests."""
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:

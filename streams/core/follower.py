@@ -24,7 +24,7 @@ TRANSIENT = {
 }
 
 
-class CompactedTopicView:
+class TopicFollower:
     """Follows all partitions of one topic from the beginning, without a consumer group.
 
     `ready` is set once the view has read up to the end offsets it saw at start, so a worker
@@ -51,7 +51,7 @@ class CompactedTopicView:
         self.log = telemetry.get_logger("view", topic=topic)
         self.failure: BaseException | None = None
 
-    def start(self) -> CompactedTopicView:
+    def start(self) -> TopicFollower:
         self._thread.start()
         return self
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.agents.effects import dead_letter
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 from streams.core.models import Record
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
+from streams.processors.effects import dead_letter
 
 
 class RecordGuard:

@@ -12,7 +12,6 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streams.agents.effects import DATA_FAULTS, Emitter, Output, dead_letter, send_all
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
 from streams.core.models import (
@@ -35,9 +34,10 @@ from streams.core.topics import (
     CMDB_CI_UPDATES,
     DEPLOY_EVENTS,
 )
-from streams.stages.civalidation import CIUpdateStage
-from streams.stages.gate import ChangeView
-from streams.stages.linking import FINISHED, DeployLinkStage
+from streams.processors.effects import DATA_FAULTS, Emitter, Output, dead_letter, send_all
+from streams.stages.changes.gate import ChangeView
+from streams.stages.changes.linking import FINISHED, DeployLinker
+from streams.stages.changes.validation import CIUpdateValidator
 
 T = TypeVar("T", bound=Record)
 
@@ -116,8 +116,8 @@ class ChangeProcessor:
         self.cmdb_topic = t(CMDB_CI)
         self.commands_topic = t(CHANGE_COMMANDS)
         self.audit_topic = t(AUDIT_EVENTS)
-        self.ci_stage = CIUpdateStage(self.rules.changes)
-        self.linker = DeployLinkStage(self.environments)
+        self.ci_stage = CIUpdateValidator(self.rules.changes)
+        self.linker = DeployLinker(self.environments)
         self.log = telemetry.get_logger("worker.changes")
 
     # -- cmdb.ci.updates ------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from streams.core.rules import SeverityRules
+from streams.stages.alerts.state import AlertWork
 from streams.stages.base import Ctx
-from streams.stages.state import AlertWork
 
 
 class SeverityStage:

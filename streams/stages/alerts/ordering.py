@@ -8,8 +8,8 @@ for the same alert. Taking arrival order as truth would reopen a resolved incide
 from __future__ import annotations
 
 from streams.core.models import Alert, AlertStatus
+from streams.stages.alerts.state import AlertState, AlertWork
 from streams.stages.base import Ctx, Dropped, DropReason
-from streams.stages.state import AlertState, AlertWork
 
 
 def stale_reason(state: AlertState, alert: Alert) -> str | None:

@@ -25,8 +25,8 @@ from streams.core.models import (
     ConfigurationItem,
     WindowKind,
 )
-from streams.stages.maintenance import WindowCalendar
-from streams.stages.state import CIIndex
+from streams.stages.cmdb import CIIndex
+from streams.stages.windows import WindowCalendar
 
 APPROVED_STATES = frozenset({"approved", "scheduled", "implement"})
 GATE_NAMESPACE = uuid.UUID("0f6b8f2e-9d2c-4a57-8c1e-1b5f3f0c9a21")

@@ -6,24 +6,24 @@ from datetime import datetime
 
 from streams.core.models import Alert, AlertStatus
 from streams.core.rules import Rules
-from streams.stages.base import Ctx, Dropped, DropReason, Pipeline
-from streams.stages.correlation import CorrelationStage
-from streams.stages.dedup import DedupStage
-from streams.stages.lifecycle import LifecycleStage
-from streams.stages.maintenance import MaintenanceStage, WindowCalendar
-from streams.stages.ordering import OrderStage
-from streams.stages.severity import SeverityStage
-from streams.stages.state import (
+from streams.stages.alerts.correlation import CorrelationStage
+from streams.stages.alerts.dedup import DedupStage
+from streams.stages.alerts.lifecycle import LifecycleStage
+from streams.stages.alerts.maintenance import MaintenanceStage
+from streams.stages.alerts.ordering import OrderStage
+from streams.stages.alerts.severity import SeverityStage
+from streams.stages.alerts.state import (
     AlertState,
     AlertWork,
-    CIIndex,
     Effects,
     IncidentIndex,
     IncidentPhase,
     Outcome,
     StateStore,
-    WindowSource,
 )
+from streams.stages.base import Ctx, Dropped, DropReason, Pipeline
+from streams.stages.cmdb import CIIndex
+from streams.stages.windows import WindowCalendar, WindowSource
 
 OUTCOME_OF_DROP = {
     DropReason.DEDUPLICATED: Outcome.DEDUPLICATED,

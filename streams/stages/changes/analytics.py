@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from streams.core.models import AuditEvent
-from streams.stages.linking import OUTCOME_ACTION, UNLINKED_ACTION
+from streams.stages.changes.linking import OUTCOME_ACTION, UNLINKED_ACTION
 
 PERIODS = ("day", "week", "month")
 

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from streams.core import telemetry
 from streams.core.models import Alert, AlertStatus, IncidentAction, IncidentCommand
 from streams.core.rules import LifecycleRules
+from streams.stages.alerts.state import AlertState, AlertWork, Effects, IncidentPhase, Outcome
 from streams.stages.base import Ctx
-from streams.stages.state import AlertState, AlertWork, Effects, IncidentPhase, Outcome
 
 # Deterministic command ids: the same transition always yields the same id (idempotent downstream).
 COMMAND_NAMESPACE = uuid.UUID("5b0e7c1e-3f57-4b0f-9a53-6d1d2f1f0a11")

@@ -9,11 +9,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
-from streams.agents.alerts import AlertProcessor, IncidentIndexWriter
-from streams.agents.changes import ChangeProcessor, ChangeSource, NoChanges
 from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
-from streams.agents.effects import Emitter
-from streams.agents.guards import RecordGuard
 from streams.core.dlq import Headers, bytes_headers
 from streams.core.models import ConfigurationItem, MaintenanceWindow
 from streams.core.rules import Rules
@@ -30,8 +26,12 @@ from streams.core.topics import (
     MAINTENANCE_WINDOWS,
     TOPICS,
 )
+from streams.processors.alerts import AlertProcessor, IncidentIndexWriter
+from streams.processors.changes import ChangeProcessor, ChangeSource, NoChanges
+from streams.processors.effects import Emitter
+from streams.processors.guards import RecordGuard
 from streams.stages.cmdb import CMDBIndex
-from streams.stages.state import WindowSource
+from streams.stages.windows import WindowSource
 
 PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
 
@@ -52,7 +52,7 @@ def create_app(
 ) -> faust.App:
     """A Faust app that consumes declared topics as raw bytes and decodes inside the agents.
 
-    cmdb, incidents, windows and changes are the global views (agents/views.py); emit, table and
+    cmdb, incidents, windows and changes are the global views (processors/indexes.py); emit, table and
     parked replace Faust's producer and tables in agent tests. With offsets (the broker's view of
     the group), every agent's records go through one DeliveryCursor, which delivers them in order
     and commits what was processed (agents/delivery.py says why Faust's own commits are off);

@@ -1,4 +1,4 @@
-"""CIUpdateStage: is a proposed CI update allowed and valid, what did it change, and does it need a
+"""CIUpdateValidator: is a proposed CI update allowed and valid, what did it change, and does it need a
 change request? Pure: the previous accepted version, the rules and the moment decide."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def changed_fields(prev: ConfigurationItem | None, new: ConfigurationItem) -> li
     return sorted(k for k in before.keys() | after.keys() if before.get(k, "") != after.get(k, ""))
 
 
-class CIUpdateStage:
+class CIUpdateValidator:
     """Validates CI updates against the change rules and derives change requests."""
 
     def __init__(self, rules: ChangeRules) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from streams.core import telemetry
 from streams.core.rules import CorrelationRules
+from streams.stages.alerts.state import AlertWork, CorrelationDecision, IncidentIndex, IncidentPhase
 from streams.stages.base import Ctx
-from streams.stages.state import AlertWork, CIIndex, CorrelationDecision, IncidentIndex, IncidentPhase
+from streams.stages.cmdb import CIIndex
 
 
 class CorrelationStage:
