@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from connectors.sources.alertmanager.source import SOURCE as ALERTMANAGER
 from connectors.sources.base import WebhookSource
@@ -15,7 +16,58 @@ from connectors.sources.pagerduty.mapping import response as pagerduty_response
 from connectors.sources.pagerduty.mapping import to_alerts as pagerduty_alerts
 from streams.core.settings import Settings
 
-SINKS: tuple[str, ...] = ("servicenow", "jira", "rt", "webhook")
+
+def _servicenow(settings: Settings, policy: Any, limiter: Any, known: Any) -> Any:
+    from connectors.sinks.servicenow.client import ServiceNowClient
+    from connectors.sinks.servicenow.config import ServiceNowConfig
+    from connectors.sinks.servicenow.sink import ServiceNowSink
+
+    client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
+    return ServiceNowSink(client, resolved_policy=settings.sink_resolved_policy, known=known)
+
+
+def _jira(settings: Settings, policy: Any, limiter: Any, known: Any) -> Any:
+    from connectors.sinks.jira.config import JiraConfig
+    from connectors.sinks.jira.sink import JiraSink
+
+    config = JiraConfig.from_settings(settings)
+    return JiraSink(config, policy, limiter, resolved_policy=settings.sink_resolved_policy, known=known)
+
+
+def _rt(settings: Settings, policy: Any, limiter: Any, known: Any) -> Any:
+    from connectors.sinks.rt.config import RTConfig
+    from connectors.sinks.rt.sink import RTSink
+
+    config = RTConfig.from_settings(settings)
+    return RTSink(config, policy, limiter, resolved_policy=settings.sink_resolved_policy, known=known)
+
+
+def _webhook(settings: Settings, policy: Any, limiter: Any, known: Any) -> Any:
+    from connectors.sinks.webhook.config import WebhookConfig
+    from connectors.sinks.webhook.sink import WebhookSink
+
+    return WebhookSink(WebhookConfig.from_settings(settings), policy, limiter)
+
+
+SinkFactory = Callable[[Settings, Any, Any, Any], Any]
+
+# Every ITSM target, by the name `itsmctl sink NAME` takes (modules are imported when built).
+SINK_FACTORIES: dict[str, SinkFactory] = {
+    "servicenow": _servicenow,
+    "jira": _jira,
+    "rt": _rt,
+    "webhook": _webhook,
+}
+SINKS: tuple[str, ...] = tuple(SINK_FACTORIES)
+
+
+def build_sink(target: str, settings: Settings, policy: Any, limiter: Any, known: Any = None) -> Any:
+    """The sink named target, configured from settings; ValueError if its configuration is incomplete."""
+    try:
+        factory = SINK_FACTORIES[target]
+    except KeyError:
+        raise ValueError(f"unknown sink {target!r} (known: {', '.join(SINKS)})") from None
+    return factory(settings, policy, limiter, known)
 
 
 def webhook_sources(settings: Settings) -> dict[str, WebhookSource]:

@@ -15,6 +15,7 @@ from connectors.sources.freeze.mapping import freeze_windows
 from connectors.sources.freeze.source import plan
 from ops.stack import Stack
 from streams.core.kafka import producer_config, publish_batch
+from streams.core.messages import encoded
 from streams.core.models import ConfigurationItem, DeploymentEvent, MaintenanceWindow
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
@@ -66,7 +67,7 @@ def run_change_demo(stack: Stack, settings: Settings, say: Callable[[str], None]
     t = settings.topic
 
     def publish(topic: str, records: list[tuple[str, Any]]) -> None:
-        publish_batch(producer, [(t(topic), key.encode(), serde.encode(r, t(topic))) for key, r in records])
+        publish_batch(producer, [encoded(serde, t(topic), key, r) for key, r in records])
 
     web = ConfigurationItem(
         ci_id="web-1",

@@ -13,6 +13,7 @@ from typing import TextIO
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from ops.runtime import CommandError
 from streams.core.dlq import DLQ_HEADER_PREFIX, ErrorClass, Headers, header_map
 from streams.core.kafka import client_config, producer_config
 from streams.core.models import AuditEvent, AuditOutcome
@@ -93,7 +94,7 @@ def read_all(settings: Settings, topic: str) -> Iterator[Message]:
     try:
         meta = consumer.list_topics(topic, timeout=15)
         if meta.topics[topic].error is not None:
-            raise SystemExit(f"itsmctl: topic {topic} is not available: {meta.topics[topic].error.str()}")
+            raise CommandError(f"topic {topic} is not available: {meta.topics[topic].error.str()}")
         ends: dict[int, int] = {}
         for p in meta.topics[topic].partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
@@ -236,9 +237,7 @@ def replay(
     left = producer.flush(60)
     producer.flush(30)  # the ledger records queued by the last callbacks
     if left or errors:
-        raise SystemExit(
-            f"itsmctl dlq replay: {len(errors) or left} record(s) not acknowledged: {errors[:5]}"
-        )
+        raise CommandError(f"{len(errors) or left} record(s) not acknowledged: {errors[:5]}")
     _audit(settings, actor, topic, report, flt, replay_id)
     return report
 
@@ -268,7 +267,7 @@ def _audit(
     producer = Producer(producer_config(settings))
     producer.produce(audit_topic, key=topic.encode(), value=serde.encode(event, audit_topic))
     if producer.flush(30):
-        raise SystemExit("itsmctl dlq replay: the audit event was not acknowledged")
+        raise CommandError("the audit event was not acknowledged")
 
 
 def progress_printer(stream: TextIO | None = None) -> Callable[[int, int], None]:

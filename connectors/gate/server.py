@@ -26,6 +26,7 @@ from connectors.gate.callers import Caller, CallersFile
 from connectors.jsonbody import BodyError, parse_json
 from streams.core import telemetry
 from streams.core.kafka import DeliveryError
+from streams.core.messages import encoded
 from streams.core.models import (
     AuditEvent,
     AuditOutcome,
@@ -51,7 +52,7 @@ GATE_PRODUCER = {"linger.ms": 0}
 
 
 class Publisher(Protocol):
-    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> Any: ...
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> Any: ...
 
 
 class Check(BaseModel):
@@ -125,7 +126,7 @@ def create_gate(
             return _error(400, "invalid request", problems)
 
     async def publish(topic: str, key: str, record: Any) -> None:
-        await producer.send(topic, key.encode(), serde.encode(record, topic))
+        await producer.send(*encoded(serde, topic, key, record))
 
     def decide(caller: Caller, body: Check, now: datetime) -> GateDecision:
         # The bypass list is read per call, so a rotated callers file takes effect at once.

@@ -12,8 +12,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from connectors.sinks.http import SinkError
 from connectors.sinks.known import KnownIds
 from streams.core import telemetry
-from streams.core.dlq import DeadLetter, ErrorClass, Headers
+from streams.core.dlq import ErrorClass, Headers
 from streams.core.kafka import client_config, producer_config
+from streams.core.messages import Consumed, encoded
 from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
@@ -83,7 +84,7 @@ class SinkRunner:
             if msg.topic() == self.dlq_topic:
                 telemetry.DEAD_LETTER_WRITE_FAILURES.labels(self.stage).inc()
 
-    def _publish(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+    def _publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
 
     def _acknowledge(self, msg: Message) -> None:
@@ -127,23 +128,22 @@ class SinkRunner:
 
     def process(self, msg: Message) -> None:
         """Handle one consumed command end to end, including the commit."""
-        headers = _header_list(msg)
-        value = msg.value() or b""
+        record = Consumed.from_confluent(msg)
         telemetry.RECORDS_IN.labels(self.stage).inc()
         now = datetime.now(UTC)
         with telemetry.tracer(self.stage).start_as_current_span(
-            self.stage, context=telemetry.extract_context(headers)
+            self.stage, context=telemetry.extract_context(record.headers)
         ):
             try:
-                cmd = self.serde.decode(value, self.model)
+                cmd = self.serde.decode(record.value or b"", self.model)
             except SerdeError as exc:
-                self._dead_letter(msg, ErrorClass(exc.error_class), str(exc), 0, now)
+                self._dead_letter(record, ErrorClass(exc.error_class), str(exc), 0, now)
             else:
                 try:
                     result = self.handler(cmd)  # type: ignore[arg-type]
                 except SINK_FAILURES as exc:
                     error = exc if isinstance(exc, SinkError) else _data_error(exc)
-                    self._dead_letter(msg, error.error_class, str(error), error.attempts, now)
+                    self._dead_letter(record, error.error_class, str(error), error.attempts, now)
                     result = SinkResult(
                         command_id=cmd.command_id,
                         correlation_id=cmd.correlation_id,
@@ -156,9 +156,7 @@ class SinkRunner:
                         completed_at=datetime.now(UTC),
                     )
                 self._publish(
-                    self.results_topic,
-                    cmd.correlation_id.encode(),
-                    self.serde.encode(result, self.results_topic),
+                    *encoded(self.serde, self.results_topic, cmd.correlation_id, result),
                     telemetry.inject_headers(),
                 )
                 telemetry.SINK_COMMANDS.labels(self.sink.name, result.outcome.value).inc()
@@ -166,9 +164,9 @@ class SinkRunner:
                     self.known.learn(result)
                 self.log.info(
                     "command_done",
-                    topic=msg.topic(),
-                    partition=msg.partition(),
-                    offset=msg.offset(),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
                     correlation_id=cmd.correlation_id,
                     action=cmd.action.value,
                     outcome=result.outcome.value,
@@ -180,29 +178,25 @@ class SinkRunner:
         self.processed += 1
 
     def _dead_letter(
-        self, msg: Message, error_class: ErrorClass, message: str, attempts: int, first_failed_at: datetime
+        self,
+        record: Consumed,
+        error_class: ErrorClass,
+        message: str,
+        attempts: int,
+        first_failed_at: datetime,
     ) -> None:
-        letter = DeadLetter(
-            msg.topic() or self.topic,
-            msg.partition() or 0,
-            msg.offset() or 0,
-            self.stage,
-            error_class,
-            message,
-            attempts,
-            first_failed_at,
-        )
+        letter = record.dead_letter(self.stage, error_class, message, attempts, first_failed_at)
         telemetry.DEAD_LETTERS.labels(self.stage, error_class.value).inc()
         self.log.warning(
             "dead_letter",
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             error_class=error_class.value,
             attempts=attempts,
             reason=message[:300],
         )
-        self._publish(self.dlq_topic, msg.key(), msg.value() or b"", letter.headers(_header_list(msg)))
+        self._publish(self.dlq_topic, record.key, record.value or b"", letter.headers(record.headers))
 
 
 # Errors one command's data can cause in a sink's mapping (a value no field or query can carry):
@@ -213,9 +207,3 @@ SINK_FAILURES: tuple[type[Exception], ...] = (SinkError, *DATA_ERRORS)
 
 def _data_error(exc: Exception) -> SinkError:
     return SinkError(f"{type(exc).__name__}: {str(exc)[:300]}", ErrorClass.VALIDATION, 0, False)
-
-
-def _header_list(msg: Message) -> Headers:
-    """A consumed record's headers as a list (librdkafka may give None)."""
-    headers = msg.headers() or []
-    return list(headers.items()) if isinstance(headers, dict) else list(headers)

@@ -17,6 +17,7 @@ from connectors.sources.alertmanager.mapping import PayloadError, labelset_finge
 from connectors.sources.base import WebhookSource
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
+from streams.core.messages import encoded
 from streams.core.models import Alert, AuditEvent, AuditOutcome, CorrelationSample
 from streams.core.rules import FingerprintRules
 from streams.core.serde import AvroSerde, SerdeError
@@ -193,7 +194,7 @@ def create_gateway(
             details={"rule": v.rule, "verdict": v.verdict},
         )
         try:
-            await producer.send(audit_topic, v.sample_id.encode(), serde.encode(event, audit_topic))
+            await producer.send(*encoded(serde, audit_topic, v.sample_id, event))
         except DeliveryError:
             return _error(503, "verdict could not be recorded; retry later")
         return web.json_response({"recorded": v.sample_id, "rule": v.rule}, status=202)

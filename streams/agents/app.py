@@ -11,6 +11,7 @@ from faust.types import TP
 
 from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
 from streams.core.dlq import Headers, bytes_headers
+from streams.core.messages import Consumed
 from streams.core.models import ConfigurationItem, MaintenanceWindow
 from streams.core.rules import Rules
 from streams.core.serde import AvroSerde
@@ -121,7 +122,7 @@ def create_app(
             if msg.topic == ticks_name:
                 await processor.tick(msg.partition)
             else:
-                await processor.handle(msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+                await processor.handle(Consumed.from_faust(msg))
 
         await consume(stream, one)
 
@@ -166,7 +167,7 @@ def create_app(
     @app.agent(input_topic(updates_name), name="ci-updates")
     async def ci_updates(stream: Any) -> None:
         async def one(msg: Any) -> None:
-            await changer.handle_ci_update(msg.key, msg.value, msg.headers, msg.partition, msg.offset)
+            await changer.handle_ci_update(Consumed.from_faust(msg))
 
         await consume(stream, one)
 
@@ -176,7 +177,7 @@ def create_app(
             if msg.topic == change_ticks_name:
                 await changer.tick(msg.partition)
             else:
-                await changer.handle(msg.key, msg.value, msg.headers, msg.topic, msg.partition, msg.offset)
+                await changer.handle(Consumed.from_faust(msg))
 
         await consume(stream, one)
 
@@ -192,7 +193,7 @@ def create_app(
 
         async def guard_agent(stream: Any, guard: RecordGuard = guard) -> None:
             async def one(msg: Any) -> None:
-                await guard.check(msg.key, msg.value, msg.headers, msg.partition, msg.offset)
+                await guard.check(Consumed.from_faust(msg))
 
             await consume(stream, one)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.core.dlq import Headers
 from streams.core.settings import Settings
+
+CLIENT_LOGGER = logging.getLogger("librdkafka")
 
 
 class DeliveryError(Exception):
@@ -18,7 +22,8 @@ class DeliveryError(Exception):
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """librdkafka config for one client; Settings names are mapped to dotted keys only here."""
-    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    # librdkafka's own log lines go through the "librdkafka" logger (a command line silences it).
+    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "logger": CLIENT_LOGGER}
     cfg.update(extra)
     return cfg
 
@@ -56,7 +61,7 @@ class AckedProducer:
             self._producer.poll(0.1)
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
     ) -> Message:
         """Produce one record and wait for its acknowledgement (DeliveryError if refused)."""
         loop = asyncio.get_running_loop()
@@ -100,7 +105,7 @@ def _set_exception(future: asyncio.Future[Message], exc: Exception) -> None:
 
 
 def publish_batch(
-    producer: Producer, records: list[tuple[str, bytes | None, bytes | None]], timeout: float = 30.0
+    producer: Producer, records: Sequence[tuple[str, bytes | None, bytes | None]], timeout: float = 30.0
 ) -> int:
     """Produce records and wait until the broker acknowledged every one; DeliveryError names the
     first refusal (so a command-line tool never reports records as published that were not)."""

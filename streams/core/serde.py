@@ -220,6 +220,18 @@ class SchemaRegistryClient:
         self._http.close()
 
 
+def registry_from_settings(settings: Any) -> SchemaRegistryClient | None:
+    """The schema registry client settings configure, or None (single-object encoding)."""
+    if not settings.schema_registry_url:
+        return None
+    return SchemaRegistryClient(
+        settings.schema_registry_url,
+        settings.schema_registry_user,
+        settings.schema_registry_password,
+        settings.http_timeout_seconds,
+    )
+
+
 class AvroSerde:
     """Encodes canonical records to Avro bytes and decodes either framing back to models."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -24,3 +24,20 @@ def parse_rfc3339(text: str, field: str = "timestamp", default_tz: tzinfo | None
     except OverflowError:
         # e.g. 0001-01-01T00:30:00+01:00 or 9999-12-31T23:59:59-01:00: no UTC instant exists.
         raise ValueError(f"{field}: {text!r} lies outside the calendar in UTC (years 1 to 9999)") from None
+
+
+_AGE = re.compile(r"^(\d{1,9})([smhdw])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time_or_age(text: str, now: datetime, field: str = "time") -> datetime:
+    """An aware UTC instant from RFC 3339 text, or from an age before now: 90s, 30m, 2h, 7d, 4w."""
+    match = _AGE.match(text.strip())
+    if match:
+        return now - timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return parse_rfc3339(text, field)
+    except ValueError:
+        raise ValueError(
+            f"{field}: {text!r} is neither an RFC 3339 time with an offset nor an age like 30m, 2h, 7d"
+        ) from None

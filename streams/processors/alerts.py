@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
+from streams.core.messages import Consumed, Output, encoded
 from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
 from streams.core.rules import Rules
 from streams.core.serde import AvroSerde, SerdeError
@@ -90,40 +91,18 @@ class AlertProcessor:
         self.engine = AlertEngine(self.rules, self.store, self.cmdb, self.incidents, self.windows)
         self.log = telemetry.get_logger("worker.alerts")
 
-    async def handle(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[Any] | None,
-        topic: str,
-        partition: int,
-        offset: int,
-    ) -> str:
+    async def handle(self, record: Consumed) -> str:
         """Process one alerts.raw record; returns how it was accounted for."""
-        headers = list(headers or ())
         now = self.clock()
         try:
-            alert = self.serde.decode(value or b"", Alert)
-            fx, state = self.engine.process(alert, now, partition)
+            alert = self.serde.decode(record.value or b"", Alert)
+            fx, state = self.engine.process(alert, now, record.partition)
             outputs = self._encode(fx, now)
         except SerdeError as exc:
-            return await self._dead_letter(
-                key, value, headers, topic, partition, offset, now, ErrorClass(exc.error_class), str(exc)
-            )
+            return await self._dead_letter(record, now, ErrorClass(exc.error_class), str(exc))
         except DATA_FAULTS as exc:
-            return await self._dead_letter(
-                key,
-                value,
-                headers,
-                topic,
-                partition,
-                offset,
-                now,
-                ErrorClass.VALIDATION,
-                f"{type(exc).__name__}: {exc}",
-            )
-        trace = [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS]
-        await self._publish(fx, outputs, trace)
+            return await self._dead_letter(record, now, ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
+        await self._publish(fx, outputs, record.trace())
         self.store.put(state)  # only after the outputs were acknowledged
         self._track(state, now)
         telemetry.ALERT_OUTCOMES.labels(fx.outcome.value).inc()
@@ -172,18 +151,10 @@ class AlertProcessor:
         else:
             bucket[state.fingerprint] = at
 
-    def _encode(self, fx: Effects, now: datetime) -> list[tuple[str, bytes | None, bytes | None]]:
+    def _encode(self, fx: Effects, now: datetime) -> list[Output]:
         """Every output record of fx, encoded first: a record that cannot be encoded fails the input."""
-        t = self.topics
-        out: list[tuple[str, bytes | None, bytes | None]] = []
-        for cmd in fx.commands:
-            out.append(
-                (
-                    t[INCIDENT_COMMANDS],
-                    cmd.correlation_id.encode(),
-                    self.serde.encode(cmd, t[INCIDENT_COMMANDS]),
-                )
-            )
+        t, serde = self.topics, self.serde
+        out = [encoded(serde, t[INCIDENT_COMMANDS], cmd.correlation_id, cmd) for cmd in fx.commands]
         for sup in fx.suppressed:
             record = SuppressedAlert(
                 alert=sup.alert,
@@ -193,13 +164,7 @@ class AlertProcessor:
                 window_ends_at=sup.window.ends_at if sup.window else None,
                 suppressed_at=now,
             )
-            out.append(
-                (
-                    t[ALERTS_SUPPRESSED],
-                    sup.alert.fingerprint.encode(),
-                    self.serde.encode(record, t[ALERTS_SUPPRESSED]),
-                )
-            )
+            out.append(encoded(serde, t[ALERTS_SUPPRESSED], sup.alert.fingerprint, record))
         rate = self.rules.correlation.sampling.rate
         for d in fx.decisions:
             if not sampled(rate, d.fingerprint, d.incident_id, d.ci_id):
@@ -215,40 +180,22 @@ class AlertProcessor:
                 labels=d.labels,
                 decided_at=now,
             )
-            out.append(
-                (
-                    t[ALERTS_CORRELATION_SAMPLES],
-                    sample_id.encode(),
-                    self.serde.encode(sample, t[ALERTS_CORRELATION_SAMPLES]),
-                )
-            )
+            out.append(encoded(serde, t[ALERTS_CORRELATION_SAMPLES], sample_id, sample))
         for ci_id, incident in fx.index_updates.items():
-            out.append((t[ALERTS_CI_INCIDENTS], ci_id.encode(), incident.encode() if incident else None))
+            out.append(
+                Output(t[ALERTS_CI_INCIDENTS], ci_id.encode(), incident.encode() if incident else None)
+            )
         return out
 
-    async def _publish(
-        self, fx: Effects, outputs: list[tuple[str, bytes | None, bytes | None]], trace: Headers
-    ) -> None:
+    async def _publish(self, fx: Effects, outputs: list[Output], trace: Headers) -> None:
         # Read-your-writes: this worker sees its own index updates before the topic echoes them.
         for ci_id, incident in fx.index_updates.items():
             self.incidents.set(ci_id, incident)
         await send_all(self.emit, outputs, trace)
 
     async def _dead_letter(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        topic: str,
-        partition: int,
-        offset: int,
-        now: datetime,
-        error_class: ErrorClass,
-        message: str,
+        self, record: Consumed, now: datetime, error_class: ErrorClass, message: str
     ) -> str:
-        source, record = (topic, partition, offset), (key, value, headers)
-        await dead_letter(
-            self.emit, STAGE, source, record, error_class, message, now, self.log, self.dlq_topic
-        )
+        await dead_letter(self.emit, STAGE, record, error_class, message, now, self.log, self.dlq_topic)
         telemetry.ALERT_OUTCOMES.labels("dead_lettered").inc()
         return "dead_lettered"

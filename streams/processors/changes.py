@@ -5,15 +5,16 @@ deployments linked to their change."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
+from streams.core.messages import Consumed, Output, encoded
 from streams.core.models import (
     AuditEvent,
     AuditOutcome,
@@ -34,7 +35,7 @@ from streams.core.topics import (
     CMDB_CI_UPDATES,
     DEPLOY_EVENTS,
 )
-from streams.processors.effects import DATA_FAULTS, Emitter, Output, dead_letter, send_all
+from streams.processors.effects import DATA_FAULTS, Emitter, dead_letter, send_all
 from streams.stages.changes.gate import ChangeView
 from streams.stages.changes.linking import FINISHED, DeployLinker
 from streams.stages.changes.validation import CIUpdateValidator
@@ -73,10 +74,29 @@ class Parked(BaseModel):
     parked_at: datetime
     missing: list[str]
 
-    def raw(self) -> tuple[bytes | None, bytes, Headers]:
+    @classmethod
+    def of(cls, record: Consumed, now: datetime, missing: list[str]) -> Parked:
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_b64(record.key),
+            value=_b64(record.value or b"") or "",
+            headers=[(k, _b64(v)) for k, v in record.headers],
+            parked_at=now,
+            missing=missing,
+        )
+
+    @property
+    def slot(self) -> str:
+        """Its key in the parked table: where it came from."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
+    def record(self) -> Consumed:
+        """The parked record, as it was consumed."""
         key = base64.b64decode(self.key) if self.key is not None else None
         headers: Headers = [(k, base64.b64decode(v) if v is not None else None) for k, v in self.headers]
-        return key, base64.b64decode(self.value), headers
+        return Consumed(key, base64.b64decode(self.value), headers, self.topic, self.partition, self.offset)
 
 
 def _b64(value: bytes | str | None) -> str | None:
@@ -122,34 +142,21 @@ class ChangeProcessor:
 
     # -- cmdb.ci.updates ------------------------------------------------------------------------
 
-    async def handle_ci_update(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[Any] | None,
-        partition: int,
-        offset: int,
-    ) -> str:
+    async def handle_ci_update(self, record: Consumed) -> str:
         """Validate one proposed CI update: into cmdb.ci (and a change request), or rejected."""
-        hdrs = list(headers or ())
         now = self.clock()
-        topic = self.updates_topic
+        topic, partition, offset = record.topic, record.partition, record.offset
         try:
-            ci = self._decode(value, ConfigurationItem)
+            ci = self._decode(record.value, ConfigurationItem)
             verdict = self.ci_stage.check(self.cmdb.get(ci.ci_id), ci, now)
-            outputs: list[Output] = [
-                (self.cmdb_topic, ci.ci_id.encode(), self.serde.encode(ci, self.cmdb_topic))
-            ]
+            outputs = [encoded(self.serde, self.cmdb_topic, ci.ci_id, ci)]
             if verdict.change is not None:
-                cmd = verdict.change
-                outputs.append(self._command(cmd))
+                outputs.append(self._command(verdict.change))
         except DATA_FAULTS as exc:
             fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
-            return await self._dead_letter(
-                "ci_update", key, value, hdrs, topic, partition, offset, fault, now
-            )
+            return await self._dead_letter("ci_update", record, fault, now)
         except DataError as exc:
-            return await self._dead_letter("ci_update", key, value, hdrs, topic, partition, offset, exc, now)
+            return await self._dead_letter("ci_update", record, exc, now)
         if not verdict.accepted:
             assert verdict.error_class is not None
             audit = AuditEvent(
@@ -163,13 +170,11 @@ class ChangeProcessor:
                 reason=verdict.reason,
                 details={"changed": ",".join(verdict.changed), "error_class": verdict.error_class.value},
             )
-            await self._send([self._audit(audit)], hdrs)
+            await self._send([self._audit(audit)], record)
             rejected = DataError(verdict.error_class, verdict.reason)
-            await self._dead_letter(
-                "ci_update", key, value, hdrs, topic, partition, offset, rejected, now, "rejected"
-            )
+            await self._dead_letter("ci_update", record, rejected, now, "rejected")
             return "rejected"
-        await self._send(outputs, hdrs)
+        await self._send(outputs, record)
         self.cmdb.upsert(ci)  # the next update of this CI is checked against this one
         outcome = "accepted_with_change" if verdict.change else "accepted"
         telemetry.CHANGE_INPUTS.labels("ci_update", outcome).inc()
@@ -177,43 +182,40 @@ class ChangeProcessor:
 
     # -- change.requests and deploy.events (parked while a CI is missing) --------------------
 
-    async def handle(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[Any] | None,
-        topic: str,
-        partition: int,
-        offset: int,
-        parked: Parked | None = None,
-    ) -> str:
+    async def handle(self, record: Consumed, parked: Parked | None = None) -> str:
         """One change request or deployment event; parked if it names a CI the CMDB lacks."""
-        hdrs = list(headers or ())
         now = self.clock()
-        kind = "deploy" if topic == self.deploys_topic else "request"
+        kind = "deploy" if record.topic == self.deploys_topic else "request"
         try:
-            record: ChangeCommand | DeploymentEvent = (
-                self._decode(value, DeploymentEvent)
+            item: ChangeCommand | DeploymentEvent = (
+                self._decode(record.value, DeploymentEvent)
                 if kind == "deploy"
-                else self._decode(value, ChangeCommand)
+                else self._decode(record.value, ChangeCommand)
             )
         except DataError as exc:
-            return await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, exc, now)
+            return await self._dead_letter(kind, record, exc, now)
         if (
-            isinstance(record, ChangeCommand)
-            and record.change_type is ChangeType.EMERGENCY
-            and not record.justification.strip()
+            isinstance(item, ChangeCommand)
+            and item.change_type is ChangeType.EMERGENCY
+            and not item.justification.strip()
         ):
             unjustified = DataError(
                 ErrorClass.VALIDATION, "an EMERGENCY change request needs a justification"
             )
-            return await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, unjustified, now)
-        missing = sorted({c for c in record.ci_ids if self.cmdb.get(c) is None})
+            return await self._dead_letter(kind, record, unjustified, now)
+        missing = sorted({c for c in item.ci_ids if self.cmdb.get(c) is None})
         if missing:
             if parked is None:
-                self._park(key, value or b"", hdrs, topic, partition, offset, now, missing)
+                entry = Parked.of(record, now, missing)
+                self.parked[entry.slot] = entry.model_dump_json().encode()
                 telemetry.CHANGE_INPUTS.labels(kind, "parked").inc()
-                self.log.info("parked", topic=topic, partition=partition, offset=offset, missing=missing)
+                self.log.info(
+                    "parked",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    missing=missing,
+                )
                 return "parked"
             waited = (now - parked.parked_at).total_seconds()
             if waited < self.rules.changes.park_timeout:
@@ -223,18 +225,18 @@ class ChangeProcessor:
                 f"CI(s) {', '.join(missing)} not in the CMDB after waiting {waited:.0f}s "
                 f"(park_timeout {self.rules.changes.park_timeout:.0f}s): referential integrity",
             )
-            result = await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, timeout, now)
+            result = await self._dead_letter(kind, record, timeout, now)
             self._unpark(parked)
             return result
         try:
-            if isinstance(record, DeploymentEvent):
-                outcome = await self._deploy(record, hdrs, now)
+            if isinstance(item, DeploymentEvent):
+                outcome = await self._deploy(item, record, now)
             else:
-                await self._send([self._command(record)], hdrs)
+                await self._send([self._command(item)], record)
                 outcome = "forwarded"
         except DATA_FAULTS as exc:
             fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
-            result = await self._dead_letter(kind, key, value, hdrs, topic, partition, offset, fault, now)
+            result = await self._dead_letter(kind, record, fault, now)
             if parked is not None:
                 self._unpark(parked)
             return result
@@ -244,15 +246,14 @@ class ChangeProcessor:
         telemetry.CHANGE_INPUTS.labels(kind, outcome).inc()
         return outcome
 
-    async def _deploy(self, event: DeploymentEvent, hdrs: Headers, now: datetime) -> str:
+    async def _deploy(self, event: DeploymentEvent, record: Consumed, now: datetime) -> str:
         link = self.linker.link(event, self.changes.changes(), now)
         outputs: list[Output] = []
         if link.command is not None:
-            cmd = link.command
-            outputs.append(self._command(cmd))
+            outputs.append(self._command(link.command))
         if link.audit is not None:
             outputs.append(self._audit(link.audit))
-        await self._send(outputs, hdrs)
+        await self._send(outputs, record)
         if link.change is None:
             if link.how != "not_required":
                 self.log.warning("deploy_unlinked", deployment=event.deployment_id, reason=link.reason)
@@ -271,41 +272,15 @@ class ChangeProcessor:
             entry = Parked.model_validate_json(raw)
             if entry.partition != partition:
                 continue
-            key, value, headers = entry.raw()
-            outcome = await self.handle(
-                key, value, headers, entry.topic, entry.partition, entry.offset, entry
-            )
+            outcome = await self.handle(entry.record(), entry)
             waiting += outcome == "parked"
         telemetry.PARKED_RECORDS.labels(str(partition)).set(waiting)
         return waiting
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _park(
-        self,
-        key: bytes | None,
-        value: bytes,
-        headers: Headers,
-        topic: str,
-        partition: int,
-        offset: int,
-        now: datetime,
-        missing: list[str],
-    ) -> None:
-        entry = Parked(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=base64.b64encode(key).decode() if key is not None else None,
-            value=base64.b64encode(value).decode(),
-            headers=[(k, _b64(v)) for k, v in headers],
-            parked_at=now,
-            missing=missing,
-        )
-        self.parked[f"{topic}:{partition}:{offset}"] = entry.model_dump_json().encode()
-
     def _unpark(self, entry: Parked) -> None:
-        self.parked.pop(f"{entry.topic}:{entry.partition}:{entry.offset}", None)
+        self.parked.pop(entry.slot, None)
 
     def _decode(self, value: bytes | None, model: type[T]) -> T:
         try:
@@ -317,30 +292,17 @@ class ChangeProcessor:
 
     def _command(self, cmd: ChangeCommand) -> Output:
         """A change command as an output on itsm.change.commands, keyed by its correlation id."""
-        return (self.commands_topic, cmd.correlation_id.encode(), self.serde.encode(cmd, self.commands_topic))
+        return encoded(self.serde, self.commands_topic, cmd.correlation_id, cmd)
 
     def _audit(self, event: AuditEvent) -> Output:
-        return (self.audit_topic, event.event_id.encode(), self.serde.encode(event, self.audit_topic))
+        return encoded(self.serde, self.audit_topic, event.event_id, event)
 
-    async def _send(self, outputs: list[Output], headers: Headers) -> None:
-        await send_all(self.emit, outputs, headers)
+    async def _send(self, outputs: list[Output], record: Consumed) -> None:
+        await send_all(self.emit, outputs, record.trace())
 
     async def _dead_letter(
-        self,
-        kind: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        topic: str,
-        partition: int,
-        offset: int,
-        exc: DataError,
-        now: datetime,
-        outcome: str = "dead_lettered",
+        self, kind: str, record: Consumed, exc: DataError, now: datetime, outcome: str = "dead_lettered"
     ) -> str:
-        source, record = (topic, partition, offset), (key, value, headers)
-        await dead_letter(
-            self.emit, f"changes.{kind}", source, record, exc.error_class, str(exc), now, self.log
-        )
+        await dead_letter(self.emit, f"changes.{kind}", record, exc.error_class, str(exc), now, self.log)
         telemetry.CHANGE_INPUTS.labels(kind, outcome).inc()
         return outcome

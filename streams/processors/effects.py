@@ -8,10 +8,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from streams.core import telemetry
-from streams.core.dlq import DeadLetter, ErrorClass, Headers
+from streams.core.dlq import ErrorClass, Headers
+from streams.core.messages import Consumed, Output
 from streams.core.topics import dlq_name
-
-Output = tuple[str, bytes | None, bytes | None]
 
 # Exceptions a record's own data can raise in a stage or an encoder once it decoded (a value out
 # of a field's range, a date past the calendar's end): the record is dead-lettered as invalid and
@@ -33,10 +32,9 @@ async def settle(ack: Any) -> None:
         await ack
 
 
-async def send_all(emit: Emitter, outputs: list[Output], headers: Headers) -> None:
+async def send_all(emit: Emitter, outputs: list[Output], trace: Headers) -> None:
     """Send every output with the input's trace context, then wait until the broker acknowledged
     them all (only then may the input's state move on or its offset commit)."""
-    trace = [(k, v) for k, v in headers if k in telemetry.TRACE_HEADERS]
     pending = [await emit(topic, key, value, trace) for topic, key, value in outputs]
     for ack in pending:
         await settle(ack)
@@ -45,8 +43,7 @@ async def send_all(emit: Emitter, outputs: list[Output], headers: Headers) -> No
 async def dead_letter(
     emit: Emitter,
     stage: str,
-    source: tuple[str, int, int],
-    record: tuple[bytes | None, bytes | None, Headers],
+    record: Consumed,
     error_class: ErrorClass,
     message: str,
     now: datetime,
@@ -54,19 +51,21 @@ async def dead_letter(
     dlq: str | None = None,
 ) -> None:
     """Send the input, as it came, to its topic's .dlq (or dlq) with the reason; wait for the broker."""
-    topic, partition, offset = source
-    key, value, headers = record
-    letter = DeadLetter(topic, partition, offset, stage, error_class, message, first_failed_at=now)
+    letter = record.dead_letter(stage, error_class, message, first_failed_at=now)
     log.warning(
         "dead_letter",
-        topic=topic,
-        partition=partition,
-        offset=offset,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
         error_class=error_class.value,
         reason=message[:300],
     )
     try:
-        await settle(await emit(dlq or dlq_name(topic), key, value or b"", letter.headers(headers)))
+        await settle(
+            await emit(
+                dlq or dlq_name(record.topic), record.key, record.value or b"", letter.headers(record.headers)
+            )
+        )
     except Exception:
         # The broker refused the dead letter: counted, then the worker crashes and the record is
         # processed again after the restart (its offset was not committed).

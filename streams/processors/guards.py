@@ -7,6 +7,7 @@ from typing import Any
 
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
+from streams.core.messages import Consumed
 from streams.core.models import Record
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
@@ -30,24 +31,14 @@ class RecordGuard:
         self.stage = f"guard.{base}"
         self.log = telemetry.get_logger(self.stage)
 
-    async def check(
-        self, key: bytes | None, value: bytes | None, headers: Any, partition: int, offset: int
-    ) -> bool:
-        if value is None:
+    async def check(self, record: Consumed) -> bool:
+        """True if the record is usable (or a tombstone); else it is dead-lettered with the reason."""
+        if record.value is None:
             return True  # a tombstone deletes the key: valid on a compacted topic
         try:
-            self.serde.decode(value, self.model)
+            self.serde.decode(record.value, self.model)
             return True
         except SerdeError as exc:
-            source = (self.topic, partition, offset)
-            record = (key, value, list(headers or ()))
             error = ErrorClass(exc.error_class)
-            await dead_letter(
-                self.emit, self.stage, source, record, error, str(exc), datetime.now(UTC), self.log
-            )
+            await dead_letter(self.emit, self.stage, record, error, str(exc), datetime.now(UTC), self.log)
             return False
-
-    async def agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            await self.check(msg.key, msg.value, msg.headers, msg.partition, msg.offset)

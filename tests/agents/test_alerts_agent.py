@@ -8,6 +8,7 @@ import pytest
 
 from streams.agents.app import create_app
 from streams.core.dlq import header_map
+from streams.core.messages import Consumed
 from streams.core.models import (
     AlertStatus,
     CorrelationSample,
@@ -63,7 +64,9 @@ def test_a_good_alert_becomes_one_command_keyed_by_correlation_id_with_the_trace
     out = Collector()
     trace = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     outcome = run(
-        processor(out).handle(b"fp1", SERDE.encode(alert("fp1")), [trace, ("x", b"y")], "x.alerts.raw", 0, 5)
+        processor(out).handle(
+            Consumed(b"fp1", SERDE.encode(alert("fp1")), [trace, ("x", b"y")], "x.alerts.raw", 0, 5)
+        )
     )
     assert outcome == "emitted"
     ((topic, key, value, headers),) = out.sent
@@ -86,7 +89,7 @@ def test_undecodable_records_are_dead_lettered_with_their_bytes_and_reason(
     value: bytes | None, error_class: str, reason: str
 ) -> None:
     out = Collector()
-    outcome = run(processor(out).handle(b"k", value, [("origin", b"test")], "x.alerts.raw", 2, 41))
+    outcome = run(processor(out).handle(Consumed(b"k", value, [("origin", b"test")], "x.alerts.raw", 2, 41)))
     assert outcome == "dead_lettered"
     ((topic, key, dead_value, headers),) = out.sent
     assert topic == "x.alerts.raw.dlq" and key == b"k" and dead_value == (value or b"")
@@ -104,7 +107,7 @@ def test_undecodable_records_are_dead_lettered_with_their_bytes_and_reason(
 
 def test_a_decodable_but_invalid_record_is_dead_lettered_as_validation() -> None:
     out = Collector()
-    outcome = run(processor(out).handle(None, raw_alert_bytes(name=""), [], "x.alerts.raw", 0, 1))
+    outcome = run(processor(out).handle(Consumed(None, raw_alert_bytes(name=""), [], "x.alerts.raw", 0, 1)))
     assert outcome == "dead_lettered"
     h = header_map(out.sent[0][3])
     assert h["dlq.error.class"] == "validation" and "name" in h["dlq.exception.message"]
@@ -124,7 +127,9 @@ def test_a_suppressed_alert_goes_to_alerts_suppressed_with_its_window() -> None:
     )
     windows.apply(b"mw-1", SERDE.encode(window))
     outcome = run(
-        processor(out, windows=windows).handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, 1)
+        processor(out, windows=windows).handle(
+            Consumed(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, 1)
+        )
     )
     assert outcome == "suppressed" and out.on("itsm.incident.commands") == []
     ((_, key, value, _),) = out.on("alerts.suppressed")
@@ -136,10 +141,10 @@ def test_a_suppressed_alert_goes_to_alerts_suppressed_with_its_window() -> None:
 def test_ticks_auto_resolve_after_the_stable_period() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, stable_period=60)
-    run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 3, 1))
+    run(p.handle(Consumed(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 3, 1)))
     clock.now += timedelta(seconds=5)
     resolved = alert("fp1", status=AlertStatus.RESOLVED, ends_at=clock.now)
-    assert run(p.handle(b"fp1", SERDE.encode(resolved), [], "x.alerts.raw", 3, 2)) == "absorbed"
+    assert run(p.handle(Consumed(b"fp1", SERDE.encode(resolved), [], "x.alerts.raw", 3, 2))) == "absorbed"
     assert run(p.tick(3)) == 0
     clock.now += timedelta(seconds=61)
     assert run(p.tick(2)) == 0  # another partition's tick does not touch it
@@ -153,8 +158,14 @@ def test_ticks_auto_resolve_after_the_stable_period() -> None:
 def test_the_due_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, stable_period=60)
-    run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 1, 1))
-    run(p.handle(b"fp1", SERDE.encode(alert("fp1", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2))
+    run(p.handle(Consumed(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 1, 1)))
+    run(
+        p.handle(
+            Consumed(
+                b"fp1", SERDE.encode(alert("fp1", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2
+            )
+        )
+    )
     p.forget_partitions()
     clock.now += timedelta(seconds=120)
     assert run(p.tick(1)) == 1
@@ -163,7 +174,7 @@ def test_the_due_index_is_rebuilt_from_the_table_after_a_rebalance() -> None:
 def test_correlation_decisions_are_sampled_deterministically() -> None:
     out = Collector()
     p = processor(out, sample_rate=1.0)
-    run(p.handle(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, 1))
+    run(p.handle(Consumed(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, 1)))
     ((_, _, value, _),) = out.on("alerts.correlation.samples")
     sample = SERDE.decode(value or b"", CorrelationSample)
     assert sample.fingerprint == "fp1" and sample.decision.value == "UNKNOWN" and sample.labels["instance"]
@@ -225,10 +236,12 @@ def test_the_guard_agent_dead_letters_undecodable_cmdb_records() -> None:
 def test_a_recovered_state_comes_due_even_when_a_record_touches_its_partition_before_the_first_tick() -> None:
     out, clock = Collector(), Clock(NOW)
     first = processor(out, clock, stable_period=60)
-    run(first.handle(b"fpA", SERDE.encode(alert("fpA")), [], "x.alerts.raw", 1, 1))
+    run(first.handle(Consumed(b"fpA", SERDE.encode(alert("fpA")), [], "x.alerts.raw", 1, 1)))
     run(
         first.handle(
-            b"fpA", SERDE.encode(alert("fpA", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2
+            Consumed(
+                b"fpA", SERDE.encode(alert("fpA", status=AlertStatus.RESOLVED)), [], "x.alerts.raw", 1, 2
+            )
         )
     )
     # A restarted worker: the table came back from its changelog, the due index did not.
@@ -236,7 +249,7 @@ def test_a_recovered_state_comes_due_even_when_a_record_touches_its_partition_be
     restarted.table.update(first.table)
     clock.now += timedelta(seconds=5)
     run(
-        restarted.handle(b"fpB", SERDE.encode(alert("fpB")), [], "x.alerts.raw", 1, 3)
+        restarted.handle(Consumed(b"fpB", SERDE.encode(alert("fpB")), [], "x.alerts.raw", 1, 3))
     )  # same partition, first
     clock.now += timedelta(seconds=61)
     assert run(restarted.tick(1)) == 1
@@ -320,7 +333,7 @@ def test_a_dead_letter_the_broker_refuses_is_counted_and_stops_the_worker() -> N
 
     before = failures()
     with pytest.raises(RuntimeError, match="broker down"):
-        run(processor(Refusing()).handle(b"bad", b"not avro", [], "x.alerts.raw", 0, 7))
+        run(processor(Refusing()).handle(Consumed(b"bad", b"not avro", [], "x.alerts.raw", 0, 7)))
     assert failures() == before + 1
 
 
@@ -328,8 +341,8 @@ def test_an_alert_at_the_calendars_edges_is_processed_and_a_data_fault_is_dead_l
     out = Collector()
     p = processor(out, stable_period=300)
     edge = alert("edge", status=AlertStatus.RESOLVED, ends_at=datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
-    run(p.handle(b"edge", SERDE.encode(alert("edge")), [], "x.alerts.raw", 0, 1))
-    assert run(p.handle(b"edge", SERDE.encode(edge), [], "x.alerts.raw", 0, 2)) == "absorbed"
+    run(p.handle(Consumed(b"edge", SERDE.encode(alert("edge")), [], "x.alerts.raw", 0, 1)))
+    assert run(p.handle(Consumed(b"edge", SERDE.encode(edge), [], "x.alerts.raw", 0, 2))) == "absorbed"
 
     # Whatever a stage raises because of a record's values (ValueError, OverflowError) dead-letters
     # that record; the stream goes on.
@@ -337,7 +350,7 @@ def test_an_alert_at_the_calendars_edges_is_processed_and_a_data_fault_is_dead_l
         raise OverflowError("date value out of range")
 
     p.engine.process = overflow  # type: ignore[method-assign,assignment]
-    assert run(p.handle(b"edge", SERDE.encode(edge), [], "x.alerts.raw", 0, 3)) == "dead_lettered"
+    assert run(p.handle(Consumed(b"edge", SERDE.encode(edge), [], "x.alerts.raw", 0, 3))) == "dead_lettered"
     ((_topic, _, _, headers),) = out.on("alerts.raw.dlq")
     assert header_map(headers)["dlq.error.class"] == "validation"
     assert "OverflowError" in header_map(headers)["dlq.exception.message"]
@@ -354,6 +367,6 @@ def test_an_over_long_fingerprint_is_bounded_the_same_way_every_time() -> None:
         and alert("y" * MAX_FINGERPRINT).fingerprint == "y" * MAX_FINGERPRINT
     )
     out = Collector()
-    assert run(processor(out).handle(b"k", SERDE.encode(a), [], "x.alerts.raw", 0, 1)) == "emitted"
+    assert run(processor(out).handle(Consumed(b"k", SERDE.encode(a), [], "x.alerts.raw", 0, 1))) == "emitted"
     ((_, _, value, _),) = out.on("itsm.incident.commands")
     assert len(SERDE.decode(value or b"", IncidentCommand).correlation_id) <= 100

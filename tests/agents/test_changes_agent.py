@@ -7,6 +7,7 @@ from typing import Any
 
 from streams.agents.app import create_app
 from streams.core.dlq import Headers
+from streams.core.messages import Consumed
 from streams.core.models import (
     AuditEvent,
     AuditOutcome,
@@ -117,9 +118,15 @@ def headers(h: Headers) -> dict[str, str]:
 def test_accepted_updates_reach_cmdb_and_significant_ones_become_change_requests() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
-    assert run(p.handle_ci_update(b"web-1", SERDE.encode(ci()), [], 0, 1)) == "accepted"
+    assert (
+        run(p.handle_ci_update(Consumed(b"web-1", SERDE.encode(ci()), [], "x.cmdb.ci.updates", 0, 1)))
+        == "accepted"
+    )
     moved = ci(service="payments", source_system="terraform", updated_at=NOW + timedelta(minutes=1))
-    assert run(p.handle_ci_update(b"web-1", SERDE.encode(moved), [], 0, 2)) == "accepted_with_change"
+    assert (
+        run(p.handle_ci_update(Consumed(b"web-1", SERDE.encode(moved), [], "x.cmdb.ci.updates", 0, 2)))
+        == "accepted_with_change"
+    )
     assert [SERDE.decode(v or b"", ConfigurationItem).service for _, _, v, _ in out.on("cmdb.ci")] == [
         "checkout",
         "payments",
@@ -133,10 +140,15 @@ def test_accepted_updates_reach_cmdb_and_significant_ones_become_change_requests
 def test_an_unauthorized_update_is_dead_lettered_and_audited_and_the_cmdb_keeps_the_old_value() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
-    run(p.handle_ci_update(b"web-1", SERDE.encode(ci()), [], 0, 1))
+    run(p.handle_ci_update(Consumed(b"web-1", SERDE.encode(ci()), [], "x.cmdb.ci.updates", 0, 1)))
     bad = ci(owner_group="someone-else", source_system="discovery", updated_at=NOW + timedelta(minutes=1))
     assert (
-        run(p.handle_ci_update(b"web-1", SERDE.encode(bad), [("traceparent", b"00-x")], 2, 9)) == "rejected"
+        run(
+            p.handle_ci_update(
+                Consumed(b"web-1", SERDE.encode(bad), [("traceparent", b"00-x")], "x.cmdb.ci.updates", 2, 9)
+            )
+        )
+        == "rejected"
     )
     ((_, _, value, _),) = out.on("audit.events")
     audit = SERDE.decode(value or b"", AuditEvent)
@@ -152,8 +164,8 @@ def test_an_unauthorized_update_is_dead_lettered_and_audited_and_the_cmdb_keeps_
 def test_undecodable_inputs_are_dead_lettered_with_their_class() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
-    assert run(p.handle_ci_update(b"k", b"junk", [], 0, 1)) == "dead_lettered"
-    assert run(p.handle(b"k", b"junk", [], "x.deploy.events", 0, 2)) == "dead_lettered"
+    assert run(p.handle_ci_update(Consumed(b"k", b"junk", [], "x.cmdb.ci.updates", 0, 1))) == "dead_lettered"
+    assert run(p.handle(Consumed(b"k", b"junk", [], "x.deploy.events", 0, 2))) == "dead_lettered"
     assert [headers(h)["dlq.error.class"] for *_, h in out.sent] == ["schema", "schema"]
 
 
@@ -161,7 +173,7 @@ def test_a_deploy_naming_a_missing_ci_is_parked_until_the_ci_arrives() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
     trace = [("traceparent", b"00-abc-def-01"), ("empty", None)]
-    assert run(p.handle(b"d-1", SERDE.encode(deploy()), trace, "x.deploy.events", 1, 5)) == "parked"
+    assert run(p.handle(Consumed(b"d-1", SERDE.encode(deploy()), trace, "x.deploy.events", 1, 5))) == "parked"
     assert out.sent == [] and len(p.parked) == 1
     clock.now += timedelta(seconds=30)
     assert run(p.tick(1)) == 1 and out.sent == []
@@ -178,7 +190,10 @@ def test_a_deploy_naming_a_missing_ci_is_parked_until_the_ci_arrives() -> None:
 def test_a_parked_record_is_dead_lettered_after_the_timeout_with_the_reason() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock)
-    assert run(p.handle(b"c1", SERDE.encode(request("db-9")), [], "x.change.requests", 2, 3)) == "parked"
+    assert (
+        run(p.handle(Consumed(b"c1", SERDE.encode(request("db-9")), [], "x.change.requests", 2, 3)))
+        == "parked"
+    )
     clock.now += timedelta(seconds=load_rules().changes.park_timeout + 1)
     assert run(p.tick(2)) == 0 and p.parked == {}
     ((_, key, value, hdrs),) = out.sent
@@ -191,12 +206,12 @@ def test_a_production_deploy_that_links_to_no_change_is_flagged() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, ChangeIndex(SERDE, "x.itsm.changes"))
     p.cmdb.upsert(ci())
-    assert run(p.handle(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 0, 1)) == "unlinked"
+    assert run(p.handle(Consumed(b"d-1", SERDE.encode(deploy()), [], "x.deploy.events", 0, 1))) == "unlinked"
     ((_, _, value, _),) = out.sent
     audit = SERDE.decode(value or b"", AuditEvent)
     assert audit.outcome is AuditOutcome.FLAGGED and audit.action == "deploy.unlinked"
     assert run(
-        p.handle(b"d-2", SERDE.encode(deploy(environment="staging")), [], "x.deploy.events", 0, 2)
+        p.handle(Consumed(b"d-2", SERDE.encode(deploy(environment="staging")), [], "x.deploy.events", 0, 2))
     ) == ("not_required")
     assert len(out.sent) == 1
 
@@ -233,13 +248,13 @@ def test_an_emergency_request_without_justification_is_dead_lettered() -> None:
     p = processor(out, clock)
     p.cmdb.upsert(ci())
     bad = request("web-1").model_copy(update={"change_type": ChangeType.EMERGENCY})
-    assert run(p.handle(b"c1", SERDE.encode(bad), [], "x.change.requests", 0, 4)) == "dead_lettered"
+    assert run(p.handle(Consumed(b"c1", SERDE.encode(bad), [], "x.change.requests", 0, 4))) == "dead_lettered"
     ((topic, _, _, hdrs),) = out.sent
     assert (
         topic == "x.change.requests.dlq" and "needs a justification" in headers(hdrs)["dlq.exception.message"]
     )
     ok = request("web-1").model_copy(update={"change_type": ChangeType.EMERGENCY, "justification": "outage"})
-    assert run(p.handle(b"c1", SERDE.encode(ok), [], "x.change.requests", 0, 5)) == "forwarded"
+    assert run(p.handle(Consumed(b"c1", SERDE.encode(ok), [], "x.change.requests", 0, 5))) == "forwarded"
 
 
 def test_a_deployment_with_an_absurd_duration_is_dead_lettered_not_a_crash() -> None:
@@ -247,6 +262,8 @@ def test_a_deployment_with_an_absurd_duration_is_dead_lettered_not_a_crash() -> 
     p = processor(out, clock)
     p.cmdb.upsert(ci())
     absurd = deploy().model_copy(update={"duration_ms": 2**62})  # unvalidated, as a foreign producer
-    assert run(p.handle(b"d-1", SERDE.encode(absurd), [], "x.deploy.events", 0, 9)) == "dead_lettered"
+    assert (
+        run(p.handle(Consumed(b"d-1", SERDE.encode(absurd), [], "x.deploy.events", 0, 9))) == "dead_lettered"
+    )
     ((topic, _, _, hdrs),) = out.sent
     assert topic == "x.deploy.events.dlq" and headers(hdrs)["dlq.error.class"] == "validation"

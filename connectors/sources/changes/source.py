@@ -16,6 +16,7 @@ from connectors.sinks.servicenow.mapping import CHANGE_TABLE
 from connectors.sources.changes.mapping import FIELDS, change_record, maintenance_windows
 from streams.core import telemetry
 from streams.core.kafka import publish_batch
+from streams.core.messages import Output, encoded
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.core.topics import ITSM_CHANGES, MAINTENANCE_WINDOWS
@@ -71,7 +72,7 @@ class ChangeSync:
             offset += PAGE
         # Same-second updates are read again (>=); only what really changed is published.
         fresh = [r for r in rows if self.published.get(r.get("sys_id", "")) != _version(r)]
-        out: list[tuple[str, bytes | None, bytes | None]] = []
+        out: list[Output] = []
         unreadable = 0
         for row in fresh:
             try:
@@ -89,18 +90,10 @@ class ChangeSync:
                     error=str(exc).splitlines()[0][:300],
                 )
                 continue
-            out.append(
-                (self.changes_topic, record.change_id.encode(), self.serde.encode(record, self.changes_topic))
-            )
+            out.append(encoded(self.serde, self.changes_topic, record.change_id, record))
             if self.maintenance:
                 for window in maintenance_windows(record):
-                    out.append(
-                        (
-                            self.windows_topic,
-                            window.window_id.encode(),
-                            self.serde.encode(window, self.windows_topic),
-                        )
-                    )
+                    out.append(encoded(self.serde, self.windows_topic, window.window_id, window))
         publish_batch(self.producer, out)
         for row in fresh:
             self.published[row.get("sys_id", "")] = _version(row)

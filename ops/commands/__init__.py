@@ -1,0 +1,27 @@
+"""itsmctl's command groups, one module each; a new group is one module here and one line in GROUPS.
+
+Each module has SECTION and SUMMARY (for the grouped `itsmctl --help`) and register(sub), which
+adds its parser, its actions and their own options.
+"""
+
+from __future__ import annotations
+
+from ops.commands import (
+    changes,
+    completion,
+    demo,
+    deploy,
+    devitsm,
+    dlq,
+    freeze,
+    gate,
+    gateway,
+    kafka,
+    sink,
+    topics,
+    worker,
+)
+
+# In the order `itsmctl --help` lists them.
+GROUPS = (kafka, topics, worker, gateway, sink, devitsm, dlq, gate, changes, freeze, deploy, demo)
+EXTRA = (completion,)

@@ -1,0 +1,84 @@
+"""itsmctl worker: the Faust stream worker."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ops import runtime
+from streams.core import telemetry
+
+SECTION = "run the pipeline"
+SUMMARY = "run the stream worker: alerts -> incidents, CI updates and deploys -> changes"
+DESCRIPTION = (
+    "The Faust worker: alerts.raw -> itsm.incident.commands, alerts.suppressed, "
+    "alerts.correlation.samples (dead letters to alerts.raw.dlq); cmdb.ci.updates -> cmdb.ci and change "
+    "requests; change.requests and deploy.events -> itsm.change.commands and audit.events."
+)
+
+
+def run(_: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from streams.agents.app import create_app
+    from streams.agents.delivery import BrokerOffsets
+    from streams.core.follower import TopicFollower
+    from streams.core.kafka import client_config
+    from streams.core.topics import ALERTS_CI_INCIDENTS
+    from streams.processors.indexes import CIIncidentIndex
+
+    settings = runtime.settings()
+    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_tracing("itsm-worker")
+    log = telemetry.get_logger("worker")
+    rules = runtime.rules(settings)
+    serde = runtime.serde(settings)
+    port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port)
+    # Alerts are correlated only once the CMDB and the calendar are complete.
+    views = runtime.start_views(settings, serde, "changes", "cmdb", "windows")
+    incidents = CIIncidentIndex()
+    views.followers.append(
+        TopicFollower(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start()
+    )
+    try:
+        views.followers[-1].wait_ready(settings.view_ready_timeout_seconds)
+    except RuntimeError as exc:
+        views.stop()
+        raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
+    log.info(
+        "worker_starting",
+        metrics_port=port,
+        rules=rules.versions(),
+        cis=len(views["cmdb"]),
+        windows=len(views["windows"].windows()),
+        changes=len(views["changes"].values()),
+    )
+    offsets = BrokerOffsets(client_config(settings), settings.app_id)
+    app = create_app(
+        settings,
+        serde,
+        rules,
+        cmdb=views["cmdb"],
+        incidents=incidents,
+        windows=views["windows"],
+        changes=views["changes"],
+        offsets=offsets,
+    )
+
+    @app.timer(5.0, name="views-alive")
+    async def views_alive() -> None:
+        # A view that died after startup would leave a stale CMDB or calendar: stop the worker.
+        for follower in views.followers:
+            follower.check()
+
+    worker = Worker(app, loglevel="WARN" if settings.log_level != "debug" else "INFO", quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        views.stop()
+        offsets.close()
+    return runtime.EXIT_OK
+
+
+def register(sub: Any) -> None:
+    runtime.command(sub, "worker", SUMMARY, run, DESCRIPTION).set_defaults(long_running=True)

@@ -1,0 +1,248 @@
+"""What every itsmctl command shares: the exit-code contract, configuration, serde, rules, the
+global views, signal handling, the retry policy, client factories, time arguments and -o json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streams.core.settings import Settings
+from streams.core.timeutil import parse_time_or_age
+
+if TYPE_CHECKING:
+    from connectors.sinks.http import RetryPolicy
+    from connectors.sinks.servicenow.client import ServiceNowClient
+    from streams.core.follower import TopicFollower
+    from streams.core.rules import Rules
+    from streams.core.serde import AvroSerde
+
+# The exit-code contract of every command (README: itsmctl).
+EXIT_OK = 0  # done; the gate allows; nothing found
+EXIT_PROBLEMS = 1  # the gate denies; problems found (missing topics, a broker down)
+EXIT_ERROR = 2  # usage, configuration or connection error: nothing was decided
+
+EXIT_CODES = """exit codes: 0 ok (or allow), 1 deny or problems found, 2 usage, configuration or
+connection error."""
+
+
+class CommandError(Exception):
+    """A foreseeable failure: one line naming the problem and the fix, and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def settings() -> Settings:
+    """This process's settings; CommandError naming the bad variable."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise CommandError(f"invalid configuration: {exc}") from None
+
+
+def serde(settings: Settings) -> AvroSerde:
+    """The Avro serde: schemas from schemas/avro, the Confluent registry when one is configured."""
+    from streams.core.serde import AvroSerde, SchemaStore, SerdeError, registry_from_settings
+
+    try:
+        store = SchemaStore(Path(settings.schema_dir) if settings.schema_dir else None)
+        return AvroSerde(store, registry=registry_from_settings(settings))
+    except (SerdeError, ValueError) as exc:
+        raise CommandError(f"schemas: {exc}") from None
+
+
+def rules(settings: Settings) -> Rules:
+    """The rule files (ops/rules or ITSM_RULES_DIR), validated."""
+    from streams.core.rules import RuleError, load_rules
+
+    try:
+        return load_rules(Path(settings.rules_dir) if settings.rules_dir else None)
+    except RuleError as exc:
+        raise CommandError(str(exc)) from None
+
+
+@dataclass
+class Views:
+    """Indexes of compacted topics this process needs, each kept current by its TopicFollower."""
+
+    indexes: dict[str, Any]
+    followers: list[TopicFollower] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.indexes[name]
+
+    def stop(self) -> None:
+        for follower in self.followers:
+            follower.stop()
+
+
+def start_views(settings: Settings, serde: AvroSerde, *wanted: str) -> Views:
+    """The named indexes (cmdb, windows, changes, requests), started and caught up."""
+    from streams.core.follower import TopicFollower
+    from streams.core.topics import CMDB_CI, GATE_REQUESTS, ITSM_CHANGES, MAINTENANCE_WINDOWS
+    from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestIndex, WindowIndex
+
+    makers: dict[str, tuple[str, Callable[[AvroSerde, str], Any]]] = {
+        "cmdb": (CMDB_CI, CMDBTopicIndex),
+        "windows": (MAINTENANCE_WINDOWS, WindowIndex),
+        "changes": (ITSM_CHANGES, ChangeIndex),
+        "requests": (GATE_REQUESTS, GateRequestIndex),
+    }
+    views = Views({})
+    for name in wanted:
+        base, make = makers[name]
+        index = make(serde, settings.topic(base))
+        views.indexes[name] = index
+        views.followers.append(TopicFollower(settings, settings.topic(base), index.apply).start())
+    try:
+        for follower in views.followers:
+            follower.wait_ready(settings.view_ready_timeout_seconds)
+    except RuntimeError as exc:
+        views.stop()
+        raise CommandError(f"{exc}; {kafka_hint(settings)}") from None
+    return views
+
+
+def kafka_hint(settings: Settings) -> str:
+    """The usual fix when Kafka does not answer."""
+    return (
+        f"is Kafka running at {settings.kafka_bootstrap} (itsmctl kafka up) and were the topics "
+        "applied (itsmctl topics apply)?"
+    )
+
+
+def kafka_failure(exc: Exception) -> CommandError:
+    """A Kafka client error as one line with the usual fix."""
+    error = exc.args[0] if exc.args else exc
+    reason = error.str() if hasattr(error, "str") else str(error)
+    try:
+        hint = kafka_hint(Settings())
+    except ValueError:
+        hint = "is Kafka running (itsmctl kafka up)?"
+    return CommandError(f"Kafka: {reason}; {hint}")
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for loops that finish their record before stopping."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The sinks' retry budget and backoff, from settings."""
+    from connectors.sinks.http import RetryPolicy
+
+    return RetryPolicy(
+        settings.sink_retry_budget_seconds,
+        settings.sink_backoff_initial_seconds,
+        settings.sink_backoff_max_seconds,
+    )
+
+
+def servicenow_client(settings: Settings, target: str) -> ServiceNowClient:
+    """A ServiceNow Table API client for reading (changes, blackout schedules)."""
+    from connectors.sinks.servicenow.client import ServiceNowClient
+    from connectors.sinks.servicenow.config import ServiceNowConfig
+
+    try:
+        return ServiceNowClient(
+            ServiceNowConfig.from_settings(settings), retry_policy(settings), target=target
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def when(text: str | None, flag: str, now: datetime) -> datetime | None:
+    """A --since/--until argument: RFC 3339 with an offset, or an age (30m, 2h, 7d) before now."""
+    if not text:
+        return None
+    try:
+        return parse_time_or_age(text, now, flag)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    """-o text|json for a command that lists or reports something."""
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["text", "json"],
+        default="text",
+        help="text for people (default), or json: one JSON document for scripts",
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout (datetimes as RFC 3339, enums as their values)."""
+    print(json.dumps(document, default=_plain, ensure_ascii=False))
+
+
+# --- building the command line ------------------------------------------------------------------
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def command(
+    sub: Any, name: str, summary: str, handler: Handler | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A command group (or, with a handler, a command without actions) under sub."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        prog=f"itsmctl {name}",
+        help=summary,
+        description=description or summary,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if handler is not None:
+        parser.set_defaults(func=handler, cmd=name, leaf=parser)
+    return parser
+
+
+def actions(group: argparse.ArgumentParser) -> Any:
+    """The subcommands of a group; each takes only its own options."""
+    return group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def action(
+    sub: Any, group: str, name: str, summary: str, handler: Handler, description: str | None = None
+) -> argparse.ArgumentParser:
+    """One subcommand of group (e.g. `dlq replay`), run by handler."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        prog=f"itsmctl {group} {name}",
+        help=summary,
+        description=description or summary,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=handler, cmd=f"{group} {name}", leaf=parser)
+    return parser
