@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -77,8 +77,15 @@ def test_a_weekly_freeze_becomes_a_recurring_window_in_its_zone() -> None:
         ("DTSTART:20261127T100000Z\r\nDTEND:20261127T110000Z", "has no UID"),
         ("UID:a\r\nDTSTART:20261127T100000Z", "neither DTEND nor DURATION"),
         ("UID:a\r\nDTSTART:20261127T100000Z\r\nDTEND:20261127T090000Z", "ends before it starts"),
-        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=DAILY", "not supported"),
-        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nEXDATE:20261204T100000Z", "EXDATE"),
+        (
+            "UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=MINUTELY",
+            "recurs more than 1000 times",
+        ),
+        (
+            "UID:a\r\nRECURRENCE-ID:20261127T100000Z\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H",
+            "without the",
+        ),
+        ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=MONTHLY;BYDAY=XX", "event 1"),
         ("UID:a\r\nDTSTART;TZID=Mars/Base:20261127T100000\r\nDURATION:PT1H", "unknown time zone"),
         ("UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nX-ITSM-SCOPE:TEAM:x", "X-ITSM-SCOPE"),
     ],
@@ -181,7 +188,7 @@ def test_blackouts_that_cannot_be_imported_faithfully_are_refused(
     [
         (
             "UID:a\r\nDTSTART;VALUE=DATE:20261340\r\nDTEND;VALUE=DATE:20261341",
-            "event 1: month must be in 1..12",
+            r"event 1 \(a\): DTSTART is not an iCalendar date-time .*Wrong date format 20261340",
         ),
         (
             "UID:a\r\nDTSTART:20261127T100000Z\r\nDURATION:PT1H\r\nRRULE:FREQ=WEEKLY;UNTIL=99991231T235959Z",
@@ -202,3 +209,68 @@ def test_an_impossible_blackout_repeat_until_is_a_calendar_error() -> None:
          "end_date_time": "20261202T000000", "repeat_type": "daily", "repeat_until": "20261399"}  # fmt: skip
     with pytest.raises(CalendarError, match="blackout entry s1"):
         blackout_windows([s], [e], "snow", NOW)
+
+
+def test_parameters_escapes_and_windows_zone_names_import_as_written() -> None:
+    # A property split at its first ':' turned ALTREP's URL into the summary; an escaped backslash
+    # before n became a newline; Outlook and Exchange name zones the Windows way.
+    text = cal(
+        'UID:peak\r\nSUMMARY;ALTREP="http://intranet/freeze":Peak season freeze\r\n'
+        "DTSTART;TZID=W. Europe Standard Time:20261201T100000\r\n"
+        "DTEND;TZID=W. Europe Standard Time:20261201T120000",
+        "UID:path\r\nSUMMARY:Share C:\\\\new\\, read-only\\nuntil noon\r\n"
+        "DTSTART:20261202T080000Z\r\nDURATION:PT4H",
+    )
+    peak, path = freeze_windows(text, "c", NOW)
+    assert peak.reason == "Peak season freeze"
+    assert (peak.starts_at, peak.ends_at) == (
+        datetime(2026, 12, 1, 9, tzinfo=UTC),
+        datetime(2026, 12, 1, 11, tzinfo=UTC),
+    )
+    assert path.reason == "Share C:\\new, read-only\nuntil noon"
+
+
+def test_exdate_rdate_and_monthly_rules_become_their_occurrences() -> None:
+    text = cal(
+        # First Monday of every month, 08:00-18:00 Berlin, except January; plus a one-off extra day.
+        "UID:monthly\r\nSUMMARY:Month-end close\r\n"
+        "DTSTART;TZID=Europe/Berlin:20261207T080000\r\nDTEND;TZID=Europe/Berlin:20261207T180000\r\n"
+        "RRULE:FREQ=MONTHLY;BYDAY=1MO;COUNT=4\r\n"
+        "EXDATE;TZID=Europe/Berlin:20270104T080000\r\n"
+        "RDATE;TZID=Europe/Berlin:20261215T080000",
+        "UID:yearly\r\nDTSTART;VALUE=DATE:20261224\r\nDTEND;VALUE=DATE:20261227\r\nRRULE:FREQ=YEARLY",
+    )
+    windows = freeze_windows(text, "fin", NOW, default_zone="Europe/Berlin")
+    monthly = sorted((w for w in windows if "monthly" in w.window_id), key=lambda w: w.starts_at)
+    assert [w.starts_at for w in monthly] == [
+        datetime(2026, 12, 7, 7, tzinfo=UTC),
+        datetime(2026, 12, 15, 7, tzinfo=UTC),  # RDATE
+        datetime(2027, 2, 1, 7, tzinfo=UTC),  # January 4th excluded
+        datetime(2027, 3, 1, 7, tzinfo=UTC),
+    ]
+    assert all(w.ends_at - w.starts_at == timedelta(hours=10) and w.recurrence is None for w in monthly)
+    assert monthly[0].window_id == "freeze-fin-monthly@20261207T070000Z"
+    assert all(w.reason == "Month-end close" for w in monthly)
+    yearly = [w for w in windows if "yearly" in w.window_id]
+    # Within the 400-day horizon (a re-import extends it).
+    assert [w.starts_at for w in yearly] == [
+        datetime(2026, 12, 23, 23, tzinfo=UTC),
+        datetime(2027, 12, 23, 23, tzinfo=UTC),
+    ]
+
+
+def test_a_moved_or_cancelled_occurrence_follows_its_override() -> None:
+    text = cal(
+        "UID:weekly\r\nSUMMARY:Release freeze\r\nDTSTART:20261130T160000Z\r\nDURATION:PT2H\r\n"
+        "RRULE:FREQ=WEEKLY;COUNT=3",
+        "UID:weekly\r\nRECURRENCE-ID:20261207T160000Z\r\nSUMMARY:Moved\r\n"
+        "DTSTART:20261208T100000Z\r\nDURATION:PT2H",
+        "UID:weekly\r\nRECURRENCE-ID:20261214T160000Z\r\nSTATUS:CANCELLED\r\n"
+        "DTSTART:20261214T160000Z\r\nDURATION:PT2H",
+    )
+    windows = sorted(freeze_windows(text, "c", NOW), key=lambda w: w.starts_at)
+    assert [(w.starts_at, w.reason, w.cancelled) for w in windows] == [
+        (datetime(2026, 11, 30, 16, tzinfo=UTC), "Release freeze", False),
+        (datetime(2026, 12, 8, 10, tzinfo=UTC), "Moved", False),
+        (datetime(2026, 12, 14, 16, tzinfo=UTC), "Release freeze", True),
+    ]

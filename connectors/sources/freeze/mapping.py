@@ -1,19 +1,26 @@
-"""Pure parsing of a change freeze calendar (iCalendar, RFC 5545) into FREEZE windows.
+"""Change freeze calendars (iCalendar, RFC 5545) to FREEZE windows.
 
-Supported: VEVENT with UID, SUMMARY, DTSTART and DTEND or DURATION (UTC, TZID=<zone> or all-day
-dates), STATUS:CANCELLED, RRULE FREQ=WEEKLY with BYDAY and optional UNTIL, and
-X-ITSM-SCOPE:<SCOPE>[:<target>] (GLOBAL, ENVIRONMENT:production, SERVICE:checkout, CI:web-1).
-Anything else that would change when the freeze applies (other RRULEs, EXDATE, RDATE) is
-refused with the line, rather than imported wrong.
+The file is parsed with `icalendar` (escaping, folding, parameters such as ALTREP, VTIMEZONE
+definitions and the Windows zone names of Outlook and Exchange exports) and recurrences are
+expanded with `recurring-ical-events` (RRULE of every frequency, RDATE, EXDATE, RECURRENCE-ID
+overrides). A plain weekly rule (FREQ=WEEKLY with BYDAY, UNTIL) stays one recurring window in its
+zone, open-ended like the calendar; every other recurrence becomes one window per occurrence
+within the horizon (re-import to extend it). X-ITSM-SCOPE:<SCOPE>[:<target>] scopes an event
+(GLOBAL, ENVIRONMENT:production, SERVICE:checkout, CI:web-1). What cannot be imported faithfully
+(a floating time without --timezone, an unknown zone, a rule with more occurrences than a
+freeze calendar can mean) is refused with the event named, rather than imported wrong.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import icalendar
+import recurring_ical_events
 from pydantic import ValidationError
 
 from streams.core.models import MaintenanceWindow, Recurrence, Weekday, WindowKind, WindowScope
@@ -28,53 +35,13 @@ DAYS = {
     "SU": Weekday.SUN,
 }
 OPEN_ENDED = timedelta(days=3650)
-DURATION = re.compile(
-    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
-)
+HORIZON = timedelta(days=400)
+MAX_OCCURRENCES = 1000  # per event within the horizon: more is not a freeze calendar
+WEEKLY_PARTS = {"FREQ", "BYDAY", "UNTIL", "INTERVAL", "WKST"}
 
 
 class CalendarError(ValueError):
     """The calendar cannot be imported faithfully; the message names the event and the problem."""
-
-
-@dataclass(frozen=True)
-class Prop:
-    name: str
-    params: dict[str, str]
-    value: str
-
-
-def unfold(text: str) -> list[str]:
-    """Content lines with RFC 5545 folding undone."""
-    lines: list[str] = []
-    for raw in text.replace("\r\n", "\n").split("\n"):
-        if raw[:1] in (" ", "\t") and lines:
-            lines[-1] += raw[1:]
-        elif raw.strip():
-            lines.append(raw)
-    return lines
-
-
-def parse_line(line: str) -> Prop:
-    head, sep, value = line.partition(":")
-    if not sep:
-        raise CalendarError(f"not a content line: {line[:80]!r}")
-    name, *params = head.split(";")
-    return Prop(
-        name.upper(),
-        {k.upper(): v.strip('"') for k, _, v in (p.partition("=") for p in params)},
-        value,
-    )
-
-
-def _unescape(text: str) -> str:
-    return (
-        text.replace("\\n", "\n")
-        .replace("\\N", "\n")
-        .replace("\\,", ",")
-        .replace("\\;", ";")
-        .replace("\\\\", "\\")
-    )
 
 
 def zone_named(name: str, where: str) -> ZoneInfo:
@@ -85,40 +52,56 @@ def zone_named(name: str, where: str) -> ZoneInfo:
         raise CalendarError(f"{where}: unknown time zone {name!r}") from None
 
 
-def parse_time(prop: Prop, default_zone: str | None, where: str) -> tuple[datetime, str | None]:
-    """A DTSTART/DTEND/UNTIL value as UTC, and the zone it was given in (None for UTC)."""
-    value = prop.value.strip()
-    if prop.params.get("VALUE") == "DATE" or re.fullmatch(r"\d{8}", value):
-        zone_name = prop.params.get("TZID") or default_zone
-        if zone_name is None:
-            raise CalendarError(f"{where}: all-day {prop.name} {value} needs a time zone (give --timezone)")
-        d = date(int(value[:4]), int(value[4:6]), int(value[6:8]))
-        local = datetime(d.year, d.month, d.day, tzinfo=zone_named(zone_name, where))
-        return local.astimezone(UTC), zone_name
+def _is_named_zone(name: str) -> bool:
+    """A zone a recurring window can name (a VTIMEZONE of the file alone is expanded instead)."""
     try:
-        naive = datetime.strptime(value.rstrip("Z"), "%Y%m%dT%H%M%S")
-    except ValueError:
-        raise CalendarError(f"{where}: {prop.name} {value!r} is not an iCalendar date-time") from None
-    if value.endswith("Z"):
-        return naive.replace(tzinfo=UTC), None
-    zone_name = prop.params.get("TZID") or default_zone
-    if zone_name is None:
-        raise CalendarError(
-            f"{where}: {prop.name} {value} has no time zone (floating time); give TZID or --timezone"
-        )
-    return naive.replace(tzinfo=zone_named(zone_name, where)).astimezone(UTC), zone_name
-
-
-def parse_duration(value: str, where: str) -> timedelta:
-    m = DURATION.match(value.strip())
-    if not m or not any(m.groupdict().values()):
-        raise CalendarError(f"{where}: DURATION {value!r} is not supported (use P#W, P#D, PT#H#M#S)")
-    g = {k: int(v or 0) for k, v in m.groupdict().items()}
-    return timedelta(weeks=g["w"], days=g["d"], hours=g["h"], minutes=g["m"], seconds=g["s"])
+        ZoneInfo(name)
+        return True
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
 
 
 def window_id(source: str, uid: str) -> str:
     return "freeze-" + re.sub(r"[^A-Za-z0-9._@-]+", "-", f"{source}-{uid}")[:180]
+
+
+def _zone_name(value: datetime) -> str | None:
+    tz = value.tzinfo
+    if tz is None or (value.utcoffset() == timedelta(0) and str(tz) in ("UTC", "Etc/UTC", "UTC+00:00")):
+        return None
+    return getattr(tz, "key", None) or str(tz)
+
+
+def _aware(
+    value: date | datetime, tzid: str | None, default_zone: str | None, what: str, where: str
+) -> datetime:
+    """A DTSTART/DTEND/occurrence as an aware UTC datetime; floating values take default_zone."""
+    if not isinstance(value, datetime):
+        zone_name = tzid or default_zone
+        if zone_name is None:
+            raise CalendarError(f"{where}: all-day {what} {value:%Y%m%d} needs a time zone (give --timezone)")
+        local = datetime(value.year, value.month, value.day, tzinfo=zone_named(zone_name, where))
+        return local.astimezone(UTC)
+    if value.tzinfo is None:
+        if tzid:
+            # icalendar knows Olson names, Windows names and the file's VTIMEZONEs: none matched.
+            raise CalendarError(f"{where}: unknown time zone {tzid!r}")
+        if default_zone is None:
+            raise CalendarError(
+                f"{where}: {what} {value:%Y%m%dT%H%M%S} has no time zone (floating time); "
+                "give TZID or --timezone"
+            )
+        value = value.replace(tzinfo=zone_named(default_zone, where))
+    return value.astimezone(UTC)
+
+
+def _prop_time(event: Any, name: str, default_zone: str | None, where: str) -> datetime:
+    prop = event.get(name)
+    try:
+        value = prop.dt
+    except (AttributeError, ValueError) as exc:
+        raise CalendarError(f"{where}: {name} is not an iCalendar date-time ({exc})") from None
+    return _aware(value, prop.params.get("TZID"), default_zone, name, where)
 
 
 def freeze_windows(
@@ -128,122 +111,192 @@ def freeze_windows(
     scope: WindowScope = WindowScope.GLOBAL,
     target: str = "",
     default_zone: str | None = None,
+    horizon: timedelta = HORIZON,
 ) -> list[MaintenanceWindow]:
-    """Every VEVENT of the calendar as a FREEZE window; CalendarError for what cannot be imported."""
-    lines = unfold(text)
-    if not lines or lines[0].strip().upper() != "BEGIN:VCALENDAR":
+    """Every VEVENT of the calendar as FREEZE windows; CalendarError for what cannot be imported."""
+    if not text.lstrip("\ufeff \t\r\n").upper().startswith("BEGIN:VCALENDAR"):
         raise CalendarError("not an iCalendar file (it must start with BEGIN:VCALENDAR)")
-    events: list[list[Prop]] = []
-    current: list[Prop] | None = None
-    for line in lines:
-        prop = parse_line(line)
-        if prop.name == "BEGIN" and prop.value.upper() == "VEVENT":
-            current = []
-        elif prop.name == "END" and prop.value.upper() == "VEVENT":
-            if current is not None:
-                events.append(current)
-            current = None
-        elif current is not None:
-            current.append(prop)
-    windows = []
-    for n, props in enumerate(events, 1):
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise CalendarError(f"not a valid iCalendar file: {exc}") from None
+    by_uid: dict[str, list[Any]] = defaultdict(list)
+    for n, event in enumerate(calendar.walk("VEVENT"), 1):
+        uid = str(event.get("UID") or "")
+        if not uid:
+            raise CalendarError(
+                f"event {n} (no UID): has no UID, so a later import could not update or cancel it"
+            )
+        by_uid[uid].append((n, event))
+    zones = calendar.walk("VTIMEZONE")
+    windows: list[MaintenanceWindow] = []
+    for uid, events in by_uid.items():
+        masters = [(n, e) for n, e in events if "RECURRENCE-ID" not in e]
+        if len(masters) != 1:
+            n = events[0][0]
+            raise CalendarError(
+                f"event {n} ({uid}): "
+                + (
+                    "UID appears twice"
+                    if masters
+                    else "RECURRENCE-ID without the recurring event it overrides"
+                )
+            )
+        n, master = masters[0]
+        where = f"event {n} ({uid})"
         try:
-            windows.append(_window(props, n, source, now, scope, target, default_zone))
+            windows.extend(
+                _windows(
+                    master,
+                    [e for _, e in events],
+                    zones,
+                    where,
+                    source,
+                    now,
+                    scope,
+                    target,
+                    default_zone,
+                    horizon,
+                )
+            )
         except CalendarError:
             raise
-        except (ValueError, OverflowError) as exc:
+        except (ValueError, OverflowError, TypeError) as exc:
             # A date that does not exist (20261340) or lies beyond what a datetime can hold.
             raise CalendarError(f"event {n}: {exc}") from None
-    seen: set[str] = set()
-    for w in windows:
-        if w.window_id in seen:
-            raise CalendarError(
-                f"UID of {w.window_id} appears twice (recurrence overrides are not supported)"
-            )
-        seen.add(w.window_id)
     return windows
 
 
-def _window(
-    props: list[Prop],
-    n: int,
+def _windows(
+    event: Any,
+    components: list[Any],
+    zones: list[Any],
+    where: str,
     source: str,
     now: datetime,
     scope: WindowScope,
     target: str,
     default_zone: str | None,
-) -> MaintenanceWindow:
-    by = {p.name: p for p in props}
-    uid = by["UID"].value if "UID" in by else None
-    where = f"event {n} ({uid or 'no UID'})"
-    if uid is None:
-        raise CalendarError(f"{where}: has no UID, so a later import could not update or cancel it")
-    for unsupported in ("EXDATE", "RDATE", "RECURRENCE-ID"):
-        if unsupported in by:
-            raise CalendarError(f"{where}: {unsupported} is not supported")
-    if "DTSTART" not in by:
+    horizon: timedelta,
+) -> list[MaintenanceWindow]:
+    if "DTSTART" not in event:
         raise CalendarError(f"{where}: has no DTSTART")
-    start, zone = parse_time(by["DTSTART"], default_zone, where)
-    if "DTEND" in by:
-        end, _ = parse_time(by["DTEND"], default_zone, where)
-    elif "DURATION" in by:
-        end = start + parse_duration(by["DURATION"].value, where)
+    start = _prop_time(event, "DTSTART", default_zone, where)
+    if "DTEND" in event:
+        end = _prop_time(event, "DTEND", default_zone, where)
+    elif "DURATION" in event:
+        end = start + event.get("DURATION").dt
     else:
         raise CalendarError(f"{where}: has neither DTEND nor DURATION")
     if end <= start:
         raise CalendarError(f"{where}: ends before it starts")
-    if "X-ITSM-SCOPE" in by:
-        kind, _, aim = by["X-ITSM-SCOPE"].value.partition(":")
+    if "X-ITSM-SCOPE" in event:
+        kind, _, aim = str(event.get("X-ITSM-SCOPE")).partition(":")
         try:
             scope, target = WindowScope(kind.strip().upper()), aim.strip()
         except ValueError:
             raise CalendarError(
                 f"{where}: X-ITSM-SCOPE {kind!r} is not one of {[s.value for s in WindowScope]}"
             ) from None
-    recurrence = None
-    starts_at, ends_at = start, end
-    if "RRULE" in by:
-        recurrence, ends_at = _weekly(by["RRULE"].value, start, end, zone, default_zone, where)
+    base = {
+        "kind": WindowKind.FREEZE,
+        "scope": scope,
+        "target": target,
+        "reason": str(event.get("SUMMARY") or "change freeze"),
+        "created_by": f"calendar:{source}",
+        "updated_at": now,
+        "cancelled": str(event.get("STATUS") or "").upper() == "CANCELLED",
+    }
+    wid = window_id(source, str(event.get("UID")))
+    overridden = len(components) > 1
+    recurring = any(p in event for p in ("RRULE", "RDATE", "EXDATE")) or overridden
+    if not recurring:
+        return [_window(where, window_id=wid, starts_at=start, ends_at=end, **base)]
+    weekly = _plain_weekly(event, overridden)
+    first = event.get("DTSTART").dt
+    zone = (_zone_name(first) if isinstance(first, datetime) else None) or default_zone
+    if weekly is not None and (zone is None or _is_named_zone(zone)):
+        recurrence, until = _weekly(weekly, start, end, zone, where)
+        return [_window(where, window_id=wid, starts_at=start, ends_at=until, recurrence=recurrence, **base)]
+    return _occurrences(components, zones, where, wid, base, end - start, now, horizon, default_zone)
+
+
+def _window(where: str, **fields: Any) -> MaintenanceWindow:
     try:
-        return MaintenanceWindow(
-            window_id=window_id(source, uid),
-            kind=WindowKind.FREEZE,
-            scope=scope,
-            target=target,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            recurrence=recurrence,
-            reason=_unescape(by["SUMMARY"].value) if "SUMMARY" in by else "change freeze",
-            created_by=f"calendar:{source}",
-            updated_at=now,
-            cancelled=by["STATUS"].value.upper() == "CANCELLED" if "STATUS" in by else False,
-        )
+        return MaintenanceWindow(**fields)
     except ValidationError as exc:
         raise CalendarError(f"{where}: {exc.errors()[0]['msg']}") from None
 
 
+def _plain_weekly(event: Any, overridden: bool) -> dict[str, Any] | None:
+    """The RRULE's parts if it is one plain weekly rule that a recurring window expresses exactly."""
+    rules = event.get("RRULE")
+    if overridden or rules is None or isinstance(rules, list) or "RDATE" in event or "EXDATE" in event:
+        return None
+    parts = {k.upper(): v for k, v in rules.items()}
+    if parts.get("FREQ") != ["WEEKLY"] or set(parts) - WEEKLY_PARTS or parts.get("INTERVAL", [1]) != [1]:
+        return None
+    if any(str(d).upper() not in DAYS for d in parts.get("BYDAY", [])):
+        return None  # BYDAY=1MO and the like
+    return parts
+
+
 def _weekly(
-    rule: str, start: datetime, end: datetime, zone: str | None, default_zone: str | None, where: str
+    parts: dict[str, Any], start: datetime, end: datetime, zone_name: str | None, where: str
 ) -> tuple[Recurrence, datetime]:
-    parts = dict(p.partition("=")[::2] for p in rule.upper().split(";") if p)
-    if parts.get("FREQ") != "WEEKLY" or set(parts) - {"FREQ", "BYDAY", "UNTIL", "INTERVAL", "WKST"}:
-        raise CalendarError(f"{where}: RRULE {rule!r} is not supported (only FREQ=WEEKLY;BYDAY=..;UNTIL=..)")
-    if parts.get("INTERVAL", "1") != "1":
-        raise CalendarError(f"{where}: RRULE INTERVAL other than 1 is not supported")
-    zone_name = zone or default_zone or "UTC"
+    zone_name = zone_name or "UTC"
     local = start.astimezone(zone_named(zone_name, where))
-    days = parts.get("BYDAY", "").split(",") if parts.get("BYDAY") else [list(DAYS)[local.weekday()]]
-    unknown = [d for d in days if d not in DAYS]
-    if unknown:
-        raise CalendarError(f"{where}: BYDAY {unknown} is not supported (plain MO..SU only)")
-    until = OPEN_ENDED + start
+    days = [str(d).upper() for d in parts.get("BYDAY", [])] or [list(DAYS)[local.weekday()]]
+    until = start + OPEN_ENDED
     if "UNTIL" in parts:
-        until, _ = parse_time(Prop("UNTIL", {}, parts["UNTIL"]), zone_name, where)
+        until = _aware(parts["UNTIL"][0], None, zone_name, "UNTIL", where)
     minutes = int((end - start).total_seconds() // 60)
     recurrence = Recurrence(
-        weekdays=[DAYS[d] for d in days],
+        weekdays=[DAYS[d] for d in dict.fromkeys(days)],
         start_time=f"{local.hour:02d}:{local.minute:02d}",
         duration_minutes=max(minutes, 1),
         timezone=zone_name,
     )
     return recurrence, until + (end - start)
+
+
+def _occurrences(
+    components: list[Any],
+    zones: list[Any],
+    where: str,
+    wid: str,
+    base: dict[str, Any],
+    length: timedelta,
+    now: datetime,
+    horizon: timedelta,
+    default_zone: str | None,
+) -> list[MaintenanceWindow]:
+    """One window per occurrence that has not ended by now and starts within the horizon."""
+    single = icalendar.Calendar()
+    for component in (*zones, *components):
+        single.add_component(component)
+    out: list[MaintenanceWindow] = []
+    try:
+        # In start order, from the first occurrence still running: stop at the horizon (or at a
+        # count no freeze calendar means; a FREQ=MINUTELY rule must not expand for minutes).
+        for occ in recurring_ical_events.of(single).after(now - length):
+            o_start = _prop_time(occ, "DTSTART", default_zone, where)
+            if o_start >= now + horizon:
+                break
+            if len(out) >= MAX_OCCURRENCES:
+                raise CalendarError(
+                    f"{where}: recurs more than {MAX_OCCURRENCES} times within {horizon.days} days; "
+                    "not a freeze calendar"
+                )
+            o_end = _prop_time(occ, "DTEND", default_zone, where) if "DTEND" in occ else o_start + length
+            if o_end <= now:
+                continue
+            cancelled = base["cancelled"] or str(occ.get("STATUS") or "").upper() == "CANCELLED"
+            fields = {**base, "cancelled": cancelled, "reason": str(occ.get("SUMMARY") or base["reason"])}
+            wid_at = f"{wid}@{o_start:%Y%m%dT%H%M%SZ}"
+            out.append(_window(where, window_id=wid_at, starts_at=o_start, ends_at=o_end, **fields))
+    except CalendarError:
+        raise
+    except (recurring_ical_events.InvalidCalendar, ValueError, TypeError) as exc:
+        raise CalendarError(f"{where}: its recurrence cannot be expanded: {exc}") from None
+    return out

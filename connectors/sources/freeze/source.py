@@ -32,6 +32,7 @@ def plan(
     mine = f"calendar:{source}"
     fresh = {w.window_id for w in new}
     for old in sorted(current, key=lambda w: w.window_id):
-        if old.created_by == mine and old.window_id not in fresh and not old.cancelled:
+        gone = old.window_id not in fresh and old.ends_at > now  # an ended window needs no cancel
+        if old.created_by == mine and gone and not old.cancelled:
             out.append(Planned("cancelled", old.model_copy(update={"cancelled": True, "updated_at": now})))
     return out
