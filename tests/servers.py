@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +14,8 @@ from ops.kafka.broker import free_port
 
 
 @contextmanager
-def serve(app: web.Application) -> Iterator[str]:
-    """Yield the base URL while app serves on 127.0.0.1; stop it afterwards."""
+def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Yield the base URL while app serves on 127.0.0.1 (https with ssl_context); stop it afterwards."""
     port = free_port()
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
@@ -23,7 +24,7 @@ def serve(app: web.Application) -> Iterator[str]:
     def run() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start())
         started.set()
         loop.run_forever()
 
@@ -31,7 +32,7 @@ def serve(app: web.Application) -> Iterator[str]:
     thread.start()
     assert started.wait(10), "test server did not start"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+from confluent_kafka.schema_registry import Schema as ConfluentSchema
+from confluent_kafka.schema_registry import SchemaRegistryClient as ConfluentRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -165,79 +167,101 @@ class SchemaStore:
             raise SerdeError(f"no schema {model.avro_name} in {self.schema_dir}") from None
 
 
-class SchemaRegistryClient:
-    """Minimal Confluent Schema Registry REST client: register a schema, fetch one by id."""
+class SchemaRegistry:
+    """Schema ids of the Confluent wire format, through confluent_kafka.schema_registry's client
+    (basic auth, a CA bundle, retries with backoff, and a cache): register (or, with
+    auto_register off, look up) a schema under a subject, and fetch a writer's schema by id."""
 
     def __init__(
         self,
         url: str,
         user: str | None = None,
         password: SecretStr | None = None,
+        *,
+        ca_file: str | None = None,
         timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
+        auto_register: bool = True,
+        retries: int = 3,
     ) -> None:
-        auth = (user, password.get_secret_value()) if user and password else None
-        self._http = httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport)
+        conf: dict[str, Any] = {
+            "url": url,
+            "timeout": timeout,
+            "max.retries": retries,
+            "retries.wait.ms": 200,
+            "retries.max.wait.ms": 5000,
+        }
+        if user and password is not None:
+            conf["basic.auth.user.info"] = f"{user}:{password.get_secret_value()}"
+        if ca_file:
+            conf["ssl.ca.location"] = ca_file  # verification stays on: a CA bundle, never off
+        self._client = ConfluentRegistryClient(conf)
+        self.auto_register = auto_register
         self._ids: dict[tuple[str, bytes], int] = {}
         self._schemas: dict[int, Any] = {}
         self._lock = threading.Lock()
 
     def register(self, subject: str, schema: LoadedSchema) -> int:
+        """The id of schema under subject (registered first when auto_register is on)."""
         key = (subject, schema.fingerprint)
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-        body = {"schemaType": "AVRO", "schema": json.dumps(schema.parsed_raw)}
-        resp = self._http.post(
-            f"/subjects/{subject}/versions",
-            json=body,
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-        )
-        if resp.status_code != 200:
-            raise SerdeError(f"schema registry refused {subject}: {resp.status_code} {resp.text[:200]}")
-        schema_id = int(resp.json()["id"])
+        wanted = ConfluentSchema(json.dumps(schema.parsed_raw), "AVRO")
+        schema_id: int | None
+        try:
+            if self.auto_register:
+                schema_id = self._client.register_schema(subject, wanted)
+            else:
+                schema_id = self._client.lookup_schema(subject, wanted).schema_id
+        except SchemaRegistryError as exc:
+            raise SerdeError(
+                f"schema registry refused {subject}: {exc.http_status_code} {exc.error_message}"
+            ) from exc
+        if schema_id is None:
+            raise SerdeError(f"schema registry answered no id for {subject}")
         with self._lock:
-            self._ids[key] = schema_id
-            self._schemas[schema_id] = schema.parsed
-        return schema_id
+            self._ids[key] = int(schema_id)
+            self._schemas[int(schema_id)] = schema.parsed
+        return int(schema_id)
 
     def by_id(self, schema_id: int) -> Any:
+        """The parsed writer schema of schema_id; SerdeError when the registry does not know it."""
         with self._lock:
             if schema_id in self._schemas:
                 return self._schemas[schema_id]
-        resp = self._http.get(f"/schemas/ids/{schema_id}")
-        if resp.status_code == 404:
-            raise SerdeError(f"schema id {schema_id} is unknown to the registry")
-        if resp.status_code != 200:
-            # Registry trouble is infrastructure, not data: let it crash and restart.
-            resp.raise_for_status()
-        parsed = parse_schema(json.loads(resp.json()["schema"]), _write_hint=False, _force=True)
+        try:
+            found = self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SerdeError(f"schema id {schema_id} is unknown to the registry") from exc
+            raise  # registry trouble is infrastructure, not data: crash and restart
+        if found.schema_type not in (None, "AVRO"):
+            raise SerdeError(f"schema id {schema_id} is a {found.schema_type} schema, not Avro")
+        parsed = parse_schema(json.loads(found.schema_str or "null"), _write_hint=False, _force=True)
         with self._lock:
             self._schemas[schema_id] = parsed
         return parsed
 
-    def close(self) -> None:
-        self._http.close()
 
-
-def registry_from_settings(settings: Any) -> SchemaRegistryClient | None:
-    """The schema registry client settings configure, or None (single-object encoding)."""
+def registry_from_settings(settings: Any) -> SchemaRegistry | None:
+    """The schema registry settings configure, or None (single-object encoding, no registry)."""
     if not settings.schema_registry_url:
         return None
-    return SchemaRegistryClient(
+    return SchemaRegistry(
         settings.schema_registry_url,
         settings.schema_registry_user,
         settings.schema_registry_password,
-        settings.http_timeout_seconds,
+        ca_file=settings.schema_registry_ca_file,
+        timeout=settings.http_timeout_seconds,
+        auto_register=settings.schema_registry_auto_register,
+        retries=settings.schema_registry_retries,
     )
 
 
 class AvroSerde:
     """Encodes canonical records to Avro bytes and decodes either framing back to models."""
 
-    def __init__(
-        self, store: SchemaStore | None = None, registry: SchemaRegistryClient | None = None
-    ) -> None:
+    def __init__(self, store: SchemaStore | None = None, registry: SchemaRegistry | None = None) -> None:
         self.store = store or SchemaStore()
         self.registry = registry
 

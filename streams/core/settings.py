@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     )
     schema_registry_user: str | None = None
     schema_registry_password: SecretStr | None = None
+    schema_registry_ca_file: str | None = Field(
+        None,
+        description="CA bundle the registry's TLS certificate is checked against (default: the system's).",
+    )
+    schema_registry_auto_register: bool = Field(
+        True,
+        description="Register a schema the registry lacks; off: only look up (a registry managed elsewhere).",
+    )
+    schema_registry_retries: int = Field(3, ge=0, le=10, description="Retries of a failed registry call.")
 
     # Ingest gateway
     gateway_host: str = "127.0.0.1"

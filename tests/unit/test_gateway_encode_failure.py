@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
 from ops.kafka.broker import free_port
 from streams.core.kafka import AckedProducer
-from streams.core.serde import AvroSerde, SchemaRegistryClient
+from streams.core.serde import AvroSerde, SchemaRegistry
 from streams.core.settings import Settings
+from tests.registry_emulator import RegistryEmulator, make_ca
 from tests.servers import serve
 
 SAMPLE = json.loads(
@@ -20,20 +22,17 @@ SAMPLE = json.loads(
 )
 
 
-def test_a_registry_refusal_is_a_500_so_the_sender_retries() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            409, json={"error_code": 409, "message": "Schema being registered is incompatible"}
-        )
-
-    serde = AvroSerde(
-        registry=SchemaRegistryClient("http://registry.test", transport=httpx.MockTransport(refuse))
-    )
+def test_a_registry_refusal_is_a_500_so_the_sender_retries(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    emulator = RegistryEmulator("pipeline", "s3cret", incompatible=True)
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     producer = AckedProducer(settings)
     try:
-        with serve(create_gateway(settings, serde, producer, webhook_sources(settings))) as url:
-            resp = httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE)
+        with serve(emulator.app(), ca.server_context()) as registry_url:
+            registry = SchemaRegistry(registry_url, "pipeline", SecretStr("s3cret"), ca_file=str(ca.ca_file))
+            serde = AvroSerde(registry=registry)
+            with serve(create_gateway(settings, serde, producer, webhook_sources(settings))) as url:
+                resp = httpx.post(f"{url}/v1/alerts/alertmanager", json=SAMPLE)
     finally:
         producer.close(timeout=1)
     assert resp.status_code == 500

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-import httpx
 import pytest
+from pydantic import SecretStr
 
 from streams.core import models as m
 from streams.core.serde import (
     AvroSerde,
-    SchemaRegistryClient,
+    SchemaRegistry,
     SerdeError,
     canonical_fingerprint,
 )
 from tests.examples import EXAMPLES, raw_alert_bytes
+from tests.registry_emulator import RegistryEmulator, ThrowawayCA, make_ca
+from tests.servers import serve
 
 # The released Alert v1 schema's CRC-64-AVRO fingerprint, little-endian (pins the contract).
 ALERT_V1_FINGERPRINT = bytes.fromhex("93f463f0a0a1e618")
@@ -68,29 +72,77 @@ def test_single_object_encoding_exact_bytes(serde: AvroSerde) -> None:
     assert serde.encode(TINY) == b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY
 
 
-def test_confluent_wire_format_exact_bytes_and_decode_through_registry() -> None:
-    registry = RegistryEmulator(first_id=7)
-    client = SchemaRegistryClient("http://registry.test", transport=httpx.MockTransport(registry.handle))
-    serde = AvroSerde(registry=client)
+@dataclass
+class Registry:
+    emulator: RegistryEmulator
+    url: str
+    ca: ThrowawayCA
+
+    def client(self, password: str = "s3cret", **kw: Any) -> SchemaRegistry:
+        return SchemaRegistry(self.url, "pipeline", SecretStr(password), ca_file=str(self.ca.ca_file), **kw)
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def registry(test_ca: ThrowawayCA) -> Iterator[Registry]:
+    emulator = RegistryEmulator("pipeline", "s3cret", first_id=7)
+    with serve(emulator.app(), test_ca.server_context()) as url:
+        yield Registry(emulator, url, test_ca)
+
+
+def test_confluent_wire_format_exact_bytes_and_decode_through_registry(registry: Registry) -> None:
+    serde = AvroSerde(registry=registry.client())
     data = serde.encode(TINY, topic="alerts.raw")
     assert data == b"\x00\x00\x00\x00\x07" + TINY_BODY
-    assert registry.subjects == {"alerts.raw-value": [7]}
-    # A consumer with an empty cache fetches the writer schema by id.
-    fresh = AvroSerde(
-        registry=SchemaRegistryClient("http://registry.test", transport=httpx.MockTransport(registry.handle))
-    )
+    assert registry.emulator.subjects == {"alerts.raw-value": [7]}
+    # A consumer with an empty cache fetches the writer schema by id, over TLS with basic auth.
+    fresh = AvroSerde(registry=registry.client())
     assert fresh.decode(data, m.Alert) == TINY
-    assert registry.fetches == [7]
+    assert registry.emulator.requests == ["POST /subjects/alerts.raw-value/versions", "GET /schemas/ids/7"]
 
 
-def test_a_consumer_reads_both_framings(serde: AvroSerde) -> None:
-    registry = RegistryEmulator(first_id=3)
-    with_registry = AvroSerde(
-        registry=SchemaRegistryClient("http://r", transport=httpx.MockTransport(registry.handle))
-    )
+def test_a_consumer_reads_both_framings(serde: AvroSerde, registry: Registry) -> None:
+    with_registry = AvroSerde(registry=registry.client())
     single = serde.encode(TINY)
     confluent = with_registry.encode(TINY, topic="t")
     assert with_registry.decode(single, m.Alert) == with_registry.decode(confluent, m.Alert) == TINY
+
+
+def test_the_registry_client_retries_a_registry_that_is_briefly_down(registry: Registry) -> None:
+    registry.emulator.fail_next = 2
+    assert AvroSerde(registry=registry.client()).encode(TINY, topic="t")[:5] == b"\x00\x00\x00\x00\x07"
+    assert registry.emulator.requests == ["POST /subjects/t-value/versions"] * 3
+
+
+def test_wrong_credentials_are_a_refusal_that_names_the_status(registry: Registry) -> None:
+    with pytest.raises(SerdeError, match="schema registry refused t-value: 401 Unauthorized"):
+        AvroSerde(registry=registry.client(password="wrong")).encode(TINY, topic="t")
+    assert registry.emulator.subjects == {}
+
+
+def test_tls_is_verified_against_the_configured_ca_only(registry: Registry) -> None:
+    # Without the CA bundle the registry's certificate is not trusted: no schema leaves the process.
+    untrusting = SchemaRegistry(registry.url, "pipeline", SecretStr("s3cret"), retries=0)
+    with pytest.raises(Exception, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        AvroSerde(registry=untrusting).encode(TINY, topic="t")
+    assert registry.emulator.requests == []  # refused in the handshake, before any request
+
+
+def test_without_auto_register_a_schema_is_only_looked_up(registry: Registry) -> None:
+    lookup_only = AvroSerde(registry=registry.client(auto_register=False))
+    with pytest.raises(SerdeError, match=r"schema registry refused alerts\.raw-value: 404 Subject not found"):
+        lookup_only.encode(TINY, topic="alerts.raw")
+    assert registry.emulator.subjects == {}
+    registered = AvroSerde(registry=registry.client()).encode(TINY, topic="alerts.raw")
+    assert (
+        AvroSerde(registry=registry.client(auto_register=False)).encode(TINY, topic="alerts.raw")
+        == registered
+    )
+    assert registry.emulator.requests[-1] == "POST /subjects/alerts.raw-value"
 
 
 @pytest.mark.parametrize("model", list(EXAMPLES), ids=lambda t: t.__name__)
@@ -143,46 +195,10 @@ def test_decodable_but_invalid_record_is_a_validation_error(serde: AvroSerde) ->
     assert "fingerprint" in str(info.value)
 
 
-def test_unknown_registry_id_is_a_schema_error() -> None:
-    registry = RegistryEmulator(first_id=1)
-    serde = AvroSerde(
-        registry=SchemaRegistryClient("http://r", transport=httpx.MockTransport(registry.handle))
-    )
+def test_unknown_registry_id_is_a_schema_error(registry: Registry) -> None:
+    serde = AvroSerde(registry=registry.client())
     with pytest.raises(SerdeError, match="schema id 99 is unknown"):
         serde.decode(b"\x00\x00\x00\x00\x63" + TINY_BODY, m.Alert)
-
-
-class RegistryEmulator:
-    """The two Confluent Schema Registry REST calls the client makes, per its API reference:
-    POST /subjects/{subject}/versions -> {"id": N}; GET /schemas/ids/{id} -> {"schema": "..."}
-    (404 with error_code 40403 when unknown)."""
-
-    def __init__(self, first_id: int) -> None:
-        self.next_id = first_id
-        self.by_schema: dict[str, int] = {}
-        self.by_id: dict[int, str] = {}
-        self.subjects: dict[str, list[int]] = {}
-        self.fetches: list[int] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        parts = request.url.path.strip("/").split("/")
-        if request.method == "POST" and parts[0] == "subjects" and parts[2] == "versions":
-            schema = json.loads(request.content)["schema"]
-            canonical = json.dumps(json.loads(schema), sort_keys=True)
-            if canonical not in self.by_schema:
-                self.by_schema[canonical] = self.next_id
-                self.by_id[self.next_id] = schema
-                self.next_id += 1
-            schema_id = self.by_schema[canonical]
-            self.subjects.setdefault(parts[1], []).append(schema_id)
-            return httpx.Response(200, json={"id": schema_id})
-        if request.method == "GET" and parts[:2] == ["schemas", "ids"]:
-            schema_id = int(parts[2])
-            self.fetches.append(schema_id)
-            if schema_id not in self.by_id:
-                return httpx.Response(404, json={"error_code": 40403, "message": "Schema not found"})
-            return httpx.Response(200, json={"schema": self.by_id[schema_id]})
-        return httpx.Response(404, json={"error_code": 404, "message": "HTTP 404 Not Found"})
 
 
 def test_a_record_of_another_type_is_a_serde_error_not_a_crash() -> None:
