@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import defaultdict, deque
 from typing import Protocol
@@ -9,26 +10,40 @@ from typing import Protocol
 from streams.core.models import ConfigurationItem
 
 
-def normalize_host(value: str) -> str:
-    """web-1.example.com:9100 -> web-1: hostnames compare without domain, port and case."""
-    host = value.strip().lower()
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address in value (10.0.0.5, 10.0.0.5:9100, 2001:db8::5, [2001:db8::5]:9100,
+    fe80::1%eth0), or None when it is not one."""
+    host = value.strip()
     if host.startswith("[") and "]" in host:
-        return host[1 : host.index("]")]
-    if host.count(":") == 1:
+        host = host[1 : host.index("]")]
+    elif host.count(":") == 1:
         host = host.split(":", 1)[0]
-    return host.split(".", 1)[0] if not _is_ipv4(host) else host
-
-
-def _is_ipv4(value: str) -> bool:
-    parts = value.split(".")
-    return len(parts) == 4 and all(p.isdigit() for p in parts)
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])  # a zone id names a link, not a host
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # ::ffff:10.0.0.5 is 10.0.0.5
+    return address
 
 
 def normalize_ip(value: str) -> str:
+    """An address in its canonical text (IPv6 compressed and lower case, RFC 5952), port dropped;
+    a value that is no address is only trimmed and lower-cased."""
+    address = _address(value)
+    return str(address) if address is not None else value.strip().lower()
+
+
+def normalize_host(value: str) -> str:
+    """web-1.example.com:9100 -> web-1: hostnames compare without domain, port and case;
+    an address compares in its canonical form."""
+    address = _address(value)
+    if address is not None:
+        return str(address)
     host = value.strip().lower()
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
-    return host
+    return host.split(".", 1)[0]
 
 
 class CIIndex(Protocol):
