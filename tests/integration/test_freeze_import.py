@@ -3,10 +3,12 @@ ITSM's blackout schedules (ServiceNow Table API), re-imports updating and cancel
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -48,9 +50,10 @@ def windows(settings: Settings, n: int) -> list[MaintenanceWindow]:
 
 def test_a_calendar_file_import_and_reimport(kafka_settings: Settings, tmp_path: Path) -> None:
     cal = tmp_path / "retail.ics"
+    start = datetime.now(UTC) + timedelta(days=1)  # a window that has ended is not cancelled again
     event = (
         "BEGIN:VEVENT\nUID:{uid}\nSUMMARY:{what}\n"
-        "DTSTART:20261127T000000Z\nDTEND:20261130T000000Z\nEND:VEVENT\n"
+        f"DTSTART:{start:%Y%m%dT000000Z}\nDURATION:P3D\nEND:VEVENT\n"
     )
     cal.write_text(
         f"BEGIN:VCALENDAR\n{event.format(uid='bf', what='Black Friday')}"
@@ -72,6 +75,15 @@ def test_a_calendar_file_import_and_reimport(kafka_settings: Settings, tmp_path:
         "--dry-run",
     )
     assert "dry run: 0 window(s) would be published" in dry.stdout, dry.stdout + dry.stderr
+    scoped = ("--scope", "SERVICE", "--target", "checkout")
+    as_json = itsmctl(kafka_settings, "freeze", "import", str(cal), *scoped, "--dry-run", "-o", "json")
+    plan = json.loads(as_json.stdout)
+    assert (plan["dry_run"], plan["published"], plan["unchanged"]) == (True, 0, 2)
+    assert [(s["action"], s["window_id"], s["scope"], s["target"]) for s in plan["steps"]] == [
+        ("unchanged", "freeze-retail-bf", "SERVICE", "checkout"),
+        ("unchanged", "freeze-retail-cm", "SERVICE", "checkout"),
+    ]
+    assert all(f"unchanged  {s['window_id']}" in dry.stdout for s in plan["steps"])
     cal.write_text(f"BEGIN:VCALENDAR\n{event.format(uid='bf', what='Black Friday')}END:VCALENDAR\n")
     second = itsmctl(
         kafka_settings, "freeze", "import", str(cal), "--scope", "SERVICE", "--target", "checkout"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -34,12 +35,16 @@ def test_up_status_down_and_restart_keep_the_data(tmp_path: Path) -> None:
     try:
         status = itsmctl("status", *where)
         assert status.returncode == 0 and "up: pid" in status.stdout
+        as_json = json.loads(itsmctl("status", *where, "-o", "json").stdout)
+        assert as_json["state"] == "up" and f"pid {as_json['pid']}," in status.stdout
+        assert as_json["bootstrap"] in status.stdout
         again = itsmctl("up", *where)  # idempotent: the running broker is reported, not duplicated
         assert again.returncode == 0 and again.stdout.split("pid")[1] == up.stdout.split("pid")[1]
     finally:
         down = itsmctl("down", *where)
     assert down.returncode == 0 and "kafka stopped" in down.stdout
-    assert itsmctl("status", *where).returncode == 1
+    down_status = itsmctl("status", *where, "-o", "json")
+    assert down_status.returncode == 1 and json.loads(down_status.stdout)["state"] == "down"
     meta = (tmp_path / "k" / "logs" / "meta.properties").read_text()
     restarted = itsmctl("up", *where)  # the formatted store is reused, not formatted again
     try:
