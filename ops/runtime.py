@@ -210,21 +210,28 @@ def print_json(document: Any) -> None:
 Handler = Callable[[argparse.Namespace], int]
 
 
-def command(
-    sub: Any, name: str, summary: str, handler: Handler | None = None, description: str | None = None
+def _parser(
+    sub: Any, words: str, summary: str, handler: Handler | None, description: str | None
 ) -> argparse.ArgumentParser:
-    """A command group (or, with a handler, a command without actions) under sub."""
     parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        prog=f"itsmctl {name}",
+        words.rsplit(" ", 1)[-1],
+        prog=f"itsmctl {words}",
         help=summary,
         description=description or summary,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if handler is not None:
-        parser.set_defaults(func=handler, cmd=name, leaf=parser)
+        # cmd names it in error lines; leaf reports options it does not take (see ops/cli.py).
+        parser.set_defaults(func=handler, cmd=words, leaf=parser)
     return parser
+
+
+def command(
+    sub: Any, name: str, summary: str, handler: Handler | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """A command group (or, with a handler, a command without actions) under sub."""
+    return _parser(sub, name, summary, handler, description)
 
 
 def actions(group: argparse.ArgumentParser) -> Any:
@@ -236,13 +243,4 @@ def action(
     sub: Any, group: str, name: str, summary: str, handler: Handler, description: str | None = None
 ) -> argparse.ArgumentParser:
     """One subcommand of group (e.g. `dlq replay`), run by handler."""
-    parser: argparse.ArgumentParser = sub.add_parser(
-        name,
-        prog=f"itsmctl {group} {name}",
-        help=summary,
-        description=description or summary,
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(func=handler, cmd=f"{group} {name}", leaf=parser)
-    return parser
+    return _parser(sub, f"{group} {name}", summary, handler, description)

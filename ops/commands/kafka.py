@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -29,46 +30,43 @@ def _broker(args: argparse.Namespace) -> Any:
     )
 
 
-def _errors(args: argparse.Namespace, run: Any) -> int:
-    from ops.kafka import BrokerError
+def _reported(handler: runtime.Handler) -> runtime.Handler:
+    """handler with a broker failure as one line (exit 2) instead of a traceback."""
 
-    try:
-        return int(run())
-    except BrokerError as exc:
-        raise runtime.CommandError(str(exc)) from None
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from ops.kafka import BrokerError
+
+        try:
+            return handler(args)
+        except BrokerError as exc:
+            raise runtime.CommandError(str(exc)) from None
+
+    return run
 
 
+@_reported
 def fetch(args: argparse.Namespace) -> int:
     from ops.kafka import KAFKA_VERSION, fetch_jars
 
-    def run() -> int:
-        print(f"kafka {KAFKA_VERSION} jars in {fetch_jars()}")
-        return runtime.EXIT_OK
-
-    return _errors(args, run)
+    print(f"kafka {KAFKA_VERSION} jars in {fetch_jars()}")
+    return runtime.EXIT_OK
 
 
+@_reported
 def up(args: argparse.Namespace) -> int:
     from ops.kafka import KAFKA_VERSION
 
     broker = _broker(args)
-
-    def run() -> int:
-        pid = broker.start(wait=args.wait)
-        print(f"kafka {KAFKA_VERSION} up: pid {pid}, bootstrap {broker.bootstrap}, data {broker.data_dir}")
-        return runtime.EXIT_OK
-
-    return _errors(args, run)
+    pid = broker.start(wait=args.wait)
+    print(f"kafka {KAFKA_VERSION} up: pid {pid}, bootstrap {broker.bootstrap}, data {broker.data_dir}")
+    return runtime.EXIT_OK
 
 
+@_reported
 def down(args: argparse.Namespace) -> int:
-    broker = _broker(args)
-
-    def run() -> int:
-        print("kafka stopped" if broker.stop() else "kafka was not running")
-        return runtime.EXIT_OK
-
-    return _errors(args, run)
+    print("kafka stopped" if _broker(args).stop() else "kafka was not running")
+    return runtime.EXIT_OK
 
 
 def status(args: argparse.Namespace) -> int:

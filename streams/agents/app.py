@@ -103,15 +103,14 @@ def create_app(
         # The returned future resolves when the broker acknowledged the record.
         return await out_topics[topic].send(key=key, value=value, headers=bytes_headers(headers))
 
-    if table is None:
-        table = app.Table(
-            "alert-state",
-            default=None,
-            key_type=str,
-            value_type=bytes,
-            partitions=PARTITIONS[ALERTS_RAW],
-            help="AlertState per fingerprint, like alerts.raw",
+    def bytes_table(name: str, like: str, help: str) -> MutableMapping[str, bytes]:
+        # Partitioned like the topic whose records write it, so a key's state is where they are.
+        return app.Table(
+            name, default=None, key_type=str, value_type=bytes, partitions=PARTITIONS[like], help=help
         )
+
+    if table is None:
+        table = bytes_table("alert-state", ALERTS_RAW, "AlertState per fingerprint, like alerts.raw")
     processor = AlertProcessor(settings, serde, emit or send, rules, table, cmdb, incidents, windows)
     raw_name, ticks_name = settings.topic(ALERTS_RAW), settings.topic(ALERTS_TICKS)
     ticks = raw_topic(ticks_name)
@@ -141,13 +140,10 @@ def create_app(
             await ticks.send(key=b"tick", value=b"", partition=partition)
 
     if parked is None:
-        parked = app.Table(
+        parked = bytes_table(
             "change-parked",
-            default=None,
-            key_type=str,
-            value_type=bytes,
-            partitions=PARTITIONS[DEPLOY_EVENTS],
-            help="Change requests and deployments waiting for their CIs, like deploy.events",
+            DEPLOY_EVENTS,
+            "Change requests and deployments waiting for their CIs, like deploy.events",
         )
     changer = ChangeProcessor(
         settings,

@@ -32,6 +32,14 @@ def text_and_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[str, 
     return text, json.loads(raw)  # one document
 
 
+@pytest.fixture
+def cli(kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test's broker and topic prefix, where itsmctl (run in this process) finds them."""
+    monkeypatch.setenv("ITSM_KAFKA_BOOTSTRAP", kafka_settings.kafka_bootstrap)
+    monkeypatch.setenv("ITSM_TOPIC_PREFIX", kafka_settings.topic_prefix)
+    return kafka_settings
+
+
 def letters(topic: str) -> list[tuple[bytes | None, bytes | None, list]]:  # type: ignore[type-arg]
     now = datetime.now(UTC)
     out = []
@@ -44,11 +52,9 @@ def letters(topic: str) -> list[tuple[bytes | None, bytes | None, list]]:  # typ
 
 
 def test_listing_commands_give_the_same_figures_as_json(
-    kafka_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    cli: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s = kafka_settings
-    monkeypatch.setenv("ITSM_KAFKA_BOOTSTRAP", s.kafka_bootstrap)
-    monkeypatch.setenv("ITSM_TOPIC_PREFIX", s.topic_prefix)
+    s = cli
     commands = s.topic("itsm.incident.commands")
     produce(s.kafka_bootstrap, commands + ".dlq", letters(commands), partition=0)
 
@@ -86,11 +92,9 @@ def test_listing_commands_give_the_same_figures_as_json(
 
 
 def test_the_change_report_gives_the_same_figures_as_json(
-    kafka_settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    cli: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s = kafka_settings
-    monkeypatch.setenv("ITSM_KAFKA_BOOTSTRAP", s.kafka_bootstrap)
-    monkeypatch.setenv("ITSM_TOPIC_PREFIX", s.topic_prefix)
+    s = cli
     now = datetime.now(UTC)
     topic = s.topic("audit.events")
 
