@@ -152,9 +152,12 @@ def count(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
+BUCKETS = {"hour": "%Y-%m-%dT%H:00Z", "day": "%Y-%m-%d"}  # time bucket -> its label's format
+
+
 def stats(records: list[DeadRecord], bucket: str = "hour") -> tuple[Counter[str], Counter[str], Counter[str]]:
     """Counts by error class, by stage, and by time bucket (hour or day) of the first failure."""
-    fmt = "%Y-%m-%dT%H:00Z" if bucket == "hour" else "%Y-%m-%d"
+    fmt = BUCKETS[bucket]
     by_class = Counter(r.info.get("dlq.error.class", "unknown") for r in records)
     by_stage = Counter(r.info.get("dlq.stage", "?") for r in records)
     by_time = Counter((r.failed_at.strftime(fmt) if r.failed_at else "unknown") for r in records)

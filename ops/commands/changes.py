@@ -9,6 +9,7 @@ from typing import Any
 
 from ops import runtime
 from streams.core import telemetry
+from streams.stages.changes.analytics import PERIODS
 
 SECTION = "change management"
 SUMMARY = "sync change state from the ITSM, or report change success per service"
@@ -114,7 +115,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-maintenance", action="store_true", help="do not open maintenance windows")
     p.add_argument("--metrics-port", type=int, default=9466, help="/metrics port (0: any free)")
     p = runtime.action(acts, "changes", "report", "change success per service and period", report)
-    p.add_argument("--period", choices=["day", "week", "month"], default="week", help="period")
+    p.add_argument("--period", choices=PERIODS, default="week", help="period")
     p.add_argument("--since", default="30d", help="RFC 3339, or an age (30m, 12h, 30d, 4w)")
     p.add_argument("--tz", default="UTC", help="time zone the periods are counted in")
     p.add_argument("--service", help="only this service")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ops import runtime
+from ops.dlq import BUCKETS
 from streams.core.dlq import ErrorClass
 
 SECTION = "operate"
@@ -171,7 +172,7 @@ def register(sub: Any) -> None:
     runtime.add_output(p)
     p = runtime.action(acts, "dlq", "stats", "counts by error class, stage and hour or day", stats)
     _selection(p)
-    p.add_argument("--bucket", choices=["hour", "day"], default="hour", help="time bucket")
+    p.add_argument("--bucket", choices=list(BUCKETS), default="hour", help="time bucket")
     runtime.add_output(p)
     p = runtime.action(
         acts, "dlq", "replay", "send the selected dead letters back to the topic they failed on", replay
