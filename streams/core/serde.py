@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka.schema_registry import Schema as ConfluentSchema
-from confluent_kafka.schema_registry import SchemaRegistryClient as ConfluentRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -194,7 +191,11 @@ class SchemaRegistry:
             conf["basic.auth.user.info"] = f"{user}:{password.get_secret_value()}"
         if ca_file:
             conf["ssl.ca.location"] = ca_file  # verification stays on: a CA bundle, never off
-        self._client = ConfluentRegistryClient(conf)
+        # Imported here: the client brings httpx2 and authlib (0.4 s) that a process without a
+        # registry never needs.
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        self._client = SchemaRegistryClient(conf)
         self.auto_register = auto_register
         self._ids: dict[tuple[str, bytes], int] = {}
         self._schemas: dict[int, Any] = {}
@@ -206,7 +207,10 @@ class SchemaRegistry:
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-        wanted = ConfluentSchema(json.dumps(schema.parsed_raw), "AVRO")
+        from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        wanted = Schema(json.dumps(schema.parsed_raw), "AVRO")
         schema_id: int | None
         try:
             if self.auto_register:
@@ -229,6 +233,8 @@ class SchemaRegistry:
         with self._lock:
             if schema_id in self._schemas:
                 return self._schemas[schema_id]
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         try:
             found = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
