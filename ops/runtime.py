@@ -177,6 +177,21 @@ def when(text: str | None, flag: str, now: datetime) -> datetime | None:
         raise CommandError(str(exc)) from None
 
 
+def int_between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from low to high (a usage error names the range)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def add_output(parser: argparse.ArgumentParser) -> None:
     """-o text|json for a command that lists or reports something."""
     parser.add_argument(

@@ -4,10 +4,11 @@ onto maintenance.windows."""
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from connectors.sources.freeze.mapping import HORIZON
 from ops import runtime
 from streams.core.models import WindowScope
 
@@ -48,7 +49,8 @@ def import_(args: argparse.Namespace) -> int:
     try:
         if args.file:
             text = Path(args.file).read_text(encoding="utf-8")
-            windows = freeze_windows(text, source, now, scope, target, args.timezone)
+            horizon = timedelta(days=args.horizon_days)
+            windows = freeze_windows(text, source, now, scope, target, args.timezone, horizon)
         else:
             windows = _blackouts(settings, source, now, scope, target, args.timezone)
     except OSError as exc:
@@ -130,5 +132,13 @@ def register(sub: Any) -> None:
     p.add_argument("--scope", default=WindowScope.GLOBAL.value, choices=[s.value for s in WindowScope])
     p.add_argument("--target", help="the environment, service or CI of --scope")
     p.add_argument("--timezone", help="zone of floating times and all-day dates (e.g. Europe/Berlin)")
+    p.add_argument(
+        "--horizon-days",
+        type=runtime.int_between(1, 3650),
+        default=HORIZON.days,
+        metavar="DAYS",
+        help=f"expand recurrences other than plain weekly ones this far ahead (default {HORIZON.days}; "
+        "re-import to extend)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would change, publish nothing")
     runtime.add_output(p)

@@ -79,6 +79,10 @@ def test_freeze_import_names_the_problem(tmp_path: Path) -> None:
     bad.write_text(
         "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20261127T100000\nDURATION:PT1H\nEND:VEVENT\n"
     )
+    truncated = itsmctl("freeze", "import", str(bad))
+    assert truncated.returncode == 2 and "must end with END:VCALENDAR" in truncated.stderr
+    assert truncated.stderr.count("\n") == 1  # one line
+    bad.write_text(bad.read_text() + "END:VCALENDAR\n")
     r = itsmctl("freeze", "import", str(bad))
     assert r.returncode == 2 and "floating time" in r.stderr
     missing = itsmctl("freeze", "import", str(tmp_path / "nope.ics"))

@@ -257,6 +257,12 @@ def test_exdate_rdate_and_monthly_rules_become_their_occurrences() -> None:
         datetime(2026, 12, 23, 23, tzinfo=UTC),
         datetime(2027, 12, 23, 23, tzinfo=UTC),
     ]
+    shorter = freeze_windows(text, "fin", NOW, default_zone="Europe/Berlin", horizon=timedelta(days=30))
+    assert sorted(w.starts_at for w in shorter) == [
+        datetime(2026, 12, 7, 7, tzinfo=UTC),
+        datetime(2026, 12, 15, 7, tzinfo=UTC),
+        datetime(2026, 12, 23, 23, tzinfo=UTC),
+    ]
 
 
 def test_a_moved_or_cancelled_occurrence_follows_its_override() -> None:

@@ -116,10 +116,14 @@ def freeze_windows(
     """Every VEVENT of the calendar as FREEZE windows; CalendarError for what cannot be imported."""
     if not text.lstrip("\ufeff \t\r\n").upper().startswith("BEGIN:VCALENDAR"):
         raise CalendarError("not an iCalendar file (it must start with BEGIN:VCALENDAR)")
+    if not text.rstrip("\r\n \t").upper().endswith("END:VCALENDAR"):
+        # A truncated file would cancel the windows of every event cut off: refuse it whole.
+        raise CalendarError("not a complete iCalendar file (it must end with END:VCALENDAR)")
     try:
         calendar = icalendar.Calendar.from_ical(text)
     except (ValueError, KeyError, IndexError) as exc:
-        raise CalendarError(f"not a valid iCalendar file: {exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CalendarError(f"not a valid iCalendar file: {first[:200]}") from None
     by_uid: dict[str, list[Any]] = defaultdict(list)
     for n, event in enumerate(calendar.walk("VEVENT"), 1):
         uid = str(event.get("UID") or "")
