@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,12 +42,33 @@ class CommandError(Exception):
         self.code = code
 
 
-def settings() -> Settings:
-    """This process's settings; CommandError naming the bad variable."""
+def settings(kafka: bool = False) -> Settings:
+    """This process's settings; CommandError naming the bad variable. With kafka, a one-shot
+    command also makes sure a broker answers, so a broker that is down is reported in a second
+    instead of after the Kafka client's timeouts."""
     try:
-        return Settings()
+        loaded = Settings()
     except ValueError as exc:
         raise CommandError(f"invalid configuration: {exc}") from None
+    if kafka:
+        reachable(loaded)
+    return loaded
+
+
+def reachable(settings: Settings, timeout: float = 2.0) -> None:
+    """CommandError unless some bootstrap server accepts a connection."""
+    problems = []
+    for server in settings.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+            return
+        except (OSError, ValueError) as exc:
+            problems.append(f"{server.strip()}: {getattr(exc, 'strerror', None) or exc}")
+    raise CommandError(
+        f"cannot connect to Kafka ({'; '.join(problems)}); is it running (itsmctl kafka up), "
+        "and is ITSM_KAFKA_BOOTSTRAP right?"
+    )
 
 
 def serde(settings: Settings) -> AvroSerde:

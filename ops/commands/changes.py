@@ -56,14 +56,14 @@ def report(args: argparse.Namespace) -> int:
     from streams.core.topics import AUDIT_EVENTS
     from streams.stages.changes.analytics import render, summarize
 
-    settings = runtime.settings()
-    serde = runtime.serde(settings)
     try:
         zone = ZoneInfo(args.tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise runtime.CommandError(f"--tz: {exc}") from None
     since = runtime.when(args.since, "--since", datetime.now(UTC))
     assert since is not None
+    settings = runtime.settings(kafka=True)
+    serde = runtime.serde(settings)
     events, skipped = [], 0
     for msg in read_all(settings, settings.topic(AUDIT_EVENTS)):
         try:

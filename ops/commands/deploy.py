@@ -23,8 +23,6 @@ def report(args: argparse.Namespace) -> int:
     from streams.core.models import DeploymentEvent
     from streams.core.topics import DEPLOY_EVENTS
 
-    settings = runtime.settings()
-    serde = runtime.serde(settings)
     now = datetime.now(UTC)
     duration = args.duration_ms
     if duration is None and args.started_at:
@@ -51,6 +49,8 @@ def report(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise runtime.CommandError(f"{first['loc']}: {first['msg']}") from None
+    settings = runtime.settings(kafka=True)  # the event's problems first, then Kafka's
+    serde = runtime.serde(settings)
     topic = settings.topic(DEPLOY_EVENTS)
 
     async def send() -> None:

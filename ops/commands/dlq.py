@@ -31,7 +31,7 @@ def _filter(args: argparse.Namespace) -> Any:
 def list_dlqs(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    settings = runtime.settings()
+    settings = runtime.settings(kafka=True)
     counts = {topic: dlq.count(settings, topic) for topic in dlq.dlq_topics(settings)}
     if args.output == "json":
         runtime.print_json([{"topic": t, "records": n} for t, n in counts.items()])
@@ -44,8 +44,9 @@ def list_dlqs(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    settings = runtime.settings()
-    topic, flt = _topic(args, settings), _filter(args)
+    flt = _filter(args)  # the arguments' problems first, then Kafka's
+    settings = runtime.settings(kafka=True)
+    topic = _topic(args, settings)
     shown: list[dict[str, Any]] = []
     for rec in dlq.dead_records(settings, topic):
         if len(shown) >= args.limit:
@@ -83,8 +84,9 @@ def show(args: argparse.Namespace) -> int:
 def stats(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    settings = runtime.settings()
-    topic, flt = _topic(args, settings), _filter(args)
+    flt = _filter(args)  # the arguments' problems first, then Kafka's
+    settings = runtime.settings(kafka=True)
+    topic = _topic(args, settings)
     records = [r for r in dlq.dead_records(settings, topic) if flt(r)]
     by_class, by_stage, by_time = dlq.stats(records, args.bucket)
     tables = {"error_class": by_class, "stage": by_stage, args.bucket: by_time}
@@ -105,8 +107,9 @@ def stats(args: argparse.Namespace) -> int:
 def replay(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    settings = runtime.settings()
-    topic, flt = _topic(args, settings), _filter(args)
+    flt = _filter(args)  # the arguments' problems first, then Kafka's
+    settings = runtime.settings(kafka=True)
+    topic = _topic(args, settings)
     actor = args.actor or os.environ.get("USER") or "itsmctl"
     report = dlq.replay(
         settings,

@@ -61,6 +61,7 @@ def import_(args: argparse.Namespace) -> int:
         raise runtime.CommandError(f"{args.file or args.from_itsm}: {exc}") from None
     except (SinkError, ValueError) as exc:
         raise runtime.CommandError(f"cannot read blackout schedules: {exc}") from None
+    runtime.reachable(settings)  # the calendar is read first: its problems are named before Kafka's
     views = runtime.start_views(settings, serde, "windows")
     current = views["windows"].windows()
     views.stop()

@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace, change: bool) -> int:
     from streams.core.kafka import client_config
     from streams.core.topics import declared
 
-    settings = runtime.settings()
+    settings = runtime.settings(kafka=True)
     admin = AdminClient(client_config(settings))
     specs = list(declared(settings.topic_prefix))
     if change:

@@ -165,7 +165,10 @@ def configure_logging(level: str = "info", stream: Any = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # Without a stream, whatever sys.stderr is when a line is written (not when configured).
+        logger_factory=(
+            structlog.PrintLoggerFactory(stream) if stream else lambda *_: structlog.PrintLogger(sys.stderr)
+        ),
         cache_logger_on_first_use=False,
     )
 

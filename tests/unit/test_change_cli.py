@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
+
 from connectors.gate.callers import Callers, token_hash
+from tests.cli import Itsmctl, runner
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def itsmctl(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ITSM_")}
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *argv],
-        env={**base, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+@pytest.fixture
+def itsmctl(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Itsmctl:
+    return runner(capsys, monkeypatch)
 
 
-def test_gate_check_without_a_token_is_an_error() -> None:
+def test_gate_check_without_a_token_is_an_error(itsmctl: Itsmctl) -> None:
     r = itsmctl("gate", "check", "--service", "s", "--env", "production")
     assert r.returncode == 2 and "ITSM_GATE_TOKEN_FILE" in r.stderr
 
 
-def test_gate_check_against_an_unreachable_gate_is_an_error_not_a_denial(tmp_path: Path) -> None:
+def test_gate_check_against_an_unreachable_gate_is_an_error_not_a_denial(
+    tmp_path: Path, itsmctl: Itsmctl
+) -> None:
     token = tmp_path / "t"
     token.write_text("secret-token\n")
     r = itsmctl(
@@ -47,14 +42,14 @@ def test_gate_check_against_an_unreachable_gate_is_an_error_not_a_denial(tmp_pat
     assert "secret-token" not in r.stdout + r.stderr
 
 
-def test_a_bypass_needs_a_justification(tmp_path: Path) -> None:
+def test_a_bypass_needs_a_justification(tmp_path: Path, itsmctl: Itsmctl) -> None:
     token = tmp_path / "t"
     token.write_text("x")
     r = itsmctl("gate", "check", "--service", "s", "--env", "p", "--bypass", ITSM_GATE_TOKEN_FILE=str(token))
     assert r.returncode == 2 and "--bypass needs --justification" in r.stderr
 
 
-def test_gate_token_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path) -> None:
+def test_gate_token_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path, itsmctl: Itsmctl) -> None:
     path = tmp_path / "callers.toml"
     r = itsmctl("gate", "token", "release-bot", "--bypass", "--callers-file", str(path))
     assert r.returncode == 0, r.stderr
@@ -69,12 +64,12 @@ def test_gate_token_prints_the_token_once_and_stores_only_its_hash(tmp_path: Pat
     assert itsmctl("gate", "token").returncode == 2
 
 
-def test_gate_serve_refuses_to_start_without_callers() -> None:
+def test_gate_serve_refuses_to_start_without_callers(itsmctl: Itsmctl) -> None:
     r = itsmctl("gate", "serve")
     assert r.returncode != 0 and "ITSM_GATE_CALLERS_FILE" in r.stderr
 
 
-def test_freeze_import_names_the_problem(tmp_path: Path) -> None:
+def test_freeze_import_names_the_problem(tmp_path: Path, itsmctl: Itsmctl) -> None:
     bad = tmp_path / "f.ics"
     bad.write_text(
         "BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:x\nDTSTART:20261127T100000\nDURATION:PT1H\nEND:VEVENT\n"
@@ -89,7 +84,7 @@ def test_freeze_import_names_the_problem(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
-def test_help_explains_the_change_commands() -> None:
+def test_help_explains_the_change_commands(itsmctl: Itsmctl) -> None:
     for cmd in ("gate", "changes", "freeze", "deploy"):
         r = itsmctl(cmd, "--help")
         assert r.returncode == 0 and "usage: itsmctl " + cmd in r.stdout

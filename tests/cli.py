@@ -1,0 +1,45 @@
+"""Run itsmctl in the test's own process (no interpreter start per call), with only the ITSM_*
+variables a test gives, and capture what a person would see."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ops.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Itsmctl = Callable[..., Ran]
+
+
+def runner(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Itsmctl:
+    """itsmctl(*argv, **env) -> Ran, as `itsmctl argv` run from the checkout with env's ITSM_* only."""
+
+    def itsmctl(*argv: str, **env: str) -> Ran:
+        for name in [n for n in os.environ if n.startswith("ITSM_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(ROOT)
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse: --help, --version and usage errors
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return itsmctl
