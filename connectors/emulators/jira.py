@@ -1,14 +1,16 @@
 """A contract emulator of the Jira Service Management REST APIs the Jira sink uses (in memory).
 
-It is an emulator, not Jira. It follows Atlassian's public documentation for:
-  POST /rest/servicedeskapi/request                      create a customer request (201)
-  GET  /rest/servicedeskapi/request/{key}/transition     the transitions a request can take
-  POST /rest/servicedeskapi/request/{key}/transition     perform one ({"id", "additionalComment"}) (204)
-  POST /rest/servicedeskapi/request/{key}/comment        add a comment ({"body", "public"}) (201)
-  GET  /rest/api/3/search?jql=labels = "x"               find issues by label
-  GET  /rest/api/3/issue/{key}                           read an issue
-with basic auth (email:API token), and Jira's error bodies: servicedeskapi
-{"errorMessage", "i18nErrorMessage"}, platform API {"errorMessages": [...], "errors": {}}.
+It is an emulator, not Jira. Every route cites the Atlassian documentation it follows; what the
+documentation does not say is not emulated. Two deployments:
+
+- cloud (Jira Cloud): search through /rest/api/3/search/jql, eventually consistent (a new or changed
+  issue is searchable only after index_delay seconds, unless named in reconcileIssues); the removed
+  /rest/api/{2,3}/search answer 410 Gone.
+- datacenter (Jira Data Center / Server): /rest/api/2/search with startAt/maxResults/total.
+
+Authentication is basic auth (email or user name and API token or password). Error bodies are the
+documented ones: servicedeskapi {"errorMessage", "i18nErrorMessage"}, platform API
+{"errorMessages": [...], "errors": {}}.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +33,16 @@ from connectors.emulators.faults import Faults
 OPEN, RESOLVED = "Waiting for support", "Resolved"
 TRANSITIONS = {OPEN: [("761", "Resolve this issue", RESOLVED)], RESOLVED: [("871", "Reopen issue", OPEN)]}
 LABEL = re.compile(r'^labels\s*=\s*"([^"\s]+)"(\s+ORDER BY created (ASC|DESC))?$', re.IGNORECASE)
+# https://developer.atlassian.com/changelog/#CHANGE-2046 (the body Jira Cloud answers, verbatim in
+# substance: the removed search endpoints return 410 Gone with this message).
+REMOVED = (
+    "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. "
+    "A full migration guideline is available at https://developer.atlassian.com/changelog/#CHANGE-2046"
+)
+SEARCH_JQL_DOC = (
+    "https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issue-search/"
+    "#api-rest-api-3-search-jql-get"
+)
 
 
 @dataclass
@@ -42,22 +57,34 @@ class Issue:
     status: str = OPEN
     comments: list[dict[str, Any]] = field(default_factory=list)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    # What the search index holds: (when indexed, the issue's fields then), oldest first.
+    indexed: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary,
+            "description": self.description,
+            "labels": list(self.labels),
+            "status": {"name": self.status},
+            "created": self.created,
+            "comment": {"comments": list(self.comments), "total": len(self.comments)},
+        }
 
     def rest(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "key": self.key,
-            "fields": {
-                "summary": self.summary,
-                "description": self.description,
-                "labels": self.labels,
-                "status": {"name": self.status},
-                "comment": {"comments": self.comments, "total": len(self.comments)},
-            },
-        }
+        return {"id": self.id, "key": self.key, "fields": self.fields()}
+
+    def changed(self, now: float) -> None:
+        """A change the search index picks up later (cloud) or at once (index_delay 0)."""
+        self.indexed.append((now, self.fields()))
+
+    def as_indexed(self, now: float, delay: float) -> dict[str, Any] | None:
+        """The fields search sees at now: the newest version indexed at least delay ago."""
+        seen = [f for at, f in self.indexed if at + delay <= now]
+        return seen[-1] if seen else None
 
 
 def sd_error(status: int, message: str) -> web.Response:
+    # https://developer.atlassian.com/cloud/jira/service-desk/rest/intro/#status-codes
     return web.json_response(
         {"errorMessage": message, "i18nErrorMessage": {"i18nKey": "sd.error", "parameters": []}},
         status=status,
@@ -65,7 +92,20 @@ def sd_error(status: int, message: str) -> web.Response:
 
 
 def platform_error(status: int, message: str) -> web.Response:
+    # https://developer.atlassian.com/cloud/jira/platform/rest/v3/intro/#status-codes
     return web.json_response({"errorMessages": [message], "errors": {}}, status=status)
+
+
+def _fields_wanted(raw: list[str]) -> list[str] | None:
+    """The fields a search asked for (comma lists, repeatable); None: only ids (the default)."""
+    names = [n.strip() for part in raw for n in part.split(",") if n.strip()]
+    return names or None
+
+
+def _pick(fields: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    if "*all" in wanted or "*navigable" in wanted:
+        return dict(fields)
+    return {name: fields[name] for name in wanted if name in fields}
 
 
 def create_jira(
@@ -74,13 +114,21 @@ def create_jira(
     project: str = "SD",
     service_desks: frozenset[str] = frozenset({"1"}),
     request_types: frozenset[str] = frozenset({"10", "11"}),
+    deployment: str = "cloud",
+    index_delay: float = 0.0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
+    if deployment not in ("cloud", "datacenter"):
+        raise ValueError(f"deployment {deployment!r} is not cloud or datacenter")
     issues: dict[str, Issue] = {}
     expected = f"{email}:{token}".encode()
     faults = Faults(("/rest/",))
+    delay = index_delay if deployment == "cloud" else 0.0
+    api = "3" if deployment == "cloud" else "2"
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        # Basic auth with an API token: https://developer.atlassian.com/cloud/jira/platform/basic-auth-for-rest-apis/
         if not request.path.startswith("/rest/"):
             return await handler(request)
         header = request.headers.get("Authorization", "")
@@ -105,6 +153,8 @@ def create_jira(
         return found
 
     async def create(request: web.Request) -> web.Response:
+        # POST /rest/servicedeskapi/request: "Create customer request" (201, the request with
+        # issueId and issueKey). https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/#api-rest-servicedeskapi-request-post
         body = await request.json()
         fields = body.get("requestFieldValues") or {}
         if str(body.get("serviceDeskId")) not in service_desks:
@@ -127,6 +177,7 @@ def create_jira(
             str(fields.get("description", "")),
             list(labels),
         )
+        issue.changed(clock())
         issues[issue.key] = issue
         return web.json_response(
             {
@@ -141,6 +192,8 @@ def create_jira(
         )
 
     async def transitions(request: web.Request) -> web.Response:
+        # GET /rest/servicedeskapi/request/{issueIdOrKey}/transition: a paged list of the transitions
+        # the customer can perform. https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/#api-rest-servicedeskapi-request-issueidorkey-transition-get
         issue = issue_of(request)
         values = [{"id": tid, "name": name} for tid, name, _ in TRANSITIONS[issue.status]]
         return web.json_response(
@@ -148,6 +201,8 @@ def create_jira(
         )
 
     async def transition(request: web.Request) -> web.Response:
+        # POST .../transition {"id", "additionalComment": {"body"}} -> 204.
+        # https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/#api-rest-servicedeskapi-request-issueidorkey-transition-post
         issue = issue_of(request)
         body = await request.json()
         match = [t for t in TRANSITIONS[issue.status] if t[0] == str(body.get("id"))]
@@ -159,27 +214,120 @@ def create_jira(
         comment = (body.get("additionalComment") or {}).get("body")
         if comment:
             issue.comments.append({"body": comment, "public": True})
+        issue.changed(clock())
         return web.Response(status=204)
 
     async def comment(request: web.Request) -> web.Response:
+        # POST /rest/servicedeskapi/request/{issueIdOrKey}/comment {"body", "public"} -> 201.
+        # https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/#api-rest-servicedeskapi-request-issueidorkey-comment-post
         issue = issue_of(request)
         body = await request.json()
         if not body.get("body"):
             return sd_error(400, "Comment body is required.")
         issue.comments.append({"body": body["body"], "public": bool(body.get("public", True))})
+        issue.changed(clock())
         return web.json_response({"id": str(len(issue.comments)), "body": body["body"]}, status=201)
 
-    async def search(request: web.Request) -> web.Response:
-        jql = request.query.get("jql", "").strip()
-        m = LABEL.match(jql)
+    def query(jql: str) -> tuple[str, list[Issue]] | web.Response:
+        """The label a query asks for and the issues in its order; only `labels = "x"` with an
+        optional ORDER BY created is understood."""
+        m = LABEL.match(jql.strip())
         if not m:
+            # A query this emulator cannot evaluate is refused, never answered wrongly.
             return platform_error(400, f"Error in the JQL Query: unsupported query {jql!r}.")
-        found = [i.rest() for i in issues.values() if m.group(1) in i.labels]
+        ordered = list(issues.values())  # created in insertion order
         if (m.group(3) or "").upper() == "DESC":
-            found.reverse()  # created in insertion order
-        return web.json_response({"startAt": 0, "maxResults": 50, "total": len(found), "issues": found})
+            ordered.reverse()
+        return m.group(1), ordered
+
+    async def removed(request: web.Request) -> web.Response:
+        # Jira Cloud removed GET/POST /rest/api/{2,3}/search: 410 Gone. CHANGE-2046,
+        # https://developer.atlassian.com/changelog/#CHANGE-2046
+        return platform_error(410, REMOVED)
+
+    async def search_jql(request: web.Request) -> web.Response:
+        # GET and POST /rest/api/3/search/jql, the enhanced search (SEARCH_JQL_DOC): jql, fields
+        # (default: issue ids only), maxResults (default 50, at most 5000), nextPageToken; the answer
+        # has issues, nextPageToken (absent on the last page) and isLast, no startAt or total. It is
+        # eventually consistent: issues named in reconcileIssues are read at their current state.
+        if request.method == "POST":
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError:
+                return platform_error(400, "Invalid request payload. Refer to the REST API documentation.")
+            jql = str(body.get("jql", ""))
+            wanted = _fields_wanted(list(body.get("fields") or []))
+            max_results, token = body.get("maxResults", 50), body.get("nextPageToken")
+            reconcile = {str(x) for x in body.get("reconcileIssues") or []}
+        else:
+            q = request.query
+            jql, wanted = q.get("jql", ""), _fields_wanted(q.getall("fields", []))
+            max_results, token = q.get("maxResults", "50"), q.get("nextPageToken")
+            reconcile = {x.strip() for part in q.getall("reconcileIssues", []) for x in part.split(",")}
+        try:
+            limit = min(max(int(max_results), 1), 5000)
+        except (TypeError, ValueError):
+            return platform_error(400, "maxResults must be a number.")
+        parsed = query(jql)
+        if isinstance(parsed, web.Response):
+            return parsed
+        label, ordered = parsed
+        now = clock()
+        visible: list[tuple[Issue, dict[str, Any]]] = []
+        for issue in ordered:
+            seen = issue.fields() if issue.id in reconcile else issue.as_indexed(now, delay)
+            if seen is not None and label in seen["labels"]:
+                visible.append((issue, seen))
+        start = 0
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(token.encode()))
+                start = int(state["at"]) if state["jql"] == jql else -1
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                start = -1
+            if start < 0:
+                return platform_error(400, "The provided next page token is invalid or expired.")
+        page = visible[start : start + limit]
+        out: dict[str, Any] = {
+            "issues": [
+                {"id": i.id} if wanted is None else {"id": i.id, "key": i.key, "fields": _pick(f, wanted)}
+                for i, f in page
+            ],
+            "isLast": start + limit >= len(visible),
+        }
+        if not out["isLast"]:
+            out["nextPageToken"] = base64.urlsafe_b64encode(
+                json.dumps({"jql": jql, "at": start + limit}).encode()
+            ).decode()
+        return web.json_response(out)
+
+    async def search_dc(request: web.Request) -> web.Response:
+        # Jira Data Center GET /rest/api/2/search: jql, startAt, maxResults, fields; the answer has
+        # startAt, maxResults, total and issues (id, key, fields).
+        # https://docs.atlassian.com/software/jira/docs/api/REST/9.12.0/#api/2/search-search
+        q = request.query
+        parsed = query(q.get("jql", ""))
+        if isinstance(parsed, web.Response):
+            return parsed
+        found = [i for i in parsed[1] if parsed[0] in i.labels]
+        try:
+            start, limit = int(q.get("startAt", "0")), int(q.get("maxResults", "50"))
+        except ValueError:
+            return platform_error(400, "startAt and maxResults must be numbers.")
+        wanted = _fields_wanted(q.getall("fields", [])) or ["*navigable"]
+        page = found[start : start + limit]
+        return web.json_response(
+            {
+                "startAt": start,
+                "maxResults": limit,
+                "total": len(found),
+                "issues": [{"id": i.id, "key": i.key, "fields": _pick(i.fields(), wanted)} for i in page],
+            }
+        )
 
     async def get_issue(request: web.Request) -> web.Response:
+        # GET /rest/api/{2,3}/issue/{issueIdOrKey}: the issue, read at its current state (not the
+        # search index). https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issues/#api-rest-api-3-issue-issueidorkey-get
         return web.json_response(issue_of(request).rest())
 
     app = web.Application(middlewares=[faults.middleware, auth])
@@ -187,6 +335,13 @@ def create_jira(
     app.router.add_get("/rest/servicedeskapi/request/{key}/transition", transitions)
     app.router.add_post("/rest/servicedeskapi/request/{key}/transition", transition)
     app.router.add_post("/rest/servicedeskapi/request/{key}/comment", comment)
-    app.router.add_get("/rest/api/3/search", search)
-    app.router.add_get("/rest/api/3/issue/{key}", get_issue)
+    app.router.add_get(f"/rest/api/{api}/issue/{{key}}", get_issue)
+    if deployment == "cloud":
+        for version in ("2", "3"):
+            app.router.add_get(f"/rest/api/{version}/search", removed)
+            app.router.add_post(f"/rest/api/{version}/search", removed)
+        app.router.add_get("/rest/api/3/search/jql", search_jql)
+        app.router.add_post("/rest/api/3/search/jql", search_jql)
+    else:
+        app.router.add_get("/rest/api/2/search", search_dc)
     return app

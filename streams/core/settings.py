@@ -146,6 +146,19 @@ class Settings(BaseSettings):
     jira_change_request_type_id: str = "11"
     jira_resolve_transition: str = "Resolve this issue"
     jira_reopen_transition: str = "Reopen issue"
+    jira_deployment: str = Field(
+        "cloud",
+        pattern="^(cloud|datacenter)$",
+        description="cloud: Jira Cloud (REST API 3, /search/jql); datacenter: Jira Data Center or Server "
+        "(REST API 2, /rest/api/2/search).",
+    )
+    jira_verify_tls: bool | str = Field(True, description="True, False is refused; or a CA bundle path.")
+    jira_search_lag_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How far Jira Cloud's search may lag behind a create: a create whose answer was lost "
+        "is not repeated before this long has passed without the request showing up in a search.",
+    )
     rt_url: str | None = Field(None, description="Request Tracker base URL (REST 2 is under /REST/2.0).")
     rt_user: str = "root"
     rt_password: SecretStr = SecretStr("")
@@ -153,6 +166,7 @@ class Settings(BaseSettings):
     rt_change_queue: str = "General"
     rt_correlation_field: str = "ITSM Correlation Id"
     rt_ci_field: str = "ITSM CI"
+    rt_verify_tls: bool | str = Field(True, description="True, False is refused; or a CA bundle path.")
     webhook_url: str | None = Field(None, description="Where the webhook sink POSTs commands.")
     webhook_secret: SecretStr = SecretStr("")
     webhook_verify_tls: bool | str = True

@@ -77,8 +77,8 @@ def servicenow() -> Iterator[tuple[str, ServiceNowSink]]:
 
 def jira_issues(url: str, cid: str) -> list[dict[str, object]]:
     r = httpx.get(
-        f"{url}/rest/api/3/search",
-        params={"jql": f'labels = "{correlation_label(cid)}"'},
+        f"{url}/rest/api/3/search/jql",
+        params={"jql": f'labels = "{correlation_label(cid)}"', "fields": "*all"},
         auth=("bot@example.com", "api-token"),
     )
     return list(r.json()["issues"])

@@ -10,6 +10,8 @@ from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.ratelimit import RateLimiter
 
+SEARCH_FIELDS = "labels,status,summary"
+
 
 class JiraClient:
     """HTTP attempts of the current command are counted by the caller (reset per command by the sink)."""
@@ -32,6 +34,7 @@ class JiraClient:
         )
         self.caller = HttpCaller(self.http, target, policy, limiter)
         self.service_desk_id = config.service_desk_id
+        self.api = config.api_version
 
     @property
     def attempts(self) -> int:
@@ -41,17 +44,31 @@ class JiraClient:
         return self.caller.call(method, url, retry=retry, **kw)[0]
 
     def issue(self, key: str) -> dict[str, Any] | None:
+        """The issue read at its current state (not through the search index), or None."""
         try:
-            return dict(self.call("GET", f"/rest/api/3/issue/{key}").json())
+            return dict(self.call("GET", f"/rest/api/{self.api}/issue/{key}").json())
         except SinkError as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def search_label(self, label: str) -> list[dict[str, Any]]:
-        """Issues carrying the label, newest first."""
-        jql = f'labels = "{label}" ORDER BY created DESC'
-        return list(self.call("GET", "/rest/api/3/search", params={"jql": jql}).json()["issues"])
+    def search_label(self, label: str, reconcile: list[str] | None = None) -> list[dict[str, Any]]:
+        """Issues carrying the label, newest first, with the fields the sink reads.
+
+        Jira Cloud: GET /rest/api/3/search/jql (the old /search answers 410); eventually consistent,
+        so issues named in reconcile (ids) are read at their current state. Data Center:
+        GET /rest/api/2/search.
+        """
+        params: dict[str, Any] = {
+            "jql": f'labels = "{label}" ORDER BY created DESC',
+            "fields": SEARCH_FIELDS,
+            "maxResults": 50,
+        }
+        if self.api == "2":
+            return list(self.call("GET", "/rest/api/2/search", params=params).json()["issues"])
+        if reconcile:
+            params["reconcileIssues"] = ",".join(reconcile)
+        return list(self.call("GET", "/rest/api/3/search/jql", params=params).json()["issues"])
 
     def create_request(self, request_type: str, fields: dict[str, Any]) -> dict[str, Any]:
         body = {

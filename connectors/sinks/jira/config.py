@@ -21,6 +21,13 @@ class JiraConfig:
     reopen_transition: str
     verify: bool | str
     timeout_seconds: float
+    deployment: str = "cloud"
+    search_lag_seconds: float = 60.0
+
+    @property
+    def api_version(self) -> str:
+        """The platform REST API version the target speaks: 3 on Jira Cloud, 2 on Data Center."""
+        return "3" if self.deployment == "cloud" else "2"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JiraConfig:
@@ -35,6 +42,8 @@ class JiraConfig:
             settings.jira_change_request_type_id,
             settings.jira_resolve_transition,
             settings.jira_reopen_transition,
-            settings.servicenow_verify(),
+            settings.tls_verify("jira"),
             settings.http_timeout_seconds,
+            settings.jira_deployment,
+            settings.jira_search_lag_seconds,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -25,6 +27,7 @@ from streams.core.models import (
     SinkResult,
 )
 
+RECENT = 10_000  # creates remembered by key, beside the known ids from itsm.results
 DONE = {"resolved", "done", "closed", "canceled", "cancelled"}
 
 
@@ -45,10 +48,15 @@ class JiraSink(LookupSink):
         self.known = known
         self.client = JiraClient(config, policy, limiter, transport, self.name)
         self.caller = self.client.caller
+        # correlation id -> when a create of it ended without an answer (monotonic seconds)
+        self.uncertain: dict[str, float] = {}
+        # correlation id -> issue key of this process's latest creates
+        self.recent: OrderedDict[str, str] = OrderedDict()
 
     def _find(self, correlation_id: str, kind: RecordType = RecordType.INCIDENT) -> dict[str, Any] | None:
         label = mapping.correlation_label(correlation_id)
         key = self.known.get(kind, correlation_id) if self.known else None
+        key = key or self.recent.get(correlation_id)
         if key:
             issue = self.client.issue(key)
             if issue is not None and label in issue["fields"].get("labels", []):
@@ -59,7 +67,36 @@ class JiraSink(LookupSink):
         return dict(issues[0]) if issues else None
 
     def _create(self, cmd: IncidentCommand | ChangeCommand, request_type: str) -> dict[str, Any]:
-        return self.client.create_request(request_type, mapping.request_fields(cmd))
+        """Create the request once. A create whose answer was lost (a timeout, a 5xx) may have taken
+        effect, and Jira Cloud's search may not show it for a while: until search_lag_seconds have
+        passed since that attempt, the lookup is retried (by with_lookup_retries) instead of the
+        create, so a lagging index never makes a second request."""
+        corr = cmd.correlation_id
+        since = self.uncertain.get(corr)
+        if since is not None:
+            waited = time.monotonic() - since
+            if waited < self.config.search_lag_seconds:
+                telemetry.SINK_LOOKUPS.labels(self.name, "awaiting_index").inc()
+                raise SinkError(
+                    f"the create of {corr} may have succeeded ({waited:.0f}s ago) and Jira's search "
+                    f"does not show it yet; looking again before creating "
+                    f"(up to {self.config.search_lag_seconds:.0f}s)",
+                    ErrorClass.NETWORK,
+                    self.caller.attempts,
+                    True,
+                )
+        try:
+            issue = self.client.create_request(request_type, mapping.request_fields(cmd))
+        except SinkError as exc:
+            if exc.retryable:
+                self.uncertain[corr] = time.monotonic()  # it may have been created: do not repeat blindly
+            raise
+        self.uncertain.pop(corr, None)
+        # Read back by key (consistent), not by a search that may lag behind this create.
+        self.recent[corr] = issue["key"]
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+        return issue
 
     def _comment(self, key: str, text: str) -> None:
         self.client.comment(key, text)

@@ -33,6 +33,6 @@ class RTConfig:
             settings.rt_change_queue,
             settings.rt_correlation_field,
             settings.rt_ci_field,
-            settings.servicenow_verify(),
+            settings.tls_verify("rt"),
             settings.http_timeout_seconds,
         )
