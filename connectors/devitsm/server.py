@@ -6,6 +6,15 @@ sysparm_query (see parse_query for the grammar and its sources), sysparm_fields,
 sysparm_limit, sysparm_offset; results in {"result": ...}; errors as
 {"error": {"message", "detail"}, "status": "failure"}. An invalid field in a query returns no
 rows (the instance setting glide.invalid_query.returns_no_rows=true), never every row.
+
+Field shapes follow sysparm_display_value (false, the default | true | all) and
+sysparm_exclude_reference_link (Table API reference, GET /now/table/{tableName}:
+https://developer.servicenow.com/dev.do#!/reference/api/latest/rest/c_TableAPI): a reference field
+is {"link", "value"} by default, the bare value with links excluded, {"link", "display_value"} with
+display values, and {"display_value", "value", "link"} with all; with true or all, choice fields
+show their labels (CHOICE_LABELS, the platform's default choice lists). This development ITSM keeps
+no referenced tables (cmdb_ci, sys_user_group, sys_user): a reference's value is what was written,
+and its display value is that same text.
 """
 
 from __future__ import annotations
@@ -37,6 +46,88 @@ DEVITSM_REQUESTS = telemetry.Counter(
     ["outcome"],
 )
 MAX_LIMIT = 10000
+
+
+# Reference fields and the table each points at (the platform's dictionary for these tables).
+REFERENCES: dict[str, dict[str, str]] = {
+    "incident": {
+        "cmdb_ci": "cmdb_ci",
+        "business_service": "cmdb_ci_service",
+        "assignment_group": "sys_user_group",
+        "caller_id": "sys_user",
+    },
+    "change_request": {
+        "cmdb_ci": "cmdb_ci",
+        "business_service": "cmdb_ci_service",
+        "assignment_group": "sys_user_group",
+        "caller_id": "sys_user",
+        "requested_by": "sys_user",
+    },
+    "cmn_schedule_span": {"schedule": "cmn_schedule"},
+}
+_LEVEL = {"1": "1 - High", "2": "2 - Medium", "3": "3 - Low"}
+_PRIORITY = {"1": "1 - Critical", "2": "2 - High", "3": "3 - Moderate", "4": "4 - Low", "5": "5 - Planning"}
+# Choice labels of the platform's default choice lists (incident.state, change_request.state, ...).
+CHOICE_LABELS: dict[str, dict[str, dict[str, str]]] = {
+    "incident": {
+        "state": {
+            "1": "New",
+            "2": "In Progress",
+            "3": "On Hold",
+            "6": "Resolved",
+            "7": "Closed",
+            "8": "Canceled",
+        },
+        "impact": _LEVEL,
+        "urgency": _LEVEL,
+        "priority": _PRIORITY,
+    },
+    "change_request": {
+        "state": {
+            "-5": "New",
+            "-4": "Assess",
+            "-3": "Authorize",
+            "-2": "Scheduled",
+            "-1": "Implement",
+            "0": "Review",
+            "3": "Closed",
+            "4": "Canceled",
+        },
+        "approval": {
+            "not requested": "Not Yet Requested",
+            "requested": "Requested",
+            "approved": "Approved",
+            "rejected": "Rejected",
+        },
+        "type": {"standard": "Standard", "normal": "Normal", "emergency": "Emergency"},
+        "close_code": {
+            "successful": "Successful",
+            "successful_issues": "Successful with issues",
+            "unsuccessful": "Unsuccessful",
+        },
+        "impact": _LEVEL,
+        "urgency": _LEVEL,
+        "priority": _PRIORITY,
+    },
+}
+
+
+def shaped(table: str, row: dict[str, str], display: str, exclude_links: bool, origin: str) -> dict[str, Any]:
+    """A stored row as the Table API answers it for these sysparm_display_value and
+    sysparm_exclude_reference_link values."""
+    refs, labels = REFERENCES.get(table, {}), CHOICE_LABELS.get(table, {})
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        shown = labels.get(name, {}).get(value, value)
+        ref = refs.get(name)
+        link = f"{origin}/api/now/table/{ref}/{value}" if ref and value and not exclude_links else None
+        if display == "all":
+            out[name] = {"display_value": shown, "value": value} | ({"link": link} if link else {})
+        elif display == "true":
+            out[name] = {"display_value": shown, "link": link} if link else shown
+        else:
+            out[name] = {"link": link, "value": value} if link else value
+    return out
 
 
 def failure(status: int, message: str, detail: str | None = None) -> web.Response:
@@ -231,11 +322,16 @@ def create_devitsm(
             )
         return table
 
-    def project(row: dict[str, str], fields: str | None) -> dict[str, str]:
-        if not fields:
-            return row
-        wanted = [f.strip() for f in fields.split(",") if f.strip()]
-        return {f: row[f] for f in wanted if f in row}
+    def project(request: web.Request, table: str, row: dict[str, str]) -> dict[str, Any]:
+        q = request.query
+        if q.get("sysparm_fields"):
+            wanted = [f.strip() for f in q["sysparm_fields"].split(",") if f.strip()]
+            row = {f: row[f] for f in wanted if f in row}
+        display = q.get("sysparm_display_value", "false").lower()
+        exclude = q.get("sysparm_exclude_reference_link", "false").lower() == "true"
+        return shaped(
+            table, row, display if display in ("true", "all") else "false", exclude, str(request.url.origin())
+        )
 
     async def body(request: web.Request) -> dict[str, Any]:
         try:
@@ -283,7 +379,7 @@ def create_devitsm(
         else:
             rows, total = store.query(table, queries, order, max(limit, 0), max(offset, 0))
         return web.json_response(
-            {"result": [project(r, q.get("sysparm_fields")) for r in rows]},
+            {"result": [project(request, table, r) for r in rows]},
             headers={"X-Total-Count": str(total)},
         )
 
@@ -302,7 +398,7 @@ def create_devitsm(
             correlation_id=row.get("correlation_id", ""),
         )
         return web.json_response(
-            {"result": project(row, request.query.get("sysparm_fields"))},
+            {"result": project(request, table, row)},
             status=201,
             headers={"Location": f"{request.url.origin()}/api/now/table/{table}/{row['sys_id']}"},
         )
@@ -314,7 +410,7 @@ def create_devitsm(
             return failure(
                 404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
             )
-        return web.json_response({"result": project(row, request.query.get("sysparm_fields"))})
+        return web.json_response({"result": project(request, table, row)})
 
     async def update(request: web.Request) -> web.Response:
         table = table_of(request)
@@ -329,7 +425,7 @@ def create_devitsm(
                 404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval"
             )
         log.info("updated", table=table, number=row.get("number", row["sys_id"]), state=row.get("state", ""))
-        return web.json_response({"result": project(row, request.query.get("sysparm_fields"))})
+        return web.json_response({"result": project(request, table, row)})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -60,7 +60,9 @@ def wait_for(predicate: Any, s: Stack, timeout: float = 90.0) -> Any:
 
 def changes(s: Stack, query: str) -> list[dict[str, str]]:
     with s.itsm() as itsm:
-        resp = itsm.get("/api/now/table/change_request", params={"sysparm_query": query})
+        # References as values, not the Table API's default {"link", "value"} objects.
+        params = {"sysparm_query": query, "sysparm_exclude_reference_link": "true"}
+        resp = itsm.get("/api/now/table/change_request", params=params)
         resp.raise_for_status()
         return list(resp.json()["result"])
 

@@ -150,3 +150,36 @@ def test_or_nq_in_and_the_other_operators(api: httpx.Client) -> None:
     assert correlation_ids(api, "correlation_idISNOTEMPTY^EQ") == ["c1", "c2", "c3", "c4_x"]
     assert correlation_ids(api, "correlation_idISEMPTY") == []
     assert correlation_ids(api, "not a term") == []  # invalid: no rows, never all rows
+
+
+def test_reference_and_choice_fields_take_the_documented_shapes(api: httpx.Client) -> None:
+    # Table API reference, sysparm_display_value and sysparm_exclude_reference_link.
+    made = api.post(
+        "/api/now/table/change_request",
+        json={"short_description": "x", "cmdb_ci": "web-1", "state": "-2", "approval": "approved"},
+    ).json()["result"]
+    origin = str(api.base_url).rstrip("/")
+    link = f"{origin}/api/now/table/cmdb_ci/web-1"
+    fields = {"sysparm_fields": "cmdb_ci,state,approval,business_service"}
+
+    def get(**params: str) -> dict[str, object]:
+        rec = api.get(f"/api/now/table/change_request/{made['sys_id']}", params=fields | params)
+        return dict(rec.json()["result"])
+
+    assert made["cmdb_ci"] == {"link": link, "value": "web-1"}  # the default: a link object
+    assert get() == {"cmdb_ci": {"link": link, "value": "web-1"}, "state": "-2", "approval": "approved",
+                     "business_service": ""}  # fmt: skip
+    assert get(sysparm_exclude_reference_link="true")["cmdb_ci"] == "web-1"
+    shown = get(sysparm_display_value="true")
+    assert shown["cmdb_ci"] == {"display_value": "web-1", "link": link}
+    assert (shown["state"], shown["approval"]) == ("Scheduled", "Approved")  # choice labels
+    both = get(sysparm_display_value="all", sysparm_exclude_reference_link="true")
+    assert both["cmdb_ci"] == {"display_value": "web-1", "value": "web-1"}
+    assert both["state"] == {"display_value": "Scheduled", "value": "-2"}
+    assert get(sysparm_display_value="all")["cmdb_ci"] == {
+        "display_value": "web-1",
+        "value": "web-1",
+        "link": link,
+    }
+    listed = api.get("/api/now/table/change_request", params=fields).json()["result"][0]
+    assert listed["cmdb_ci"] == {"link": link, "value": "web-1"}

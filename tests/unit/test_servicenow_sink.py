@@ -201,7 +201,8 @@ def changes(url: str, cid: str) -> list[dict[str, str]]:
     resp = httpx.get(
         f"{url}/api/now/table/change_request",
         auth=("pipeline", PASSWORD),
-        params={"sysparm_query": f"correlation_id={cid}"},
+        # Reference fields as their values, not {"link", "value"} objects (the Table API's default).
+        params={"sysparm_query": f"correlation_id={cid}", "sysparm_exclude_reference_link": "true"},
     )
     return list(resp.json()["result"])
 

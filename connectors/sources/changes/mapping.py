@@ -4,7 +4,9 @@ implementation windows to maintenance windows."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from connectors.sinks.servicenow.values import display, values
 from streams.core import telemetry
 from streams.core.models import (
     ChangeRecord,
@@ -48,9 +50,11 @@ def glide_time(text: str | None) -> datetime | None:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
-def change_record(row: dict[str, str], target: str = "servicenow") -> ChangeRecord:
-    """One change_request row as the pipeline's ChangeRecord; unknown states and types take a
-    declared default and count a metric."""
+def change_record(raw: dict[str, Any], target: str = "servicenow") -> ChangeRecord:
+    """One change_request row (fields in any Table API shape, see values.py) as the pipeline's
+    ChangeRecord; the CI and service are named by their display values (the names the pipeline
+    uses), not sys_ids. Unknown states and types take a declared default and count a metric."""
+    row = values(raw)
     state = STATES.get(row.get("state", ""))
     if state is None:
         telemetry.UNMAPPED_VALUES.labels("change.state", target).inc()
@@ -64,6 +68,7 @@ def change_record(row: dict[str, str], target: str = "servicenow") -> ChangeReco
     if kind is None:
         telemetry.UNMAPPED_VALUES.labels("change.type", target).inc()
         kind = ChangeType.NORMAL
+    ci, service = display(raw.get("cmdb_ci")), display(raw.get("business_service"))
     return ChangeRecord(
         change_id=row["number"],
         itsm_id=row["sys_id"],
@@ -73,8 +78,8 @@ def change_record(row: dict[str, str], target: str = "servicenow") -> ChangeReco
         status=state,
         approval=approval,
         short_description=row.get("short_description") or "",
-        service=row.get("business_service") or None,
-        ci_ids=[row["cmdb_ci"]] if row.get("cmdb_ci") else [],
+        service=service or None,
+        ci_ids=[ci] if ci else [],
         planned_start=glide_time(row.get("start_date")),
         planned_end=glide_time(row.get("end_date")),
         close_code=CLOSE_CODES.get((row.get("close_code") or "").lower()),

@@ -6,6 +6,7 @@ approved."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from confluent_kafka import Producer
 from pydantic import ValidationError
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from connectors.sinks.http import SinkError
 from connectors.sinks.servicenow.client import ServiceNowClient
 from connectors.sinks.servicenow.mapping import CHANGE_TABLE
+from connectors.sinks.servicenow.values import READ_PARAMS, value
 from connectors.sources.changes.mapping import FIELDS, change_record, maintenance_windows
 from streams.core import telemetry
 from streams.core.kafka import publish_batch
@@ -25,7 +27,7 @@ PAGE = 200
 
 
 def _version(row: dict[str, str]) -> tuple[str, str]:
-    return row.get("sys_updated_on", ""), row.get("sys_mod_count", "")
+    return value(row.get("sys_updated_on")), value(row.get("sys_mod_count"))
 
 
 class ChangeSync:
@@ -53,7 +55,7 @@ class ChangeSync:
 
     def run_once(self) -> int:
         """One pass: every change updated at or after the watermark; returns how many changed."""
-        rows: list[dict[str, str]] = []
+        rows: list[dict[str, Any]] = []
         query = (f"sys_updated_on>={self.watermark}^" if self.watermark else "") + "ORDERBYsys_updated_on"
         offset = 0
         while True:
@@ -64,6 +66,7 @@ class ChangeSync:
                     "sysparm_fields": FIELDS,
                     "sysparm_limit": str(PAGE),
                     "sysparm_offset": str(offset),
+                    **READ_PARAMS,
                 },
             )
             rows.extend(page)
@@ -71,7 +74,7 @@ class ChangeSync:
                 break
             offset += PAGE
         # Same-second updates are read again (>=); only what really changed is published.
-        fresh = [r for r in rows if self.published.get(r.get("sys_id", "")) != _version(r)]
+        fresh = [r for r in rows if self.published.get(value(r.get("sys_id"))) != _version(r)]
         out: list[Output] = []
         unreadable = 0
         for row in fresh:
@@ -85,8 +88,8 @@ class ChangeSync:
                 telemetry.ITSM_CHANGES_UNREADABLE.labels("servicenow").inc()
                 self.log.warning(
                     "change_unreadable",
-                    sys_id=row.get("sys_id"),
-                    number=row.get("number"),
+                    sys_id=value(row.get("sys_id")),
+                    number=value(row.get("number")),
                     error=str(exc).splitlines()[0][:300],
                 )
                 continue
@@ -96,9 +99,9 @@ class ChangeSync:
                     out.append(encoded(self.serde, self.windows_topic, window.window_id, window))
         publish_batch(self.producer, out)
         for row in fresh:
-            self.published[row.get("sys_id", "")] = _version(row)
+            self.published[value(row.get("sys_id"))] = _version(row)
         if rows:
-            self.watermark = max(r.get("sys_updated_on", "") for r in rows) or self.watermark
+            self.watermark = max(value(r.get("sys_updated_on")) for r in rows) or self.watermark
         telemetry.ITSM_CHANGES_SYNCED.labels("servicenow").inc(len(fresh) - unreadable)
         if fresh:
             self.log.info(

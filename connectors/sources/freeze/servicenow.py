@@ -10,11 +10,13 @@ changes it applies to) are not evaluated: the scope comes from --scope/--target.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
 from connectors.sinks.servicenow.client import ServiceNowClient
+from connectors.sinks.servicenow.values import READ_PARAMS, values
 from connectors.sources.freeze.mapping import OPEN_ENDED, CalendarError, window_id, zone_named
 from streams.core.models import MaintenanceWindow, Recurrence, Weekday, WindowKind, WindowScope
 
@@ -39,8 +41,8 @@ def _local(text: str, zone: ZoneInfo, where: str) -> datetime:
 
 
 def blackout_windows(
-    schedules: list[dict[str, str]],
-    spans: list[dict[str, str]],
+    schedules: list[dict[str, Any]],
+    spans: list[dict[str, Any]],
     source: str,
     now: datetime,
     scope: WindowScope = WindowScope.GLOBAL,
@@ -48,10 +50,10 @@ def blackout_windows(
     default_zone: str | None = None,
 ) -> list[MaintenanceWindow]:
     """Every entry of every blackout schedule as a FREEZE window; CalendarError when one cannot
-    be imported faithfully."""
-    by_id = {s["sys_id"]: s for s in schedules}
+    be imported faithfully. Rows may carry their fields in any Table API shape (values.py)."""
+    by_id = {s["sys_id"]: s for s in map(values, schedules)}
     out: list[MaintenanceWindow] = []
-    for span in spans:
+    for span in map(values, spans):
         try:
             window = _entry(by_id, span, source, now, scope, target, default_zone)
         except CalendarError:
@@ -152,8 +154,9 @@ def _all(
                 "sysparm_fields": fields,
                 "sysparm_limit": str(page),
                 "sysparm_offset": str(len(rows)),
+                **READ_PARAMS,
             },
         )
-        rows.extend(got)
+        rows.extend(values(r) for r in got)  # every Table API shape, as stored values
         if len(got) < page:
             return rows
