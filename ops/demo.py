@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 from confluent_kafka.admin import AdminClient
 
+from connectors.sinks.servicenow.values import CHOICE_LABELS
 from ops import topics as topic_ops
 from ops.change_demo import run_change_demo
 from ops.dlq import count as dlq_count
@@ -27,14 +28,7 @@ from streams.stages.alerts.lifecycle import correlation_id
 
 DEMO_STABLE_PERIOD = 5.0
 CHANGE_COMPONENTS = ("sink-change", "changes-sync", "gate")
-STATE_NAMES = {
-    "1": "New",
-    "2": "In Progress",
-    "3": "On Hold",
-    "6": "Resolved",
-    "7": "Closed",
-    "8": "Canceled",
-}
+STATE_NAMES = CHOICE_LABELS["incident"]["state"]
 ACTIVE = {"1", "2", "3"}
 
 

@@ -43,3 +43,50 @@ def display(raw: Any) -> str:
 def values(row: dict[str, Any]) -> dict[str, str]:
     """Every field of a row as its stored value."""
     return {name: value(raw) for name, raw in row.items()}
+
+
+_LEVEL = {"1": "1 - High", "2": "2 - Medium", "3": "3 - Low"}
+_PRIORITY = {"1": "1 - Critical", "2": "2 - High", "3": "3 - Moderate", "4": "4 - Low", "5": "5 - Planning"}
+# Choice labels of the platform's default choice lists (incident.state, change_request.state, ...).
+CHOICE_LABELS: dict[str, dict[str, dict[str, str]]] = {
+    "incident": {
+        "state": {
+            "1": "New",
+            "2": "In Progress",
+            "3": "On Hold",
+            "6": "Resolved",
+            "7": "Closed",
+            "8": "Canceled",
+        },
+        "impact": _LEVEL,
+        "urgency": _LEVEL,
+        "priority": _PRIORITY,
+    },
+    "change_request": {
+        "state": {
+            "-5": "New",
+            "-4": "Assess",
+            "-3": "Authorize",
+            "-2": "Scheduled",
+            "-1": "Implement",
+            "0": "Review",
+            "3": "Closed",
+            "4": "Canceled",
+        },
+        "approval": {
+            "not requested": "Not Yet Requested",
+            "requested": "Requested",
+            "approved": "Approved",
+            "rejected": "Rejected",
+        },
+        "type": {"standard": "Standard", "normal": "Normal", "emergency": "Emergency"},
+        "close_code": {
+            "successful": "Successful",
+            "successful_issues": "Successful with issues",
+            "unsuccessful": "Unsuccessful",
+        },
+        "impact": _LEVEL,
+        "urgency": _LEVEL,
+        "priority": _PRIORITY,
+    },
+}
