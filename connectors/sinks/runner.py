@@ -77,6 +77,29 @@ class SinkRunner:
         self.producer = Producer(producer_config(settings))
         self._delivery_errors: list[str] = []
         self.processed = 0
+        if hasattr(sink, "intent"):
+            # A sink whose lookups can lag behind its creates records each create before sending it.
+            sink.intent = self._intent
+
+    def _intent(self, cmd: IncidentCommand | ChangeCommand) -> None:
+        """Record on itsm.results, acknowledged before the request goes out, that a create of cmd is
+        being sent: if its answer is lost and this process dies, the next one to handle the command
+        knows a record may exist (KnownIds.pending_since) and looks before creating again."""
+        marker = SinkResult(
+            command_id=cmd.command_id,
+            correlation_id=cmd.correlation_id,
+            target=self.sink.name,
+            record_type=self.kind,
+            outcome=SinkOutcome.PENDING,
+            attempts=0,
+            message="create sent; outcome not known yet",
+            completed_at=datetime.now(UTC),
+        )
+        self._publish(*encoded(self.serde, self.results_topic, cmd.correlation_id, marker), [])
+        if self.producer.flush(30) or self._delivery_errors:
+            raise RuntimeError(f"broker did not acknowledge the create intent: {self._delivery_errors}")
+        if self.known is not None:
+            self.known.learn(marker)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

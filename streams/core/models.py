@@ -387,6 +387,9 @@ class SinkOutcome(StrEnum):
     RESOLVED = "RESOLVED"
     NOOP = "NOOP"
     DEAD_LETTERED = "DEAD_LETTERED"
+    # A create was sent and its outcome is not known yet (an intent recorded before the request,
+    # superseded by the command's result): a sink that sees it looks before creating again.
+    PENDING = "PENDING"
 
 
 class SinkResult(Record):

@@ -17,7 +17,7 @@ from connectors.sinks.http import RetryPolicy, SinkError
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.jira.mapping import correlation_label
 from connectors.sinks.jira.sink import JiraSink
-from streams.core.models import IncidentAction, IncidentCommand, SinkOutcome
+from streams.core.models import IncidentAction, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from tests.servers import serve
 
 AUTH = ("bot@example.com", "api-token")
@@ -241,3 +241,44 @@ def test_updates_right_after_a_create_find_it_by_key_not_by_the_lagging_search(
         SinkOutcome.CREATED, SinkOutcome.UPDATED, SinkOutcome.RESOLVED,
     )  # fmt: skip
     assert requests_made(url, correlation_label("itsmp-now")) == 1
+
+
+def test_a_restarted_sink_does_not_create_again_what_a_dead_one_may_have_created(
+    cloud: tuple[str, Clock],
+) -> None:
+    # The first sink records its create before sending it (on itsm.results, here the KnownIds that
+    # every sink process rebuilds from it), the answer is lost, and the process dies. The next one
+    # sees the pending create and looks, while Jira's search still lags, instead of creating.
+    from connectors.sinks.known import KnownIds
+
+    url, clock = cloud
+    results = KnownIds("jira")
+    httpx.post(f"{url}/__faults", json={"status": 504, "lost": True, "method": "POST", "path": CREATE})
+    policy = RetryPolicy(budget_seconds=0.3, initial_seconds=0.05, max_seconds=0.1)
+    dead = JiraSink(config(url), policy, known=results)
+    sent: list[str] = []
+
+    def intent(cmd: IncidentCommand) -> None:
+        sent.append(cmd.correlation_id)
+        results.learn(
+            SinkResult(
+                command_id=cmd.command_id, correlation_id=cmd.correlation_id, target="jira",
+                record_type=RecordType.INCIDENT, outcome=SinkOutcome.PENDING, attempts=0,
+                completed_at=datetime.now(UTC),
+            )
+        )  # fmt: skip
+
+    dead.intent = intent  # what SinkRunner does
+    with pytest.raises(SinkError, match="may have succeeded"):
+        dead.handle_incident(incident(IncidentAction.OPEN, "itsmp-crash"))
+    assert sent == ["itsmp-crash"]
+    restarted = JiraSink(config(url), policy, known=results)  # no memory of its own
+    with pytest.raises(SinkError, match="may have succeeded"):
+        restarted.handle_incident(incident(IncidentAction.OPEN, "itsmp-crash"))
+    label = correlation_label("itsmp-crash")
+    assert requests_made(url, label) == 1
+    clock.now += 31
+    found = restarted.handle_incident(incident(IncidentAction.OPEN, "itsmp-crash"))
+    assert (found.outcome, found.itsm_number, requests_made(url, label)) == (SinkOutcome.UPDATED, "SD-1", 1)
+    results.learn(found)
+    assert results.pending_since(RecordType.INCIDENT, "itsmp-crash") is None  # the result supersedes it

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -50,12 +52,14 @@ class JiraSink(LookupSink):
         self.caller = self.client.caller
         # correlation id -> when a create of it ended without an answer (monotonic seconds)
         self.uncertain: dict[str, float] = {}
+        # Set by the sink runner: records a create durably before it is sent (see SinkRunner._intent).
+        self.intent: Callable[[IncidentCommand | ChangeCommand], None] | None = None
         # correlation id -> issue key of this process's latest creates
         self.recent: OrderedDict[str, str] = OrderedDict()
 
     def _find(self, correlation_id: str, kind: RecordType = RecordType.INCIDENT) -> dict[str, Any] | None:
         label = mapping.correlation_label(correlation_id)
-        key = self.known.get(kind, correlation_id) if self.known else None
+        key = self.known.get(kind, correlation_id) if self.known is not None else None
         key = key or self.recent.get(correlation_id)
         if key:
             issue = self.client.issue(key)
@@ -72,9 +76,15 @@ class JiraSink(LookupSink):
         passed since that attempt, the lookup is retried (by with_lookup_retries) instead of the
         create, so a lagging index never makes a second request."""
         corr = cmd.correlation_id
-        since = self.uncertain.get(corr)
-        if since is not None:
-            waited = time.monotonic() - since
+        kind = RecordType.INCIDENT if isinstance(cmd, IncidentCommand) else RecordType.CHANGE
+        waits = []
+        if corr in self.uncertain:
+            waits.append(time.monotonic() - self.uncertain[corr])
+        sent = self.known.pending_since(kind, corr) if self.known is not None else None
+        if sent is not None:  # sent by a process that did not live to see the answer, maybe this one
+            waits.append((datetime.now(UTC) - sent).total_seconds())
+        if waits:
+            waited = min(waits)
             if waited < self.config.search_lag_seconds:
                 telemetry.SINK_LOOKUPS.labels(self.name, "awaiting_index").inc()
                 raise SinkError(
@@ -85,6 +95,8 @@ class JiraSink(LookupSink):
                     self.caller.attempts,
                     True,
                 )
+        if self.intent is not None:
+            self.intent(cmd)
         try:
             issue = self.client.create_request(request_type, mapping.request_fields(cmd))
         except SinkError as exc:
