@@ -369,3 +369,19 @@ def test_a_refire_in_the_same_instant_as_a_resolve_without_an_end_is_a_new_firin
     h.send(am("f1", "RESOLVED"))
     fx = h.send(am("f1"))
     assert fx.outcome is not Outcome.STALE and actions(fx) == [("UPDATE", "itsmp-f1")]  # a flap
+
+
+def test_a_new_incident_goes_to_the_group_owning_its_ci_and_updates_never_reassign() -> None:
+    h = Harness()
+    h.ci("db-1", owner_group="dba-team")
+    h.ci("app-1", depends_on=["db-1"], owner_group="app-team")
+    h.ci("orphan-1")
+    (opened,) = h.send(am("p", alertname="DBDown", ci_id="db-1")).commands
+    assert (opened.action, opened.assignment_group) == (IncidentAction.OPEN, "dba-team")
+    h.advance(60)
+    (again,) = h.send(am("p", alertname="DBDown", ci_id="db-1", severity="critical")).commands
+    assert again.action is IncidentAction.UPDATE and again.assignment_group is None
+    (grouped,) = h.send(am("c1", alertname="AppErrors", ci_id="app-1")).commands
+    assert grouped.correlation_id == "itsmp-p" and grouped.assignment_group is None  # the parent's
+    (unowned,) = h.send(am("o", alertname="Disk", ci_id="orphan-1")).commands
+    assert unowned.action is IncidentAction.OPEN and unowned.assignment_group is None

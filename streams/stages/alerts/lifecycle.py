@@ -234,6 +234,13 @@ class LifecycleStage:
             impact=state.impact if priced or action is IncidentAction.OPEN else None,
             urgency=state.urgency if priced or action is IncidentAction.OPEN else None,
             ci_id=None if grouped else state.ci_id,
+            # Who owns the CI is who gets its incident; only when opening, so a later update never
+            # overrides an assignment a person made in the ITSM.
+            assignment_group=(
+                work.ci.owner_group
+                if action is IncidentAction.OPEN and priced and work is not None and work.ci is not None
+                else None
+            ),
             service=(alert.labels.get("service") if alert else None),
             alert_fingerprints=[state.fingerprint],
             alert_count=max(state.count, 1),
