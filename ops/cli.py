@@ -4,7 +4,6 @@ ops/commands, one module per group."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from importlib import metadata
 
@@ -12,6 +11,7 @@ from confluent_kafka import KafkaException
 
 from ops import runtime
 from ops.commands import EXTRA, GROUPS
+from streams.core.kafka import quiet_client_logs
 
 CONFIGURATION = """Configuration comes from ITSM_* environment variables (see README: Configuration);
 a secret can be given as a file with ITSM_<NAME>_FILE, e.g. ITSM_SERVICENOW_PASSWORD_FILE."""
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         args.leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "long_running", False):
         # A one-shot command reports a broker it cannot reach in one line, not librdkafka's.
-        logging.getLogger("librdkafka").setLevel(logging.CRITICAL)
+        quiet_client_logs()
     try:
         return int(args.func(args) or 0)
     except KafkaException as exc:

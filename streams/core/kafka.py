@@ -14,6 +14,16 @@ from streams.core.dlq import Headers
 from streams.core.settings import Settings
 
 CLIENT_LOGGER = logging.getLogger("librdkafka")
+_quiet = False
+
+
+def quiet_client_logs() -> None:
+    """For one-shot commands: librdkafka's own log lines (a broker it cannot reach, retried every
+    second) go to a silenced logger instead of stderr; the command reports the failure in one line.
+    Long-running processes keep them (they are served by librdkafka's own thread, never queued)."""
+    global _quiet
+    _quiet = True
+    CLIENT_LOGGER.setLevel(logging.CRITICAL)
 
 
 class DeliveryError(Exception):
@@ -22,8 +32,10 @@ class DeliveryError(Exception):
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """librdkafka config for one client; Settings names are mapped to dotted keys only here."""
-    # librdkafka's own log lines go through the "librdkafka" logger (a command line silences it).
-    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "logger": CLIENT_LOGGER}
+    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    if _quiet:
+        # A command line: librdkafka's own lines go to a silenced logger (see quiet_client_logs).
+        cfg["logger"] = CLIENT_LOGGER
     cfg.update(extra)
     return cfg
 
