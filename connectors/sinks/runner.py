@@ -85,16 +85,7 @@ class SinkRunner:
         """Record on itsm.results, acknowledged before the request goes out, that a create of cmd is
         being sent: if its answer is lost and this process dies, the next one to handle the command
         knows a record may exist (KnownIds.pending_since) and looks before creating again."""
-        marker = SinkResult(
-            command_id=cmd.command_id,
-            correlation_id=cmd.correlation_id,
-            target=self.sink.name,
-            record_type=self.kind,
-            outcome=SinkOutcome.PENDING,
-            attempts=0,
-            message="create sent; outcome not known yet",
-            completed_at=datetime.now(UTC),
-        )
+        marker = self._result(cmd, SinkOutcome.PENDING, 0, "create sent; outcome not known yet")
         self._publish(*encoded(self.serde, self.results_topic, cmd.correlation_id, marker), [])
         if self.producer.flush(30) or self._delivery_errors:
             raise RuntimeError(f"broker did not acknowledge the create intent: {self._delivery_errors}")
@@ -167,16 +158,12 @@ class SinkRunner:
                 except SINK_FAILURES as exc:
                     error = exc if isinstance(exc, SinkError) else _data_error(exc)
                     self._dead_letter(record, error.error_class, str(error), error.attempts, now)
-                    result = SinkResult(
-                        command_id=cmd.command_id,
-                        correlation_id=cmd.correlation_id,
-                        target=self.sink.name,
-                        record_type=self.kind,
-                        outcome=SinkOutcome.DEAD_LETTERED,
-                        attempts=error.attempts,
-                        error_class=error.error_class.value,
-                        message=str(error)[:500],
-                        completed_at=datetime.now(UTC),
+                    result = self._result(
+                        cmd,
+                        SinkOutcome.DEAD_LETTERED,
+                        error.attempts,
+                        str(error)[:500],
+                        error.error_class.value,
                     )
                 self._publish(
                     *encoded(self.serde, self.results_topic, cmd.correlation_id, result),
@@ -199,6 +186,27 @@ class SinkRunner:
             self._acknowledge(msg)
 
         self.processed += 1
+
+    def _result(
+        self,
+        cmd: IncidentCommand | ChangeCommand,
+        outcome: SinkOutcome,
+        attempts: int,
+        message: str,
+        error_class: str | None = None,
+    ) -> SinkResult:
+        """A result of this runner for cmd, stamped now (delivered results are built by the sink)."""
+        return SinkResult(
+            command_id=cmd.command_id,
+            correlation_id=cmd.correlation_id,
+            target=self.sink.name,
+            record_type=self.kind,
+            outcome=outcome,
+            attempts=attempts,
+            error_class=error_class,
+            message=message,
+            completed_at=datetime.now(UTC),
+        )
 
     def _dead_letter(
         self,

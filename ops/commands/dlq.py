@@ -28,6 +28,14 @@ def _filter(args: argparse.Namespace) -> Any:
     return Filter(frozenset(args.error_class or ()), args.key, since, until)
 
 
+def _selection_of(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """Settings, the DLQ topic and the filter of show, stats and replay; the arguments' problems
+    are reported before Kafka's."""
+    flt = _filter(args)
+    settings = runtime.settings(kafka=True)
+    return settings, _topic(args, settings), flt
+
+
 def list_dlqs(args: argparse.Namespace) -> int:
     from ops import dlq
 
@@ -44,9 +52,7 @@ def list_dlqs(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    flt = _filter(args)  # the arguments' problems first, then Kafka's
-    settings = runtime.settings(kafka=True)
-    topic = _topic(args, settings)
+    settings, topic, flt = _selection_of(args)
     shown: list[dict[str, Any]] = []
     for rec in dlq.dead_records(settings, topic):
         if len(shown) >= args.limit:
@@ -84,9 +90,7 @@ def show(args: argparse.Namespace) -> int:
 def stats(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    flt = _filter(args)  # the arguments' problems first, then Kafka's
-    settings = runtime.settings(kafka=True)
-    topic = _topic(args, settings)
+    settings, topic, flt = _selection_of(args)
     records = [r for r in dlq.dead_records(settings, topic) if flt(r)]
     by_class, by_stage, by_time = dlq.stats(records, args.bucket)
     tables = {"error_class": by_class, "stage": by_stage, args.bucket: by_time}
@@ -107,9 +111,7 @@ def stats(args: argparse.Namespace) -> int:
 def replay(args: argparse.Namespace) -> int:
     from ops import dlq
 
-    flt = _filter(args)  # the arguments' problems first, then Kafka's
-    settings = runtime.settings(kafka=True)
-    topic = _topic(args, settings)
+    settings, topic, flt = _selection_of(args)
     actor = args.actor or os.environ.get("USER") or "itsmctl"
     report = dlq.replay(
         settings,
