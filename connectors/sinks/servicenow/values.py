@@ -47,7 +47,9 @@ def values(row: dict[str, Any]) -> dict[str, str]:
 
 _LEVEL = {"1": "1 - High", "2": "2 - Medium", "3": "3 - Low"}
 _PRIORITY = {"1": "1 - Critical", "2": "2 - High", "3": "3 - Moderate", "4": "4 - Low", "5": "5 - Planning"}
-# Choice labels of the platform's default choice lists (incident.state, change_request.state, ...).
+# Choice labels of the platform's default choice lists (incident.state, change_request.state, ...),
+# out of the box values; not checked against a documentation page from this machine: an instance
+# may have customised them, and a reader never depends on a label (readers use stored values).
 CHOICE_LABELS: dict[str, dict[str, dict[str, str]]] = {
     "incident": {
         "state": {
