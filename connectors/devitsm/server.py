@@ -12,9 +12,14 @@ sysparm_exclude_reference_link (Table API reference, GET /now/table/{tableName}:
 https://developer.servicenow.com/dev.do#!/reference/api/latest/rest/c_TableAPI): a reference field
 is {"link", "value"} by default, the bare value with links excluded, {"link", "display_value"} with
 display values, and {"display_value", "value", "link"} with all; with true or all, choice fields
-show their labels (CHOICE_LABELS, the platform's default choice lists). This development ITSM keeps
-no referenced tables (cmdb_ci, sys_user_group, sys_user): a reference's value is what was written,
-and its display value is that same text.
+show their labels (CHOICE_LABELS, the platform's default choice lists). A reference's display value
+is the referenced record's display field (cmdb_ci, cmdb_ci_service, sys_user_group, sys_user; '' for a
+reference to no record: a value written as given is stored as given). With
+sysparm_input_display_value=true a write's reference fields are display values, looked up to the
+record's sys_id, and choice fields may be labels (same page: "sysparm_input_display_value").
+
+Access follows roles (see ACL): each account has roles in sys_user_has_role, and a table operation
+its roles do not grant answers 403 with the platform's ACL message.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from connectors.devitsm.store import TABLES, FieldError, Store
+from connectors.devitsm.store import REFERENCES, TABLES, FieldError, Store
 from connectors.emulators.faults import Faults
 from connectors.sinks.servicenow.values import CHOICE_LABELS
 from streams.core import telemetry
@@ -49,33 +54,21 @@ DEVITSM_REQUESTS = telemetry.Counter(
 MAX_LIMIT = 10000
 
 
-# Reference fields and the table each points at (the platform's dictionary for these tables).
-REFERENCES: dict[str, dict[str, str]] = {
-    "incident": {
-        "cmdb_ci": "cmdb_ci",
-        "business_service": "cmdb_ci_service",
-        "assignment_group": "sys_user_group",
-        "caller_id": "sys_user",
-    },
-    "change_request": {
-        "cmdb_ci": "cmdb_ci",
-        "business_service": "cmdb_ci_service",
-        "assignment_group": "sys_user_group",
-        "caller_id": "sys_user",
-        "requested_by": "sys_user",
-    },
-    "cmn_schedule_span": {"schedule": "cmn_schedule"},
-}
-
-
-def shaped(table: str, row: dict[str, str], display: str, exclude_links: bool, origin: str) -> dict[str, Any]:
+def shaped(
+    table: str,
+    row: dict[str, str],
+    display: str,
+    exclude_links: bool,
+    origin: str,
+    show: Callable[[str, str], str] = lambda _table, value: value,
+) -> dict[str, Any]:
     """A stored row as the Table API answers it for these sysparm_display_value and
-    sysparm_exclude_reference_link values."""
+    sysparm_exclude_reference_link values; show(table, sys_id) is a referenced record's display value."""
     refs, labels = REFERENCES.get(table, {}), CHOICE_LABELS.get(table, {})
     out: dict[str, Any] = {}
     for name, value in row.items():
-        shown = labels.get(name, {}).get(value, value)
         ref = refs.get(name)
+        shown = show(ref, value) if ref and display != "false" else labels.get(name, {}).get(value, value)
         link = f"{origin}/api/now/table/{ref}/{value}" if ref and value and not exclude_links else None
         if display == "all":
             out[name] = {"display_value": shown, "value": value} | ({"link": link} if link else {})
@@ -84,6 +77,108 @@ def shaped(table: str, row: dict[str, str], display: str, exclude_links: bool, o
         else:
             out[name] = {"link": link, "value": value} if link else value
     return out
+
+
+# Roles and what they contain, from "System roles" (base system: itil "can open, update, close
+# incidents, problems, changes, configuration management items"; cmdb_read "can read any CMDB
+# table. Contained in admin and itil"; personalize_dictionary "can configure dictionary entries";
+# https://www.servicenow.com/docs/r/platform-administration/user-administration/base-system-roles.html)
+# and the ITSM Roles plugins ("Components installed with ITSM Roles - Incident Management" and
+# "- Change Management": sn_incident_write contains sn_incident_read, which contains cmdb_read;
+# sn_change_write contains sn_change_read, which contains cmdb_read; sn_service_desk_agent contains
+# both writes; https://www.servicenow.com/docs/r/it-service-management/change-management/installed-with-cm-itsm-roles.html).
+CONTAINS: dict[str, frozenset[str]] = {
+    "itil": frozenset({"cmdb_read"}),
+    "sn_incident_read": frozenset({"cmdb_read"}),
+    "sn_incident_write": frozenset({"sn_incident_read"}),
+    "sn_change_read": frozenset({"cmdb_read"}),
+    "sn_change_write": frozenset({"sn_change_read"}),
+    "sn_service_desk_agent": frozenset({"sn_incident_write", "sn_change_write"}),
+}
+ANY = "*"  # any authenticated user
+ROLES = web.RequestKey("roles", frozenset[str])  # the authenticated account's roles
+# Table-level ACLs by operation: the roles that grant it ("admin" passes every check, per the page
+# above). Reading the user, group and role tables is open to authenticated users (a user sees the
+# groups and roles on their own profile); reading the dictionary needs personalize_dictionary (a
+# schema read "needs an admin role" for third-party connectors reading it:
+# https://learn.microsoft.com/en-us/azure/databricks/error-messages/servicenow-connector-unauthorized-access-error-error-class).
+ACL: dict[str, dict[str, frozenset[str]]] = {
+    "incident": {
+        "read": frozenset({"itil", "sn_incident_read"}),
+        "write": frozenset({"itil", "sn_incident_write"}),
+    },
+    "change_request": {
+        "read": frozenset({"itil", "sn_change_read"}),
+        "write": frozenset({"itil", "sn_change_write"}),
+    },
+    "cmn_schedule_blackout": {
+        "read": frozenset({"itil", "sn_change_read"}),
+        "write": frozenset({"itil", "sn_change_write"}),
+    },
+    "cmn_schedule_span": {
+        "read": frozenset({"itil", "sn_change_read"}),
+        "write": frozenset({"itil", "sn_change_write"}),
+    },
+    "cmdb_ci": {"read": frozenset({"cmdb_read"}), "write": frozenset({"itil"})},
+    "cmdb_ci_service": {"read": frozenset({"cmdb_read"}), "write": frozenset({"itil"})},
+    "sys_user": {"read": frozenset({ANY}), "write": frozenset({"user_admin"})},
+    "sys_user_group": {"read": frozenset({ANY}), "write": frozenset({"user_admin"})},
+    "sys_user_role": {"read": frozenset({ANY}), "write": frozenset({"user_admin"})},
+    "sys_user_has_role": {"read": frozenset({ANY}), "write": frozenset({"user_admin"})},
+    "sys_dictionary": {
+        "read": frozenset({"personalize_dictionary"}),
+        "write": frozenset({"personalize_dictionary"}),
+    },
+}
+
+
+def expand(roles: frozenset[str]) -> frozenset[str]:
+    """A set of roles with every role they contain."""
+    out: set[str] = set()
+    todo = list(roles)
+    while todo:
+        role = todo.pop()
+        if role not in out:
+            out.add(role)
+            todo.extend(CONTAINS.get(role, ()))
+    return frozenset(out)
+
+
+def allowed(roles: frozenset[str], table: str, operation: str) -> bool:
+    if "admin" in roles:
+        return True
+    granted = ACL.get(table, {}).get("write" if operation == "create" else operation, frozenset())
+    return ANY in granted or bool(granted & roles)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user of the instance: basic-auth credentials and the roles granted to it."""
+
+    user: str
+    password: str
+    roles: frozenset[str] = frozenset({"itil"})
+
+
+def seed_accounts(store: Store, accounts: list[Account]) -> None:
+    """Each account as a sys_user with its roles in sys_user_has_role (inherited ones marked), as
+    the instance lists them; roles of an account seen before are replaced."""
+    for account in accounts:
+        user = (
+            store.by_field("sys_user", "user_name", account.user)
+            or store.insert("sys_user", {"user_name": account.user, "name": account.user, "active": "true"})[
+                "sys_id"
+            ]
+        )
+        store.delete_where("sys_user_has_role", "user", user)
+        for role in sorted(expand(account.roles)):
+            role_id = (
+                store.by_field("sys_user_role", "name", role)
+                or store.insert("sys_user_role", {"name": role})["sys_id"]
+            )
+            inherited = "false" if role in account.roles else "true"
+            grant = {"user": user, "role": role_id, "inherited": inherited, "state": "active"}
+            store.insert("sys_user_has_role", grant)
 
 
 def failure(status: int, message: str, detail: str | None = None) -> web.Response:
@@ -127,9 +222,9 @@ Condition = tuple[str, str, str]
 Query = list[list[Condition]]  # AND of OR-groups
 
 
-def parse_query(table: str, query: str) -> tuple[list[Query], list[tuple[str, bool]]]:
+def parse_query(columns: list[str], query: str) -> tuple[list[Query], list[tuple[str, bool]]]:
     """sysparm_query as queries OR-ed together (^NQ), each an AND (^) of OR-groups (^OR)."""
-    cols = set(Store.columns(table))
+    cols = set(columns)
     queries: list[Query] = []
     order: list[tuple[str, bool]] = []
     for part in query.split("^NQ"):
@@ -214,22 +309,76 @@ def create_devitsm(
     user: str,
     password: str,
     rate_limit: int = 0,
-    known_groups: frozenset[str] = frozenset(),
     oauth: OAuthClient | None = None,
     faults: bool = False,
+    roles: frozenset[str] = frozenset({"itil"}),
+    accounts: tuple[Account, ...] = (),
+    mandatory: dict[str, tuple[str, ...]] | None = None,
 ) -> web.Application:
-    """The aiohttp application; every /api route needs basic auth as user:password.
+    """The aiohttp application; every /api route needs basic auth (user:password with `roles`, or
+    one of `accounts`) or a bearer token issued to the OAuth client (which acts as `user`).
 
     With rate_limit > 0 every API answer carries X-RateLimit-Limit/Remaining/Reset, and a
     request over the limit gets 429 with Retry-After, as a rate-limited instance does.
+    `mandatory` is a data policy: per table, the fields an insert must carry.
     """
-    expected = f"{user}:{password}".encode()
+    everyone = [Account(user, password, roles), *accounts]
+    seed_accounts(store, everyone)
+    credentials = {f"{a.user}:{a.password}".encode(): expand(a.roles) for a in everyone}
+    policy = mandatory or {}
 
-    def check_references(fields: dict[str, Any]) -> None:
-        # A reference field must name an existing record (here: the configured groups).
-        group = fields.get("assignment_group")
-        if known_groups and group not in (None, "") and str(group) not in known_groups:
-            raise FieldError(f"assignment_group: {group!r} is not a known group")
+    def require(request: web.Request, table: str, operation: str) -> None:
+        if not allowed(request[ROLES], table, operation):
+            # What the instance answers when an ACL denies an operation (the platform's message;
+            # table-level denials answer 403: KB2971488, "REST API 403: Forbidden").
+            verb = {"read": "Read", "write": "Update", "create": "Insert"}[operation]
+            raise web.HTTPForbidden(
+                text=json.dumps(
+                    {
+                        "error": {
+                            "message": "Operation Failed",
+                            "detail": f"ACL Exception {verb} Failed due to security constraints",
+                        },
+                        "status": "failure",
+                    }
+                ),
+                content_type="application/json",
+            )
+
+    def data_policy(table: str, row: dict[str, Any]) -> None:
+        # Data policies apply to web service writes and refuse a record lacking a mandatory field
+        # with 403 "Data Policy Exception: The following fields are mandatory: ..." (the
+        # platform's message, as GlideRecord.getLastErrorMessage() reports it).
+        missing = [f for f in policy.get(table, ()) if not str(row.get(f) or "")]
+        if missing:
+            raise web.HTTPForbidden(
+                text=json.dumps(
+                    {
+                        "error": {
+                            "message": "Operation Failed",
+                            "detail": "Data Policy Exception: The following fields are mandatory: "
+                            + ", ".join(missing),
+                        },
+                        "status": "failure",
+                    }
+                ),
+                content_type="application/json",
+            )
+
+    def as_stored(request: web.Request, table: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """With sysparm_input_display_value=true, display values become stored values: a reference
+        the sys_id of the record so displayed ('' when none is), a choice label its value."""
+        if request.query.get("sysparm_input_display_value", "false").lower() != "true":
+            return fields
+        refs, labels = REFERENCES.get(table, {}), CHOICE_LABELS.get(table, {})
+        out = dict(fields)
+        for name, given in fields.items():
+            if name in refs and given not in (None, ""):
+                out[name] = store.by_display(refs[name], str(given)) or ""
+            elif name in labels:
+                by_label = {label: value for value, label in labels[name].items()}
+                out[name] = by_label.get(str(given), given)
+        return out
 
     limiter = FixedWindowLimit(rate_limit) if rate_limit > 0 else None
 
@@ -255,6 +404,7 @@ def create_devitsm(
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer ") and oauth is not None:
             if oauth.valid(header[7:].strip()):
+                request[ROLES] = expand(roles)
                 return await handler(request)
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
         given = b""
@@ -263,8 +413,13 @@ def create_devitsm(
                 given = base64.b64decode(header[6:], validate=True)
             except (binascii.Error, ValueError):
                 given = b""
-        if not hmac.compare_digest(given, expected):
+        granted = None
+        for known, account_roles in credentials.items():
+            if hmac.compare_digest(given, known):
+                granted = account_roles
+        if granted is None:
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
+        request[ROLES] = granted
         return await handler(request)
 
     def table_of(request: web.Request) -> str:
@@ -286,7 +441,12 @@ def create_devitsm(
         display = q.get("sysparm_display_value", "false").lower()
         exclude = q.get("sysparm_exclude_reference_link", "false").lower() == "true"
         return shaped(
-            table, row, display if display in ("true", "all") else "false", exclude, str(request.url.origin())
+            table,
+            row,
+            display if display in ("true", "all") else "false",
+            exclude,
+            str(request.url.origin()),
+            store.display,
         )
 
     async def body(request: web.Request) -> dict[str, Any]:
@@ -322,6 +482,7 @@ def create_devitsm(
 
     async def list_records(request: web.Request) -> web.Response:
         table = table_of(request)
+        require(request, table, "read")
         q = request.query
         try:
             limit = min(int(q.get("sysparm_limit", MAX_LIMIT)), MAX_LIMIT)
@@ -329,7 +490,7 @@ def create_devitsm(
         except ValueError:
             return failure(400, "Invalid sysparm_limit or sysparm_offset", "Must be integers")
         try:
-            queries, order = parse_query(table, q.get("sysparm_query", ""))
+            queries, order = parse_query(store.columns(table), q.get("sysparm_query", ""))
         except QueryError:
             rows, total = list[dict[str, str]](), 0
         else:
@@ -341,9 +502,10 @@ def create_devitsm(
 
     async def create(request: web.Request) -> web.Response:
         table = table_of(request)
+        require(request, table, "create")
         try:
-            fields = await body(request)
-            check_references(fields)
+            fields = as_stored(request, table, await body(request))
+            data_policy(table, fields)
             row = store.insert(table, fields)
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))
@@ -361,6 +523,7 @@ def create_devitsm(
 
     async def get_one(request: web.Request) -> web.Response:
         table = table_of(request)
+        require(request, table, "read")
         row = store.get(table, request.match_info["sys_id"])
         if row is None:
             return failure(
@@ -370,9 +533,9 @@ def create_devitsm(
 
     async def update(request: web.Request) -> web.Response:
         table = table_of(request)
+        require(request, table, "write")
         try:
-            fields = await body(request)
-            check_references(fields)
+            fields = as_stored(request, table, await body(request))
             row = store.update(table, request.match_info["sys_id"], fields)
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))

@@ -8,6 +8,7 @@ by the server); every value is a bound parameter.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import uuid
@@ -71,6 +72,9 @@ SPAN_COLUMNS = [
     "sys_updated_on",
     "sys_mod_count",
 ]
+# Referenced tables the sinks bind reference fields to, the roles and the dictionary (their
+# display field is "name", as in the base system).
+NAMED = ["sys_id", "name", "sys_created_on", "sys_updated_on", "sys_mod_count"]
 TABLES: dict[str, dict[str, Any]] = {
     "incident": {"prefix": "INC", "start": 10001, "columns": COMMON},
     "change_request": {
@@ -85,14 +89,45 @@ TABLES: dict[str, dict[str, Any]] = {
             "requested_by",
             "approval",
             "implementation_plan",
-            "u_commit_ids",
-            "u_build_number",
-            "u_deploy_duration_ms",
         ],
     },
     "cmn_schedule_blackout": {"columns": SCHEDULE_COLUMNS, "required": "name"},
     "cmn_schedule_span": {"columns": SPAN_COLUMNS, "required": "schedule"},
+    "cmdb_ci": {"columns": [*NAMED, "sys_class_name", "support_group"], "required": "name"},
+    "cmdb_ci_service": {"columns": [*NAMED, "support_group"], "required": "name"},
+    "sys_user_group": {"columns": [*NAMED, "description"], "required": "name"},
+    "sys_user": {"columns": [*NAMED, "user_name", "email", "active"], "required": "user_name"},
+    "sys_user_role": {"columns": [*NAMED, "description"], "required": "name"},
+    "sys_user_has_role": {"columns": ["sys_id", "user", "role", "inherited", "state"], "required": "user"},
+    # Column definitions: one row per column of every table (name = the table, element = the
+    # column); a row inserted here adds the column (a custom u_* field).
+    "sys_dictionary": {
+        "columns": ["sys_id", "name", "element", "internal_type", "column_label", "max_length"],
+        "required": "element",
+    },
 }
+# Reference fields and the table each points at (the base system's dictionary for these tables).
+REFERENCES: dict[str, dict[str, str]] = {
+    "incident": {
+        "cmdb_ci": "cmdb_ci",
+        "business_service": "cmdb_ci_service",
+        "assignment_group": "sys_user_group",
+        "caller_id": "sys_user",
+    },
+    "change_request": {
+        "cmdb_ci": "cmdb_ci",
+        "business_service": "cmdb_ci_service",
+        "assignment_group": "sys_user_group",
+        "caller_id": "sys_user",
+        "requested_by": "sys_user",
+    },
+    "cmn_schedule_span": {"schedule": "cmn_schedule_blackout"},
+    "cmdb_ci": {"support_group": "sys_user_group"},
+    "cmdb_ci_service": {"support_group": "sys_user_group"},
+    "sys_user_has_role": {"user": "sys_user", "role": "sys_user_role"},
+}
+# The display field of each referenced table (what sysparm_display_value shows for a reference).
+DISPLAY_FIELD = {"sys_user": "name", "incident": "number", "change_request": "number"}
 READ_ONLY = {"sys_id", "number", "sys_created_on", "sys_updated_on", "sys_mod_count", "priority", "active"}
 INACTIVE = {"incident": {"6", "7", "8"}, "change_request": {"3", "4", "7"}}
 
@@ -118,6 +153,9 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]{0,79}")
+
+
 class Store:
     """Thread-safe access to one SQLite file."""
 
@@ -128,6 +166,7 @@ class Store:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.lock = threading.Lock()
+        self.extra: dict[str, list[str]] = {table: [] for table in TABLES}
         for table, spec in TABLES.items():
             cols = ", ".join(f"{c} TEXT NOT NULL DEFAULT ''" for c in spec["columns"])
             self.db.execute(
@@ -136,14 +175,56 @@ class Store:
             if "correlation_id" in spec["columns"]:
                 self.db.execute(f"CREATE INDEX IF NOT EXISTS {table}_corr ON {table}(correlation_id)")
             self.db.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_sys ON {table}(sys_id)")
+        defined = self.db.execute("SELECT name, element FROM sys_dictionary").fetchall()
+        if not defined:
+            # The dictionary describes every column of every table, as an instance's does.
+            for table, spec in TABLES.items():
+                for column in spec["columns"]:
+                    kind = "reference" if column in REFERENCES.get(table, {}) else "string"
+                    self.insert("sys_dictionary", {"name": table, "element": column, "internal_type": kind})
+        for table, element in defined:
+            self._add_column(table, element)
 
-    @staticmethod
-    def columns(table: str) -> list[str]:
-        return list(TABLES[table]["columns"])
+    def _add_column(self, table: str, element: str) -> None:
+        """A column defined in sys_dictionary that the table does not have yet (a custom field)."""
+        if table in TABLES and element not in self.columns(table) and COLUMN_NAME.fullmatch(element):
+            existing = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if element not in existing:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {element} TEXT NOT NULL DEFAULT ''")
+            self.extra[table].append(element)
+
+    def columns(self, table: str) -> list[str]:
+        return [*TABLES[table]["columns"], *self.extra[table]]
 
     @staticmethod
     def is_task(table: str) -> bool:
         return "prefix" in TABLES[table]
+
+    def display(self, table: str, sys_id: str) -> str:
+        """The display value of a record (its display field), '' when there is no such record."""
+        if table not in TABLES or not sys_id:
+            return ""
+        column = DISPLAY_FIELD.get(table, "name")
+        found = self.db.execute(f"SELECT {column} FROM {table} WHERE sys_id = ?", (sys_id,)).fetchone()
+        return str(found[0]) if found else ""
+
+    def by_display(self, table: str, shown: str) -> str | None:
+        """The sys_id of the record whose display value is `shown` (sysparm_input_display_value)."""
+        return self.by_field(table, DISPLAY_FIELD.get(table, "name"), shown)
+
+    def by_field(self, table: str, column: str, value: str) -> str | None:
+        """The sys_id of the first record whose column (a checked name) holds value."""
+        if column not in self.columns(table):
+            return None
+        found = self.db.execute(
+            f"SELECT sys_id FROM {table} WHERE {column} = ? ORDER BY seq LIMIT 1", (value,)
+        ).fetchone()
+        return str(found[0]) if found else None
+
+    def delete_where(self, table: str, column: str, value: str) -> None:
+        if column in self.columns(table):
+            with self.lock:
+                self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (value,))
 
     def _derive(self, table: str, row: dict[str, str]) -> None:
         if not self.is_task(table):
@@ -167,6 +248,8 @@ class Store:
         return out
 
     def insert(self, table: str, fields: dict[str, Any]) -> dict[str, str]:
+        if table == "sys_dictionary" and not COLUMN_NAME.fullmatch(str(fields.get("element", ""))):
+            raise FieldError(f"element {fields.get('element')!r} is not a column name")
         row = {c: "" for c in self.columns(table)}
         row.update(self._clean(table, fields))
         spec = TABLES[table]
@@ -177,9 +260,14 @@ class Store:
             seq = self.db.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
             now = _now()
             if not self.is_task(table):
-                row.update(sys_id=uuid.uuid4().hex, sys_created_on=now, sys_updated_on=now, sys_mod_count="0")
+                row.update(
+                    {k: v for k, v in (("sys_id", uuid.uuid4().hex), ("sys_created_on", now),
+                     ("sys_updated_on", now), ("sys_mod_count", "0")) if k in row}
+                )  # fmt: skip
                 names, marks = ", ".join(row), ", ".join("?" for _ in row)
                 self.db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(row.values()))
+                if table == "sys_dictionary":
+                    self._add_column(row["name"], row["element"])
                 return row
             row.update(
                 sys_id=uuid.uuid4().hex,

@@ -138,6 +138,24 @@ class Settings(BaseSettings):
     servicenow_verify_tls: bool | str = Field(
         True, description="True, False is refused; or a CA bundle path."
     )
+    servicenow_ci_lookup_field: str = Field(
+        "name",
+        pattern="^[a-z][a-z0-9_]*$",
+        description="The cmdb_ci field holding the pipeline's ci_id (bound to the CI's sys_id).",
+    )
+    servicenow_caller: str = Field(
+        "", description="user_name of the incidents' caller (default: ITSM_SERVICENOW_USER)."
+    )
+    servicenow_reference_ttl_seconds: float = Field(
+        600.0, ge=0, description="How long a reference bound to a sys_id is reused before looking it up again."
+    )
+    servicenow_reference_miss_ttl_seconds: float = Field(
+        60.0, ge=0, description="How long a name with no referenced record is not looked up again."
+    )
+    servicenow_admin_user: str = Field(
+        "admin", description="Account of `itsmctl itsm provision servicenow` (personalize_dictionary)."
+    )
+    servicenow_admin_password: SecretStr = SecretStr("")
     jira_url: str | None = Field(None, description="Jira Cloud site, e.g. https://example.atlassian.net.")
     jira_email: str = ""
     jira_api_token: SecretStr = SecretStr("")
@@ -193,8 +211,19 @@ class Settings(BaseSettings):
     devitsm_db: str = Field(".itsm/devitsm.sqlite3", description="SQLite file of the development ITSM.")
     devitsm_user: str = "pipeline"
     devitsm_password: SecretStr = SecretStr("")
-    devitsm_known_groups: str = Field(
-        "", description="Comma-separated assignment groups the development ITSM accepts (empty: any)."
+    devitsm_roles: str = Field(
+        "itil", description="Comma-separated roles of the development ITSM's account (ITSM_DEVITSM_USER)."
+    )
+    devitsm_admin_password: SecretStr = Field(
+        SecretStr(""), description="Password of the development ITSM's `admin` account (empty: no admin)."
+    )
+    devitsm_mandatory: str = Field(
+        "",
+        description="A data policy: comma-separated table.field an insert must carry, "
+        "e.g. incident.assignment_group.",
+    )
+    devitsm_seed_file: str | None = Field(
+        None, description="JSON {table: [record, ...]} inserted at start (CIs, services, groups, users)."
     )
     devitsm_client_id: str = Field(
         "", description="OAuth client id the development ITSM accepts (empty: OAuth off)."

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from connectors.devitsm.server import create_devitsm
+from connectors.devitsm.server import Account, create_devitsm
 from connectors.devitsm.store import Store
 from tests.servers import serve
 
@@ -69,8 +69,9 @@ def test_error_shapes(api: httpx.Client) -> None:
         },
         "status": "failure",
     }
-    bad_table = api.get("/api/now/table/sys_user")
-    assert bad_table.status_code == 400 and bad_table.json()["error"]["message"] == "Invalid table sys_user"
+    bad_table = api.get("/api/now/table/u_no_such_table")
+    assert bad_table.status_code == 400
+    assert bad_table.json()["error"]["message"] == "Invalid table u_no_such_table"
     bad_body = api.post(
         "/api/now/table/incident", content=b"{not json", headers={"Content-Type": "application/json"}
     )
@@ -154,32 +155,121 @@ def test_or_nq_in_and_the_other_operators(api: httpx.Client) -> None:
 
 def test_reference_and_choice_fields_take_the_documented_shapes(api: httpx.Client) -> None:
     # Table API reference, sysparm_display_value and sysparm_exclude_reference_link.
+    ci = api.post("/api/now/table/cmdb_ci", json={"name": "web-1"}).json()["result"]["sys_id"]
     made = api.post(
         "/api/now/table/change_request",
-        json={"short_description": "x", "cmdb_ci": "web-1", "state": "-2", "approval": "approved"},
+        json={"short_description": "x", "cmdb_ci": ci, "state": "-2", "approval": "approved"},
     ).json()["result"]
     origin = str(api.base_url).rstrip("/")
-    link = f"{origin}/api/now/table/cmdb_ci/web-1"
+    link = f"{origin}/api/now/table/cmdb_ci/{ci}"
     fields = {"sysparm_fields": "cmdb_ci,state,approval,business_service"}
 
     def get(**params: str) -> dict[str, object]:
         rec = api.get(f"/api/now/table/change_request/{made['sys_id']}", params=fields | params)
         return dict(rec.json()["result"])
 
-    assert made["cmdb_ci"] == {"link": link, "value": "web-1"}  # the default: a link object
-    assert get() == {"cmdb_ci": {"link": link, "value": "web-1"}, "state": "-2", "approval": "approved",
+    assert made["cmdb_ci"] == {"link": link, "value": ci}  # the default: a link object
+    assert get() == {"cmdb_ci": {"link": link, "value": ci}, "state": "-2", "approval": "approved",
                      "business_service": ""}  # fmt: skip
-    assert get(sysparm_exclude_reference_link="true")["cmdb_ci"] == "web-1"
+    assert get(sysparm_exclude_reference_link="true")["cmdb_ci"] == ci
     shown = get(sysparm_display_value="true")
-    assert shown["cmdb_ci"] == {"display_value": "web-1", "link": link}
+    assert shown["cmdb_ci"] == {"display_value": "web-1", "link": link}  # the CI's name
     assert (shown["state"], shown["approval"]) == ("Scheduled", "Approved")  # choice labels
     both = get(sysparm_display_value="all", sysparm_exclude_reference_link="true")
-    assert both["cmdb_ci"] == {"display_value": "web-1", "value": "web-1"}
+    assert both["cmdb_ci"] == {"display_value": "web-1", "value": ci}
     assert both["state"] == {"display_value": "Scheduled", "value": "-2"}
     assert get(sysparm_display_value="all")["cmdb_ci"] == {
         "display_value": "web-1",
-        "value": "web-1",
+        "value": ci,
         "link": link,
     }
     listed = api.get("/api/now/table/change_request", params=fields).json()["result"][0]
-    assert listed["cmdb_ci"] == {"link": link, "value": "web-1"}
+    assert listed["cmdb_ci"] == {"link": link, "value": ci}
+
+
+def test_a_reference_written_as_a_name_is_stored_as_given_and_displays_nothing(api: httpx.Client) -> None:
+    # Without sysparm_input_display_value the value is the stored value: a name there dangles.
+    made = api.post("/api/now/table/incident", json={"short_description": "x", "cmdb_ci": "web-9"})
+    rec = made.json()["result"]
+    assert rec["cmdb_ci"]["value"] == "web-9"
+    shown = api.get(f"/api/now/table/incident/{rec['sys_id']}", params={"sysparm_display_value": "all"})
+    assert shown.json()["result"]["cmdb_ci"]["display_value"] == ""
+
+
+def test_input_display_value_binds_references_and_choice_labels(api: httpx.Client) -> None:
+    # Table API reference, sysparm_input_display_value=true: input values are display values.
+    group = api.post("/api/now/table/sys_user_group", json={"name": "db-team"})
+    assert group.status_code == 403  # groups are the user administrator's (user_admin), not itil's
+    ci = api.post("/api/now/table/cmdb_ci", json={"name": "db-1"}).json()["result"]["sys_id"]
+    made = api.post(
+        "/api/now/table/incident",
+        params={"sysparm_input_display_value": "true", "sysparm_exclude_reference_link": "true"},
+        json={
+            "short_description": "x",
+            "cmdb_ci": "db-1",
+            "business_service": "nowhere",
+            "state": "In Progress",
+        },
+    ).json()["result"]
+    assert (made["cmdb_ci"], made["business_service"], made["state"]) == (ci, "", "2")
+
+
+def test_an_operation_no_role_grants_is_refused_with_the_acl_message() -> None:
+    store = Store(":memory:")
+    readers = (
+        Account("reader", "r", frozenset({"sn_incident_read"})),
+        Account("root", "a", frozenset({"admin"})),
+    )
+    with serve(create_devitsm(store, "u", "p", accounts=readers)) as url:
+        reader = httpx.Client(base_url=url, auth=("reader", "r"))
+        assert reader.get("/api/now/table/incident").status_code == 200
+        assert reader.get("/api/now/table/cmdb_ci").status_code == 200  # sn_incident_read contains cmdb_read
+        refused = reader.post("/api/now/table/incident", json={"short_description": "x"})
+        assert refused.status_code == 403
+        assert refused.json() == {
+            "error": {
+                "message": "Operation Failed",
+                "detail": "ACL Exception Insert Failed due to security constraints",
+            },
+            "status": "failure",
+        }
+        assert reader.get("/api/now/table/change_request").status_code == 403
+        assert reader.get("/api/now/table/sys_dictionary").status_code == 403
+        admin = httpx.Client(base_url=url, auth=("root", "a"))
+        assert admin.get("/api/now/table/sys_dictionary", params={"sysparm_limit": "1"}).status_code == 200
+        # The roles as the instance lists them: granted ones and the ones they contain.
+        user = admin.get("/api/now/table/sys_user", params={"sysparm_query": "user_name=reader"}).json()
+        roles = admin.get(
+            "/api/now/table/sys_user_has_role",
+            params={"sysparm_query": f"user={user['result'][0]['sys_id']}", "sysparm_display_value": "true"},
+        ).json()["result"]
+        assert sorted((r["role"]["display_value"], r["inherited"]) for r in roles) == [
+            ("cmdb_read", "true"),
+            ("sn_incident_read", "false"),
+        ]
+    store.close()
+
+
+def test_a_dictionary_entry_adds_a_column_and_a_data_policy_refuses_an_insert_without_its_field() -> None:
+    store = Store(":memory:")
+    admin = (Account("root", "a", frozenset({"admin"})),)
+    with serve(
+        create_devitsm(store, "u", "p", accounts=admin, mandatory={"incident": ("assignment_group",)})
+    ) as url:
+        api = httpx.Client(base_url=url, auth=("u", "p"))
+        api.post("/api/now/table/change_request", json={"short_description": "c", "u_build": "42"})
+        assert "u_build" not in api.get("/api/now/table/change_request").json()["result"][0]  # ignored
+        root = httpx.Client(base_url=url, auth=("root", "a"))
+        made = root.post(
+            "/api/now/table/sys_dictionary",
+            json={"name": "change_request", "element": "u_build", "internal_type": "string"},
+        )
+        assert made.status_code == 201
+        api.post("/api/now/table/change_request", json={"short_description": "d", "u_build": "43"})
+        assert [r["u_build"] for r in api.get("/api/now/table/change_request").json()["result"]] == ["", "43"]
+        refused = api.post("/api/now/table/incident", json={"short_description": "x"})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["detail"] == (
+            "Data Policy Exception: The following fields are mandatory: assignment_group"
+        )
+    store.close()
