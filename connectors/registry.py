@@ -70,6 +70,53 @@ def build_sink(target: str, settings: Settings, policy: Any, limiter: Any, known
     return factory(settings, policy, limiter, known)
 
 
+def preflight(target: str, settings: Settings) -> list[Any]:
+    """The preflight findings of an ITSM target (connectors/preflight.py); ValueError when its
+    configuration is incomplete, Unreachable when it does not answer."""
+    if target == "servicenow":
+        from connectors.sinks.servicenow.config import ServiceNowConfig
+        from connectors.sinks.servicenow.preflight import check as servicenow
+
+        return servicenow(ServiceNowConfig.from_settings(settings))
+    if target == "jira":
+        from connectors.sinks.jira.config import JiraConfig
+        from connectors.sinks.jira.preflight import check as jira
+
+        return jira(JiraConfig.from_settings(settings))
+    if target == "rt":
+        from connectors.sinks.rt.config import RTConfig
+        from connectors.sinks.rt.preflight import check as rt
+
+        return rt(RTConfig.from_settings(settings))
+    return []  # the webhook sink: its receiver is ours to define, nothing to check
+
+
+INCIDENT_TARGETS = ("servicenow", "jira", "rt")
+
+
+def incident_reader(target: str, settings: Settings, policy: Any) -> Any:
+    """The reader of the incidents the pipeline opened in target (connectors/sources/incidents);
+    ValueError when its configuration is incomplete."""
+    if target == "servicenow":
+        from connectors.sinks.servicenow.client import ServiceNowClient
+        from connectors.sinks.servicenow.config import ServiceNowConfig
+        from connectors.sources.incidents.servicenow import ServiceNowIncidents
+
+        config = ServiceNowConfig.from_settings(settings)
+        return ServiceNowIncidents(ServiceNowClient(config, policy, target="servicenow-incidents"))
+    if target == "jira":
+        from connectors.sinks.jira.config import JiraConfig
+        from connectors.sources.incidents.jira import JiraIncidents
+
+        return JiraIncidents(JiraConfig.from_settings(settings), policy)
+    if target == "rt":
+        from connectors.sinks.rt.config import RTConfig
+        from connectors.sources.incidents.rt import RTIncidents
+
+        return RTIncidents(RTConfig.from_settings(settings), policy)
+    raise ValueError(f"no incident reader for {target!r} (known: {', '.join(INCIDENT_TARGETS)})")
+
+
 def webhook_sources(settings: Settings) -> dict[str, WebhookSource]:
     """Every webhook the gateway serves, configured from settings (e.g. Grafana's HMAC secret)."""
     grafana_verify = None

@@ -3,6 +3,7 @@ incidents out; then a deployment pipeline through the change gate."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
 from connectors.sinks.servicenow.values import CHOICE_LABELS
 from ops import topics as topic_ops
@@ -96,6 +98,25 @@ def settled(exp: Expected, rec: dict[str, str] | None) -> bool:
     return rec["state"] in ACTIVE if exp.status == "firing" else rec["state"] == "6"
 
 
+def show_check(stack: Stack) -> bool:
+    """`itsmctl itsm check servicenow` against the development ITSM, printed; False on a problem."""
+    from connectors.preflight import Level, worst
+    from connectors.registry import preflight
+    from ops.commands.itsm import print_findings
+
+    settings = Settings(
+        servicenow_url=stack.devitsm_url,
+        servicenow_password=SecretStr(stack.password),
+    )
+    findings = preflight("servicenow", settings)
+    print("      itsmctl itsm check servicenow:", flush=True)
+    buffer = io.StringIO()
+    print_findings("servicenow", findings, buffer)
+    for line in buffer.getvalue().splitlines():
+        print(f"        {line}", flush=True)
+    return worst(findings) is not Level.PROBLEM
+
+
 def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 180.0) -> int:
     """Run everything, feed the samples, print the outcome; exit code 0 iff every alert is accounted for."""
     samples = samples or bundled_samples()
@@ -124,11 +145,13 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
         print("[2/6] applying topics ...", flush=True)
         states = topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared()))
         print(f"      {sum(s.action == 'created' for s in states)} topics created", flush=True)
-        print(
-            "[3/6] starting development ITSM, worker, sinks, gateway, change sync, change gate ...",
-            flush=True,
-        )
-        stack.start([*COMPONENTS, *CHANGE_COMPONENTS])
+        print("[3/6] starting the development ITSM and checking it as the sinks will ...", flush=True)
+        stack.start(["devitsm"])
+        print("      provisioned its custom fields (itsmctl itsm provision servicenow)", flush=True)
+        if not show_check(stack):
+            return 1
+        print("      starting worker, sinks, gateway, change sync, change gate ...", flush=True)
+        stack.start([c for c in (*COMPONENTS, *CHANGE_COMPONENTS) if c != "devitsm"])
         print(
             f"[4/6] posting {len(list(samples.glob('*.json')))} sample webhooks to {stack.gateway_url} ...",
             flush=True,

@@ -19,6 +19,7 @@ import httpx
 from ops.kafka.broker import free_port
 
 COMPONENTS = ("devitsm", "worker", "sink", "gateway")
+SEED = Path(__file__).resolve().parent / "devitsm" / "seed.json"
 # Components beyond the defaults: their itsmctl arguments and environment of their own.
 EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "sink-change": (["sink", "servicenow", "--kind", "change"], {"ITSM_SINK_METRICS_PORT": "0"}),
@@ -90,6 +91,12 @@ class Stack:
             self.password_file.touch(mode=0o600)
             self.password_file.write_text(secrets.token_urlsafe(24))
         self.password = self.password_file.read_text()
+        # The development ITSM's administrator: provisions the custom columns (as a person would
+        # with `itsmctl itsm provision servicenow`), never used by the pipeline's processes.
+        self.admin_password_file = self.workdir / "devitsm-admin.password"
+        if not self.admin_password_file.exists():
+            self.admin_password_file.touch(mode=0o600)
+            self.admin_password_file.write_text(secrets.token_urlsafe(24))
         self.rules_dir: Path | None = None
         if self.lifecycle or self.changes_rules:
             self.rules_dir = write_rules(
@@ -132,6 +139,10 @@ class Stack:
                 "ITSM_DEVITSM_PORT": str(self.devitsm_port),
                 "ITSM_DEVITSM_DB": str(self.workdir / "devitsm.sqlite3"),
                 "ITSM_DEVITSM_PASSWORD_FILE": str(self.password_file),
+                "ITSM_DEVITSM_ADMIN_PASSWORD_FILE": str(self.admin_password_file),
+                # The development ITSM's CMDB, users and groups: what the samples and demos name.
+                "ITSM_DEVITSM_SEED_FILE": str(SEED),
+                "ITSM_SERVICENOW_ADMIN_PASSWORD_FILE": str(self.admin_password_file),
                 "ITSM_SERVICENOW_URL": self.devitsm_url,
                 "ITSM_SERVICENOW_PASSWORD_FILE": str(self.password_file),
                 "ITSM_WORKER_METRICS_PORT": str(self.worker_metrics_port),
@@ -150,6 +161,27 @@ class Stack:
         return env
 
     def start(self, names: Iterable[str] = COMPONENTS) -> None:
+        names = list(names)
+        if "devitsm" in names:
+            # The ITSM first, provisioned, so the sinks' preflight finds it ready.
+            self._spawn(["devitsm"])
+            self.wait_http("devitsm", self.devitsm_url + "/healthz")
+            self.provision()
+            names.remove("devitsm")
+        self._spawn(names)
+        for name, url in (("gateway", self.gateway_url), ("gate", self.gate_url)):
+            if name in names:
+                self.wait_http(name, url + "/healthz")
+
+    def provision(self) -> None:
+        """The custom columns the ServiceNow sink writes, created by the ITSM's administrator."""
+        from ops.servicenow.provision import provision
+
+        auth = ("admin", self.admin_password_file.read_text())
+        with httpx.Client(base_url=self.devitsm_url, auth=auth, timeout=10.0) as http:
+            provision(http)
+
+    def _spawn(self, names: Iterable[str]) -> None:
         env = self.env()
         for name in names:
             argv, own_env = EXTRA_COMPONENTS.get(name, ([name], {}))
@@ -164,13 +196,6 @@ class Stack:
                 start_new_session=True,
             )
             log.close()
-        for name, url in (
-            ("devitsm", self.devitsm_url),
-            ("gateway", self.gateway_url),
-            ("gate", self.gate_url),
-        ):
-            if name in self.procs:
-                self.wait_http(name, url + "/healthz")
 
     def wait_http(self, name: str, url: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ from ops.kafka import Broker
 from ops.kafka.broker import free_port
 from streams.core.settings import Settings
 from streams.core.topics import declared
+from tests.cli import Itsmctl, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -65,3 +66,9 @@ def real_rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from tests.rt import start_rt
 
     yield from start_rt(tmp_path_factory.mktemp("rt"))
+
+
+@pytest.fixture
+def itsmctl(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Itsmctl:
+    """itsmctl run in this process with only the ITSM_* variables a test gives (tests/cli.py)."""
+    return runner(capsys, monkeypatch)

@@ -97,6 +97,7 @@ CONTAINS: dict[str, frozenset[str]] = {
 }
 ANY = "*"  # any authenticated user
 ROLES = web.RequestKey("roles", frozenset[str])  # the authenticated account's roles
+USER = web.RequestKey("user", str)  # and its user_name (sys_created_by, sys_updated_by)
 # Table-level ACLs by operation: the roles that grant it ("admin" passes every check, per the page
 # above). Reading the user, group and role tables is open to authenticated users (a user sees the
 # groups and roles on their own profile); reading the dictionary needs personalize_dictionary (a
@@ -324,7 +325,7 @@ def create_devitsm(
     """
     everyone = [Account(user, password, roles), *accounts]
     seed_accounts(store, everyone)
-    credentials = {f"{a.user}:{a.password}".encode(): expand(a.roles) for a in everyone}
+    credentials = {f"{a.user}:{a.password}".encode(): (a.user, expand(a.roles)) for a in everyone}
     policy = mandatory or {}
 
     def require(request: web.Request, table: str, operation: str) -> None:
@@ -404,7 +405,7 @@ def create_devitsm(
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer ") and oauth is not None:
             if oauth.valid(header[7:].strip()):
-                request[ROLES] = expand(roles)
+                request[ROLES], request[USER] = expand(roles), user
                 return await handler(request)
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
         given = b""
@@ -414,12 +415,12 @@ def create_devitsm(
             except (binascii.Error, ValueError):
                 given = b""
         granted = None
-        for known, account_roles in credentials.items():
+        for known, account in credentials.items():
             if hmac.compare_digest(given, known):
-                granted = account_roles
+                granted = account
         if granted is None:
             return failure(401, "User Not Authenticated", "Required to provide Auth information")
-        request[ROLES] = granted
+        request[USER], request[ROLES] = granted
         return await handler(request)
 
     def table_of(request: web.Request) -> str:
@@ -506,7 +507,7 @@ def create_devitsm(
         try:
             fields = as_stored(request, table, await body(request))
             data_policy(table, fields)
-            row = store.insert(table, fields)
+            row = store.insert(table, fields, request[USER])
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))
         log.info(
@@ -536,7 +537,7 @@ def create_devitsm(
         require(request, table, "write")
         try:
             fields = as_stored(request, table, await body(request))
-            row = store.update(table, request.match_info["sys_id"], fields)
+            row = store.update(table, request.match_info["sys_id"], fields, request[USER])
         except FieldError as exc:
             return failure(400, "Invalid field value", str(exc))
         if row is None:

@@ -28,6 +28,7 @@ COMMON = [
     "cmdb_ci",
     "business_service",
     "assignment_group",
+    "assigned_to",
     "impact",
     "urgency",
     "priority",
@@ -38,9 +39,12 @@ COMMON = [
     "close_notes",
     "opened_at",
     "resolved_at",
+    "resolved_by",
     "closed_at",
     "sys_created_on",
+    "sys_created_by",
     "sys_updated_on",
+    "sys_updated_by",
     "sys_mod_count",
     "active",
 ]
@@ -112,14 +116,18 @@ REFERENCES: dict[str, dict[str, str]] = {
         "cmdb_ci": "cmdb_ci",
         "business_service": "cmdb_ci_service",
         "assignment_group": "sys_user_group",
+        "assigned_to": "sys_user",
         "caller_id": "sys_user",
+        "resolved_by": "sys_user",
     },
     "change_request": {
         "cmdb_ci": "cmdb_ci",
         "business_service": "cmdb_ci_service",
         "assignment_group": "sys_user_group",
+        "assigned_to": "sys_user",
         "caller_id": "sys_user",
         "requested_by": "sys_user",
+        "resolved_by": "sys_user",
     },
     "cmn_schedule_span": {"schedule": "cmn_schedule_blackout"},
     "cmdb_ci": {"support_group": "sys_user_group"},
@@ -128,7 +136,17 @@ REFERENCES: dict[str, dict[str, str]] = {
 }
 # The display field of each referenced table (what sysparm_display_value shows for a reference).
 DISPLAY_FIELD = {"sys_user": "name", "incident": "number", "change_request": "number"}
-READ_ONLY = {"sys_id", "number", "sys_created_on", "sys_updated_on", "sys_mod_count", "priority", "active"}
+READ_ONLY = {
+    "sys_id",
+    "number",
+    "sys_created_on",
+    "sys_created_by",
+    "sys_updated_on",
+    "sys_updated_by",
+    "sys_mod_count",
+    "priority",
+    "active",
+}
 INACTIVE = {"incident": {"6", "7", "8"}, "change_request": {"3", "4", "7"}}
 
 # ServiceNow's default priority lookup: impact x urgency -> priority.
@@ -226,13 +244,21 @@ class Store:
             with self.lock:
                 self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (value,))
 
-    def _derive(self, table: str, row: dict[str, str]) -> None:
+    def _derive(self, table: str, row: dict[str, str], actor: str, before: str = "") -> None:
+        """Calculated fields: priority from impact and urgency, active from the state; an
+        incident entering Resolved records when and by whom (resolved_at, resolved_by), one
+        entering Closed when (closed_at), as the incident state model describes."""
         if not self.is_task(table):
             return
         row["priority"] = PRIORITY.get((row.get("impact") or "3", row.get("urgency") or "3"), "5")
         row["active"] = "false" if row.get("state") in INACTIVE[table] else "true"
-        if table == "incident" and row.get("state") == "6" and not row.get("resolved_at"):
+        if table != "incident" or row.get("state") == before:
+            return
+        if row.get("state") == "6":
             row["resolved_at"] = _now()
+            row["resolved_by"] = self.by_field("sys_user", "user_name", actor) or ""
+        if row.get("state") == "7" and not row.get("closed_at"):
+            row["closed_at"] = _now()
 
     def _clean(self, table: str, fields: dict[str, Any]) -> dict[str, str]:
         cols = set(self.columns(table))
@@ -247,7 +273,7 @@ class Store:
                 raise FieldError(f"{name} must be 1, 2 or 3, not {out[name]!r}")
         return out
 
-    def insert(self, table: str, fields: dict[str, Any]) -> dict[str, str]:
+    def insert(self, table: str, fields: dict[str, Any], actor: str = "system") -> dict[str, str]:
         if table == "sys_dictionary" and not COLUMN_NAME.fullmatch(str(fields.get("element", ""))):
             raise FieldError(f"element {fields.get('element')!r} is not a column name")
         row = {c: "" for c in self.columns(table)}
@@ -279,8 +305,10 @@ class Store:
                 state=row["state"] or "1",
                 impact=row["impact"] or "3",
                 urgency=row["urgency"] or "3",
+                sys_created_by=actor,
+                sys_updated_by=actor,
             )
-            self._derive(table, row)
+            self._derive(table, row, actor)
             names = ", ".join(row)
             marks = ", ".join("?" for _ in row)
             self.db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(row.values()))
@@ -291,7 +319,9 @@ class Store:
         found = cur.fetchone()
         return _row(found) if found else None
 
-    def update(self, table: str, sys_id: str, fields: dict[str, Any]) -> dict[str, str] | None:
+    def update(
+        self, table: str, sys_id: str, fields: dict[str, Any], actor: str = "system"
+    ) -> dict[str, str] | None:
         changes = self._clean(table, fields)
         with self.lock:
             row = self.get(table, sys_id)
@@ -300,10 +330,13 @@ class Store:
             if "work_notes" in changes and row["work_notes"]:
                 # Journal field: appended, newest first, as the UI shows it.
                 changes["work_notes"] = changes["work_notes"] + "\n---\n" + row["work_notes"]
+            before = row.get("state", "")
             row.update(changes)
             row["sys_updated_on"] = _now()
+            if "sys_updated_by" in row:
+                row["sys_updated_by"] = actor
             row["sys_mod_count"] = str(int(row["sys_mod_count"] or "0") + 1)
-            self._derive(table, row)
+            self._derive(table, row, actor, before)
             sets = ", ".join(f"{k} = ?" for k in row if k != "sys_id")
             self.db.execute(
                 f"UPDATE {table} SET {sets} WHERE sys_id = ?",

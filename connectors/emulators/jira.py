@@ -32,7 +32,14 @@ from connectors.emulators.faults import Faults
 
 OPEN, RESOLVED = "Waiting for support", "Resolved"
 TRANSITIONS = {OPEN: [("761", "Resolve this issue", RESOLVED)], RESOLVED: [("871", "Reopen issue", OPEN)]}
-LABEL = re.compile(r'^labels\s*=\s*"([^"\s]+)"(\s+ORDER BY created (ASC|DESC))?$', re.IGNORECASE)
+# The JQL this emulator evaluates: labels = "x" [AND updated >= "yyyy/MM/dd HH:mm"]
+# [ORDER BY created|updated ASC|DESC]; any other query is refused with 400, never answered wrongly.
+LABEL = re.compile(
+    r'^labels\s*=\s*"([^"\s]+)"'
+    r'(?:\s+AND\s+updated\s*>=\s*"(\d{4}/\d{2}/\d{2} \d{2}:\d{2})")?'
+    r"(?:\s+ORDER BY (created|updated) (ASC|DESC))?$",
+    re.IGNORECASE,
+)
 # https://developer.atlassian.com/changelog/#CHANGE-2046 (the body Jira Cloud answers, verbatim in
 # substance: the removed search endpoints return 410 Gone with this message).
 REMOVED = (
@@ -43,6 +50,26 @@ SEARCH_JQL_DOC = (
     "https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issue-search/"
     "#api-rest-api-3-search-jql-get"
 )
+
+
+def jira_time(at: datetime) -> str:
+    """Jira's timestamp format in REST answers, e.g. 2026-11-30T23:38:09.123+0000."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}+0000"
+
+
+# Status categories (the status object's statusCategory.key: new, indeterminate, done):
+# https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-workflow-status-categories/
+CATEGORY = {OPEN: "new", RESOLVED: "done"}
+
+
+def adf(text: str) -> dict[str, Any]:
+    """Plain text as an Atlassian Document Format document (REST API 3 rich text fields):
+    https://developer.atlassian.com/cloud/jira/platform/apis/document/structure/"""
+    paragraphs = [
+        {"type": "paragraph", "content": [{"type": "text", "text": line}]} if line else {"type": "paragraph"}
+        for line in text.split("\n")
+    ]
+    return {"type": "doc", "version": 1, "content": paragraphs}
 
 
 @dataclass
@@ -56,17 +83,27 @@ class Issue:
     labels: list[str]
     status: str = OPEN
     comments: list[dict[str, Any]] = field(default_factory=list)
-    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    created: str = field(default_factory=lambda: jira_time(datetime.now(UTC)))
+    updated: str = field(default_factory=lambda: jira_time(datetime.now(UTC)))
+    resolutiondate: str | None = None
+    assignee: dict[str, Any] | None = None
+    priority: str = "Medium"
+    api: str = "3"  # rich text as ADF on REST API 3, as plain text on 2
     # What the search index holds: (when indexed, the issue's fields then), oldest first.
     indexed: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
         return {
             "summary": self.summary,
-            "description": self.description,
+            "description": adf(self.description) if self.api == "3" else self.description,
             "labels": list(self.labels),
-            "status": {"name": self.status},
+            "status": {"name": self.status, "statusCategory": {"key": CATEGORY[self.status]}},
+            "resolution": {"name": "Done"} if self.status == RESOLVED else None,
+            "resolutiondate": self.resolutiondate,
+            "assignee": self.assignee,
+            "priority": {"name": self.priority},
             "created": self.created,
+            "updated": self.updated,
             "comment": {"comments": list(self.comments), "total": len(self.comments)},
         }
 
@@ -75,6 +112,7 @@ class Issue:
 
     def changed(self, now: float) -> None:
         """A change the search index picks up later (cloud) or at once (index_delay 0)."""
+        self.updated = jira_time(datetime.now(UTC))
         self.indexed.append((now, self.fields()))
 
     def as_indexed(self, now: float, delay: float) -> dict[str, Any] | None:
@@ -108,6 +146,16 @@ def _pick(fields: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
     return {name: fields[name] for name in wanted if name in fields}
 
 
+# Project permissions an agent of the service desk project holds by default (the keys are the
+# built-in permission keys of "Get my permissions": https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-permissions/#api-rest-api-3-mypermissions-get).
+AGENT_PERMISSIONS = frozenset(
+    {"BROWSE_PROJECTS", "CREATE_ISSUES", "EDIT_ISSUES", "TRANSITION_ISSUES", "ADD_COMMENTS"}
+)
+
+
+ACCOUNT_ID = "5b10a2844c20165700ede21g"
+
+
 def create_jira(
     email: str,
     token: str,
@@ -117,6 +165,7 @@ def create_jira(
     deployment: str = "cloud",
     index_delay: float = 0.0,
     clock: Callable[[], float] = time.monotonic,
+    permissions: frozenset[str] = AGENT_PERMISSIONS,
 ) -> web.Application:
     if deployment not in ("cloud", "datacenter"):
         raise ValueError(f"deployment {deployment!r} is not cloud or datacenter")
@@ -176,6 +225,7 @@ def create_jira(
             summary,
             str(fields.get("description", "")),
             list(labels),
+            api=api,
         )
         issue.changed(clock())
         issues[issue.key] = issue
@@ -211,6 +261,7 @@ def create_jira(
                 400, f"Transition {body.get('id')!r} is not valid for {issue.key} in {issue.status!r}."
             )
         issue.status = match[0][2]
+        issue.resolutiondate = jira_time(datetime.now(UTC)) if issue.status == RESOLVED else None
         comment = (body.get("additionalComment") or {}).get("body")
         if comment:
             issue.comments.append({"body": comment, "public": True})
@@ -228,17 +279,27 @@ def create_jira(
         issue.changed(clock())
         return web.json_response({"id": str(len(issue.comments)), "body": body["body"]}, status=201)
 
-    def query(jql: str) -> tuple[str, list[Issue]] | web.Response:
-        """The label a query asks for and the issues in its order; only `labels = "x"` with an
-        optional ORDER BY created is understood."""
+    def query(jql: str) -> tuple[Callable[[dict[str, Any]], bool], list[Issue]] | web.Response:
+        """Which issue fields match the query (see LABEL), and the issues in its order. Dates in
+        JQL are in the user's time zone (UTC here, as /myself says)."""
         m = LABEL.match(jql.strip())
         if not m:
             # A query this emulator cannot evaluate is refused, never answered wrongly.
             return platform_error(400, f"Error in the JQL Query: unsupported query {jql!r}.")
+        label, since_text, order, direction = m.groups()
+        since = datetime.strptime(since_text, "%Y/%m/%d %H:%M").replace(tzinfo=UTC) if since_text else None
+
+        def matches(fields: dict[str, Any]) -> bool:
+            if label not in fields["labels"]:
+                return False
+            return since is None or datetime.strptime(fields["updated"], "%Y-%m-%dT%H:%M:%S.%f%z") >= since
+
         ordered = list(issues.values())  # created in insertion order
-        if (m.group(3) or "").upper() == "DESC":
+        if (order or "").lower() == "updated":
+            ordered.sort(key=lambda i: i.updated)
+        if (direction or "").upper() == "DESC":
             ordered.reverse()
-        return m.group(1), ordered
+        return matches, ordered
 
     async def removed(request: web.Request) -> web.Response:
         # Jira Cloud removed GET/POST /rest/api/{2,3}/search: 410 Gone. CHANGE-2046,
@@ -271,12 +332,12 @@ def create_jira(
         parsed = query(jql)
         if isinstance(parsed, web.Response):
             return parsed
-        label, ordered = parsed
+        matches, ordered = parsed
         now = clock()
         visible: list[tuple[Issue, dict[str, Any]]] = []
         for issue in ordered:
             seen = issue.fields() if issue.id in reconcile else issue.as_indexed(now, delay)
-            if seen is not None and label in seen["labels"]:
+            if seen is not None and matches(seen):
                 visible.append((issue, seen))
         start = 0
         if token:
@@ -309,7 +370,7 @@ def create_jira(
         parsed = query(q.get("jql", ""))
         if isinstance(parsed, web.Response):
             return parsed
-        found = [i for i in parsed[1] if parsed[0] in i.labels]
+        found = [i for i in parsed[1] if parsed[0](i.fields())]
         try:
             start, limit = int(q.get("startAt", "0")), int(q.get("maxResults", "50"))
         except ValueError:
@@ -330,12 +391,94 @@ def create_jira(
         # search index). https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issues/#api-rest-api-3-issue-issueidorkey-get
         return web.json_response(issue_of(request).rest())
 
+    async def myself(_: web.Request) -> web.Response:
+        # GET /rest/api/{2,3}/myself: the calling user.
+        # https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-myself/#api-rest-api-3-myself-get
+        return web.json_response(
+            {
+                "accountId": "5b10a2844c20165700ede21g",
+                "emailAddress": email,
+                "displayName": email,
+                "active": True,
+            }
+        )
+
+    async def my_permissions(request: web.Request) -> web.Response:
+        # GET /rest/api/{2,3}/mypermissions?projectKey&permissions=A,B: each asked-for permission with
+        # havePermission; `permissions` is required (400 without it). Same page as AGENT_PERMISSIONS.
+        asked = [k.strip() for k in request.query.get("permissions", "").split(",") if k.strip()]
+        if not asked:
+            return platform_error(400, "The permissions query parameter is required.")
+        key = request.query.get("projectKey")
+        if key is not None and key != project:
+            return platform_error(404, f"No project could be found with key '{key}'.")
+        return web.json_response(
+            {
+                "permissions": {
+                    k: {
+                        "id": str(n),
+                        "key": k,
+                        "name": k.replace("_", " ").title(),
+                        "type": "PROJECT",
+                        "description": "",
+                        "havePermission": k in permissions,
+                    }
+                    for n, k in enumerate(asked, start=1)
+                }
+            }
+        )
+
+    async def edit_issue(request: web.Request) -> web.Response:
+        # PUT /rest/api/{2,3}/issue/{issueIdOrKey} {"fields": {...}} -> 204: what a person does in
+        # the UI (here: priority {"name"} and assignee {"accountId"} or null).
+        # https://developer.atlassian.com/cloud/jira/platform/rest/v3/api-group-issues/#api-rest-api-3-issue-issueidorkey-put
+        issue = issue_of(request)
+        fields = (await request.json()).get("fields") or {}
+        unknown = set(fields) - {"priority", "assignee"}
+        if unknown:
+            return web.json_response(
+                {"errorMessages": [], "errors": {f: "Field cannot be set." for f in sorted(unknown)}},
+                status=400,
+            )
+        if "priority" in fields:
+            issue.priority = str((fields["priority"] or {}).get("name") or issue.priority)
+        if "assignee" in fields:
+            who = fields["assignee"]
+            issue.assignee = (
+                {"accountId": str(who["accountId"]), "displayName": str(who["accountId"])} if who else None
+            )
+        issue.changed(clock())
+        return web.Response(status=204)
+
+    async def service_desk(request: web.Request) -> web.Response:
+        # GET /rest/servicedeskapi/servicedesk/{serviceDeskId}: id, projectId, projectName, projectKey.
+        # https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-servicedesk/#api-rest-servicedeskapi-servicedesk-servicedeskid-get
+        desk = request.match_info["desk"]
+        if desk not in service_desks:
+            return sd_error(404, f"The service desk {desk!r} does not exist.")
+        return web.json_response(
+            {"id": desk, "projectId": "10000", "projectName": "Service desk", "projectKey": project}
+        )
+
+    async def request_type(request: web.Request) -> web.Response:
+        # GET /rest/servicedeskapi/servicedesk/{serviceDeskId}/requesttype/{requestTypeId}.
+        # https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-servicedesk/#api-rest-servicedeskapi-servicedesk-servicedeskid-requesttype-requesttypeid-get
+        desk, rtype = request.match_info["desk"], request.match_info["type"]
+        if desk not in service_desks or rtype not in request_types:
+            return sd_error(404, f"The request type {rtype!r} does not exist.")
+        return web.json_response({"id": rtype, "name": f"Request type {rtype}", "serviceDeskId": desk})
+
     app = web.Application(middlewares=[faults.middleware, auth])
+    app.router.add_get(f"/rest/api/{api}/myself", myself)
+    app.router.add_get(f"/rest/api/{api}/mypermissions", my_permissions)
+    app.router.add_get("/rest/servicedeskapi/servicedesk/{desk}", service_desk)
+    app.router.add_get("/rest/servicedeskapi/servicedesk/{desk}/requesttype/{type}", request_type)
     app.router.add_post("/rest/servicedeskapi/request", create)
     app.router.add_get("/rest/servicedeskapi/request/{key}/transition", transitions)
     app.router.add_post("/rest/servicedeskapi/request/{key}/transition", transition)
     app.router.add_post("/rest/servicedeskapi/request/{key}/comment", comment)
     app.router.add_get(f"/rest/api/{api}/issue/{{key}}", get_issue)
+    app.router.add_put(f"/rest/api/{api}/issue/{{key}}", edit_issue)
     if deployment == "cloud":
         for version in ("2", "3"):
             app.router.add_get(f"/rest/api/{version}/search", removed)

@@ -16,6 +16,8 @@ from ops.commands import (
     freeze,
     gate,
     gateway,
+    incidents,
+    itsm,
     kafka,
     sink,
     topics,
@@ -23,5 +25,20 @@ from ops.commands import (
 )
 
 # In the order `itsmctl --help` lists them.
-GROUPS = (kafka, topics, worker, gateway, sink, devitsm, dlq, gate, changes, freeze, deploy, demo)
+GROUPS = (
+    kafka,
+    topics,
+    worker,
+    gateway,
+    itsm,
+    sink,
+    devitsm,
+    dlq,
+    gate,
+    changes,
+    freeze,
+    deploy,
+    incidents,
+    demo,
+)
 EXTRA = (completion,)

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         target=args.target,
     )
     known = KnownIds(args.target)
+    if not args.skip_check:
+        preflight(settings, args.target)
     try:
         sink = build_sink(args.target, settings, runtime.retry_policy(settings), limiter, known)
     except ValueError as exc:
@@ -59,6 +61,33 @@ def run(args: argparse.Namespace) -> int:
     return runtime.EXIT_OK
 
 
+def preflight(settings: Any, target: str) -> None:
+    """`itsmctl itsm check TARGET` before delivering anything: a problem refuses the start (exit 2,
+    each problem named with its fix); warnings are logged; an ITSM that does not answer yet is
+    logged and the sink starts (its deliveries retry as they always do)."""
+    from connectors.preflight import Level, Unreachable
+    from connectors.registry import preflight as findings_of
+
+    log = telemetry.get_logger("sink")
+    try:
+        findings = findings_of(target, settings)
+    except ValueError as exc:
+        raise runtime.CommandError(str(exc)) from None
+    except Unreachable as exc:
+        log.warning("preflight_unreachable", target=target, error=str(exc))
+        return
+    for f in findings:
+        if f.level is Level.WARN:
+            log.warning("preflight_warning", target=target, check=f.check, detail=f.detail, fix=f.fix)
+    problems = [f for f in findings if f.level is Level.PROBLEM]
+    if problems:
+        named = "; ".join(f"{f.check}: {f.detail} (fix: {f.fix})" for f in problems)
+        raise runtime.CommandError(
+            f"{target} is not ready ({named}); `itsmctl itsm check {target}` shows every check"
+        )
+    log.info("preflight_passed", target=target, checks=len(findings))
+
+
 def register(sub: Any) -> None:
     p = runtime.command(sub, "sink", SUMMARY, run, DESCRIPTION)
     p.set_defaults(long_running=True)
@@ -74,4 +103,9 @@ def register(sub: Any) -> None:
         choices=list(KINDS),
         default="incident",
         help="incident: itsm.incident.commands (default); change: itsm.change.commands",
+    )
+    p.add_argument(
+        "--skip-check",
+        action="store_true",
+        help="start without the preflight (`itsmctl itsm check TARGET`), e.g. while a warning is known",
     )

@@ -359,6 +359,50 @@ class ChangeRecord(Record):
     updated_at: UtcDatetime
 
 
+class IncidentStatus(StrEnum):
+    """Where an incident is in the ITSM, in the pipeline's words."""
+
+    OPEN = "OPEN"  # new, in progress, on hold: someone has to act
+    RESOLVED = "RESOLVED"  # service restored; may be reopened
+    CLOSED = "CLOSED"  # history: a new occurrence gets a new incident
+    CANCELED = "CANCELED"
+
+
+class IncidentRecord(Record):
+    """An incident the pipeline opened, as the ITSM has it now (state, assignment, who resolved
+    it and when), synced onto itsm.incidents keyed by target and correlation id."""
+
+    avro_name = "io.itsmpipeline.itsm.IncidentRecord"
+    target: NonEmpty
+    correlation_id: NonEmpty
+    itsm_id: NonEmpty
+    number: str = ""
+    status: IncidentStatus
+    state: str = ""
+    priority: str = ""
+    assigned_to: str | None = None
+    assignment_group: str | None = None
+    person_changed: list[str] = Field(default_factory=list)
+    resolved_by: str | None = None
+    resolved_by_pipeline: bool = False
+    close_code: str | None = None
+    opened_at: UtcDatetime | None = None
+    resolved_at: UtcDatetime | None = None
+    closed_at: UtcDatetime | None = None
+    updated_at: UtcDatetime
+    updated_by: str | None = None
+    time_to_restore_seconds: float | None = None
+
+    @property
+    def key(self) -> str:
+        return incident_key(self.target, self.correlation_id)
+
+
+def incident_key(target: str, correlation_id: str) -> str:
+    """The itsm.incidents key of an incident: one record per ITSM target it lives in."""
+    return f"{target}:{correlation_id}"
+
+
 class GateRequest(Record):
     """A pipeline's request to deploy, waiting on the approval of the change it asked for."""
 
@@ -447,4 +491,5 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     CorrelationSample,
     ChangeRecord,
     GateRequest,
+    IncidentRecord,
 )

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     changes_sync_interval_seconds: float = Field(
         5.0, gt=0, description="How often `itsmctl changes sync` reads changed change requests from the ITSM."
     )
+    incidents_sync_interval_seconds: float = Field(
+        15.0, gt=0, description="How often `itsmctl incidents sync` reads changed incidents from the ITSMs."
+    )
 
     # Worker consumer group. A member that stops heartbeating (killed, partitioned) loses its
     # partitions after the session timeout; 10 s (the broker's minimum is 6 s) keeps a failover
@@ -147,7 +150,9 @@ class Settings(BaseSettings):
         "", description="user_name of the incidents' caller (default: ITSM_SERVICENOW_USER)."
     )
     servicenow_reference_ttl_seconds: float = Field(
-        600.0, ge=0, description="How long a reference bound to a sys_id is reused before looking it up again."
+        600.0,
+        ge=0,
+        description="How long a reference bound to a sys_id is reused before looking it up again.",
     )
     servicenow_reference_miss_ttl_seconds: float = Field(
         60.0, ge=0, description="How long a name with no referenced record is not looked up again."

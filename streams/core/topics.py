@@ -44,6 +44,7 @@ CMDB_CI_UPDATES = "cmdb.ci.updates"
 CHANGE_REQUESTS = "change.requests"
 CHANGES_TICKS = "changes.ticks"
 ITSM_CHANGES = "itsm.changes"
+ITSM_INCIDENTS = "itsm.incidents"
 GATE_REQUESTS = "gate.requests"
 MAINTENANCE_WINDOWS = "maintenance.windows"
 DEPLOY_EVENTS = "deploy.events"
@@ -109,6 +110,13 @@ TOPICS: tuple[TopicSpec, ...] = (
         3,
         compacted=True,
         doc="ChangeRecord per change number: state, approval and window as the ITSM has them.",
+    ),
+    TopicSpec(
+        ITSM_INCIDENTS,
+        3,
+        compacted=True,
+        doc="IncidentRecord per target and correlation id: state, assignment and resolution as the ITSM "
+        "has them (itsmctl incidents sync).",
     ),
     TopicSpec(
         GATE_REQUESTS,

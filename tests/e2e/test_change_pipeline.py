@@ -58,13 +58,23 @@ def wait_for(predicate: Any, s: Stack, timeout: float = 90.0) -> Any:
         time.sleep(0.5)
 
 
+REFERENCES = {"requested_by", "business_service", "cmdb_ci", "assignment_group", "caller_id"}
+
+
 def changes(s: Stack, query: str) -> list[dict[str, str]]:
     with s.itsm() as itsm:
-        # References as values, not the Table API's default {"link", "value"} objects.
-        params = {"sysparm_query": query, "sysparm_exclude_reference_link": "true"}
+        # Every field as its value, a reference as the referenced record's name (display value).
+        params = {
+            "sysparm_query": query,
+            "sysparm_display_value": "all",
+            "sysparm_exclude_reference_link": "true",
+        }
         resp = itsm.get("/api/now/table/change_request", params=params)
         resp.raise_for_status()
-        return list(resp.json()["result"])
+        return [
+            {k: v["display_value"] if k in REFERENCES else v["value"] for k, v in row.items()}
+            for row in resp.json()["result"]
+        ]
 
 
 def publish_ci(settings: Settings) -> None:
@@ -126,7 +136,7 @@ def test_a_pipeline_is_denied_in_a_freeze_allowed_with_an_approved_change_and_it
     )
     assert emergency.returncode == 0 and "emergency bypass by oncall" in emergency.stdout, emergency.stderr
     (em,) = wait_for(lambda: changes(stack, "type=emergency"), stack)
-    assert em["justification"] == "payment outage hotfix" and em["requested_by"] == "oncall"
+    assert em["justification"] == "payment outage hotfix" and em["requested_by"] == "On-call lead"
 
     # 3. The freeze is lifted (the calendar re-imported without it): still denied, no change yet.
     calendar.write_text(ics())

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ops.kafka import Broker
@@ -60,6 +61,13 @@ def correlation_ids(stack: Stack) -> list[str]:
     return sorted(r["correlation_id"] for r in rows)
 
 
+def add_group(stack: Stack, name: str) -> None:
+    """A group created by the ITSM's administrator (groups are user_admin's, not the sink's)."""
+    auth = ("admin", stack.admin_password_file.read_text())
+    made = httpx.post(f"{stack.devitsm_url}/api/now/table/sys_user_group", json={"name": name}, auth=auth)
+    assert made.status_code == 201, made.text
+
+
 def wait_for(n: int, stack: Stack) -> list[str]:
     deadline = time.monotonic() + 90
     while len(ids := correlation_ids(stack)) < n:
@@ -79,9 +87,17 @@ def test_rejected_commands_are_dead_lettered_then_replayed_once_the_cause_is_fix
         kafka_broker.bootstrap,
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
-        extra_env={"ITSM_DEVITSM_KNOWN_GROUPS": "ops"},
+        # A data policy of the ITSM: an incident must have an assignment group. The sink binds the
+        # group's name to its sys_id; "db-team" does not exist, so its incidents have none and are
+        # refused (403 "Data Policy Exception"), until an administrator creates the group.
+        extra_env={
+            "ITSM_DEVITSM_MANDATORY": "incident.assignment_group",
+            "ITSM_SERVICENOW_REFERENCE_MISS_TTL_SECONDS": "0",
+        },
     )
-    stack.start(["devitsm", "sink"])
+    stack.start(["devitsm"])
+    add_group(stack, "ops")
+    stack.start(["sink"])
     try:
         records = [cmd(f"good-{i:02d}", "ops") for i in range(10)]
         records += [cmd(f"db-{i}", "db-team") for i in range(5)]
@@ -94,7 +110,7 @@ def test_rejected_commands_are_dead_lettered_then_replayed_once_the_cause_is_fix
         for msg in dead:
             h = header_map(msg.headers())
             assert h["dlq.error.class"] == "validation" and h["dlq.stage"] == "sink.servicenow"
-            assert "'db-team' is not a known group" in h["dlq.exception.message"]
+            assert "The following fields are mandatory: assignment_group" in h["dlq.exception.message"]
 
         listed = itsmctl(s, "dlq", "list")
         assert f"{topic}.dlq" in listed.stdout and " 5 record(s)" in listed.stdout
@@ -109,9 +125,7 @@ def test_rejected_commands_are_dead_lettered_then_replayed_once_the_cause_is_fix
         assert len(correlation_ids(stack)) == 20  # a dry run sends nothing
 
         # The cause is fixed: the group now exists in the ITSM.
-        stack.stop_one("devitsm")
-        stack.extra_env["ITSM_DEVITSM_KNOWN_GROUPS"] = "ops,db-team"
-        stack.start(["devitsm"])
+        add_group(stack, "db-team")
         replayed = itsmctl(s, "dlq", "replay", "itsm.incident.commands.dlq", "--error-class", "validation")
         assert replayed.returncode == 0 and "replayed 5 of 5" in replayed.stdout, replayed.stderr
         assert "replayed 5/5 (100%)" in replayed.stderr  # progress

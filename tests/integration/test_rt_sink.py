@@ -202,3 +202,30 @@ def test_rt_finds_a_known_ticket_by_its_id(real_rt: RealRT) -> None:
         REGISTRY.get_sample_value("itsm_pipeline_sink_lookups_total", {"target": "rt", "via": "known"})
         == before + 1
     )
+
+
+def test_itsm_check_against_the_real_rt(real_rt: RealRT, tmp_path: Path, itsmctl: Any) -> None:
+    secret = tmp_path / "rt.pw"
+    secret.write_text(ROOT_PASSWORD)
+    env = {
+        "ITSM_RT_URL": real_rt.url,
+        "ITSM_RT_PASSWORD_FILE": str(secret),
+        "ITSM_RT_INCIDENT_QUEUE": real_rt.queue,
+        "ITSM_RT_CHANGE_QUEUE": real_rt.queue,
+    }
+    # A ticket the pipeline opened, to read the ticket rights on.
+    sink(real_rt).handle_incident(incident(IncidentAction.OPEN, f"itsmp-check-{time.monotonic_ns()}"))
+    good = itsmctl("itsm", "check", "rt", **env)
+    assert good.returncode == 0, good.stdout
+    assert f"ok    queue {real_rt.queue}" in good.stdout and "may create tickets" in good.stdout
+    assert "ok    custom field 'ITSM Correlation Id'" in good.stdout
+    assert "ok    ticket rights" in good.stdout and "may comment on and resolve" in good.stdout
+    # root sees every queue: more than the sink needs.
+    assert "WARN  least privilege" in good.stdout and "General" in good.stdout
+
+    secret.write_text("not-the-password")
+    bad = itsmctl("itsm", "check", "rt", **env)
+    assert bad.returncode == 1 and "FAIL  credentials" in bad.stdout
+    secret.write_text(ROOT_PASSWORD)
+    missing = itsmctl("itsm", "check", "rt", **env, ITSM_RT_CORRELATION_FIELD="No Such Field")
+    assert missing.returncode == 1 and "FAIL  custom field 'No Such Field'" in missing.stdout

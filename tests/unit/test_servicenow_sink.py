@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from connectors.devitsm.server import create_devitsm
 from connectors.devitsm.store import Store
 from connectors.sinks.http import RetryPolicy, SinkError
 from connectors.sinks.servicenow.client import ServiceNowClient
+from connectors.sinks.servicenow.columns import CUSTOM_COLUMNS
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.sink import ServiceNowSink
 from streams.core.dlq import ErrorClass
@@ -23,11 +25,18 @@ PASSWORD = "test-password-1"
 
 
 @pytest.fixture
-def itsm_url() -> Iterator[str]:
+def itsm_store() -> Iterator[Store]:
     store = Store(":memory:")
-    with serve(create_devitsm(store, "pipeline", PASSWORD)) as url:
-        yield url
+    for column in CUSTOM_COLUMNS:  # provisioned, as `itsmctl itsm provision servicenow` does
+        store.insert("sys_dictionary", column.entry())
+    yield store
     store.close()
+
+
+@pytest.fixture
+def itsm_url(itsm_store: Store) -> Iterator[str]:
+    with serve(create_devitsm(itsm_store, "pipeline", PASSWORD)) as url:
+        yield url
 
 
 def sink_for(url: str, password: str = PASSWORD) -> ServiceNowSink:
@@ -68,7 +77,7 @@ def test_open_creates_an_incident_with_the_correlation_id(itsm_url: str) -> None
     assert rec["correlation_id"] == "itsmp-abc" and rec["state"] == "1"
     assert rec["short_description"] == "Disk full on db-1"
     assert (rec["impact"], rec["urgency"], rec["priority"]) == ("1", "2", "2")
-    assert result.itsm_id == rec["sys_id"] and result.attempts == 2  # lookup + create
+    assert result.itsm_id == rec["sys_id"] and result.attempts == 3  # lookup, caller_id bound, create
 
 
 def test_a_redelivered_open_never_creates_a_second_incident(itsm_url: str) -> None:
@@ -207,7 +216,10 @@ def changes(url: str, cid: str) -> list[dict[str, str]]:
     return list(resp.json()["result"])
 
 
-def test_a_change_is_created_once_enriched_and_closed_with_its_outcome(itsm_url: str) -> None:
+def test_a_change_is_created_once_enriched_and_closed_with_its_outcome(
+    itsm_url: str, itsm_store: Store
+) -> None:
+    ci = itsm_store.insert("cmdb_ci", {"name": "ci-web-1"})["sys_id"]
     sink = sink_for(itsm_url)
     created = sink.handle_change(change("CREATE"))
     again = sink.handle_change(change("CREATE"))
@@ -233,7 +245,7 @@ def test_a_change_is_created_once_enriched_and_closed_with_its_outcome(itsm_url:
     assert (rec["start_date"], rec["end_date"], rec["cmdb_ci"]) == (
         "2026-11-27 09:00:00",
         "2026-11-27 10:00:00",
-        "ci-web-1",
+        ci,  # bound to the CI's sys_id
     )
     late = sink.handle_change(change("UPDATE", build_number="422"))
     assert late.outcome is SinkOutcome.NOOP and "already closed" in late.message
@@ -298,3 +310,54 @@ def test_known_ids_from_results_find_records_by_id_and_fall_back_to_a_search(its
     other = created.model_copy(update={"target": "jira", "correlation_id": "x"})
     known.learn(other)
     assert known.get(created.record_type, "x") is None
+
+
+def binding(field: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "itsm_pipeline_reference_binding_total", {"field": field, "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
+def test_reference_fields_are_bound_to_sys_ids_and_unknown_names_stay_in_the_description(
+    itsm_url: str, itsm_store: Store
+) -> None:
+    ci = itsm_store.insert("cmdb_ci", {"name": "db-1"})["sys_id"]
+    group = itsm_store.insert("sys_user_group", {"name": "dba"})["sys_id"]
+    me = itsm_store.by_field("sys_user", "user_name", "pipeline")
+    before = {
+        k: binding(*k)
+        for k in (("cmdb_ci", "bound"), ("business_service", "unresolved"), ("cmdb_ci", "cached"))
+    }
+    sink = sink_for(itsm_url)
+    sink.handle(command(IncidentAction.OPEN, ci_id="db-1", service="billing", assignment_group="dba"))
+    (rec,) = incidents(itsm_url, "itsmp-abc")
+    assert (rec["cmdb_ci"]["value"], rec["assignment_group"]["value"], rec["caller_id"]["value"]) == (
+        ci,
+        group,
+        me,
+    )
+    assert rec["business_service"] == ""  # no such service: left empty, never a dangling name
+    assert (
+        "business_service: billing (cmdb_ci_service where name=billing has no record)" in rec["description"]
+    )
+    assert binding("cmdb_ci", "bound") == before[("cmdb_ci", "bound")] + 1
+    assert binding("business_service", "unresolved") == before[("business_service", "unresolved")] + 1
+    # The next incident binds everything from the cache (the caller, the CI, and the unknown
+    # service as a miss): only its own lookup and the create reach the instance.
+    second = sink.handle(command(IncidentAction.OPEN, cid="itsmp-2", ci_id="db-1", service="billing"))
+    assert second.outcome is SinkOutcome.CREATED and second.attempts == 2  # lookup + create
+    assert binding("cmdb_ci", "cached") == before[("cmdb_ci", "cached")] + 1
+
+
+def test_a_data_policy_refusal_is_a_validation_error_with_the_instance_message() -> None:
+    store = Store(":memory:")
+    app = create_devitsm(store, "pipeline", PASSWORD, mandatory={"incident": ("assignment_group",)})
+    with serve(app) as url:
+        with pytest.raises(SinkError) as err:
+            sink_for(url).handle(command(IncidentAction.OPEN, assignment_group="nobody-team"))
+    assert err.value.error_class is ErrorClass.VALIDATION and err.value.status == 403
+    assert "Data Policy Exception: The following fields are mandatory: assignment_group" in str(err.value)
+    store.close()

@@ -8,6 +8,11 @@ from typing import Any
 from streams.core.models import ChangeCommand, IncidentCommand
 
 LABEL_PREFIX = "itsmp-"
+# Every request the pipeline opens also carries the label of its kind (incident sync and the
+# preflight find them by it).
+INCIDENT_LABEL = "itsm-pipeline-incident"
+CHANGE_LABEL = "itsm-pipeline-change"
+CORRELATION_LINE = "Correlation id: "
 
 
 def correlation_label(correlation_id: str) -> str:
@@ -16,7 +21,7 @@ def correlation_label(correlation_id: str) -> str:
 
 
 def request_fields(cmd: IncidentCommand | ChangeCommand) -> dict[str, Any]:
-    lines = [cmd.description or cmd.short_description, "", f"Correlation id: {cmd.correlation_id}"]
+    lines = [cmd.description or cmd.short_description, "", f"{CORRELATION_LINE}{cmd.correlation_id}"]
     if isinstance(cmd, IncidentCommand):
         if cmd.ci_id:
             lines.append(f"CI: {cmd.ci_id}")
@@ -29,7 +34,10 @@ def request_fields(cmd: IncidentCommand | ChangeCommand) -> dict[str, Any]:
     return {
         "summary": cmd.short_description[:255],
         "description": "\n".join(lines),
-        "labels": [correlation_label(cmd.correlation_id)],
+        "labels": [
+            correlation_label(cmd.correlation_id),
+            INCIDENT_LABEL if isinstance(cmd, IncidentCommand) else CHANGE_LABEL,
+        ],
     }
 
 

@@ -34,6 +34,7 @@ class ServiceNowClient:
             transport=transport,
         )
         self.caller = HttpCaller(self.http, target, policy, limiter)
+        self.config = config
 
     def _result(self, resp: httpx.Response) -> Any:
         try:
@@ -53,7 +54,13 @@ class ServiceNowClient:
         return self.caller.attempts
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        resp, _ = self.caller.call(method, url, **kwargs)
+        try:
+            resp, _ = self.caller.call(method, url, **kwargs)
+        except SinkError as exc:
+            if exc.status == 403 and "Data Policy Exception" in str(exc):
+                # A data policy refuses the record's content (a mandatory field), not the account.
+                exc.error_class = ErrorClass.VALIDATION
+            raise
         return self._result(resp)
 
     def get(self, table: str, sys_id: str) -> dict[str, Any] | None:

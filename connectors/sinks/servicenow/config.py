@@ -25,6 +25,10 @@ class ServiceNowConfig:
     client_secret: SecretStr = field(default_factory=lambda: SecretStr(""))
     token_url: str | None = None
     scope: str | None = None
+    caller: str = ""  # user_name of the incidents' caller; default: user
+    ci_lookup_field: str = "name"
+    reference_ttl_seconds: float = 600.0
+    reference_miss_ttl_seconds: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServiceNowConfig:
@@ -40,6 +44,10 @@ class ServiceNowConfig:
             settings.servicenow_client_secret,
             settings.servicenow_token_url or f"{base}/oauth_token.do",
             settings.servicenow_scope,
+            settings.servicenow_caller,
+            settings.servicenow_ci_lookup_field,
+            settings.servicenow_reference_ttl_seconds,
+            settings.servicenow_reference_miss_ttl_seconds,
         )
 
     def http_auth(self) -> httpx.Auth | tuple[str, str]:

@@ -36,14 +36,14 @@ def lookup_query(correlation_id: str) -> dict[str, str]:
     }
 
 
-def open_fields(cmd: IncidentCommand) -> dict[str, Any]:
-    """Fields of a new incident."""
+def open_fields(cmd: IncidentCommand, caller: str) -> dict[str, Any]:
+    """Fields of a new incident; reference fields hold names (the sink binds them to sys_ids)."""
     fields: dict[str, Any] = {
         "short_description": cmd.short_description,
         "description": cmd.description,
         "correlation_id": cmd.correlation_id,
         "correlation_display": CORRELATION_DISPLAY,
-        "caller_id": CORRELATION_DISPLAY,
+        "caller_id": caller,
         "contact_type": "monitoring",
     }
     for name, value in (
@@ -110,7 +110,7 @@ def _enrichment(cmd: ChangeCommand) -> dict[str, Any]:
 
 
 def change_create_fields(cmd: ChangeCommand) -> dict[str, Any]:
-    """Fields of a new change request."""
+    """Fields of a new change request; reference fields hold names (the sink binds them)."""
     fields: dict[str, Any] = {
         "short_description": cmd.short_description,
         "description": cmd.description,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from connectors.sinks.base import LookupSink
 from connectors.sinks.known import KnownIds
 from connectors.sinks.servicenow import mapping as m
 from connectors.sinks.servicenow.client import ServiceNowClient
+from connectors.sinks.servicenow.references import ReferenceBinder, references, with_unbound
 from streams.core.models import (
     ChangeAction,
     ChangeCommand,
@@ -29,6 +32,18 @@ class ServiceNowSink(LookupSink):
         self.caller = client.caller
         self.resolved_policy = resolved_policy
         self.known = known
+        config = client.config
+        self.caller_user = config.caller or config.user
+        self.binder = ReferenceBinder(
+            client.rows,
+            references(config.ci_lookup_field),
+            config.reference_ttl_seconds,
+            config.reference_miss_ttl_seconds,
+        )
+
+    def _bound(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Reference fields as sys_ids; names without a record stay in the description."""
+        return with_unbound(*self.binder.bind(fields))
 
     def handle(self, cmd: IncidentCommand) -> SinkResult:
         return self.handle_incident(cmd)
@@ -50,7 +65,7 @@ class ServiceNowSink(LookupSink):
                 m.CHANGE_TABLE, cmd.correlation_id, self._known(RecordType.CHANGE, cmd)
             )
         if existing is None:
-            rec = self.client.create(m.CHANGE_TABLE, m.change_create_fields(cmd))
+            rec = self.client.create(m.CHANGE_TABLE, self._bound(m.change_create_fields(cmd)))
             if cmd.action is ChangeAction.CREATE:
                 return result(SinkOutcome.CREATED, rec, "change created")
             existing = rec  # enrichment or close of a change never created: create it, then apply
@@ -90,7 +105,7 @@ class ServiceNowSink(LookupSink):
         ):
             # A closed incident is history: a new occurrence gets a new incident (and a resolved
             # one too, when the declared policy says "new").
-            rec = self.client.create(m.INCIDENT_TABLE, m.open_fields(cmd))
+            rec = self.client.create(m.INCIDENT_TABLE, self._bound(m.open_fields(cmd, self.caller_user)))
             return self._result(cmd, SinkOutcome.CREATED, rec, "created")
         # Only an OPEN reopens a resolved incident; an UPDATE (a related alert, say) just notes it.
         reopen = existing["state"] == m.STATE_RESOLVED and cmd.action is IncidentAction.OPEN

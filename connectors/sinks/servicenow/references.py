@@ -1,0 +1,124 @@
+"""Reference fields bound to the referenced record's sys_id before a write.
+
+The Table API stores a reference field's value as given (a sys_id), so a name written there is a
+dangling reference; with sysparm_input_display_value=true it would be taken as a display value,
+which is not unique for CIs. The sink therefore looks each name up in the referenced table (by
+its name, or a configurable field for CIs), caches the sys_id with a TTL (and a miss for a shorter
+one), and writes the sys_id. A name with no record is left out of the reference field, kept in the
+description, and counted: an incident is never refused for an unknown CI, group or user.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.sinks.http import SinkError
+from streams.core import telemetry
+
+BINDINGS = telemetry.Counter(
+    "itsm_pipeline_reference_binding_total",
+    "Reference fields the ServiceNow sink bound to a sys_id, by field and outcome "
+    "(bound: looked up; cached: from the cache; unresolved: no such record; refused: the lookup "
+    "was refused, e.g. no read on the referenced table).",
+    ["field", "outcome"],
+)
+log = telemetry.get_logger("servicenow.references")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference field, the table it points at, and the column the pipeline's name is in."""
+
+    field: str
+    table: str
+    lookup: str = "name"
+
+
+def references(ci_lookup_field: str = "name") -> dict[str, Reference]:
+    """The reference fields the sink writes (incident and change_request share them)."""
+    return {
+        r.field: r
+        for r in (
+            Reference("cmdb_ci", "cmdb_ci", ci_lookup_field),
+            Reference("business_service", "cmdb_ci_service"),
+            Reference("assignment_group", "sys_user_group"),
+            Reference("caller_id", "sys_user", "user_name"),
+            Reference("requested_by", "sys_user", "user_name"),
+        )
+    }
+
+
+class ReferenceBinder:
+    """Names to sys_ids through `lookup(table, query)` (one page of rows), with a TTL cache."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str, dict[str, str]], list[dict[str, Any]]],
+        refs: dict[str, Reference],
+        ttl: float = 600.0,
+        miss_ttl: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lookup = lookup
+        self.refs = refs
+        self.ttl = ttl
+        self.miss_ttl = miss_ttl
+        self.clock = clock
+        self.cache: dict[tuple[str, str, str], tuple[str | None, float]] = {}
+
+    def _sys_id(self, ref: Reference, name: str) -> tuple[str | None, str]:
+        key = (ref.table, ref.lookup, name)
+        now = self.clock()
+        hit = self.cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0], "cached" if hit[0] else "unresolved"
+        if "^" in name or "\n" in name:
+            return None, "unresolved"  # not expressible in an encoded query
+        try:
+            rows = self.lookup(
+                ref.table,
+                {
+                    "sysparm_query": f"{ref.lookup}={name}",
+                    "sysparm_fields": "sys_id",
+                    "sysparm_limit": "1",
+                    "sysparm_exclude_reference_link": "true",
+                },
+            )
+        except SinkError as exc:
+            if exc.retryable:
+                raise  # the command is retried as a whole
+            log.warning("reference_lookup_refused", table=ref.table, status=exc.status, error=str(exc)[:200])
+            return None, "refused"
+        found = str(rows[0].get("sys_id") or "") if rows else ""
+        self.cache[key] = (found or None, now + (self.ttl if found else self.miss_ttl))
+        return found or None, "bound" if found else "unresolved"
+
+    def bind(self, fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The fields with each reference bound to a sys_id, and a line for each name left unbound."""
+        out = dict(fields)
+        unbound: list[str] = []
+        for name, ref in self.refs.items():
+            given = fields.get(name)
+            if given in (None, ""):
+                continue
+            sys_id, outcome = self._sys_id(ref, str(given))
+            BINDINGS.labels(name, outcome).inc()
+            if sys_id:
+                out[name] = sys_id
+            else:
+                del out[name]
+                why = "could not be looked up" if outcome == "refused" else "has no record"
+                unbound.append(f"{name}: {given} ({ref.table} where {ref.lookup}={given} {why})")
+        return out, unbound
+
+
+def with_unbound(fields: dict[str, Any], unbound: list[str]) -> dict[str, Any]:
+    """The names no record was found for, kept in the description."""
+    if not unbound:
+        return fields
+    note = "Not linked in the ITSM (no matching record):\n" + "\n".join(f"- {u}" for u in unbound)
+    description = str(fields.get("description") or "")
+    return {**fields, "description": f"{description}\n\n{note}" if description else note}

@@ -1,0 +1,1 @@
+"""Incident state back from the ITSMs: readers per target and the sync onto itsm.incidents."""

@@ -1,0 +1,51 @@
+"""What every incident reader gives the sync, and the pure rules the sync applies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Protocol
+
+from streams.core.models import IncidentRecord, IncidentStatus
+
+ASSIGNMENT = "assignment"
+PRIORITY = "priority"
+
+
+class IncidentReader(Protocol):
+    """Reads the incidents the pipeline opened in one ITSM, changed at or after a time."""
+
+    target: str
+    # Whether the pipeline itself ever changes the priority of an existing incident there (only
+    # ServiceNow's sink does, on escalation): elsewhere every priority change is a person's.
+    pipeline_changes_priority: bool
+    actor: str  # the pipeline's own account, as the ITSM names the updater
+
+    def changed_since(self, since: datetime | None) -> Iterator[IncidentRecord]: ...
+
+    def close(self) -> None: ...
+
+
+def with_history(reader: IncidentReader, prev: IncidentRecord | None, new: IncidentRecord) -> IncidentRecord:
+    """The new snapshot with what only history tells: the fields a person changed (sticky once
+    seen) and the time to restore."""
+    changed = set(prev.person_changed if prev else ())
+    if new.assigned_to:
+        changed.add(ASSIGNMENT)  # the pipeline never assigns a person
+    if prev is not None:
+        by_pipeline = new.updated_by == reader.actor
+        if new.assignment_group != prev.assignment_group and (prev.assignment_group or not by_pipeline):
+            changed.add(ASSIGNMENT)  # the pipeline sets the group only when it opens the incident
+        if new.priority != prev.priority and not (by_pipeline and reader.pipeline_changes_priority):
+            changed.add(PRIORITY)
+    ttr = None
+    if new.status in (IncidentStatus.RESOLVED, IncidentStatus.CLOSED) and new.opened_at:
+        end = new.resolved_at or new.closed_at
+        if end is not None:
+            ttr = max((end - new.opened_at).total_seconds(), 0.0)
+    return new.model_copy(update={"person_changed": sorted(changed), "time_to_restore_seconds": ttr})
+
+
+def same(a: IncidentRecord, b: IncidentRecord) -> bool:
+    """Nothing a consumer would act on differs (the sync does not republish an unchanged incident)."""
+    return a.model_dump() == b.model_dump()
