@@ -108,16 +108,23 @@ class Views:
 
 
 def start_views(settings: Settings, serde: AvroSerde, *wanted: str) -> Views:
-    """The named indexes (cmdb, windows, changes, requests), started and caught up."""
+    """The named indexes (cmdb, windows, changes, requests, itsm_incidents), started and caught up."""
     from streams.core.follower import TopicFollower
-    from streams.core.topics import CMDB_CI, GATE_REQUESTS, ITSM_CHANGES, MAINTENANCE_WINDOWS
-    from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestIndex, WindowIndex
+    from streams.core.topics import CMDB_CI, GATE_REQUESTS, ITSM_CHANGES, ITSM_INCIDENTS, MAINTENANCE_WINDOWS
+    from streams.processors.indexes import (
+        ChangeIndex,
+        CMDBTopicIndex,
+        GateRequestIndex,
+        ItsmIncidentIndex,
+        WindowIndex,
+    )
 
     makers: dict[str, tuple[str, Callable[[AvroSerde, str], Any]]] = {
         "cmdb": (CMDB_CI, CMDBTopicIndex),
         "windows": (MAINTENANCE_WINDOWS, WindowIndex),
         "changes": (ITSM_CHANGES, ChangeIndex),
         "requests": (GATE_REQUESTS, GateRequestIndex),
+        "itsm_incidents": (ITSM_INCIDENTS, ItsmIncidentIndex),
     }
     views = Views({})
     for name in wanted:

@@ -26,6 +26,7 @@ EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "sink-rt": (["sink", "rt"], {"ITSM_SINK_METRICS_PORT": "0"}),
     "gate": (["gate", "serve"], {}),
     "changes-sync": (["changes", "sync", "--metrics-port", "0"], {}),
+    "incidents-sync": (["incidents", "sync", "--metrics-port", "0"], {}),
     # More members of the worker's consumer group (same app id), e.g. for failover tests.
     "worker-2": (["worker"], {"ITSM_WORKER_METRICS_PORT": "0"}),
     "worker-3": (["worker"], {"ITSM_WORKER_METRICS_PORT": "0"}),
@@ -152,6 +153,7 @@ class Stack:
                 "ITSM_GATE_CALLERS_FILE": str(self.callers_file),
                 "ITSM_GATE_TOKEN_FILE": str(self.gate_token_file()),
                 "ITSM_CHANGES_SYNC_INTERVAL_SECONDS": "1",
+                "ITSM_INCIDENTS_SYNC_INTERVAL_SECONDS": "1",
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -35,6 +35,34 @@ class Windows:
         return list(self.items.values())
 
 
+class ItsmState:
+    """itsm.incidents as the worker's view holds it: records by correlation id."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[m.IncidentRecord]] = {}
+
+    def records(self, correlation_id: str) -> list[m.IncidentRecord]:
+        return list(self.items.get(correlation_id, []))
+
+    def person_resolved(self, correlation_id: str, at: datetime, **kw: Any) -> m.IncidentRecord:
+        """The ITSM says a person resolved this incident at `at`."""
+        record = m.IncidentRecord.model_validate(
+            {
+                "target": "servicenow",
+                "correlation_id": correlation_id,
+                "itsm_id": "0" * 32,
+                "number": "INC0010001",
+                "status": kw.pop("status", "RESOLVED"),
+                "resolved_by": "Ada Lovelace",
+                "resolved_at": at,
+                "updated_at": at,
+                **kw,
+            }
+        )
+        self.items[correlation_id] = [record]
+        return record
+
+
 class Harness:
     """One engine with everything it reads, and a clock the test moves."""
 
@@ -47,7 +75,8 @@ class Harness:
         self.cmdb = CMDBIndex()
         self.incidents: dict[str, str] = {}
         self.windows = Windows()
-        self.engine = AlertEngine(base, self.store, self.cmdb, self.incidents, self.windows)
+        self.itsm = ItsmState()
+        self.engine = AlertEngine(base, self.store, self.cmdb, self.incidents, self.windows, self.itsm)
         self.now = T0
 
     def advance(self, seconds: float) -> None:

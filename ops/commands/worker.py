@@ -35,7 +35,7 @@ def run(_: argparse.Namespace) -> int:
     serde = runtime.serde(settings)
     port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port)
     # Alerts are correlated only once the CMDB and the calendar are complete.
-    views = runtime.start_views(settings, serde, "changes", "cmdb", "windows")
+    views = runtime.start_views(settings, serde, "changes", "cmdb", "windows", "itsm_incidents")
     incidents = CIIncidentIndex()
     views.followers.append(
         TopicFollower(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start()
@@ -62,6 +62,7 @@ def run(_: argparse.Namespace) -> int:
         incidents=incidents,
         windows=views["windows"],
         changes=views["changes"],
+        itsm=views["itsm_incidents"],
         offsets=offsets,
     )
 

@@ -31,6 +31,7 @@ from streams.processors.alerts import AlertProcessor, IncidentIndexWriter
 from streams.processors.changes import ChangeProcessor, ChangeSource, NoChanges
 from streams.processors.effects import Emitter
 from streams.processors.guards import RecordGuard
+from streams.stages.alerts.state import ItsmIncidents, NoItsmIncidents
 from streams.stages.cmdb import CMDBIndex
 from streams.stages.windows import WindowSource
 
@@ -46,6 +47,7 @@ def create_app(
     incidents: IncidentIndexWriter,
     windows: WindowSource,
     changes: ChangeSource | None = None,
+    itsm: ItsmIncidents | None = None,
     emit: Emitter | None = None,
     table: MutableMapping[str, bytes] | None = None,
     parked: MutableMapping[str, bytes] | None = None,
@@ -111,7 +113,9 @@ def create_app(
 
     if table is None:
         table = bytes_table("alert-state", ALERTS_RAW, "AlertState per fingerprint, like alerts.raw")
-    processor = AlertProcessor(settings, serde, emit or send, rules, table, cmdb, incidents, windows)
+    processor = AlertProcessor(
+        settings, serde, emit or send, rules, table, cmdb, incidents, windows, itsm or NoItsmIncidents()
+    )
     raw_name, ticks_name = settings.topic(ALERTS_RAW), settings.topic(ALERTS_TICKS)
     ticks = raw_topic(ticks_name)
 

@@ -106,6 +106,9 @@ class LifecycleRules(_Frozen):
     reopen_period: float = Field(ge=0)
     signal_timeout: float = Field(gt=0)
     tick_interval: float = Field(gt=0, le=60)
+    # An incident a person resolved (or closed) in the ITSM while its alert still fires: after
+    # reopen_period of firing, "reopen" it with a note, or open a "new" one.
+    person_resolved: Literal["reopen", "new"] = "reopen"
 
 
 class FingerprintRules(_Frozen):

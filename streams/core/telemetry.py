@@ -92,6 +92,12 @@ SINK_THROTTLED_SECONDS = Counter(
     "Time sink requests waited for the client-side rate limiter.",
     ["target"],
 )
+PERSON_RESOLUTIONS = Counter(
+    "itsm_pipeline_person_resolutions_total",
+    "Incidents a person resolved in the ITSM while their alert still fired, by what the worker did: "
+    "held (within reopen_period), reopened, new (the lifecycle rules' person_resolved policy).",
+    ["action"],
+)
 SINK_LOOKUPS = Counter(
     "itsm_pipeline_sink_lookups_total",
     "How sinks found existing records: by a known id or by a search.",

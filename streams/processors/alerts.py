@@ -25,7 +25,7 @@ from streams.core.topics import (
 )
 from streams.processors.effects import DATA_FAULTS, Emitter, dead_letter, send_all
 from streams.stages.alerts.engine import AlertEngine
-from streams.stages.alerts.state import AlertState, Effects
+from streams.stages.alerts.state import AlertState, Effects, ItsmIncidents, NoItsmIncidents
 from streams.stages.cmdb import CIIndex
 from streams.stages.windows import WindowSource
 
@@ -71,8 +71,11 @@ class AlertProcessor:
     cmdb: CIIndex
     incidents: IncidentIndexWriter
     windows: WindowSource
+    itsm: ItsmIncidents = field(default_factory=NoItsmIncidents)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     due: dict[int, dict[str, datetime]] = field(default_factory=dict)
+    # Correlation id -> fingerprint of this worker's states: what an ITSM change touches.
+    by_incident: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         t = self.settings.topic
@@ -88,7 +91,7 @@ class AlertProcessor:
         }
         self.dlq_topic = dlq_name(t(ALERTS_RAW))
         self.store = TableStore(self.table)
-        self.engine = AlertEngine(self.rules, self.store, self.cmdb, self.incidents, self.windows)
+        self.engine = AlertEngine(self.rules, self.store, self.cmdb, self.incidents, self.windows, self.itsm)
         self.log = telemetry.get_logger("worker.alerts")
 
     async def handle(self, record: Consumed) -> str:
@@ -113,6 +116,7 @@ class AlertProcessor:
         now = self.clock()
         if partition not in self.due:
             self._rebuild_due(partition, now)
+        self._itsm_changes(now)
         due = self.due[partition]
         ready = [fp for fp, at in due.items() if at <= now]
         for fp in ready:
@@ -125,6 +129,18 @@ class AlertProcessor:
                 self._track(state, now)
         return len(ready)
 
+    def _itsm_changes(self, now: datetime) -> None:
+        """Incidents the ITSM changed (itsm.incidents): their states' due times are computed again
+        (a person resolving an incident while its alert fires makes it due)."""
+        drain = getattr(self.itsm, "drain_changed", None)
+        if drain is None:
+            return
+        for incident in drain():
+            fingerprint = self.by_incident.get(incident)
+            state = self.store.get(fingerprint) if fingerprint else None
+            if state is not None and state.partition in self.due:
+                self._track(state, now)
+
     def forget_partitions(self) -> None:
         """After a rebalance: rebuild the due index from the table on the next tick."""
         self.due.clear()
@@ -134,12 +150,16 @@ class AlertProcessor:
         for raw in list(self.table.values()):
             state = AlertState.model_validate_json(raw)
             if state.partition == partition:
+                if state.incident_id:
+                    self.by_incident[state.incident_id] = state.fingerprint
                 at = self.engine.due(state, now)
                 if at is not None:
                     due[state.fingerprint] = at
         self.due[partition] = due
 
     def _track(self, state: AlertState, now: datetime) -> None:
+        if state.incident_id:
+            self.by_incident[state.incident_id] = state.fingerprint
         at = self.engine.due(state, now)
         if state.partition not in self.due:
             # First touch of this partition since (re)assignment: index every recovered state of

@@ -9,7 +9,14 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from streams.core import telemetry
-from streams.core.models import ChangeRecord, ConfigurationItem, GateRequest, MaintenanceWindow, Record
+from streams.core.models import (
+    ChangeRecord,
+    ConfigurationItem,
+    GateRequest,
+    IncidentRecord,
+    MaintenanceWindow,
+    Record,
+)
 from streams.core.serde import AvroSerde, SerdeError
 from streams.stages.changes.gate import ChangeView
 from streams.stages.cmdb import CMDBIndex
@@ -143,3 +150,32 @@ class GateRequestIndex(RecordIndex[GateRequest]):
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:
         super().__init__(serde, topic, GateRequest, lambda r: r.request_id)
+
+
+class ItsmIncidentIndex(RecordIndex[IncidentRecord]):
+    """Every incident as the ITSMs have it, fed by itsm.incidents (`itsmctl incidents sync`):
+    looked up by correlation id, with the ids changed since the worker last asked."""
+
+    def __init__(self, serde: AvroSerde, topic: str) -> None:
+        super().__init__(serde, topic, IncidentRecord, lambda r: r.key)
+        self._by_correlation: dict[str, dict[str, IncidentRecord]] = {}
+        self._changed: set[str] = set()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        super().apply(key, value)
+        if value is None:
+            return
+        record = self.get(text(key))
+        if record is not None:
+            with self._lock:
+                self._by_correlation.setdefault(record.correlation_id, {})[record.target] = record
+                self._changed.add(record.correlation_id)
+
+    def records(self, correlation_id: str) -> list[IncidentRecord]:
+        with self._lock:
+            return list(self._by_correlation.get(correlation_id, {}).values())
+
+    def drain_changed(self) -> list[str]:
+        with self._lock:
+            changed, self._changed = list(self._changed), set()
+            return changed

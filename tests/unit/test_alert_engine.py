@@ -385,3 +385,80 @@ def test_a_new_incident_goes_to_the_group_owning_its_ci_and_updates_never_reassi
     assert grouped.correlation_id == "itsmp-p" and grouped.assignment_group is None  # the parent's
     (unowned,) = h.send(am("o", alertname="Disk", ci_id="orphan-1")).commands
     assert unowned.action is IncidentAction.OPEN and unowned.assignment_group is None
+
+
+# --- the ITSM's side: a person resolved it, a person changed its priority -----------------------
+
+
+def test_an_incident_a_person_resolved_while_the_alert_fires_is_reopened_after_the_reopen_period() -> None:
+    h = Harness(dedup_window=0, reopen_period=600)
+    (opened,) = h.send(am("f1")).commands
+    h.advance(60)
+    h.itsm.person_resolved(opened.correlation_id, h.now)
+    before = metric("itsm_pipeline_person_resolutions_total", action="held")
+    # The alert keeps firing: within reopen_period nothing goes to the ITSM (no flip-flop).
+    h.advance(30)
+    assert h.send(am("f1")).commands == []
+    assert metric("itsm_pipeline_person_resolutions_total", action="held") == before + 1
+    assert h.engine.due(h.state("f1"), h.now) == T0 + timedelta(seconds=60 + 600)
+    # Once reopen_period has passed, the tick reopens it once, with a note naming who resolved it.
+    h.advance(600)
+    fx = h.tick("f1")
+    assert fx is not None
+    (cmd,) = fx.commands
+    assert cmd.action is IncidentAction.OPEN and cmd.correlation_id == opened.correlation_id
+    assert "after Ada Lovelace resolved INC0010001" in (cmd.work_note or "")
+    # The same resolution is never acted on twice; a later one is (again after the period).
+    h.advance(5)
+    assert [c.action for c in h.send(am("f1")).commands] == [IncidentAction.UPDATE]
+    assert h.tick("f1") is None
+
+
+def test_with_the_new_policy_a_person_resolution_gets_a_new_incident() -> None:
+    h = Harness(dedup_window=0, reopen_period=300)
+    h.rules = h.rules.model_copy(
+        update={"lifecycle": h.rules.lifecycle.model_copy(update={"person_resolved": "new"})}
+    )
+    h.engine = type(h.engine)(h.rules, h.store, h.cmdb, h.incidents, h.windows, h.itsm)
+    (opened,) = h.send(am("f1")).commands
+    h.itsm.person_resolved(opened.correlation_id, h.now, status="CLOSED", closed_at=h.now)
+    h.advance(301)
+    (cmd,) = h.send(am("f1")).commands
+    assert cmd.action is IncidentAction.OPEN and cmd.correlation_id == correlation_id("f1", 1)
+    assert "this is a new incident" in (cmd.work_note or "")
+
+
+def test_a_resolution_by_the_pipeline_or_before_its_reopen_is_not_a_persons() -> None:
+    h = Harness(dedup_window=0, reopen_period=300)
+    (opened,) = h.send(am("f1")).commands
+    h.itsm.person_resolved(opened.correlation_id, h.now, resolved_by_pipeline=True)
+    h.advance(400)
+    assert [c.action for c in h.send(am("f1")).commands] == [IncidentAction.UPDATE]
+    # A resolution older than the pipeline's last open (an earlier cycle) is not acted on either.
+    h.itsm.person_resolved(opened.correlation_id, T0 - timedelta(seconds=10))
+    h.advance(400)
+    assert [c.action for c in h.send(am("f1")).commands] == [IncidentAction.UPDATE]
+
+
+def test_a_repeat_never_sends_priority_and_an_escalation_leaves_a_persons_priority() -> None:
+    h = Harness(dedup_window=0)
+    (opened,) = h.send(am("f1", severity="warning")).commands
+    h.advance(10)
+    (repeat,) = h.send(am("f1", severity="warning")).commands
+    assert repeat.action is IncidentAction.UPDATE and (repeat.impact, repeat.urgency) == (None, None)
+    assert repeat.assignment_group is None
+    record = h.itsm.person_resolved(opened.correlation_id, h.now, status="OPEN", person_changed=["priority"])
+    assert record.status.value == "OPEN"
+    h.advance(10)
+    (escalated,) = h.send(am("f1", severity="critical")).commands
+    assert (escalated.impact, escalated.urgency) == (None, None)
+    assert "the priority stays as a person set it" in (escalated.work_note or "")
+
+
+def test_reopening_an_incident_a_person_reprioritised_keeps_their_priority() -> None:
+    h = Harness(dedup_window=0, reopen_period=300)
+    (opened,) = h.send(am("f1")).commands
+    h.itsm.person_resolved(opened.correlation_id, h.now, person_changed=["priority"])
+    h.advance(301)
+    (cmd,) = h.send(am("f1")).commands
+    assert cmd.action is IncidentAction.OPEN and (cmd.impact, cmd.urgency) == (None, None)

@@ -11,6 +11,7 @@ from streams.core.topics import (
     DLQ_REPLAYS,
     GATE_REQUESTS,
     ITSM_CHANGES,
+    ITSM_INCIDENTS,
     MAINTENANCE_WINDOWS,
     TOPICS,
     declared,
@@ -68,6 +69,7 @@ def test_cmdb_and_maintenance_topics_are_compacted_and_others_are_not() -> None:
         ALERTS_CI_INCIDENTS,
         DLQ_REPLAYS,
         ITSM_CHANGES,
+        ITSM_INCIDENTS,
         GATE_REQUESTS,
     }
     for spec in declared():

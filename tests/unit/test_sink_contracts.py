@@ -23,6 +23,7 @@ from connectors.sinks.jira.sink import JiraSink
 from connectors.sinks.servicenow.client import ServiceNowClient
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.sink import ServiceNowSink
+from connectors.sources.incidents.jira import adf_text
 from streams.core.models import ChangeCommand, IncidentAction, IncidentCommand, SinkOutcome
 from tests.servers import serve
 
@@ -92,7 +93,9 @@ def test_jira_open_is_idempotent_through_the_label(jira: tuple[str, JiraSink]) -
     assert first.itsm_number == "SD-1" and again.itsm_number == "SD-1"
     (issue,) = jira_issues(url, "itsmp-c1")
     fields = issue["fields"]  # type: ignore[index]
-    assert fields["summary"] == "Disk full on db-1" and "Correlation id: itsmp-c1" in fields["description"]
+    # REST API 3 answers rich text as ADF (adf_text reads it as the sync does).
+    assert fields["summary"] == "Disk full on db-1"
+    assert "Correlation id: itsmp-c1" in adf_text(fields["description"])
     assert fields["comment"]["total"] == 1
 
 

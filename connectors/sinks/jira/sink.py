@@ -150,7 +150,8 @@ class JiraSink(LookupSink):
             issue = self._create(cmd, self.config.incident_request_type_id)
             return self._result(cmd, kind, SinkOutcome.CREATED, issue, "created")
         if done and cmd.action is IncidentAction.OPEN:
-            self._transition(issue["key"], self.config.reopen_transition, "Reopened: the alert fired again.")
+            note = cmd.work_note or "Reopened: the alert fired again."
+            self._transition(issue["key"], self.config.reopen_transition, note)
             return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "reopened")
         self._comment(issue["key"], cmd.work_note or f"Alert notification again ({cmd.alert_count} so far).")
         return self._result(cmd, kind, SinkOutcome.UPDATED, issue, "commented")

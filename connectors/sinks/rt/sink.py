@@ -91,7 +91,7 @@ class RTSink(LookupSink):
             return self._result(cmd, kind, SinkOutcome.CREATED, self._create(queue, cmd), "created")
         if inactive and cmd.action is IncidentAction.OPEN:
             self.client.set_status(ticket["id"], "open")
-            self.client.comment(ticket["id"], "Reopened: the alert fired again.")
+            self.client.comment(ticket["id"], cmd.work_note or "Reopened: the alert fired again.")
             return self._result(cmd, kind, SinkOutcome.UPDATED, ticket, "reopened")
         self.client.comment(
             ticket["id"], cmd.work_note or f"Alert notification again ({cmd.alert_count} so far)."

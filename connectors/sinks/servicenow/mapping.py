@@ -64,7 +64,8 @@ def update_fields(cmd: IncidentCommand, reopen: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {"work_notes": f"{note} [command {cmd.command_id}]"}
     if reopen:
         fields["state"] = STATE_IN_PROGRESS
-        fields["work_notes"] = f"Reopened: the alert fired again. [command {cmd.command_id}]"
+        reason = cmd.work_note or "Reopened: the alert fired again."
+        fields["work_notes"] = f"{reason} [command {cmd.command_id}]"
     for name, value in (("impact", cmd.impact), ("urgency", cmd.urgency)):
         if value is not None:
             fields[name] = str(value)

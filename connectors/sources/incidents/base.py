@@ -32,8 +32,15 @@ def with_history(reader: IncidentReader, prev: IncidentRecord | None, new: Incid
     changed = set(prev.person_changed if prev else ())
     if new.assigned_to:
         changed.add(ASSIGNMENT)  # the pipeline never assigns a person
+    by_pipeline = new.updated_by == reader.actor
+    if prev is None and new.updated_by is not None and not by_pipeline:
+        # First seen after someone else changed it: which fields they changed is unknown, so
+        # the priority is taken as theirs (the pipeline then leaves it alone), as is the
+        # assignment when there is one.
+        changed.add(PRIORITY)
+        if new.assignment_group:
+            changed.add(ASSIGNMENT)
     if prev is not None:
-        by_pipeline = new.updated_by == reader.actor
         if new.assignment_group != prev.assignment_group and (prev.assignment_group or not by_pipeline):
             changed.add(ASSIGNMENT)  # the pipeline sets the group only when it opens the incident
         if new.priority != prev.priority and not (by_pipeline and reader.pipeline_changes_priority):

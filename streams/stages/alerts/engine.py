@@ -18,6 +18,7 @@ from streams.stages.alerts.state import (
     Effects,
     IncidentIndex,
     IncidentPhase,
+    ItsmIncidents,
     Outcome,
     StateStore,
 )
@@ -37,7 +38,13 @@ class AlertEngine:
     protocols."""
 
     def __init__(
-        self, rules: Rules, store: StateStore, cmdb: CIIndex, incidents: IncidentIndex, windows: WindowSource
+        self,
+        rules: Rules,
+        store: StateStore,
+        cmdb: CIIndex,
+        incidents: IncidentIndex,
+        windows: WindowSource,
+        itsm: ItsmIncidents | None = None,
     ) -> None:
         self.rules = rules
         self.store = store
@@ -46,7 +53,7 @@ class AlertEngine:
         self.correlation = CorrelationStage(rules.correlation, cmdb, incidents)
         self.maintenance = MaintenanceStage(self.calendar)
         self.severity = SeverityStage(rules.severity)
-        self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions())
+        self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm)
         self.pipeline = Pipeline(
             "alerts",
             [

@@ -6,14 +6,31 @@ import uuid
 from datetime import datetime, timedelta
 
 from streams.core import telemetry
-from streams.core.models import Alert, AlertStatus, IncidentAction, IncidentCommand
+from streams.core.models import (
+    Alert,
+    AlertStatus,
+    IncidentAction,
+    IncidentCommand,
+    IncidentRecord,
+    IncidentStatus,
+)
 from streams.core.rules import LifecycleRules
-from streams.stages.alerts.state import AlertState, AlertWork, Effects, IncidentPhase, Outcome
+from streams.stages.alerts.state import (
+    AlertState,
+    AlertWork,
+    Effects,
+    IncidentPhase,
+    ItsmIncidents,
+    NoItsmIncidents,
+    Outcome,
+)
 from streams.stages.base import Ctx
 
 # Deterministic command ids: the same transition always yields the same id (idempotent downstream).
 COMMAND_NAMESPACE = uuid.UUID("5b0e7c1e-3f57-4b0f-9a53-6d1d2f1f0a11")
 CORRELATION_PREFIX = "itsmp-"
+DONE = frozenset({IncidentStatus.RESOLVED, IncidentStatus.CLOSED, IncidentStatus.CANCELED})
+PRIORITY_FIELD = "priority"  # IncidentRecord.person_changed
 
 
 def correlation_id(fingerprint: str, generation: int = 0) -> str:
@@ -26,11 +43,14 @@ class LifecycleStage:
 
     name = "lifecycle"
 
-    def __init__(self, rules: LifecycleRules, rules_version: str = "") -> None:
+    def __init__(
+        self, rules: LifecycleRules, rules_version: str = "", itsm: ItsmIncidents | None = None
+    ) -> None:
         self.rules = rules
         self.stable = timedelta(seconds=rules.stable_period)
         self.reopen = timedelta(seconds=rules.reopen_period)
         self.rules_version = rules_version
+        self.itsm = itsm or NoItsmIncidents()
 
     def __call__(self, work: AlertWork, ctx: Ctx) -> AlertWork:
         state, alert, fx = work.state, work.alert, work.effects
@@ -56,15 +76,29 @@ class LifecycleStage:
                 work,
                 ctx,
                 IncidentAction.UPDATE,
+                price=False,
                 note=f"Flapping: fired again within the stable period "
                 f"({state.flaps} flap(s) so far); the incident stays open.",
             )
             return
         if phase is IncidentPhase.OPEN:
+            held = self.person_resolution(state)
+            if held is not None:
+                # A person resolved it in the ITSM while the alert fires: nothing goes to the
+                # ITSM until reopen_period has passed (then the declared policy acts, once).
+                self._after_person(state, work.effects, ctx.now, held, work)
+                return
             note = "Alert notification repeated."
-            if work.escalated:
+            escalate = work.escalated
+            if escalate and self._person_set(state, PRIORITY_FIELD):
+                escalate = False
+                note = (
+                    f"Severity escalated to {work.alert.severity or work.level}; the priority stays as "
+                    "a person set it in the ITSM."
+                )
+            elif escalate:
                 note = f"Severity escalated to {work.alert.severity or work.level}: priority raised."
-            self._emit(work, ctx, IncidentAction.UPDATE, note=note, price=work.escalated)
+            self._emit(work, ctx, IncidentAction.UPDATE, note=note, price=escalate)
             return
         if phase is IncidentPhase.GROUPED and state.incident_id is not None:
             self._emit(
@@ -131,6 +165,61 @@ class LifecycleStage:
             resolution="The alert resolved at its source.",
         )
 
+    # --- the ITSM's side -----------------------------------------------------------------------
+
+    def person_resolution(self, state: AlertState) -> IncidentRecord | None:
+        """The ITSM's resolution of this alert's open incident by someone other than the pipeline,
+        made after the pipeline last opened it and not acted on yet (None: there is none)."""
+        if state.phase is not IncidentPhase.OPEN or state.incident_id is None:
+            return None
+        for record in self.itsm.records(state.incident_id):
+            if record.status not in DONE or record.resolved_by_pipeline:
+                continue
+            at = _resolved_at(record)
+            if state.opened_at is not None and at < state.opened_at:
+                continue  # an older resolution, before the pipeline's last (re)open
+            if state.person_resolution is not None and at <= state.person_resolution:
+                continue  # acted on already
+            return record
+        return None
+
+    def _person_set(self, state: AlertState, name: str) -> bool:
+        """Whether a person changed this field of the alert's incident in any ITSM."""
+        incident = state.incident_id
+        return incident is not None and any(name in r.person_changed for r in self.itsm.records(incident))
+
+    def _after_person(
+        self, state: AlertState, fx: Effects, now: datetime, held: IncidentRecord, work: AlertWork | None
+    ) -> None:
+        at = _resolved_at(held)
+        if now < at + self.reopen:
+            telemetry.PERSON_RESOLUTIONS.labels("held").inc()
+            return
+        who = held.resolved_by or "someone in the ITSM"
+        done = held.status.value.lower()
+        since = f"{(now - at).total_seconds() / 60:.0f} min"
+        old = held.number or state.incident_id or ""
+        state.person_resolution = at
+        if self.rules.person_resolved == "new":
+            state.generation += 1
+            state.incident_id = correlation_id(state.fingerprint, state.generation)
+            note = f"The alert kept firing {since} after {who} {done} {old}: this is a new incident for it."
+            telemetry.PERSON_RESOLUTIONS.labels("new").inc()
+        else:
+            note = f"Reopened: the alert kept firing {since} after {who} {done} {old}."
+            telemetry.PERSON_RESOLUTIONS.labels("reopened").inc()
+        incident = state.incident_id or correlation_id(state.fingerprint, state.generation)
+        state.opened_at = now
+        alert = work.alert if work is not None else None
+        # Reopening the incident a person reprioritised keeps their priority.
+        keep = self.rules.person_resolved == "reopen" and self._person_set(state, PRIORITY_FIELD)
+        fx.commands.append(
+            self._command(state, now, IncidentAction.OPEN, incident, alert, work, note, keep_priority=keep)
+        )
+        fx.outcome = Outcome.EMITTED
+        if state.ci_id:
+            fx.index_updates[state.ci_id] = incident
+
     # --- timers --------------------------------------------------------------------------------
 
     def due(self, state: AlertState, now: datetime) -> datetime | None:
@@ -138,7 +227,9 @@ class LifecycleStage:
         if state.phase is IncidentPhase.CLEARING and state.clear_since:
             return state.clear_since + self.stable
         if state.phase is IncidentPhase.OPEN:
-            return state.last_seen + timedelta(seconds=self.rules.signal_timeout)
+            silent = state.last_seen + timedelta(seconds=self.rules.signal_timeout)
+            held = self.person_resolution(state)
+            return silent if held is None else min(silent, _resolved_at(held) + self.reopen)
         if state.suppressed_until is not None and state.status == AlertStatus.FIRING.value:
             return state.suppressed_until
         return None
@@ -154,6 +245,10 @@ class LifecycleStage:
             self._resolve(
                 state, fx, now, f"The alert stayed clear for {self.rules.stable_period:.0f}s: auto-resolved."
             )
+            return fx
+        held = self.person_resolution(state)
+        if held is not None and now >= _resolved_at(held) + self.reopen:
+            self._after_person(state, fx, now, held, None)
             return fx
         timeout = timedelta(seconds=self.rules.signal_timeout)
         if state.phase is IncidentPhase.OPEN and now >= state.last_seen + timeout:
@@ -197,6 +292,8 @@ class LifecycleStage:
         state = work.state
         if price:
             state.impact, state.urgency = work.impact, work.urgency
+        if action is IncidentAction.OPEN:
+            state.opened_at = ctx.now
         work.effects.commands.append(
             self._command(
                 state,
@@ -207,6 +304,8 @@ class LifecycleStage:
                 work,
                 note,
                 resolution=resolution,
+                priced=price,
+                keep_priority=action is IncidentAction.OPEN and self._person_set(state, PRIORITY_FIELD),
             )
         )
 
@@ -220,25 +319,31 @@ class LifecycleStage:
         work: AlertWork | None,
         note: str | None,
         resolution: str | None = None,
+        priced: bool = False,
+        keep_priority: bool = False,
     ) -> IncidentCommand:
         alert = alert or (Alert.model_validate(state.alert) if state.alert else None)
         identity = f"{incident}|{action}|{state.fingerprint}|{state.count}|{now.isoformat()}"
         grouped = incident != state.incident_id or state.phase is IncidentPhase.GROUPED
-        priced = work is not None and not grouped
+        # An UPDATE carries impact and urgency only when it means to change the priority (an
+        # escalation): a repeat never re-sends them over what a person set in the ITSM.
+        priced = priced and work is not None and not grouped
         return IncidentCommand(
             command_id=str(uuid.uuid5(COMMAND_NAMESPACE, identity)),
             correlation_id=incident,
             action=action,
             short_description=_title(alert, state),
             description=_body(alert, state, work, self.rules_version),
-            impact=state.impact if priced or action is IncidentAction.OPEN else None,
-            urgency=state.urgency if priced or action is IncidentAction.OPEN else None,
+            impact=state.impact if priced or (action is IncidentAction.OPEN and not keep_priority) else None,
+            urgency=state.urgency
+            if priced or (action is IncidentAction.OPEN and not keep_priority)
+            else None,
             ci_id=None if grouped else state.ci_id,
             # Who owns the CI is who gets its incident; only when opening, so a later update never
             # overrides an assignment a person made in the ITSM.
             assignment_group=(
                 work.ci.owner_group
-                if action is IncidentAction.OPEN and priced and work is not None and work.ci is not None
+                if action is IncidentAction.OPEN and not grouped and work is not None and work.ci is not None
                 else None
             ),
             service=(alert.labels.get("service") if alert else None),
@@ -250,6 +355,10 @@ class LifecycleStage:
             work_note=note,
             issued_at=now,
         )
+
+
+def _resolved_at(record: IncidentRecord) -> datetime:
+    return record.resolved_at or record.closed_at or record.updated_at
 
 
 def _title(alert: Alert | None, state: AlertState) -> str:

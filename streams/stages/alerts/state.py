@@ -9,7 +9,13 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from streams.core.models import Alert, ConfigurationItem, IncidentCommand, MaintenanceWindow
+from streams.core.models import (
+    Alert,
+    ConfigurationItem,
+    IncidentCommand,
+    IncidentRecord,
+    MaintenanceWindow,
+)
 
 
 class IncidentPhase(StrEnum):
@@ -50,6 +56,8 @@ class AlertState(BaseModel):
     event_starts_at: datetime | None = None
     event_status: str | None = None
     event_ended_at: datetime | None = None  # an applied resolve's end (its endsAt, else its time)
+    opened_at: datetime | None = None  # when the pipeline last opened or reopened the incident
+    person_resolution: datetime | None = None  # the ITSM resolution by a person last acted on
 
 
 class StateStore(Protocol):
@@ -64,6 +72,19 @@ class IncidentIndex(Protocol):
     """Which CI has an open incident, and its correlation id (shared by every worker)."""
 
     def get(self, ci_id: str) -> str | None: ...
+
+
+class ItsmIncidents(Protocol):
+    """The incidents as the ITSMs have them (itsm.incidents), by correlation id."""
+
+    def records(self, correlation_id: str) -> list[IncidentRecord]: ...
+
+
+class NoItsmIncidents:
+    """No incident state from the ITSMs (no `itsmctl incidents sync` runs)."""
+
+    def records(self, correlation_id: str) -> list[IncidentRecord]:
+        return []
 
 
 class Outcome(StrEnum):
