@@ -24,6 +24,8 @@ ROOT_PASSWORD = "password"  # the default root account of a fresh RT install
 class RealRT:
     url: str
     queue: str
+    user: str  # the sink's own account, with only the rights ops/rt/provision.pl grants it
+    password: str
 
 
 def start_rt(workdir: Path) -> Iterator[RealRT]:
@@ -32,7 +34,17 @@ def start_rt(workdir: Path) -> Iterator[RealRT]:
         "RT 5 is not installed: ops/test.sh installs request-tracker5 rt5-db-sqlite rt5-standalone"
     )
     queue = f"itsm-{uuid.uuid4().hex[:8]}"
-    done = subprocess.run(["perl", str(PROVISION), queue], capture_output=True, text=True, timeout=120)
+    user, password = f"itsm-sink-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    secret = workdir / "rt-sink.password"
+    secret.touch(mode=0o600)
+    secret.write_text(password)
+    done = subprocess.run(
+        ["perl", str(PROVISION), queue, user],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RT_USER_PASSWORD_FILE": str(secret)},
+    )
     assert done.returncode == 0, done.stderr
     port = free_port()
     log = open(workdir / "rt-server.log", "wb")
@@ -61,7 +73,7 @@ def start_rt(workdir: Path) -> Iterator[RealRT]:
                 "rt-server did not answer:\n" + (workdir / "rt-server.log").read_text()[-2000:]
             )
             time.sleep(0.5)
-        yield RealRT(url, queue)
+        yield RealRT(url, queue, user, password)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -30,8 +30,8 @@ SERDE = AvroSerde()
 def sink(rt: RealRT, queue: str | None = None) -> RTSink:
     cfg = RTConfig(
         f"{rt.url}/REST/2.0",
-        "root",
-        SecretStr(ROOT_PASSWORD),
+        rt.user,
+        SecretStr(rt.password),
         queue or rt.queue,
         queue or rt.queue,
         "ITSM Correlation Id",
@@ -147,7 +147,8 @@ def test_commands_on_kafka_become_rt_tickets_through_itsmctl_sink_rt(
         app_id=s.app_id,
         extra_env={
             "ITSM_RT_URL": real_rt.url,
-            "ITSM_RT_PASSWORD": ROOT_PASSWORD,
+            "ITSM_RT_USER": real_rt.user,
+            "ITSM_RT_PASSWORD": real_rt.password,
             "ITSM_RT_INCIDENT_QUEUE": real_rt.queue,
             "ITSM_RT_CHANGE_QUEUE": real_rt.queue,
         },
@@ -206,26 +207,73 @@ def test_rt_finds_a_known_ticket_by_its_id(real_rt: RealRT) -> None:
 
 def test_itsm_check_against_the_real_rt(real_rt: RealRT, tmp_path: Path, itsmctl: Any) -> None:
     secret = tmp_path / "rt.pw"
-    secret.write_text(ROOT_PASSWORD)
+    secret.write_text(real_rt.password)
     env = {
         "ITSM_RT_URL": real_rt.url,
+        "ITSM_RT_USER": real_rt.user,
         "ITSM_RT_PASSWORD_FILE": str(secret),
         "ITSM_RT_INCIDENT_QUEUE": real_rt.queue,
         "ITSM_RT_CHANGE_QUEUE": real_rt.queue,
     }
     # A ticket the pipeline opened, to read the ticket rights on.
     sink(real_rt).handle_incident(incident(IncidentAction.OPEN, f"itsmp-check-{time.monotonic_ns()}"))
+    # The account ops/rt/provision.pl made: every right the sink needs, nothing beyond.
     good = itsmctl("itsm", "check", "rt", **env)
     assert good.returncode == 0, good.stdout
     assert f"ok    queue {real_rt.queue}" in good.stdout and "may create tickets" in good.stdout
     assert "ok    custom field 'ITSM Correlation Id'" in good.stdout
     assert "ok    ticket rights" in good.stdout and "may comment on and resolve" in good.stdout
+    assert "ok    least privilege" in good.stdout and "0 problem(s), 0 warning(s)" in good.stdout
     # root sees every queue: more than the sink needs.
-    assert "WARN  least privilege" in good.stdout and "General" in good.stdout
+    secret.write_text(ROOT_PASSWORD)
+    root = itsmctl("itsm", "check", "rt", **env | {"ITSM_RT_USER": "root"})
+    assert root.returncode == 0 and "WARN  least privilege" in root.stdout and "General" in root.stdout
 
     secret.write_text("not-the-password")
     bad = itsmctl("itsm", "check", "rt", **env)
     assert bad.returncode == 1 and "FAIL  credentials" in bad.stdout
-    secret.write_text(ROOT_PASSWORD)
+    secret.write_text(real_rt.password)
     missing = itsmctl("itsm", "check", "rt", **env, ITSM_RT_CORRELATION_FIELD="No Such Field")
     assert missing.returncode == 1 and "FAIL  custom field 'No Such Field'" in missing.stdout
+    elsewhere = itsmctl("itsm", "check", "rt", **env | {"ITSM_RT_INCIDENT_QUEUE": "General"})
+    assert elsewhere.returncode == 1 and "FAIL  queue General" in elsewhere.stdout  # no SeeQueue there
+
+
+def test_incident_state_read_back_from_the_real_rt(real_rt: RealRT) -> None:
+    from connectors.sources.incidents.base import with_history
+    from connectors.sources.incidents.rt import RTIncidents
+    from streams.core.models import IncidentStatus
+
+    s = sink(real_rt)
+    cid = f"itsmp-state-{time.monotonic_ns()}"
+    opened = s.handle_incident(incident(IncidentAction.OPEN, cid))
+    reader = RTIncidents(s.config, RetryPolicy(budget_seconds=10, initial_seconds=0.05))
+    (first,) = [r for r in reader.changed_since(None) if r.correlation_id == cid]
+    first = with_history(reader, None, first)
+    assert (first.status, first.number, first.updated_by, first.person_changed) == (
+        IncidentStatus.OPEN,
+        opened.itsm_id,
+        real_rt.user,
+        [],
+    )
+    # A person (root) takes the ticket and resolves it.
+    person = httpx.Client(base_url=f"{real_rt.url}/REST/2.0", auth=("root", ROOT_PASSWORD), timeout=10)
+    assert (
+        person.put(f"/ticket/{opened.itsm_id}", json={"Owner": "root", "Status": "resolved"}).status_code
+        == 200
+    )
+    (done,) = [r for r in reader.changed_since(first.updated_at) if r.correlation_id == cid]
+    done = with_history(reader, first, done)
+    assert (done.status, done.assigned_to, done.resolved_by, done.resolved_by_pipeline) == (
+        IncidentStatus.RESOLVED,
+        "root",
+        "root",
+        False,
+    )
+    assert done.person_changed == ["assignment"] and done.time_to_restore_seconds is not None
+    # The pipeline's own resolve is told apart.
+    other = f"itsmp-state-{time.monotonic_ns()}"
+    s.handle_incident(incident(IncidentAction.OPEN, other))
+    s.handle_incident(incident(IncidentAction.RESOLVE, other))
+    (mine,) = [r for r in reader.changed_since(None) if r.correlation_id == other]
+    assert mine.status is IncidentStatus.RESOLVED and mine.resolved_by_pipeline
