@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -58,6 +59,22 @@ def tls_finding(exc: TlsFailure, setting: str) -> Finding:
         Level.PROBLEM,
         f"the server's certificate does not verify: {str(exc)[:200]}",
         f"set {setting} to the CA bundle that signed it (never false)",
+    )
+
+
+def transport(base_url: str) -> Finding:
+    """https verified, or plain http only to this machine (credentials would travel in clear)."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "https":
+        return Finding("tls", Level.OK, "https, certificate verified")
+    host = parts.hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        return Finding("tls", Level.OK, "plain http to this machine (development only)")
+    return Finding(
+        "tls",
+        Level.PROBLEM,
+        f"plain http to {host}: the credentials and the incidents would travel in clear",
+        "use the ITSM's https URL",
     )
 
 

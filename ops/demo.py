@@ -25,11 +25,11 @@ from ops.kafka import Broker
 from ops.kafka.broker import free_port
 from ops.stack import COMPONENTS, Stack, port_or_free
 from streams.core.settings import Settings
-from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, declared, dlq_name
+from streams.core.topics import ALERTS_RAW, INCIDENT_COMMANDS, ITSM_INCIDENTS, declared, dlq_name
 from streams.stages.alerts.lifecycle import correlation_id
 
 DEMO_STABLE_PERIOD = 5.0
-CHANGE_COMPONENTS = ("sink-change", "changes-sync", "gate")
+CHANGE_COMPONENTS = ("sink-change", "changes-sync", "gate", "incidents-sync")
 STATE_NAMES = CHOICE_LABELS["incident"]["state"]
 ACTIVE = {"1", "2", "3"}
 
@@ -96,6 +96,19 @@ def settled(exp: Expected, rec: dict[str, str] | None) -> bool:
     if rec is None:
         return False
     return rec["state"] in ACTIVE if exp.status == "firing" else rec["state"] == "6"
+
+
+def synced_incidents(kafka: Settings, wait: float = 10.0) -> int:
+    """How many incidents `itsmctl incidents sync` has put on itsm.incidents (waiting a little
+    for its next pass)."""
+    from ops.dlq import read_all
+
+    deadline = time.monotonic() + wait
+    while True:
+        keys = {m.key() for m in read_all(kafka, kafka.topic(ITSM_INCIDENTS))}
+        if keys or time.monotonic() > deadline:
+            return len(keys)
+        time.sleep(0.5)
 
 
 def show_check(stack: Stack) -> bool:
@@ -193,6 +206,10 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
             f"{sum(e.status == 'resolved' for e in expected.values())} resolved); "
             f"{rejected} webhook(s) rejected at the gateway; {dead} dead letter(s)."
         )
+        read_back = synced_incidents(kafka)
+        print(
+            f"Read back from the ITSM by `itsmctl incidents sync`: {read_back} incident(s) on itsm.incidents."
+        )
         print("\n[6/6] a deployment pipeline against the change gate ...", flush=True)
         changes_ok = run_change_demo(stack, kafka, lambda line: print(line, flush=True))
         print(f"Change gate: {'every step as expected' if changes_ok else 'a step did not go as expected'}.")
@@ -215,7 +232,10 @@ def run_demo(once: bool, samples: Path | None, workdir: Path, timeout: float = 1
                 stop.wait(1.0)
             code = 0
     finally:
-        print("\nstopping the gate, change sync, gateway, sinks, worker, ITSM and Kafka ...", flush=True)
+        print(
+            "\nstopping the gate, change and incident sync, gateway, sinks, worker, ITSM and Kafka ...",
+            flush=True,
+        )
         codes = stack.stop()
         broker.stop()
         print("stopped: " + ", ".join(f"{n} exit {c}" for n, c in codes.items()), flush=True)

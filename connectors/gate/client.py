@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from connectors.tls import tls
+
 ALLOW, DENY, ERROR = 0, 1, 2
 
 
@@ -38,7 +40,7 @@ class GateClient:
         self.http = httpx.Client(
             base_url=url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            verify=verify,
+            verify=tls(verify),
             timeout=httpx.Timeout(timeout),
             transport=transport,
         )

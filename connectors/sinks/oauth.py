@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator
 import httpx
 from pydantic import SecretStr
 
+from connectors.tls import tls
 from streams.core import telemetry
 
 
@@ -47,7 +48,7 @@ class ClientCredentials(httpx.Auth):
         self.scope = scope
         self.refresh_margin = refresh_margin
         self.clock = clock
-        self._http = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+        self._http = httpx.Client(timeout=timeout, verify=tls(verify), transport=transport)
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = threading.Lock()

@@ -63,6 +63,7 @@ def check(args: argparse.Namespace) -> int:
 def provision(args: argparse.Namespace) -> int:
     import httpx
 
+    from connectors.tls import tls
     from ops.servicenow.provision import ProvisionError, Step
     from ops.servicenow.provision import provision as run
 
@@ -82,7 +83,7 @@ def provision(args: argparse.Namespace) -> int:
     with httpx.Client(
         base_url=settings.servicenow_url.rstrip("/"),
         auth=(settings.servicenow_admin_user, password),
-        verify=settings.servicenow_verify(),
+        verify=tls(settings.servicenow_verify()),
         timeout=settings.http_timeout_seconds,
         headers={"Accept": "application/json"},
     ) as http:

@@ -53,7 +53,7 @@ def test_servicenow_missing_columns_then_provisioned_then_all_good(
     # The integration account cannot read the dictionary, and no change exists to look at.
     first = itsmctl("itsm", "check", "servicenow", **env)
     assert first.returncode == 0, first.stdout
-    assert "WARN  column change_request.u_commit_ids" in first.stdout and "unverified" in first.stdout
+    assert "WARN  columns change_request" in first.stdout and "u_commit_ids, u_build_number" in first.stdout
     # A change row shows which asked-for fields the table has: the custom ones are missing.
     import httpx
 
@@ -168,3 +168,29 @@ def test_jira_a_wrong_request_type_and_deployment(tmp_path: Path, itsmctl: Itsmc
         assert "ITSM_JIRA_CHANGE_REQUEST_TYPE_ID" in ran.stdout
         dc = itsmctl("itsm", "check", "jira", **jira_env(url, tmp_path), ITSM_JIRA_DEPLOYMENT="datacenter")
         assert dc.returncode == 1 and "ITSM_JIRA_DEPLOYMENT" in dc.stdout
+
+
+def test_plain_http_is_only_for_this_machine() -> None:
+    from connectors.preflight import Level, transport
+
+    assert transport("https://acme.service-now.com").level is Level.OK
+    assert transport("http://127.0.0.1:8090").level is Level.OK
+    remote = transport("http://acme.service-now.com")
+    assert remote.level is Level.PROBLEM and "in clear" in remote.detail and "https" in remote.fix
+
+
+def test_tls_that_does_not_verify_is_a_problem_and_the_ca_bundle_fixes_it(tmp_path: Path, itsmctl: Itsmctl) -> None:
+    from tests.registry_emulator import make_ca
+
+    ca = make_ca(tmp_path)
+    store = Store(":memory:")
+    with serve(create_devitsm(store, "pipeline", "pipeline-pw"), ca.server_context()) as url:
+        assert url.startswith("https://")
+        env = env_for(url, tmp_path)
+        untrusted = itsmctl("itsm", "check", "servicenow", **env)
+        assert untrusted.returncode == 1 and untrusted.stdout.startswith("FAIL  tls")
+        assert "does not verify" in untrusted.stdout and "ITSM_SERVICENOW_VERIFY_TLS" in untrusted.stdout
+        trusted = itsmctl("itsm", "check", "servicenow", **env, ITSM_SERVICENOW_VERIFY_TLS=str(ca.ca_file))
+        assert trusted.returncode == 0, trusted.stdout
+        assert "ok    tls                                https, certificate verified" in trusted.stdout
+    store.close()

@@ -9,6 +9,7 @@ import httpx
 from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.ratelimit import RateLimiter
+from connectors.tls import tls
 
 SEARCH_FIELDS = "labels,status,summary"
 
@@ -28,7 +29,7 @@ class JiraClient:
             base_url=config.base_url,
             auth=(config.email, config.api_token.get_secret_value()),
             timeout=config.timeout_seconds,
-            verify=config.verify,
+            verify=tls(config.verify),
             transport=transport,
             headers={"Accept": "application/json"},
         )

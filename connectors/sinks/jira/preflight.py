@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 
-from connectors.preflight import Finding, Level, TlsFailure, clock_skew, request, tls_finding
+from connectors.preflight import Finding, Level, TlsFailure, clock_skew, request, tls_finding, transport
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.jira.mapping import INCIDENT_LABEL
+from connectors.tls import tls
 
 NEEDED = ("BROWSE_PROJECTS", "CREATE_ISSUES", "EDIT_ISSUES", "TRANSITION_ISSUES", "ADD_COMMENTS")
 BEYOND = {
@@ -24,7 +25,7 @@ def check(config: JiraConfig) -> list[Finding]:
     with httpx.Client(
         base_url=config.base_url,
         auth=(config.email, config.api_token.get_secret_value()),
-        verify=config.verify,
+        verify=tls(config.verify),
         timeout=config.timeout_seconds,
         headers={"Accept": "application/json"},
     ) as http:
@@ -64,9 +65,7 @@ def _check(http: httpx.Client, config: JiraConfig) -> list[Finding]:
             )
         ]
     out = [
-        Finding(
-            "tls", Level.OK, "certificate verified" if config.base_url.startswith("https") else "plain http"
-        ),
+        transport(config.base_url),
         Finding("credentials", Level.OK, f"signed in as {_json(me).get('displayName') or config.email}"),
         clock_skew(me),
         Finding("api", Level.OK, f"{config.deployment}, REST API {api}"),

@@ -9,6 +9,7 @@ import httpx
 from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.rt.config import RTConfig
+from connectors.tls import tls
 
 
 class RTClient:
@@ -26,7 +27,7 @@ class RTClient:
             base_url=config.base_url,
             auth=(config.user, config.password.get_secret_value()),
             timeout=config.timeout_seconds,
-            verify=config.verify,
+            verify=tls(config.verify),
             transport=transport,
             headers={"Accept": "application/json"},
         )

@@ -14,15 +14,16 @@ from typing import Any
 
 import httpx
 
-from connectors.preflight import Finding, Level, TlsFailure, clock_skew, request, tls_finding
+from connectors.preflight import Finding, Level, TlsFailure, clock_skew, request, tls_finding, transport
 from connectors.sinks.rt.config import RTConfig
+from connectors.tls import tls
 
 
 def check(config: RTConfig) -> list[Finding]:
     with httpx.Client(
         base_url=config.base_url,
         auth=(config.user, config.password.get_secret_value()),
-        verify=config.verify,
+        verify=tls(config.verify),
         timeout=config.timeout_seconds,
         headers={"Accept": "application/json"},
     ) as http:
@@ -65,9 +66,7 @@ def _check(http: httpx.Client, config: RTConfig) -> list[Finding]:
             )
         ]
     out = [
-        Finding(
-            "tls", Level.OK, "certificate verified" if config.base_url.startswith("https") else "plain http"
-        ),
+        transport(config.base_url),
         Finding("credentials", Level.OK, f"signed in as {config.user} (RT {_json(me).get('Version', '?')})"),
         clock_skew(me),
     ]

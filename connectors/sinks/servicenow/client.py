@@ -10,6 +10,7 @@ from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.mapping import LOOKUP_FIELDS, lookup_query
+from connectors.tls import tls
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 
@@ -29,7 +30,7 @@ class ServiceNowClient:
             base_url=config.base_url,
             auth=config.http_auth(),
             timeout=httpx.Timeout(config.timeout_seconds),
-            verify=config.verify,
+            verify=tls(config.verify),
             headers={"Accept": "application/json", "Content-Type": "application/json"},
             transport=transport,
         )

@@ -19,10 +19,12 @@ from connectors.preflight import (
     clock_skew,
     request,
     tls_finding,
+    transport,
 )
 from connectors.sinks.servicenow.columns import CUSTOM_COLUMNS
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.values import display
+from connectors.tls import tls
 
 # Roles granting what the sink does ("System roles" and the ITSM Roles plugins; see
 # connectors/devitsm/server.py for the pages): writing incidents, writing change requests, and
@@ -68,7 +70,7 @@ def check(config: ServiceNowConfig) -> list[Finding]:
     with httpx.Client(
         base_url=config.base_url,
         auth=auth,
-        verify=config.verify,
+        verify=tls(config.verify),
         timeout=config.timeout_seconds,
         headers={"Accept": "application/json"},
     ) as http:
@@ -100,15 +102,7 @@ def _check(http: httpx.Client, config: ServiceNowConfig) -> list[Finding]:
                 f"check {SETTINGS}",
             )
         ]
-    out.append(
-        Finding(
-            "tls",
-            Level.OK,
-            "certificate verified"
-            if config.base_url.startswith("https")
-            else "plain http (development only)",
-        )
-    )
+    out.append(transport(config.base_url))
     out.append(Finding("credentials", Level.OK, f"signed in as {config.user}"))
     out.append(clock_skew(me))
     out.extend(_roles(http, config, _rows(me)))
@@ -215,18 +209,22 @@ def _columns(http: httpx.Client) -> list[Finding]:
         if rows:
             present[table] = set(rows[0])
     out = []
-    for column in CUSTOM_COLUMNS:
-        name = f"{column.table}.{column.element}"
-        if column.table not in present:
+    for table in tables:
+        if table not in present:
+            names = ", ".join(c.element for c in CUSTOM_COLUMNS if c.table == table)
             out.append(
                 Finding(
-                    f"column {name}",
+                    f"columns {table}",
                     Level.WARN,
-                    "unverified: the dictionary is not readable and the table has no row to look at",
+                    f"{names} unverified: the dictionary is not readable and the table has no row to look at",
                     "run `itsmctl itsm provision servicenow` (an administrator's account), which verifies",
                 )
             )
-        elif column.element in present[column.table]:
+    for column in CUSTOM_COLUMNS:
+        name = f"{column.table}.{column.element}"
+        if column.table not in present:
+            continue
+        if column.element in present[column.table]:
             out.append(Finding(f"column {name}", Level.OK, "exists"))
         else:
             out.append(

@@ -12,6 +12,7 @@ from connectors.sinks.http import HttpCaller, RetryPolicy
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.webhook.config import WebhookConfig
 from connectors.sinks.webhook.mapping import SIGNATURE_HEADER, TIMESTAMP_HEADER, body, signature
+from connectors.tls import tls
 from streams.core.models import (
     ChangeAction,
     ChangeCommand,
@@ -46,7 +47,9 @@ class WebhookSink:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.http = httpx.Client(timeout=config.timeout_seconds, verify=config.verify, transport=transport)
+        self.http = httpx.Client(
+            timeout=config.timeout_seconds, verify=tls(config.verify), transport=transport
+        )
         self.caller = HttpCaller(self.http, self.name, policy, limiter)
         self.wall = wall
 
