@@ -3,13 +3,17 @@ start. Each check yields Findings; a target that cannot be reached at all raises
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from connectors.tls import tls
 
 # Clock skew beyond which timestamps the pipeline compares with the ITSM's (sync cursors, time to
 # restore) mislead, and beyond which signed tokens start to fail.
@@ -51,6 +55,38 @@ def request(http: httpx.Client, method: str, url: str, **kwargs: object) -> http
 
 class TlsFailure(Exception):
     """The server answered, but its certificate did not verify."""
+
+
+def run(
+    base_url: str,
+    auth: httpx.Auth | tuple[str, str],
+    verify: bool | str,
+    timeout: float,
+    tls_setting: str,
+    checks: Callable[[httpx.Client], list[Finding]],
+) -> list[Finding]:
+    """The checks with a client of this target; a certificate that does not verify is the one
+    finding (named with tls_setting, the setting that fixes it)."""
+    with httpx.Client(
+        base_url=base_url,
+        auth=auth,
+        verify=tls(verify),
+        timeout=timeout,
+        headers={"Accept": "application/json"},
+    ) as http:
+        try:
+            return checks(http)
+        except TlsFailure as exc:
+            return [tls_finding(exc, tls_setting)]
+
+
+def body(resp: httpx.Response) -> dict[str, Any]:
+    """A JSON object answer, or {} for anything else."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def tls_finding(exc: TlsFailure, setting: str) -> Finding:

@@ -182,6 +182,12 @@ def seed_accounts(store: Store, accounts: list[Account]) -> None:
             store.insert("sys_user_has_role", grant)
 
 
+def refusal(error: type[web.HTTPException], message: str, detail: str | None) -> web.HTTPException:
+    """An HTTP error to raise, with ServiceNow's error body."""
+    body = json.dumps({"error": {"message": message, "detail": detail}, "status": "failure"})
+    return error(text=body, content_type="application/json")
+
+
 def failure(status: int, message: str, detail: str | None = None) -> web.Response:
     return web.json_response(
         {"error": {"message": message, "detail": detail}, "status": "failure"}, status=status
@@ -333,18 +339,8 @@ def create_devitsm(
             # What the instance answers when an ACL denies an operation (the platform's message;
             # table-level denials answer 403: KB2971488, "REST API 403: Forbidden").
             verb = {"read": "Read", "write": "Update", "create": "Insert"}[operation]
-            raise web.HTTPForbidden(
-                text=json.dumps(
-                    {
-                        "error": {
-                            "message": "Operation Failed",
-                            "detail": f"ACL Exception {verb} Failed due to security constraints",
-                        },
-                        "status": "failure",
-                    }
-                ),
-                content_type="application/json",
-            )
+            detail = f"ACL Exception {verb} Failed due to security constraints"
+            raise refusal(web.HTTPForbidden, "Operation Failed", detail)
 
     def data_policy(table: str, row: dict[str, Any]) -> None:
         # Data policies apply to web service writes and refuse a record lacking a mandatory field
@@ -352,19 +348,8 @@ def create_devitsm(
         # platform's message, as GlideRecord.getLastErrorMessage() reports it).
         missing = [f for f in policy.get(table, ()) if not str(row.get(f) or "")]
         if missing:
-            raise web.HTTPForbidden(
-                text=json.dumps(
-                    {
-                        "error": {
-                            "message": "Operation Failed",
-                            "detail": "Data Policy Exception: The following fields are mandatory: "
-                            + ", ".join(missing),
-                        },
-                        "status": "failure",
-                    }
-                ),
-                content_type="application/json",
-            )
+            detail = "Data Policy Exception: The following fields are mandatory: " + ", ".join(missing)
+            raise refusal(web.HTTPForbidden, "Operation Failed", detail)
 
     def as_stored(request: web.Request, table: str, fields: dict[str, Any]) -> dict[str, Any]:
         """With sysparm_input_display_value=true, display values become stored values: a reference
@@ -426,12 +411,7 @@ def create_devitsm(
     def table_of(request: web.Request) -> str:
         table = request.match_info["table"]
         if table not in TABLES:
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {"error": {"message": f"Invalid table {table}", "detail": None}, "status": "failure"}
-                ),
-                content_type="application/json",
-            )
+            raise refusal(web.HTTPBadRequest, f"Invalid table {table}", None)
         return table
 
     def project(request: web.Request, table: str, row: dict[str, str]) -> dict[str, Any]:
@@ -454,30 +434,12 @@ def create_devitsm(
         try:
             data = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {
-                        "error": {
-                            "message": "Exception while reading request",
-                            "detail": f"Cannot decode: {exc}",
-                        },
-                        "status": "failure",
-                    }
-                ),
-                content_type="application/json",
+            raise refusal(
+                web.HTTPBadRequest, "Exception while reading request", f"Cannot decode: {exc}"
             ) from None
         if not isinstance(data, dict):
-            raise web.HTTPBadRequest(
-                text=json.dumps(
-                    {
-                        "error": {
-                            "message": "Exception while reading request",
-                            "detail": "The payload is not a JSON object",
-                        },
-                        "status": "failure",
-                    }
-                ),
-                content_type="application/json",
+            raise refusal(
+                web.HTTPBadRequest, "Exception while reading request", "The payload is not a JSON object"
             )
         return data
 

@@ -4,14 +4,11 @@ transitions on the newest pipeline request. Nothing is written."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
-from connectors.preflight import Finding, Level, TlsFailure, clock_skew, request, tls_finding, transport
+from connectors.preflight import Finding, Level, body, clock_skew, request, run, transport
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.jira.mapping import INCIDENT_LABEL
-from connectors.tls import tls
 
 NEEDED = ("BROWSE_PROJECTS", "CREATE_ISSUES", "EDIT_ISSUES", "TRANSITION_ISSUES", "ADD_COMMENTS")
 BEYOND = {
@@ -22,25 +19,15 @@ BEYOND = {
 
 
 def check(config: JiraConfig) -> list[Finding]:
-    with httpx.Client(
-        base_url=config.base_url,
-        auth=(config.email, config.api_token.get_secret_value()),
-        verify=tls(config.verify),
-        timeout=config.timeout_seconds,
-        headers={"Accept": "application/json"},
-    ) as http:
-        try:
-            return _check(http, config)
-        except TlsFailure as exc:
-            return [tls_finding(exc, "ITSM_JIRA_VERIFY_TLS")]
-
-
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    auth = (config.email, config.api_token.get_secret_value())
+    return run(
+        config.base_url,
+        auth,
+        config.verify,
+        config.timeout_seconds,
+        "ITSM_JIRA_VERIFY_TLS",
+        lambda http: _check(http, config),
+    )
 
 
 def _check(http: httpx.Client, config: JiraConfig) -> list[Finding]:
@@ -66,7 +53,7 @@ def _check(http: httpx.Client, config: JiraConfig) -> list[Finding]:
         ]
     out = [
         transport(config.base_url),
-        Finding("credentials", Level.OK, f"signed in as {_json(me).get('displayName') or config.email}"),
+        Finding("credentials", Level.OK, f"signed in as {body(me).get('displayName') or config.email}"),
         clock_skew(me),
         Finding("api", Level.OK, f"{config.deployment}, REST API {api}"),
     ]
@@ -81,7 +68,7 @@ def _check(http: httpx.Client, config: JiraConfig) -> list[Finding]:
             )
         )
         return out
-    project = str(_json(desk).get("projectKey", ""))
+    project = str(body(desk).get("projectKey", ""))
     out.append(
         Finding("service desk", Level.OK, f"service desk {config.service_desk_id} (project {project})")
     )
@@ -93,7 +80,7 @@ def _check(http: httpx.Client, config: JiraConfig) -> list[Finding]:
             http, "GET", f"/rest/servicedeskapi/servicedesk/{config.service_desk_id}/requesttype/{type_id}"
         )
         if resp.status_code == 200:
-            out.append(Finding(f"request type {type_id}", Level.OK, str(_json(resp).get("name", ""))))
+            out.append(Finding(f"request type {type_id}", Level.OK, str(body(resp).get("name", ""))))
         else:
             out.append(
                 Finding(
@@ -122,7 +109,7 @@ def _permissions(http: httpx.Client, api: str, project: str) -> list[Finding]:
         ]
     held = {
         k
-        for k, v in (_json(resp).get("permissions") or {}).items()
+        for k, v in (body(resp).get("permissions") or {}).items()
         if isinstance(v, dict) and v.get("havePermission")
     }
     missing = [k for k in NEEDED if k not in held]
@@ -170,7 +157,7 @@ def _search_and_transitions(http: httpx.Client, config: JiraConfig) -> list[Find
             )
         ]
     out = [Finding("search", Level.OK, "JQL search works")]
-    issues = _json(resp).get("issues") or []
+    issues = body(resp).get("issues") or []
     if not issues:
         out.append(
             Finding("transitions", Level.WARN, "unverified: no request the pipeline opened exists yet")
@@ -178,7 +165,7 @@ def _search_and_transitions(http: httpx.Client, config: JiraConfig) -> list[Find
         return out
     key = str(issues[0].get("key") or issues[0].get("id"))
     offered = request(http, "GET", f"/rest/servicedeskapi/request/{key}/transition")
-    names = {str(v.get("name")) for v in (_json(offered).get("values") or [])}
+    names = {str(v.get("name")) for v in (body(offered).get("values") or [])}
     wanted = {config.resolve_transition, config.reopen_transition}
     if names & wanted:
         out.append(Finding("transitions", Level.OK, f"{key} offers {', '.join(sorted(names & wanted))}"))

@@ -14,31 +14,20 @@ from typing import Any
 
 import httpx
 
-from connectors.preflight import Finding, Level, TlsFailure, clock_skew, request, tls_finding, transport
+from connectors.preflight import Finding, Level, body, clock_skew, request, run, transport
 from connectors.sinks.rt.config import RTConfig
-from connectors.tls import tls
 
 
 def check(config: RTConfig) -> list[Finding]:
-    with httpx.Client(
-        base_url=config.base_url,
-        auth=(config.user, config.password.get_secret_value()),
-        verify=tls(config.verify),
-        timeout=config.timeout_seconds,
-        headers={"Accept": "application/json"},
-    ) as http:
-        try:
-            return _check(http, config)
-        except TlsFailure as exc:
-            return [tls_finding(exc, "ITSM_RT_VERIFY_TLS")]
-
-
-def _json(resp: httpx.Response) -> dict[str, Any]:
-    try:
-        data = resp.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    auth = (config.user, config.password.get_secret_value())
+    return run(
+        config.base_url,
+        auth,
+        config.verify,
+        config.timeout_seconds,
+        "ITSM_RT_VERIFY_TLS",
+        lambda http: _check(http, config),
+    )
 
 
 def _links(doc: dict[str, Any]) -> set[str]:
@@ -67,7 +56,7 @@ def _check(http: httpx.Client, config: RTConfig) -> list[Finding]:
         ]
     out = [
         transport(config.base_url),
-        Finding("credentials", Level.OK, f"signed in as {config.user} (RT {_json(me).get('Version', '?')})"),
+        Finding("credentials", Level.OK, f"signed in as {config.user} (RT {body(me).get('Version', '?')})"),
         clock_skew(me),
     ]
     queues = sorted({config.incident_queue, config.change_queue})
@@ -84,7 +73,7 @@ def _check(http: httpx.Client, config: RTConfig) -> list[Finding]:
                 )
             )
             continue
-        doc = _json(resp)
+        doc = body(resp)
         if "create" in _links(doc):
             out.append(Finding(f"queue {name}", Level.OK, "visible, may create tickets"))
         else:
@@ -125,13 +114,13 @@ def _ticket_rights(http: httpx.Client, config: RTConfig) -> list[Finding]:
                 "search", Level.PROBLEM, f"ticket search answered HTTP {resp.status_code}", "grant ShowTicket"
             )
         ]
-    items = _json(resp).get("items") or []
+    items = body(resp).get("items") or []
     if not items:
         return [
             Finding("search", Level.OK, "ticket search works"),
             Finding("ticket rights", Level.WARN, "unverified: no ticket the pipeline opened exists yet"),
         ]
-    ticket = _json(request(http, "GET", f"/ticket/{items[0].get('id')}"))
+    ticket = body(request(http, "GET", f"/ticket/{items[0].get('id')}"))
     links = _links(ticket)
     missing = [
         right
@@ -156,10 +145,10 @@ def _ticket_rights(http: httpx.Client, config: RTConfig) -> list[Finding]:
 
 def _beyond(http: httpx.Client, queues: list[str]) -> list[Finding]:
     resp = request(http, "GET", "/queues/all", params={"per_page": "100"})
-    seen = sorted({str(i.get("id")) for i in (_json(resp).get("items") or []) if isinstance(i, dict)})
+    seen = sorted({str(i.get("id")) for i in (body(resp).get("items") or []) if isinstance(i, dict)})
     names = []
     for queue_id in seen:
-        doc = _json(request(http, "GET", f"/queue/{queue_id}"))
+        doc = body(request(http, "GET", f"/queue/{queue_id}"))
         if doc.get("Name") and doc["Name"] not in queues:
             names.append(str(doc["Name"]))
     if not names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.mapping import LOOKUP_FIELDS, lookup_query
+from connectors.sinks.servicenow.values import READ_PARAMS
 from connectors.tls import tls
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
@@ -96,6 +98,24 @@ class ServiceNowClient:
     def rows(self, table: str, params: dict[str, str]) -> list[dict[str, Any]]:
         """One page of a Table API query (sysparm_query, sysparm_fields, sysparm_limit, sysparm_offset)."""
         return [dict(r) for r in self._call("GET", f"/api/now/table/{table}", params=params)]
+
+    def every_row(self, table: str, query: str, fields: str, page: int = 200) -> Iterator[dict[str, Any]]:
+        """Every row of a query, page by page (sysparm_offset), in every field's value and
+        display value (READ_PARAMS)."""
+        offset = 0
+        while True:
+            params = {
+                "sysparm_query": query,
+                "sysparm_fields": fields,
+                "sysparm_limit": str(page),
+                "sysparm_offset": str(offset),
+                **READ_PARAMS,
+            }
+            rows = self.rows(table, params)
+            yield from rows
+            if len(rows) < page:
+                return
+            offset += page
 
     def create(self, table: str, fields: dict[str, Any]) -> dict[str, Any]:
         # Not retried here: the record may exist although the answer was lost (see ServiceNowSink).

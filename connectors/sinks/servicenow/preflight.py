@@ -12,19 +12,10 @@ from typing import Any
 
 import httpx
 
-from connectors.preflight import (
-    Finding,
-    Level,
-    TlsFailure,
-    clock_skew,
-    request,
-    tls_finding,
-    transport,
-)
+from connectors.preflight import Finding, Level, clock_skew, request, run, transport
 from connectors.sinks.servicenow.columns import CUSTOM_COLUMNS
 from connectors.sinks.servicenow.config import ServiceNowConfig
 from connectors.sinks.servicenow.values import display
-from connectors.tls import tls
 
 # Roles granting what the sink does ("System roles" and the ITSM Roles plugins; see
 # connectors/devitsm/server.py for the pages): writing incidents, writing change requests, and
@@ -67,17 +58,14 @@ def check(config: ServiceNowConfig) -> list[Finding]:
         auth = config.http_auth()
     except ValueError as exc:
         return [Finding("configuration", Level.PROBLEM, str(exc), "set the named settings")]
-    with httpx.Client(
-        base_url=config.base_url,
-        auth=auth,
-        verify=tls(config.verify),
-        timeout=config.timeout_seconds,
-        headers={"Accept": "application/json"},
-    ) as http:
-        try:
-            return _check(http, config)
-        except TlsFailure as exc:
-            return [tls_finding(exc, "ITSM_SERVICENOW_VERIFY_TLS")]
+    return run(
+        config.base_url,
+        auth,
+        config.verify,
+        config.timeout_seconds,
+        "ITSM_SERVICENOW_VERIFY_TLS",
+        lambda http: _check(http, config),
+    )
 
 
 def _check(http: httpx.Client, config: ServiceNowConfig) -> list[Finding]:

@@ -6,16 +6,15 @@ approved."""
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 from confluent_kafka import Producer
 from pydantic import ValidationError
 
-from connectors.sinks.http import SinkError
 from connectors.sinks.servicenow.client import ServiceNowClient
 from connectors.sinks.servicenow.mapping import CHANGE_TABLE
-from connectors.sinks.servicenow.values import READ_PARAMS, value
+from connectors.sinks.servicenow.values import value
 from connectors.sources.changes.mapping import FIELDS, change_record, maintenance_windows
+from connectors.sources.polling import every
 from streams.core import telemetry
 from streams.core.kafka import publish_batch
 from streams.core.messages import Output, encoded
@@ -55,24 +54,8 @@ class ChangeSync:
 
     def run_once(self) -> int:
         """One pass: every change updated at or after the watermark; returns how many changed."""
-        rows: list[dict[str, Any]] = []
         query = (f"sys_updated_on>={self.watermark}^" if self.watermark else "") + "ORDERBYsys_updated_on"
-        offset = 0
-        while True:
-            page = self.client.rows(
-                CHANGE_TABLE,
-                {
-                    "sysparm_query": query,
-                    "sysparm_fields": FIELDS,
-                    "sysparm_limit": str(PAGE),
-                    "sysparm_offset": str(offset),
-                    **READ_PARAMS,
-                },
-            )
-            rows.extend(page)
-            if len(page) < PAGE:
-                break
-            offset += PAGE
+        rows = list(self.client.every_row(CHANGE_TABLE, query, FIELDS, PAGE))
         # Same-second updates are read again (>=); only what really changed is published.
         fresh = [r for r in rows if self.published.get(value(r.get("sys_id"))) != _version(r)]
         out: list[Output] = []
@@ -115,13 +98,4 @@ class ChangeSync:
 
     def run(self, stop: threading.Event, interval: float) -> None:
         """Pass after pass until stop; retryable ITSM errors wait for the next pass, others raise."""
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except SinkError as exc:
-                if not exc.retryable:
-                    raise
-                self.log.warning(
-                    "changes_sync_failed", error=str(exc)[:300], error_class=exc.error_class.value
-                )
-            stop.wait(interval)
+        every(stop, interval, self.run_once, self.log, "changes_sync_failed")

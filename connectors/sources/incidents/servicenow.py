@@ -9,7 +9,7 @@ from typing import Any
 
 from connectors.sinks.servicenow.client import ServiceNowClient
 from connectors.sinks.servicenow.mapping import CORRELATION_DISPLAY, INCIDENT_TABLE
-from connectors.sinks.servicenow.values import READ_PARAMS, display, value
+from connectors.sinks.servicenow.values import display, value
 from connectors.sources.changes.mapping import glide_time
 from streams.core import telemetry
 from streams.core.models import IncidentRecord, IncidentStatus
@@ -56,25 +56,10 @@ class ServiceNowIncidents:
         if since is not None:
             query += f"sys_updated_on>={since.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')}^"
         query += "ORDERBYsys_updated_on"
-        offset = 0
-        while True:
-            page = self.client.rows(
-                INCIDENT_TABLE,
-                {
-                    "sysparm_query": query,
-                    "sysparm_fields": FIELDS,
-                    "sysparm_limit": str(PAGE),
-                    "sysparm_offset": str(offset),
-                    **READ_PARAMS,
-                },
-            )
-            for row in page:
-                record = self.record(row)
-                if record is not None:
-                    yield record
-            if len(page) < PAGE:
-                return
-            offset += PAGE
+        for row in self.client.every_row(INCIDENT_TABLE, query, FIELDS, PAGE):
+            record = self.record(row)
+            if record is not None:
+                yield record
 
     def record(self, row: dict[str, Any]) -> IncidentRecord | None:
         state = value(row.get("state"))

@@ -15,8 +15,8 @@ from datetime import datetime
 from confluent_kafka import Producer
 from pydantic import ValidationError
 
-from connectors.sinks.http import SinkError
 from connectors.sources.incidents.base import IncidentReader, same, with_history
+from connectors.sources.polling import every
 from streams.core import telemetry
 from streams.core.follower import TopicFollower
 from streams.core.kafka import publish_batch
@@ -104,16 +104,7 @@ class IncidentSync:
 
     def run(self, stop: threading.Event, interval: float) -> None:
         """Pass after pass until stop; retryable ITSM errors wait for the next pass, others raise."""
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except SinkError as exc:
-                if not exc.retryable:
-                    raise
-                self.log.warning(
-                    "incidents_sync_failed", error=str(exc)[:300], error_class=exc.error_class.value
-                )
-            stop.wait(interval)
+        every(stop, interval, self.run_once, self.log, "incidents_sync_failed")
 
     def close(self) -> None:
         for reader in self.readers:
