@@ -361,3 +361,17 @@ def test_a_data_policy_refusal_is_a_validation_error_with_the_instance_message()
     assert err.value.error_class is ErrorClass.VALIDATION and err.value.status == 403
     assert "Data Policy Exception: The following fields are mandatory: assignment_group" in str(err.value)
     store.close()
+
+
+def test_without_an_owner_group_the_incident_goes_to_the_group_supporting_its_ci(
+    itsm_url: str, itsm_store: Store
+) -> None:
+    support = itsm_store.insert("sys_user_group", {"name": "storage"})["sys_id"]
+    dba = itsm_store.insert("sys_user_group", {"name": "dba"})["sys_id"]
+    itsm_store.insert("cmdb_ci", {"name": "db-7", "support_group": support})
+    sink = sink_for(itsm_url)
+    sink.handle(command(IncidentAction.OPEN, cid="itsmp-a", ci_id="db-7"))
+    sink.handle(command(IncidentAction.OPEN, cid="itsmp-b", ci_id="db-7", assignment_group="dba"))
+    (a,), (b,) = incidents(itsm_url, "itsmp-a"), incidents(itsm_url, "itsmp-b")
+    assert a["assignment_group"]["value"] == support  # the CMDB's support group
+    assert b["assignment_group"]["value"] == dba  # the command's owner group wins

@@ -16,13 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from connectors.sinks.http import SinkError
+from connectors.sinks.servicenow.values import value
 from streams.core import telemetry
 
 BINDINGS = telemetry.Counter(
     "itsm_pipeline_reference_binding_total",
     "Reference fields the ServiceNow sink bound to a sys_id, by field and outcome "
     "(bound: looked up; cached: from the cache; unresolved: no such record; refused: the lookup "
-    "was refused, e.g. no read on the referenced table).",
+    "was refused, e.g. no read on the referenced table; from_ci: the assignment group taken from "
+    "the CI's support group, the command having none).",
     ["field", "outcome"],
 )
 log = telemetry.get_logger("servicenow.references")
@@ -30,11 +32,13 @@ log = telemetry.get_logger("servicenow.references")
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference field, the table it points at, and the column the pipeline's name is in."""
+    """A reference field, the table it points at, the column the pipeline's name is in, and a
+    field of the referenced record to read along (a CI's support group)."""
 
     field: str
     table: str
     lookup: str = "name"
+    extra: str = ""
 
 
 def references(ci_lookup_field: str = "name") -> dict[str, Reference]:
@@ -42,7 +46,7 @@ def references(ci_lookup_field: str = "name") -> dict[str, Reference]:
     return {
         r.field: r
         for r in (
-            Reference("cmdb_ci", "cmdb_ci", ci_lookup_field),
+            Reference("cmdb_ci", "cmdb_ci", ci_lookup_field, extra="support_group"),
             Reference("business_service", "cmdb_ci_service"),
             Reference("assignment_group", "sys_user_group"),
             Reference("caller_id", "sys_user", "user_name"),
@@ -67,22 +71,24 @@ class ReferenceBinder:
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.clock = clock
-        self.cache: dict[tuple[str, str, str], tuple[str | None, float]] = {}
+        # (table, lookup column, name) -> (sys_id or None, the extra field's value, expiry)
+        self.cache: dict[tuple[str, str, str], tuple[str | None, str, float]] = {}
 
-    def _sys_id(self, ref: Reference, name: str) -> tuple[str | None, str]:
+    def _sys_id(self, ref: Reference, name: str) -> tuple[str | None, str, str]:
+        """(sys_id or None, the record's extra field, outcome)."""
         key = (ref.table, ref.lookup, name)
         now = self.clock()
         hit = self.cache.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0], "cached" if hit[0] else "unresolved"
+        if hit is not None and hit[2] > now:
+            return hit[0], hit[1], "cached" if hit[0] else "unresolved"
         if "^" in name or "\n" in name:
-            return None, "unresolved"  # not expressible in an encoded query
+            return None, "", "unresolved"  # not expressible in an encoded query
         try:
             rows = self.lookup(
                 ref.table,
                 {
                     "sysparm_query": f"{ref.lookup}={name}",
-                    "sysparm_fields": "sys_id",
+                    "sysparm_fields": ",".join(["sys_id", *([ref.extra] if ref.extra else [])]),
                     "sysparm_limit": "1",
                     "sysparm_exclude_reference_link": "true",
                 },
@@ -91,10 +97,11 @@ class ReferenceBinder:
             if exc.retryable:
                 raise  # the command is retried as a whole
             log.warning("reference_lookup_refused", table=ref.table, status=exc.status, error=str(exc)[:200])
-            return None, "refused"
-        found = str(rows[0].get("sys_id") or "") if rows else ""
-        self.cache[key] = (found or None, now + (self.ttl if found else self.miss_ttl))
-        return found or None, "bound" if found else "unresolved"
+            return None, "", "refused"
+        found = value(rows[0].get("sys_id")) if rows else ""
+        extra = value(rows[0].get(ref.extra)) if rows and ref.extra else ""
+        self.cache[key] = (found or None, extra, now + (self.ttl if found else self.miss_ttl))
+        return found or None, extra, "bound" if found else "unresolved"
 
     def bind(self, fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """The fields with each reference bound to a sys_id, and a line for each name left unbound."""
@@ -104,10 +111,14 @@ class ReferenceBinder:
             given = fields.get(name)
             if given in (None, ""):
                 continue
-            sys_id, outcome = self._sys_id(ref, str(given))
+            sys_id, extra, outcome = self._sys_id(ref, str(given))
             BINDINGS.labels(name, outcome).inc()
             if sys_id:
                 out[name] = sys_id
+                if ref.extra == "support_group" and extra and not fields.get("assignment_group"):
+                    # No owner group in the command: the group supporting the CI in the CMDB.
+                    out["assignment_group"] = extra
+                    BINDINGS.labels("assignment_group", "from_ci").inc()
             else:
                 del out[name]
                 why = "could not be looked up" if outcome == "refused" else "has no record"
