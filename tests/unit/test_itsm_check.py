@@ -179,7 +179,9 @@ def test_plain_http_is_only_for_this_machine() -> None:
     assert remote.level is Level.PROBLEM and "in clear" in remote.detail and "https" in remote.fix
 
 
-def test_tls_that_does_not_verify_is_a_problem_and_the_ca_bundle_fixes_it(tmp_path: Path, itsmctl: Itsmctl) -> None:
+def test_tls_that_does_not_verify_is_a_problem_and_the_ca_bundle_fixes_it(
+    tmp_path: Path, itsmctl: Itsmctl
+) -> None:
     from tests.registry_emulator import make_ca
 
     ca = make_ca(tmp_path)
