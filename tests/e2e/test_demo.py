@@ -29,8 +29,8 @@ def test_demo_once_accounts_for_every_sample_alert_and_gate_step_and_stops_clean
         "invalid alertmanager payload: alerts.0.startsAt: Field required" in out
     )
     assert (
-        "stopped: gate exit 0, changes-sync exit 0, sink-change exit 0, gateway exit 0, sink exit 0, "
-        "worker exit 0, devitsm exit 0" in out
+        "stopped: incidents-sync exit 0, gate exit 0, changes-sync exit 0, sink-change exit 0, "
+        "gateway exit 0, sink exit 0, worker exit 0, devitsm exit 0" in out
     )
     # The change part: denied in the freeze, then allowed with the change it asked for and got.
     assert "during the imported freeze: deny" in out and "freeze window freeze-demo-calendar-demo-peak" in out

@@ -114,7 +114,7 @@ def test_incident_sink_mappings_give_sendable_bodies_or_a_value_error(cmd: m.Inc
     # The sink runner dead-letters a ValueError (or UnicodeError) of one command and goes on.
     try:
         for body in (
-            servicenow.open_fields(cmd),
+            servicenow.open_fields(cmd, "pipeline"),
             servicenow.update_fields(cmd, reopen=False),
             servicenow.resolve_fields(cmd),
             servicenow.lookup_query(cmd.correlation_id),
