@@ -21,12 +21,12 @@ class LookupSink:
     def handle_incident(self, cmd: IncidentCommand) -> SinkResult:
         """Deliver one incident command; raises SinkError when it cannot be delivered."""
         self.caller.reset()
-        return with_lookup_retries(self.caller.policy, lambda: self._incident(cmd))
+        return with_lookup_retries(self.caller.policy, lambda: self._incident(cmd), self.caller.deadline)
 
     def handle_change(self, cmd: ChangeCommand) -> SinkResult:
         """Deliver one change command; raises SinkError when it cannot be delivered."""
         self.caller.reset()
-        return with_lookup_retries(self.caller.policy, lambda: self._change(cmd))
+        return with_lookup_retries(self.caller.policy, lambda: self._change(cmd), self.caller.deadline)
 
     def missing_ref(self, cmd: ChangeCommand) -> SinkError:
         """A command addressing a change by the ITSM's own id that the ITSM does not have."""

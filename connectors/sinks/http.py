@@ -6,13 +6,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 import httpx
 
 from connectors.sinks.oauth import TokenError
-from connectors.sinks.ratelimit import RateLimiter
+from connectors.sinks.ratelimit import RateLimiter, retry_after_seconds
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 
@@ -43,26 +42,6 @@ def classify(status: int) -> Verdict | None:
     if status in (400, 404, 405, 410, 413, 415, 422):
         return Verdict(False, ErrorClass.VALIDATION)
     return Verdict(False, ErrorClass.UNKNOWN)
-
-
-def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait (Retry-After as seconds or HTTP date, or X-RateLimit-Reset)."""
-    value = headers.get("Retry-After")
-    if value:
-        value = value.strip()
-        if value.isdigit():
-            return float(value)
-        try:
-            when = parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when - (now if now is not None else time.time()))
-    reset = headers.get("X-RateLimit-Reset")
-    if reset and reset.strip().isdigit() and headers.get("X-RateLimit-Remaining", "").strip() == "0":
-        # ServiceNow sends the epoch second at which the window resets.
-        return max(0.0, float(reset) - (now if now is not None else time.time()))
-    return None
 
 
 class SinkError(Exception):
@@ -110,9 +89,14 @@ class HttpCaller:
         self.log = telemetry.get_logger(f"sink.{target}")
         # Attempts since reset(): one command may take several calls (lookup, create, ...).
         self.attempts = 0
+        # When the current command's retry budget ends: one deadline across all its calls and
+        # lookup rounds (None: each call has the whole budget, outside a command).
+        self.deadline: float | None = None
 
     def reset(self) -> None:
+        """A new command: attempts from zero, and its retry budget starts now."""
         self.attempts = 0
+        self.deadline = self.policy.clock() + self.policy.budget_seconds
 
     def call(self, method: str, url: str, retry: bool = True, **kwargs: object) -> tuple[httpx.Response, int]:
         """The successful response and the attempts it took, or SinkError.
@@ -120,7 +104,9 @@ class HttpCaller:
         retry=False for a request that is not idempotent (a create): a retryable failure is
         raised at once, so the caller can look again before repeating it.
         """
-        started = self.policy.clock()
+        deadline = (
+            self.deadline if self.deadline is not None else self.policy.clock() + self.policy.budget_seconds
+        )
         attempt = 0
         verdict: Verdict | None
         while True:
@@ -173,7 +159,9 @@ class HttpCaller:
             wait = (
                 0.0 if self.limiter is not None and asked is not None else self.policy.delay(attempt, asked)
             )
-            if self.policy.clock() - started + wait > self.policy.budget_seconds:
+            # With a limiter the next attempt waits out the server's whole ask: that counts too.
+            needed = asked if self.limiter is not None and asked is not None else wait
+            if self.policy.clock() + needed > deadline:
                 self.attempts += attempt
                 raise SinkError(
                     f"retry budget of {self.policy.budget_seconds}s spent after "
@@ -187,13 +175,14 @@ class HttpCaller:
             self.policy.sleep(wait)
 
 
-def with_lookup_retries(policy: RetryPolicy, once: Callable[[], T]) -> T:
+def with_lookup_retries(policy: RetryPolicy, once: Callable[[], T], deadline: float | None = None) -> T:
     """Run a lookup-then-write step; after a retryable failure, start over from the lookup.
 
     A create whose answer was lost may have happened: repeating the POST blindly would make a
-    second record, looking again first never does. Bounded by the policy's budget.
+    second record, looking again first never does. Bounded by the command's deadline (the
+    caller's, shared with every call inside), else the policy's budget from now.
     """
-    started = policy.clock()
+    end = deadline if deadline is not None else policy.clock() + policy.budget_seconds
     rounds = 0
     while True:
         try:
@@ -201,6 +190,6 @@ def with_lookup_retries(policy: RetryPolicy, once: Callable[[], T]) -> T:
         except SinkError as exc:
             rounds += 1
             wait = policy.delay(rounds, None)
-            if not exc.retryable or policy.clock() - started + wait > policy.budget_seconds:
+            if not exc.retryable or policy.clock() + wait > end:
                 raise
             policy.sleep(wait)

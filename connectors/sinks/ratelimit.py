@@ -6,10 +6,32 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 
 import httpx
 
 from streams.core import telemetry
+
+
+def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait: Retry-After as delay-seconds or an HTTP-date (RFC 9110
+    section 10.2.3), else ServiceNow's X-RateLimit-Reset once X-RateLimit-Remaining is 0."""
+    wall = now if now is not None else time.time()
+    value = (headers.get("Retry-After") or "").strip()
+    if value:
+        if value.isdigit():
+            return float(value)
+        try:
+            when = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            return max(0.0, when - wall)
+    reset = headers.get("X-RateLimit-Reset")
+    if reset and reset.strip().isdigit() and headers.get("X-RateLimit-Remaining", "").strip() == "0":
+        # ServiceNow sends the epoch second at which the window resets.
+        return max(0.0, float(reset) - wall)
+    return None
 
 
 class RateLimiter:
@@ -78,13 +100,8 @@ class RateLimiter:
 
     def observe(self, status: int, headers: httpx.Headers) -> None:
         """Learn from an answer: pause everyone when the server says the budget is spent."""
-        pause = 0.0
-        if status == 429:
-            value = headers.get("Retry-After", "").strip()
-            pause = float(value) if value.replace(".", "", 1).isdigit() else 1.0
-        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
-        if remaining is not None and remaining.strip() == "0" and reset and reset.strip().isdigit():
-            pause = max(pause, float(reset) - self.wall())
+        asked = retry_after_seconds(headers, self.wall())
+        pause = asked if asked is not None else (1.0 if status == 429 else 0.0)
         if pause > 0:
             with self._lock:
                 self._paused_until = max(self._paused_until, self.clock() + pause)

@@ -118,3 +118,39 @@ def test_the_retry_budget_bounds_the_attempts() -> None:
     assert info.value.retryable and "retry budget" in str(info.value)
     assert clock.t <= 5.0
     assert info.value.attempts == len(seen) > 2
+
+
+def test_one_deadline_spans_every_call_and_lookup_round_of_a_command() -> None:
+    # A slow ITSM: every answer is a 503 after 4 s. Before, each call and each lookup round had the
+    # whole budget of its own, and one command ran past it (204 s with a 120 s budget).
+    from connectors.sinks.http import with_lookup_retries
+
+    clock = FakeClock()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        clock.t += 4.0
+        return httpx.Response(503)
+
+    client = httpx.Client(transport=httpx.MockTransport(handle), base_url="http://itsm.test")
+    policy = RetryPolicy(30.0, 0.2, 10.0, sleep=clock.sleep, clock=clock.now, rng=random.Random(1))
+    c = HttpCaller(client, "test", policy)
+    c.reset()
+
+    def lookup_then_create() -> None:
+        c.call("GET", "/lookup")
+        c.call("POST", "/create", retry=False)
+
+    with pytest.raises(SinkError) as info:
+        with_lookup_retries(policy, lookup_then_create, c.deadline)
+    assert info.value.retryable
+    assert clock.t <= 30.0 + 4.0  # the budget, plus at most the one request in flight when it ran out
+
+
+def test_a_limiter_honours_retry_after_as_an_http_date() -> None:
+    from connectors.sinks.ratelimit import RateLimiter
+
+    clock = FakeClock()
+    wall = datetime(2026, 11, 27, 9, 0, tzinfo=UTC).timestamp()
+    limiter = RateLimiter(0, 1, 1, clock=clock.now, sleep=clock.sleep, wall=lambda: wall)
+    limiter.observe(429, httpx.Headers({"Retry-After": "Fri, 27 Nov 2026 09:00:30 GMT"}))
+    assert limiter.acquire() == 30.0  # not the 1 s it fell back to before
