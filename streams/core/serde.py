@@ -151,7 +151,7 @@ class SchemaStore:
             self.by_fingerprint.setdefault(loaded.fingerprint, loaded)
 
     def _load(self, path: Path, raw: dict[str, Any]) -> LoadedSchema:
-        parsed = parse_schema(raw, _write_hint=False, _force=True)
+        parsed = parse_schema(raw, _force=True)
         name = _full_name(raw, None)
         if path.parent == self.schema_dir:
             self.expanded[name] = raw
@@ -243,7 +243,7 @@ class SchemaRegistry:
             raise  # registry trouble is infrastructure, not data: crash and restart
         if found.schema_type not in (None, "AVRO"):
             raise SerdeError(f"schema id {schema_id} is a {found.schema_type} schema, not Avro")
-        parsed = parse_schema(json.loads(found.schema_str or "null"), _write_hint=False, _force=True)
+        parsed = parse_schema(json.loads(found.schema_str or "null"), _force=True)
         with self._lock:
             self._schemas[schema_id] = parsed
         return parsed
