@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from connectors.sinks.http import SinkError
 from connectors.sinks.known import KnownIds
@@ -31,6 +31,50 @@ class Sink(Protocol):
     def handle_change(self, cmd: ChangeCommand) -> SinkResult: ...
 
 
+class Progress:
+    """Per partition, the commands handled in offset order and the outputs (result, dead letter)
+    each still waits to have acknowledged: the commit point is the first offset not finished, so
+    a crash redelivers only what is not done (at least once), with no flush per command."""
+
+    def __init__(self) -> None:
+        # partition -> offset -> [outputs not yet acknowledged, handled]
+        self.open: dict[int, dict[int, list[Any]]] = {}
+
+    def begin(self, partition: int, offset: int) -> None:
+        self.open.setdefault(partition, {})[offset] = [0, False]
+
+    def expect(self, partition: int, offset: int) -> None:
+        self.open[partition][offset][0] += 1
+
+    def acknowledged(self, partition: int, offset: int) -> None:
+        entry = self.open.get(partition, {}).get(offset)
+        if entry is not None:
+            entry[0] -= 1
+
+    def handled(self, partition: int, offset: int) -> None:
+        self.open[partition][offset][1] = True
+
+    def committable(self) -> dict[int, int]:
+        """partition -> the offset to commit (one past the last finished command in a row)."""
+        ready: dict[int, int] = {}
+        for partition, offsets in self.open.items():
+            while offsets:
+                first = next(iter(offsets))
+                outstanding, handled = offsets[first]
+                if not handled or outstanding > 0:
+                    break
+                del offsets[first]
+                ready[partition] = first + 1
+        return ready
+
+    def forget(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.open.pop(partition, None)
+
+    def pending(self) -> int:
+        return sum(len(o) for o in self.open.values())
+
+
 KINDS: dict[RecordType, tuple[str, type[IncidentCommand] | type[ChangeCommand]]] = {
     RecordType.INCIDENT: (INCIDENT_COMMANDS, IncidentCommand),
     RecordType.CHANGE: (CHANGE_COMMANDS, ChangeCommand),
@@ -38,7 +82,8 @@ KINDS: dict[RecordType, tuple[str, type[IncidentCommand] | type[ChangeCommand]]]
 
 
 class SinkRunner:
-    """At-least-once delivery: an offset is committed only after its result or dead letter is acknowledged."""
+    """At-least-once delivery: an offset is committed only after its result or dead letter is
+    acknowledged; commits are asynchronous and cover every finished command in a row (Progress)."""
 
     def __init__(
         self,
@@ -77,6 +122,7 @@ class SinkRunner:
         self.producer = Producer(producer_config(settings))
         self._delivery_errors: list[str] = []
         self.processed = 0
+        self.progress = Progress()
         if hasattr(sink, "intent"):
             # A sink whose lookups can lag behind its creates records each create before sending it.
             sink.intent = self._intent
@@ -98,15 +144,61 @@ class SinkRunner:
             if msg.topic() == self.dlq_topic:
                 telemetry.DEAD_LETTER_WRITE_FAILURES.labels(self.stage).inc()
 
-    def _publish(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+    def _publish(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        source: tuple[int, int] | None = None,
+    ) -> None:
+        """Produce one output; with source (partition, offset of the command) its acknowledgement
+        counts toward that command being finished."""
+        callback = self._on_delivery
+        if source is not None:
+            partition, offset = source
+            self.progress.expect(partition, offset)
 
-    def _acknowledge(self, msg: Message) -> None:
+            def callback(err: KafkaError | None, msg: Message) -> None:
+                self._on_delivery(err, msg)
+                if err is None:
+                    self.progress.acknowledged(partition, offset)
+
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
+                return
+            except BufferError:
+                # The producer's queue is full: wait for acknowledgements (back-pressure, bounded memory).
+                self.producer.poll(0.5)
+
+    def _commit_finished(self, wait: float = 0.0) -> None:
+        """Serve acknowledgements, then commit (asynchronously) up to the first command of each
+        partition that is not finished. A delivery failure crashes the sink: what it had not
+        committed is redelivered on restart (at least once; the sinks are idempotent)."""
+        self.producer.poll(wait)
+        if self._delivery_errors:
+            raise RuntimeError(f"broker did not acknowledge sink output: {self._delivery_errors}")
+        ready = self.progress.committable()
+        if ready:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in ready.items()], asynchronous=True
+            )
+
+    def _drain(self) -> None:
+        """Every output acknowledged and every finished command committed (stop, rebalance)."""
         left = self.producer.flush(30)
         if left or self._delivery_errors:
-            # Infrastructure failure: crash loudly; the uncommitted command is redelivered on restart.
             raise RuntimeError(f"broker did not acknowledge sink output: {self._delivery_errors or left}")
-        self.consumer.commit(message=msg, asynchronous=False)
+        ready = self.progress.committable()
+        if ready:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in ready.items()], asynchronous=False
+            )
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()
+        self.progress.forget({tp.partition for tp in partitions})
 
     def run(
         self,
@@ -115,7 +207,7 @@ class SinkRunner:
         check: Callable[[], None] | None = None,
     ) -> int:
         """Consume until stop is set (or, with idle_exit_after, after that many idle seconds)."""
-        self.consumer.subscribe([self.topic])
+        self.consumer.subscribe([self.topic], on_revoke=self._revoked, on_lost=self._lost)
         self.log.info("sink_started", topic=self.topic, group=f"{self.settings.app_id}-sink-{self.sink.name}")
         idle = 0.0
         try:
@@ -123,6 +215,7 @@ class SinkRunner:
                 if check is not None:
                     check()  # e.g. the results view is still alive; raises if not
                 msg = self.consumer.poll(0.5)
+                self._commit_finished()
                 if msg is None:
                     idle += 0.5
                     if idle_exit_after is not None and idle >= idle_exit_after:
@@ -135,29 +228,37 @@ class SinkRunner:
                         raise KafkaException(err)
                     continue
                 self.process(msg)
+            self._drain()
         finally:
             self.consumer.close()
             self.producer.flush(10)
         return self.processed
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Partitions taken away without a clean revoke: another member owns them now; what this
+        # one did not commit is redelivered there (idempotency absorbs it).
+        self.progress.forget({tp.partition for tp in partitions})
 
     def process(self, msg: Message) -> None:
         """Handle one consumed command end to end, including the commit."""
         record = Consumed.from_confluent(msg)
         telemetry.RECORDS_IN.labels(self.stage).inc()
         now = datetime.now(UTC)
+        source = (record.partition, record.offset)
+        self.progress.begin(*source)
         with telemetry.tracer(self.stage).start_as_current_span(
             self.stage, context=telemetry.extract_context(record.headers)
         ):
             try:
                 cmd = self.serde.decode(record.value or b"", self.model)
             except SerdeError as exc:
-                self._dead_letter(record, ErrorClass(exc.error_class), str(exc), 0, now)
+                self._dead_letter(record, ErrorClass(exc.error_class), str(exc), 0, now, source)
             else:
                 try:
                     result = self.handler(cmd)  # type: ignore[arg-type]
                 except SINK_FAILURES as exc:
                     error = exc if isinstance(exc, SinkError) else _data_error(exc)
-                    self._dead_letter(record, error.error_class, str(error), error.attempts, now)
+                    self._dead_letter(record, error.error_class, str(error), error.attempts, now, source)
                     result = self._result(
                         cmd,
                         SinkOutcome.DEAD_LETTERED,
@@ -168,6 +269,7 @@ class SinkRunner:
                 self._publish(
                     *encoded(self.serde, self.results_topic, cmd.correlation_id, result),
                     telemetry.inject_headers(),
+                    source,
                 )
                 telemetry.SINK_COMMANDS.labels(self.sink.name, result.outcome.value).inc()
                 if self.known is not None:
@@ -183,8 +285,7 @@ class SinkRunner:
                     itsm_number=result.itsm_number,
                     attempts=result.attempts,
                 )
-            self._acknowledge(msg)
-
+            self.progress.handled(*source)
         self.processed += 1
 
     def _result(
@@ -215,6 +316,7 @@ class SinkRunner:
         message: str,
         attempts: int,
         first_failed_at: datetime,
+        source: tuple[int, int] | None = None,
     ) -> None:
         letter = record.dead_letter(self.stage, error_class, message, attempts, first_failed_at)
         telemetry.DEAD_LETTERS.labels(self.stage, error_class.value).inc()
@@ -227,7 +329,7 @@ class SinkRunner:
             attempts=attempts,
             reason=message[:300],
         )
-        self._publish(self.dlq_topic, record.key, record.value or b"", letter.headers(record.headers))
+        self._publish(self.dlq_topic, record.key, record.value or b"", letter.headers(record.headers), source)
 
 
 # Errors one command's data can cause in a sink's mapping (a value no field or query can carry):

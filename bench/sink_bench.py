@@ -1,0 +1,166 @@
+"""The incident sink against the development ITSM, beside plain httpx doing the same requests.
+
+    .venv/bin/python -m bench.sink_bench [--commands N]
+
+Starts a KRaft broker (ops/kafka) on free loopback ports and the development ITSM (`itsmctl
+devitsm`, its own process, a fresh database per side); produces N OPEN commands for N new
+correlation ids; runs the sink (SinkRunner with the ServiceNow sink, as `itsmctl sink servicenow`
+does, no rate limit, logs at warning) until every command has its result on itsm.results. The
+baseline, in the same run against a fresh ITSM: plain httpx, one request in flight, doing what
+each command needs (the correlation id lookup, then the POST). Prints commands per second of
+each, the ratio, and this process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
+
+from connectors.sinks.http import RetryPolicy
+from connectors.sinks.runner import SinkRunner
+from connectors.sinks.servicenow.client import ServiceNowClient
+from connectors.sinks.servicenow.config import ServiceNowConfig
+from connectors.sinks.servicenow.sink import ServiceNowSink
+from ops import topics as topic_ops
+from ops.kafka import Broker
+from ops.kafka.broker import free_port
+from streams.core import telemetry
+from streams.core.models import IncidentAction, IncidentCommand, RecordType
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from streams.core.topics import INCIDENT_COMMANDS, declared
+
+PASSWORD = secrets.token_urlsafe(16)  # the development ITSM of this run only
+
+
+def commands(n: int, run: str) -> list[IncidentCommand]:
+    now = datetime.now(UTC)
+    return [
+        IncidentCommand(
+            command_id=f"{run}-{i}",
+            correlation_id=f"itsmp-{run}-{i:06d}",
+            action=IncidentAction.OPEN,
+            short_description=f"Disk full on db-{i}",
+            description="97% used",
+            impact=2,
+            urgency=2,
+            issued_at=now,
+        )
+        for i in range(n)
+    ]
+
+
+def sink_rate(settings: Settings, url: str, cmds: list[IncidentCommand]) -> float:
+    serde = AvroSerde()
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
+    topic = settings.topic(INCIDENT_COMMANDS)
+    for cmd in cmds:
+        producer.produce(topic, key=cmd.correlation_id.encode(), value=serde.encode(cmd))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    config = ServiceNowConfig(url, "pipeline", SecretStr(PASSWORD), True, 10.0)
+    sink = ServiceNowSink(ServiceNowClient(config, RetryPolicy(budget_seconds=60)))
+    runner = SinkRunner(settings, serde, sink, RecordType.INCIDENT)
+    stop = threading.Event()
+    started = time.perf_counter()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    while runner.processed < len(cmds):
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    thread.join(30)
+    return len(cmds) / elapsed
+
+
+def httpx_rate(url: str, cmds: list[IncidentCommand]) -> float:
+    with httpx.Client(base_url=url, auth=("pipeline", PASSWORD), timeout=10.0) as http:
+        started = time.perf_counter()
+        for cmd in cmds:
+            params = {"sysparm_query": f"correlation_id={cmd.correlation_id}", "sysparm_limit": "1"}
+            http.get("/api/now/table/incident", params=params).raise_for_status()
+            body = {"short_description": cmd.short_description, "correlation_id": cmd.correlation_id}
+            http.post("/api/now/table/incident", json=body).raise_for_status()
+        return len(cmds) / (time.perf_counter() - started)
+
+
+@contextmanager
+def devitsm(tmp: Path, name: str) -> Iterator[str]:
+    """`itsmctl devitsm` on a free loopback port with a fresh database; its URL."""
+    secret = tmp / f"{name}.password"
+    secret.write_text(PASSWORD)
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ITSM_")},
+        "ITSM_DEVITSM_PORT": str(port),
+        "ITSM_DEVITSM_DB": str(tmp / f"{name}.sqlite3"),
+        "ITSM_DEVITSM_PASSWORD_FILE": str(secret),
+        "ITSM_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "devitsm"], env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the development ITSM did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--commands", type=int, default=2000)
+    n = parser.parse_args().commands
+    # Warnings only, for both sides (the development ITSM logs every request at info otherwise).
+    telemetry.configure_logging("warning")
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp) / "kafka", port=free_port(), controller_port=free_port())
+        broker.start(wait=120)
+        try:
+            settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="bench.", app_id="bench-sink")
+            topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared("bench.")))
+            with devitsm(Path(tmp), "sink") as url:
+                sink = sink_rate(settings, url, commands(n, "sink"))
+            with devitsm(Path(tmp), "httpx") as url:
+                plain = httpx_rate(url, commands(n, "httpx"))
+        finally:
+            broker.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"{n} new incidents to the development ITSM (its own process), 1 request in flight:"
+    )
+    print(f"  sink (SinkRunner + ServiceNowSink):   {sink:8,.0f} commands/s")
+    print(f"  baseline, plain httpx GET + POST:     {plain:8,.0f} commands/s")
+    print(f"  ratio:                                {sink / plain:8.2f}")
+    print(f"  peak RSS of this process:             {rss:8,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
