@@ -6,9 +6,9 @@ Starts a KRaft broker (ops/kafka) on free loopback ports and the development ITS
 devitsm`, its own process, a fresh database per side); produces N OPEN commands for N new
 correlation ids; runs the sink (SinkRunner with the ServiceNow sink, as `itsmctl sink servicenow`
 does, no rate limit, logs at warning) until every command has its result on itsm.results. The
-baseline, in the same run against a fresh ITSM: plain httpx, one request in flight, doing what
-each command needs (the correlation id lookup, then the POST). Prints commands per second of
-each, the ratio, and this process's peak RSS.
+baseline, in the same run against a fresh ITSM: plain httpx with as many requests in flight
+(--concurrency), doing what each command needs (the correlation id lookup, then the POST).
+Prints commands per second of each, the ratio, and this process's peak RSS.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def commands(n: int, run: str) -> list[IncidentCommand]:
     ]
 
 
-def sink_rate(settings: Settings, url: str, cmds: list[IncidentCommand]) -> float:
+def sink_rate(settings: Settings, url: str, cmds: list[IncidentCommand], concurrency: int) -> float:
     serde = AvroSerde()
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 20})
     topic = settings.topic(INCIDENT_COMMANDS)
@@ -75,8 +75,10 @@ def sink_rate(settings: Settings, url: str, cmds: list[IncidentCommand]) -> floa
         producer.poll(0)
     assert producer.flush(30) == 0
     config = ServiceNowConfig(url, "pipeline", SecretStr(PASSWORD), True, 10.0)
-    sink = ServiceNowSink(ServiceNowClient(config, RetryPolicy(budget_seconds=60)))
-    runner = SinkRunner(settings, serde, sink, RecordType.INCIDENT)
+    lanes = [
+        ServiceNowSink(ServiceNowClient(config, RetryPolicy(budget_seconds=60))) for _ in range(concurrency)
+    ]
+    runner = SinkRunner(settings, serde, lanes[0], RecordType.INCIDENT, more=lanes[1:])
     stop = threading.Event()
     started = time.perf_counter()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
@@ -89,15 +91,24 @@ def sink_rate(settings: Settings, url: str, cmds: list[IncidentCommand]) -> floa
     return len(cmds) / elapsed
 
 
-def httpx_rate(url: str, cmds: list[IncidentCommand]) -> float:
-    with httpx.Client(base_url=url, auth=("pipeline", PASSWORD), timeout=10.0) as http:
-        started = time.perf_counter()
-        for cmd in cmds:
-            params = {"sysparm_query": f"correlation_id={cmd.correlation_id}", "sysparm_limit": "1"}
-            http.get("/api/now/table/incident", params=params).raise_for_status()
-            body = {"short_description": cmd.short_description, "correlation_id": cmd.correlation_id}
-            http.post("/api/now/table/incident", json=body).raise_for_status()
-        return len(cmds) / (time.perf_counter() - started)
+def httpx_rate(url: str, cmds: list[IncidentCommand], concurrency: int) -> float:
+    """The same lookup and POST per command, `concurrency` threads each with its own client."""
+
+    def deliver(part: list[IncidentCommand]) -> None:
+        with httpx.Client(base_url=url, auth=("pipeline", PASSWORD), timeout=10.0) as http:
+            for cmd in part:
+                params = {"sysparm_query": f"correlation_id={cmd.correlation_id}", "sysparm_limit": "1"}
+                http.get("/api/now/table/incident", params=params).raise_for_status()
+                body = {"short_description": cmd.short_description, "correlation_id": cmd.correlation_id}
+                http.post("/api/now/table/incident", json=body).raise_for_status()
+
+    threads = [threading.Thread(target=deliver, args=(cmds[i::concurrency],)) for i in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(cmds) / (time.perf_counter() - started)
 
 
 @contextmanager
@@ -137,7 +148,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--commands", type=int, default=2000)
-    n = parser.parse_args().commands
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="in flight at once (ITSM_SINK_CONCURRENCY)"
+    )
+    args = parser.parse_args()
+    n, c = args.commands, args.concurrency
     # Warnings only, for both sides (the development ITSM logs every request at info otherwise).
     telemetry.configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,15 +162,13 @@ def main() -> None:
             settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="bench.", app_id="bench-sink")
             topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared("bench.")))
             with devitsm(Path(tmp), "sink") as url:
-                sink = sink_rate(settings, url, commands(n, "sink"))
+                sink = sink_rate(settings, url, commands(n, "sink"), c)
             with devitsm(Path(tmp), "httpx") as url:
-                plain = httpx_rate(url, commands(n, "httpx"))
+                plain = httpx_rate(url, commands(n, "httpx"), c)
         finally:
             broker.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"{n} new incidents to the development ITSM (its own process), 1 request in flight:"
-    )
+    print(f"{n} new incidents to the development ITSM (its own process), {c} in flight:")
     print(f"  sink (SinkRunner + ServiceNowSink):   {sink:8,.0f} commands/s")
     print(f"  baseline, plain httpx GET + POST:     {plain:8,.0f} commands/s")
     print(f"  ratio:                                {sink / plain:8.2f}")

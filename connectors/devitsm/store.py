@@ -183,6 +183,9 @@ class Store:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL survives a crash of the process (a power loss may lose the last
+        # writes): right for a development ITSM, and no fsync per API call.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.lock = threading.Lock()
         self.extra: dict[str, list[str]] = {table: [] for table in TABLES}
         for table, spec in TABLES.items():

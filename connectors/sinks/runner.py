@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import threading
-from collections.abc import Callable
+import time
+import zlib
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -37,42 +40,90 @@ class Progress:
     a crash redelivers only what is not done (at least once), with no flush per command."""
 
     def __init__(self) -> None:
-        # partition -> offset -> [outputs not yet acknowledged, handled]
+        # partition -> offset -> [outputs not yet acknowledged, handled]; offsets in arrival order
         self.open: dict[int, dict[int, list[Any]]] = {}
+        self._lock = threading.Lock()  # lanes begin and finish commands, the main thread commits
 
     def begin(self, partition: int, offset: int) -> None:
-        self.open.setdefault(partition, {})[offset] = [0, False]
+        """A command taken from the partition (again: no change)."""
+        with self._lock:
+            self.open.setdefault(partition, {}).setdefault(offset, [0, False])
 
     def expect(self, partition: int, offset: int) -> None:
-        self.open[partition][offset][0] += 1
+        with self._lock:
+            self.open[partition][offset][0] += 1
 
     def acknowledged(self, partition: int, offset: int) -> None:
-        entry = self.open.get(partition, {}).get(offset)
-        if entry is not None:
-            entry[0] -= 1
+        with self._lock:
+            entry = self.open.get(partition, {}).get(offset)
+            if entry is not None:
+                entry[0] -= 1
 
     def handled(self, partition: int, offset: int) -> None:
-        self.open[partition][offset][1] = True
+        with self._lock:
+            entry = self.open.get(partition, {}).get(offset)
+            if entry is not None:
+                entry[1] = True
 
     def committable(self) -> dict[int, int]:
         """partition -> the offset to commit (one past the last finished command in a row)."""
         ready: dict[int, int] = {}
-        for partition, offsets in self.open.items():
-            while offsets:
-                first = next(iter(offsets))
-                outstanding, handled = offsets[first]
-                if not handled or outstanding > 0:
-                    break
-                del offsets[first]
-                ready[partition] = first + 1
+        with self._lock:
+            for partition, offsets in self.open.items():
+                while offsets:
+                    first = next(iter(offsets))
+                    outstanding, handled = offsets[first]
+                    if not handled or outstanding > 0:
+                        break
+                    del offsets[first]
+                    ready[partition] = first + 1
         return ready
 
     def forget(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.open.pop(partition, None)
+        with self._lock:
+            for partition in partitions:
+                self.open.pop(partition, None)
 
     def pending(self) -> int:
-        return sum(len(o) for o in self.open.values())
+        with self._lock:
+            return sum(len(o) for o in self.open.values())
+
+
+LANE_DEPTH = 32  # commands queued per lane before the consumer waits (bounded memory)
+COMMIT_EVERY = 0.2  # seconds between asynchronous commits of finished commands
+
+
+class Lane:
+    """One sink instance working through its queue in order: commands of one correlation id
+    always go to the same lane, so their order holds while other ids are delivered beside them."""
+
+    def __init__(self, runner: SinkRunner, sink: Sink, index: int) -> None:
+        self.runner = runner
+        self.sink = sink
+        self.queue: queue.Queue[Message | None] = queue.Queue(maxsize=LANE_DEPTH)
+        self.thread = threading.Thread(target=self._run, name=f"sink-lane-{index}", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            msg = self.queue.get()
+            try:
+                if msg is None:
+                    return
+                if self.runner.failure is None:
+                    self.runner.process(msg, self.sink)
+            except BaseException as exc:  # noqa: BLE001 - reported to the main thread, which raises it
+                self.runner.failure = exc
+            finally:
+                self.queue.task_done()
+
+    def abandon(self) -> None:
+        """Drop what is queued (uncommitted, so redelivered): stopping must not wait for it."""
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                return
+            self.queue.task_done()
 
 
 KINDS: dict[RecordType, tuple[str, type[IncidentCommand] | type[ChangeCommand]]] = {
@@ -92,14 +143,16 @@ class SinkRunner:
         sink: Sink,
         kind: RecordType = RecordType.INCIDENT,
         known: KnownIds | None = None,
+        more: Sequence[Sink] = (),
     ) -> None:
+        """sink, and `more` instances of the same target, each its own lane: commands for
+        different correlation ids are delivered concurrently (ITSM_SINK_CONCURRENCY lanes)."""
         self.known = known
         self.settings = settings
         self.serde = serde
         self.sink = sink
         self.kind = kind
         base, self.model = KINDS[kind]
-        self.handler = sink.handle_incident if kind is RecordType.INCIDENT else sink.handle_change
         self.topic = settings.topic(base)
         self.results_topic = settings.topic(ITSM_RESULTS)
         self.dlq_topic = dlq_name(self.topic)
@@ -123,9 +176,14 @@ class SinkRunner:
         self._delivery_errors: list[str] = []
         self.processed = 0
         self.progress = Progress()
-        if hasattr(sink, "intent"):
-            # A sink whose lookups can lag behind its creates records each create before sending it.
-            sink.intent = self._intent
+        self.failure: BaseException | None = None
+        self._last_commit = 0.0
+        self._count = threading.Lock()
+        self.lanes = [Lane(self, s, i) for i, s in enumerate([sink, *more])]
+        for lane in self.lanes:
+            if hasattr(lane.sink, "intent"):
+                # A sink whose lookups can lag behind its creates records each create before sending it.
+                lane.sink.intent = self._intent
 
     def _intent(self, cmd: IncidentCommand | ChangeCommand) -> None:
         """Record on itsm.results, acknowledged before the request goes out, that a create of cmd is
@@ -173,12 +231,17 @@ class SinkRunner:
                 self.producer.poll(0.5)
 
     def _commit_finished(self, wait: float = 0.0) -> None:
-        """Serve acknowledgements, then commit (asynchronously) up to the first command of each
-        partition that is not finished. A delivery failure crashes the sink: what it had not
-        committed is redelivered on restart (at least once; the sinks are idempotent)."""
+        """Serve acknowledgements, then commit (asynchronously, at most every COMMIT_EVERY
+        seconds) up to the first command of each partition that is not finished. A delivery
+        failure crashes the sink: what it had not committed is redelivered on restart (at least
+        once; the sinks are idempotent)."""
         self.producer.poll(wait)
         if self._delivery_errors:
             raise RuntimeError(f"broker did not acknowledge sink output: {self._delivery_errors}")
+        now = time.monotonic()
+        if now - self._last_commit < COMMIT_EVERY:
+            return
+        self._last_commit = now
         ready = self.progress.committable()
         if ready:
             self.consumer.commit(
@@ -197,6 +260,9 @@ class SinkRunner:
             )
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The commands in the lanes finish first, then everything finished is committed.
+        for lane in self.lanes:
+            lane.queue.join()
         self._drain()
         self.progress.forget({tp.partition for tp in partitions})
 
@@ -208,16 +274,24 @@ class SinkRunner:
     ) -> int:
         """Consume until stop is set (or, with idle_exit_after, after that many idle seconds)."""
         self.consumer.subscribe([self.topic], on_revoke=self._revoked, on_lost=self._lost)
-        self.log.info("sink_started", topic=self.topic, group=f"{self.settings.app_id}-sink-{self.sink.name}")
+        self.log.info(
+            "sink_started",
+            topic=self.topic,
+            group=f"{self.settings.app_id}-sink-{self.sink.name}",
+            lanes=len(self.lanes),
+        )
+        for lane in self.lanes:
+            lane.thread.start()
         idle = 0.0
         try:
             while not stop.is_set():
                 if check is not None:
                     check()  # e.g. the results view is still alive; raises if not
-                msg = self.consumer.poll(0.5)
+                self._raise_lane_failure()
+                msg = self.consumer.poll(0.2)
                 self._commit_finished()
                 if msg is None:
-                    idle += 0.5
+                    idle += 0.2 if self.progress.pending() == 0 else 0.0
                     if idle_exit_after is not None and idle >= idle_exit_after:
                         break
                     continue
@@ -227,25 +301,62 @@ class SinkRunner:
                     if err.fatal() or (not err.retriable() and err.code() != KafkaError._PARTITION_EOF):
                         raise KafkaException(err)
                     continue
-                self.process(msg)
+                self._dispatch(msg, stop)
+            self._stop_lanes()
+            self._raise_lane_failure()
             self._drain()
         finally:
+            self._stop_lanes()
             self.consumer.close()
             self.producer.flush(10)
         return self.processed
+
+    def _dispatch(self, msg: Message, stop: threading.Event) -> None:
+        """Hand msg to the lane of its key (its correlation id). A full lane makes the consumer
+        wait (back-pressure without busy waiting, memory bounded by LANE_DEPTH): within
+        max.poll.interval.ms, since a lane finishes a command within its deadline."""
+        self.progress.begin(int(msg.partition() or 0), int(msg.offset() or 0))
+        lane = self.lanes[zlib.crc32(msg.key() or b"") % len(self.lanes)]
+        while True:
+            try:
+                lane.queue.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                self._raise_lane_failure()
+                self._commit_finished()
+                if stop.is_set():
+                    return  # not handed over: not committed, so delivered after a restart
+
+    def _raise_lane_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def _stop_lanes(self) -> None:
+        """Lanes finish their current command; queued ones are dropped (not committed)."""
+        for lane in self.lanes:
+            if lane.thread.is_alive():
+                lane.abandon()
+                lane.queue.put(None)
+        for lane in self.lanes:
+            if lane.thread.is_alive():
+                lane.thread.join()
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions taken away without a clean revoke: another member owns them now; what this
         # one did not commit is redelivered there (idempotency absorbs it).
         self.progress.forget({tp.partition for tp in partitions})
 
-    def process(self, msg: Message) -> None:
-        """Handle one consumed command end to end, including the commit."""
+    def process(self, msg: Message, sink: Sink | None = None) -> None:
+        """Handle one consumed command end to end (its outputs produced; committed once they are
+        acknowledged), through sink (a lane's), by default the first."""
+        sink = sink or self.sink
+        handler = sink.handle_incident if self.kind is RecordType.INCIDENT else sink.handle_change
         record = Consumed.from_confluent(msg)
         telemetry.RECORDS_IN.labels(self.stage).inc()
         now = datetime.now(UTC)
         source = (record.partition, record.offset)
-        self.progress.begin(*source)
+        if record.offset not in self.progress.open.get(record.partition, {}):
+            self.progress.begin(*source)
         with telemetry.tracer(self.stage).start_as_current_span(
             self.stage, context=telemetry.extract_context(record.headers)
         ):
@@ -255,7 +366,7 @@ class SinkRunner:
                 self._dead_letter(record, ErrorClass(exc.error_class), str(exc), 0, now, source)
             else:
                 try:
-                    result = self.handler(cmd)  # type: ignore[arg-type]
+                    result = handler(cmd)  # type: ignore[arg-type]
                 except SINK_FAILURES as exc:
                     error = exc if isinstance(exc, SinkError) else _data_error(exc)
                     self._dead_letter(record, error.error_class, str(error), error.attempts, now, source)
@@ -286,7 +397,8 @@ class SinkRunner:
                     attempts=result.attempts,
                 )
             self.progress.handled(*source)
-        self.processed += 1
+        with self._count:
+            self.processed += 1
 
     def _result(
         self,

@@ -39,9 +39,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_check:
         preflight(settings, args.target)
     try:
-        sink = build_sink(args.target, settings, runtime.retry_policy(settings), limiter, known)
+        # One sink instance per lane (its own HTTP connection and per-command state), sharing the
+        # target's rate limiter and known ids: ITSM_SINK_CONCURRENCY commands in flight at once.
+        lanes = [
+            build_sink(args.target, settings, runtime.retry_policy(settings), limiter, known)
+            for _ in range(settings.sink_concurrency)
+        ]
     except ValueError as exc:
         raise runtime.CommandError(str(exc)) from None
+    sink = lanes[0]
     serde = runtime.serde(settings)
     # correlation id -> ITSM id from everything this target delivered before (itsm.results).
     results = TopicFollower(settings, settings.topic(ITSM_RESULTS), known.apply).start()
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
     port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
     telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
-    runner = SinkRunner(settings, serde, sink, KINDS[args.kind], known)
+    runner = SinkRunner(settings, serde, sink, KINDS[args.kind], known, more=lanes[1:])
     telemetry.get_logger("sink").info("sink_ready", known_ids=len(known))
     try:
         runner.run(runtime.stop_on_signals(), check=results.check)

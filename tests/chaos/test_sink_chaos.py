@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SERDE = AvroSerde()
 
 
-def faulty_stack(broker: Broker, s: Settings, tmp_path: Path) -> Stack:
+def faulty_stack(broker: Broker, s: Settings, tmp_path: Path, **env: str) -> Stack:
     stack = Stack(
         tmp_path / "stack",
         broker.bootstrap,
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
-        extra_env={"ITSM_DEVITSM_FAULT_INJECTION": "true"},
+        extra_env={"ITSM_DEVITSM_FAULT_INJECTION": "true", **env},
     )
     stack.start(["devitsm", "sink"])
     return stack
@@ -67,7 +67,9 @@ def test_poison_commands_are_dead_lettered_with_reasons_and_the_rest_delivered(
 ) -> None:
     s = kafka_settings
     topic = s.topic("itsm.incident.commands")
-    stack = faulty_stack(kafka_broker, s, tmp_path)
+    # One command at a time, so the queued fault meets the command the test means (with lanes, a
+    # command of another correlation id could take it).
+    stack = faulty_stack(kafka_broker, s, tmp_path, ITSM_SINK_CONCURRENCY="1")
     now = datetime.now(UTC)
     # A foreign producer's command: a correlation id no ITSM field or URL can carry. model_copy
     # skips validation, as a producer without our models would.
