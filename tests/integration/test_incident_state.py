@@ -5,6 +5,7 @@ again without republishing what it published before."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,7 +91,7 @@ def fire(settings: Settings, severity: str = "warning") -> None:
 
 
 def test_a_person_resolving_assigning_and_reprioritising_is_followed_and_never_overwritten(
-    stack: Stack, kafka_settings: Settings
+    stack: Stack, kafka_settings: Settings, itsmctl: Any
 ) -> None:
     stack.start(["devitsm", "worker", "sink", "incidents-sync"])
     fire(kafka_settings)
@@ -161,3 +162,59 @@ def test_a_person_resolving_assigning_and_reprioritising_is_followed_and_never_o
     time.sleep(3)
     after = synced(kafka_settings)
     assert len(after) == len(before) + 1 and after[-1].priority == "1"
+
+    # The report reads itsm.incidents: the reopened incident is open again (no time to restore).
+    env = {
+        "ITSM_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
+        "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix,
+    }
+    report = itsmctl("incidents", "report", "-o", "json", **env)
+    assert report.returncode == 0, report.stderr
+    document = json.loads(report.stdout)
+    assert document["open"] == {"servicenow": 1} and document["rows"] == []
+    text = itsmctl("incidents", "report", **env)
+    assert "servicenow: 1 incident(s) open now" in text.stdout
+
+
+def test_the_report_gives_time_to_restore_per_target_and_resolver(
+    kafka_settings: Settings, itsmctl: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+
+    def record(cid: str, minutes: float, by_pipeline: bool, target: str = "servicenow") -> IncidentRecord:
+        opened = now - timedelta(hours=1)
+        return IncidentRecord.model_validate(
+            {
+                "target": target,
+                "correlation_id": cid,
+                "itsm_id": cid,
+                "status": "RESOLVED",
+                "resolved_by": "pipeline" if by_pipeline else "ada",
+                "resolved_by_pipeline": by_pipeline,
+                "opened_at": opened,
+                "resolved_at": opened + timedelta(minutes=minutes),
+                "updated_at": opened + timedelta(minutes=minutes),
+                "time_to_restore_seconds": minutes * 60,
+            }
+        )
+
+    records = [record("a", 10, True), record("b", 20, True), record("c", 30, True), record("d", 90, False)]
+    records.append(record("old", 5, True).model_copy(update={"resolved_at": now - timedelta(days=60)}))
+    produce(
+        kafka_settings.kafka_bootstrap,
+        kafka_settings.topic("itsm.incidents"),
+        [(r.key.encode(), SERDE.encode(r), []) for r in records],
+    )
+    env = {
+        "ITSM_KAFKA_BOOTSTRAP": kafka_settings.kafka_bootstrap,
+        "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix,
+    }
+    rows = json.loads(itsmctl("incidents", "report", "--since", "30d", "-o", "json", **env).stdout)["rows"]
+    assert [(r["resolved_by"], r["incidents"], r["p50_s"], r["max_s"]) for r in rows] == [
+        ("person", 1, 5400.0, 5400.0),
+        ("pipeline", 3, 1200.0, 1800.0),  # the one resolved 60 days ago is outside --since
+    ]
+    text = itsmctl("incidents", "report", "--since", "30d", **env).stdout
+    assert "servicenow  pipeline             3     20.0m     20.0m     30.0m     30.0m" in text
