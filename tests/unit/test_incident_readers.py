@@ -157,3 +157,25 @@ def test_first_seen_after_a_person_changed_it_the_priority_is_taken_as_theirs(
     (first,) = reader.changed_since(None)
     assert with_history(reader, None, first).person_changed == ["priority"]
     assert with_history(reader, None, seen).person_changed == []  # the pipeline's own write
+
+
+def test_an_incident_that_cannot_be_read_is_counted_and_skipped_the_others_still_come(
+    devitsm: tuple[str, Store],
+) -> None:
+    from prometheus_client import REGISTRY
+
+    url, store = devitsm
+    config = ServiceNowConfig(url, "pipeline", SecretStr("pw"), True, 5.0)
+    sink = ServiceNowSink(ServiceNowClient(config, policy()))
+    sink.handle(command(IncidentAction.OPEN, cid="itsmp-bad"))
+    sink.handle(command(IncidentAction.OPEN, cid="itsmp-good"))
+    bad = store.by_field("incident", "correlation_id", "itsmp-bad")
+    assert bad is not None
+    store.db.execute("UPDATE incident SET opened_at = 'not a date' WHERE sys_id = ?", (bad,))
+    before = (
+        REGISTRY.get_sample_value("itsm_pipeline_incidents_unreadable_total", {"target": "servicenow"}) or 0
+    )
+    reader = ServiceNowIncidents(ServiceNowClient(config, policy()))
+    assert [r.correlation_id for r in reader.changed_since(None)] == ["itsmp-good"]
+    after = REGISTRY.get_sample_value("itsm_pipeline_incidents_unreadable_total", {"target": "servicenow"})
+    assert after == before + 1

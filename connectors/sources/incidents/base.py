@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from streams.core import telemetry
 from streams.core.models import IncidentRecord, IncidentStatus
+
+UNREADABLE = telemetry.Counter(
+    "itsm_pipeline_incidents_unreadable_total",
+    "Incidents an ITSM holds that the incident sync cannot read (a malformed date, a missing id), "
+    "by target: logged with the reason and skipped, so one bad record never stalls the others.",
+    ["target"],
+)
+log = telemetry.get_logger("incidents.sync")
 
 ASSIGNMENT = "assignment"
 PRIORITY = "priority"
@@ -24,6 +33,19 @@ class IncidentReader(Protocol):
     def changed_since(self, since: datetime | None) -> Iterator[IncidentRecord]: ...
 
     def close(self) -> None: ...
+
+
+def readable(target: str, build: Callable[[Any], IncidentRecord | None], raw: Any) -> IncidentRecord | None:
+    """build(raw), or None (logged with the reason, counted) for a record that cannot be read."""
+    try:
+        return build(raw)
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        UNREADABLE.labels(target).inc()
+        ident = raw.get("sys_id") or raw.get("id") or raw.get("key") if isinstance(raw, dict) else None
+        log.warning(
+            "incident_unreadable", target=target, record=str(ident), error=str(exc).splitlines()[0][:300]
+        )
+        return None
 
 
 def with_history(reader: IncidentReader, prev: IncidentRecord | None, new: IncidentRecord) -> IncidentRecord:

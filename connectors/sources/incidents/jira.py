@@ -18,6 +18,7 @@ from connectors.sinks.http import RetryPolicy
 from connectors.sinks.jira.client import JiraClient
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.jira.mapping import CORRELATION_LINE, INCIDENT_LABEL
+from connectors.sources.incidents.base import readable
 from streams.core.models import IncidentRecord, IncidentStatus
 
 PAGE = 100
@@ -76,7 +77,7 @@ class JiraIncidents:
             jql += f' AND updated >= "{local.strftime("%Y/%m/%d %H:%M")}"'
         jql += " ORDER BY updated ASC"
         for issue in self._search(jql):
-            record = self.record(issue)
+            record = readable(self.target, self.record, issue)
             if record is not None:
                 yield record
 

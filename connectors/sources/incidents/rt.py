@@ -10,6 +10,7 @@ from typing import Any
 from connectors.sinks.http import RetryPolicy
 from connectors.sinks.rt.client import RTClient
 from connectors.sinks.rt.config import RTConfig
+from connectors.sources.incidents.base import readable
 from streams.core.models import IncidentRecord, IncidentStatus
 
 PAGE = 100
@@ -64,7 +65,7 @@ class RTIncidents:
             }
             data = self.client.call("GET", "/tickets", params=params).json()
             for item in data.get("items") or []:
-                record = self.record(item)
+                record = readable(self.target, self.record, item)
                 if record is not None:
                     yield record
             if not data.get("next_page"):

@@ -11,6 +11,7 @@ from connectors.sinks.servicenow.client import ServiceNowClient
 from connectors.sinks.servicenow.mapping import CORRELATION_DISPLAY, INCIDENT_TABLE
 from connectors.sinks.servicenow.values import display, value
 from connectors.sources.changes.mapping import glide_time
+from connectors.sources.incidents.base import readable
 from streams.core import telemetry
 from streams.core.models import IncidentRecord, IncidentStatus
 
@@ -57,7 +58,7 @@ class ServiceNowIncidents:
             query += f"sys_updated_on>={since.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')}^"
         query += "ORDERBYsys_updated_on"
         for row in self.client.every_row(INCIDENT_TABLE, query, FIELDS, PAGE):
-            record = self.record(row)
+            record = readable(self.target, self.record, row)
             if record is not None:
                 yield record
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from confluent_kafka import Producer
 from pydantic import ValidationError
 
-from connectors.sources.incidents.base import IncidentReader, same, with_history
+from connectors.sources.incidents.base import UNREADABLE, IncidentReader, same, with_history
 from connectors.sources.polling import every
 from streams.core import telemetry
 from streams.core.follower import TopicFollower
@@ -55,6 +55,7 @@ class IncidentSync:
             try:
                 record = self.serde.decode(value, IncidentRecord)
             except SerdeError:
+                telemetry.VIEW_SKIPPED.labels(self.topic).inc()  # counted, as every view does
                 return
             self.remember(record)
 
@@ -81,6 +82,7 @@ class IncidentSync:
                 try:
                     record = with_history(reader, self.known.get(raw.key), raw)
                 except ValidationError as exc:
+                    UNREADABLE.labels(reader.target).inc()
                     self.log.warning("incident_unreadable", target=reader.target, error=str(exc)[:300])
                     continue
                 prev = self.known.get(record.key)
