@@ -343,9 +343,12 @@ def create_devitsm(
             raise refusal(web.HTTPForbidden, "Operation Failed", detail)
 
     def data_policy(table: str, row: dict[str, Any]) -> None:
-        # Data policies apply to web service writes and refuse a record lacking a mandatory field
-        # with 403 "Data Policy Exception: The following fields are mandatory: ..." (the
-        # platform's message, as GlideRecord.getLastErrorMessage() reports it).
+        # "By default, data policies are applied to all GlideRecord operations including ... the
+        # REST Table API" ("Data policy",
+        # https://www.servicenow.com/docs/r/platform-administration/c_DataPolicy.html); a record
+        # lacking a mandatory field is refused with 403 and the platform's message "Data Policy
+        # Exception: The following fields are mandatory: ..." (as GlideRecord.getLastErrorMessage()
+        # reports it; the page names no status code or text, so those follow observed answers).
         missing = [f for f in policy.get(table, ()) if not str(row.get(f) or "")]
         if missing:
             detail = "Data Policy Exception: The following fields are mandatory: " + ", ".join(missing)

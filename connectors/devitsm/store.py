@@ -103,8 +103,10 @@ TABLES: dict[str, dict[str, Any]] = {
     "sys_user": {"columns": [*NAMED, "user_name", "email", "active"], "required": "user_name"},
     "sys_user_role": {"columns": [*NAMED, "description"], "required": "name"},
     "sys_user_has_role": {"columns": ["sys_id", "user", "role", "inherited", "state"], "required": "user"},
-    # Column definitions: one row per column of every table (name = the table, element = the
-    # column); a row inserted here adds the column (a custom u_* field).
+    # Column definitions: "each row in the system dictionary represents either a table or a column
+    # in one of the tables" ("System dictionary", https://www.servicenow.com/docs/r/
+    # platform-administration/table-administration-and-data-management/c_SystemDictionary.html):
+    # name = the table, element = the column; a row inserted here adds the column (a u_* field).
     "sys_dictionary": {
         "columns": ["sys_id", "name", "element", "internal_type", "column_label", "max_length"],
         "required": "element",
