@@ -34,6 +34,8 @@ OPEN, RESOLVED = "Waiting for support", "Resolved"
 TRANSITIONS = {OPEN: [("761", "Resolve this issue", RESOLVED)], RESOLVED: [("871", "Reopen issue", OPEN)]}
 # The JQL this emulator evaluates: labels = "x" [AND updated >= "yyyy/MM/dd HH:mm"]
 # [ORDER BY created|updated ASC|DESC]; any other query is refused with 400, never answered wrongly.
+# The date form and its reading in the user's time zone follow "JQL fields: Updated"
+# (https://support.atlassian.com/jira-software-cloud/docs/jql-fields/#Updated).
 LABEL = re.compile(
     r'^labels\s*=\s*"([^"\s]+)"'
     r'(?:\s+AND\s+updated\s*>=\s*"(\d{4}/\d{2}/\d{2} \d{2}:\d{2})")?'
