@@ -89,7 +89,7 @@ class Progress:
             return sum(len(o) for o in self.open.values())
 
 
-LANE_DEPTH = 32  # commands queued per lane before the consumer waits (bounded memory)
+LANE_DEPTH = 32  # commands queued per lane before their partition is paused (bounded memory)
 COMMIT_EVERY = 0.2  # seconds between asynchronous commits of finished commands
 
 
@@ -180,6 +180,8 @@ class SinkRunner:
         self._last_commit = 0.0
         self._count = threading.Lock()
         self.lanes = [Lane(self, s, i) for i, s in enumerate([sink, *more])]
+        # Per paused partition: the command waiting for room in its lane.
+        self._held: dict[int, Message] = {}
         for lane in self.lanes:
             if hasattr(lane.sink, "intent"):
                 # A sink whose lookups can lag behind its creates records each create before sending it.
@@ -260,6 +262,9 @@ class SinkRunner:
             )
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A held command was not handed over: not committed, so its next owner delivers it.
+        for tp in partitions:
+            self._held.pop(tp.partition, None)
         # The commands in the lanes finish first, then everything finished is committed.
         for lane in self.lanes:
             lane.queue.join()
@@ -288,10 +293,12 @@ class SinkRunner:
                 if check is not None:
                     check()  # e.g. the results view is still alive; raises if not
                 self._raise_lane_failure()
-                msg = self.consumer.poll(0.2)
+                self._place_held()
+                # While a command waits for room in its lane, poll briefly to place it soon.
+                msg = self.consumer.poll(0.05 if self._held else 0.2)
                 self._commit_finished()
                 if msg is None:
-                    idle += 0.2 if self.progress.pending() == 0 else 0.0
+                    idle += 0.2 if self.progress.pending() == 0 and not self._held else 0.0
                     if idle_exit_after is not None and idle >= idle_exit_after:
                         break
                     continue
@@ -301,7 +308,7 @@ class SinkRunner:
                     if err.fatal() or (not err.retriable() and err.code() != KafkaError._PARTITION_EOF):
                         raise KafkaException(err)
                     continue
-                self._dispatch(msg, stop)
+                self._dispatch(msg)
             self._stop_lanes()
             self._raise_lane_failure()
             self._drain()
@@ -311,21 +318,31 @@ class SinkRunner:
             self.producer.flush(10)
         return self.processed
 
-    def _dispatch(self, msg: Message, stop: threading.Event) -> None:
-        """Hand msg to the lane of its key (its correlation id). A full lane makes the consumer
-        wait (back-pressure without busy waiting, memory bounded by LANE_DEPTH): within
-        max.poll.interval.ms, since a lane finishes a command within its deadline."""
-        self.progress.begin(int(msg.partition() or 0), int(msg.offset() or 0))
+    def _dispatch(self, msg: Message) -> None:
+        """Hand msg to the lane of its key (its correlation id). When that lane is full, the
+        command is held and its partition paused (back-pressure: memory bounded by LANE_DEPTH per
+        lane and one held command per partition; the consumer keeps polling, so rebalances and
+        the other partitions go on); it is handed over, and the partition resumed, once the lane
+        has room."""
+        partition = int(msg.partition() or 0)
+        self.progress.begin(partition, int(msg.offset() or 0))
+        if not self._offer(msg):
+            self._held[partition] = msg
+            self.consumer.pause([TopicPartition(self.topic, partition)])
+
+    def _offer(self, msg: Message) -> bool:
         lane = self.lanes[zlib.crc32(msg.key() or b"") % len(self.lanes)]
-        while True:
-            try:
-                lane.queue.put(msg, timeout=0.5)
-                return
-            except queue.Full:
-                self._raise_lane_failure()
-                self._commit_finished()
-                if stop.is_set():
-                    return  # not handed over: not committed, so delivered after a restart
+        try:
+            lane.queue.put_nowait(msg)
+        except queue.Full:
+            return False
+        return True
+
+    def _place_held(self) -> None:
+        for partition, msg in list(self._held.items()):
+            if self._offer(msg):
+                del self._held[partition]
+                self.consumer.resume([TopicPartition(self.topic, partition)])
 
     def _raise_lane_failure(self) -> None:
         if self.failure is not None:
@@ -344,6 +361,8 @@ class SinkRunner:
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Partitions taken away without a clean revoke: another member owns them now; what this
         # one did not commit is redelivered there (idempotency absorbs it).
+        for tp in partitions:
+            self._held.pop(tp.partition, None)
         self.progress.forget({tp.partition for tp in partitions})
 
     def process(self, msg: Message, sink: Sink | None = None) -> None:
