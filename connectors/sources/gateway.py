@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.jsonbody import BodyError, parse_json
@@ -203,7 +203,7 @@ def create_gateway(
         return web.json_response({"status": "ok"})
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=telemetry.metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application(client_max_size=settings.gateway_max_body_bytes)
     for source in sources.values():

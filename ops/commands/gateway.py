@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from typing import Any
 
 from ops import runtime
@@ -12,7 +18,54 @@ SECTION = "run the pipeline"
 SUMMARY = "run the HTTP ingest gateway (webhooks -> alerts.raw)"
 
 
+CHILD = "ITSM_GATEWAY_CHILD"  # set by the supervisor in each process it starts
+
+
 def run(_: argparse.Namespace) -> int:
+    settings = runtime.settings()
+    if settings.gateway_processes > 1 and not os.environ.get(CHILD):
+        return supervise(settings.gateway_processes, settings.log_level)
+    return serve(bool(os.environ.get(CHILD)))
+
+
+def supervise(count: int, log_level: str) -> int:
+    """Start count gateway processes on the one port (SO_REUSEPORT: the kernel spreads new
+    connections over them), their metrics summed through a shared PROMETHEUS_MULTIPROC_DIR; stop
+    them all on SIGTERM/SIGINT, or when one exits (its exit code is returned)."""
+    telemetry.configure_logging(log_level)
+    log = telemetry.get_logger("gateway")
+    with tempfile.TemporaryDirectory(prefix="itsm-gateway-metrics-") as metrics_dir:
+        env = {**os.environ, CHILD: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        children = [
+            subprocess.Popen([sys.executable, "-m", "ops.cli", "gateway"], env=env) for _ in range(count)
+        ]
+        log.info("gateway_processes", count=count, pids=[c.pid for c in children])
+        stopping = False
+
+        def stop(signum: int, _frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        code = runtime.EXIT_OK
+        while any(child.poll() is None for child in children):
+            for child in children:
+                if child.poll() is not None and not stopping:
+                    log.error("gateway_process_exited", pid=child.pid, code=child.returncode)
+                    code = child.returncode or 1
+                    stop(signal.SIGTERM, None)
+            time.sleep(0.2)
+        for child in children:
+            if child.wait() not in (0, -signal.SIGTERM) and code == runtime.EXIT_OK:
+                code = child.returncode or 1
+        return code
+
+
+def serve(shared_port: bool) -> int:
     from aiohttp import web
 
     from connectors.registry import webhook_sources
@@ -64,6 +117,7 @@ def run(_: argparse.Namespace) -> int:
         print=None,
         handle_signals=True,
         shutdown_timeout=10,
+        reuse_port=shared_port,
     )
     return runtime.EXIT_OK
 

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 
-def _to_utc(value: datetime) -> datetime:
+def to_utc(value: datetime) -> datetime:
+    """An aware timestamp in UTC at millisecond precision (what UtcDatetime stores)."""
     # Avro timestamp-millis carries milliseconds; truncate so a round trip is exact.
     try:
         value = value.astimezone(UTC)
@@ -21,7 +22,7 @@ def _to_utc(value: datetime) -> datetime:
     return value.replace(microsecond=(value.microsecond // 1000) * 1000)
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
 """A timezone-aware timestamp stored in UTC; naive timestamps are rejected."""
 
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -31,14 +32,15 @@ MAX_FINGERPRINT = 80
 characters) and lookup URLs, so longer ones are replaced by a digest of themselves."""
 
 
-def _bounded_fingerprint(value: str) -> str:
+def bounded_fingerprint(value: str) -> str:
+    """The fingerprint as given, or its digest when longer than MAX_FINGERPRINT."""
     if len(value) <= MAX_FINGERPRINT:
         return value
     # Deterministic: every notification of the same alert gets the same bounded fingerprint.
     return "sha256-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-Fingerprint = Annotated[str, Field(min_length=1), AfterValidator(_bounded_fingerprint)]
+Fingerprint = Annotated[str, Field(min_length=1), AfterValidator(bounded_fingerprint)]
 """An alert's identity: as given, or its SHA-256 digest when longer than MAX_FINGERPRINT."""
 
 MAX_CORRELATION_ID = 100

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     # Ingest gateway
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Gateway processes sharing the port (SO_REUSEPORT; the kernel spreads "
+        "connections), e.g. one per core; /metrics sums them all.",
+    )
     gateway_max_body_bytes: int = Field(1_048_576, ge=1024)
     gateway_publish_timeout_seconds: float = Field(
         10.0, gt=0, description="Answer 503 when Kafka has not acknowledged a webhook's alerts by then."

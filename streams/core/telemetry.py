@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 from streams.core.dlq import Headers
 
@@ -186,6 +187,18 @@ def get_logger(name: str, **bound: Any) -> Any:
     configure_logging() installs later.
     """
     return structlog.get_logger(component=name, **bound)
+
+
+def metrics_text() -> bytes:
+    """This process's metrics in the text format; with PROMETHEUS_MULTIPROC_DIR set (the gateway's
+    processes sharing a port), every process's, summed, whichever process is asked."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
 
 
 def start_metrics_server(host: str, port: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -273,3 +274,45 @@ def test_the_verdict_route_takes_a_token_json_a_sampled_id_and_its_rule(kafka_se
         )
         is None
     )  # no metric series from caller-invented names
+
+
+def test_several_gateway_processes_share_the_port_publish_everything_and_sum_their_metrics(
+    kafka_settings: Settings, tmp_path: Path
+) -> None:
+    from ops.stack import Stack
+
+    s = kafka_settings
+    stack = Stack(
+        tmp_path / "stack",
+        s.kafka_bootstrap,
+        topic_prefix=s.topic_prefix,
+        app_id=s.app_id,
+        extra_env={"ITSM_GATEWAY_PROCESSES": "2"},
+    )
+    stack.start(["gateway"])
+    try:
+        sent = 40
+        for i in range(sent):
+            body = json.loads(json.dumps(SAMPLE))
+            for a in body["alerts"]:
+                a["fingerprint"] = f"{a['fingerprint']}-{i}"
+            # A new connection per request, so the kernel may hand it to either process.
+            with httpx.Client(base_url=stack.gateway_url, timeout=10) as http:
+                r = http.post("/v1/alerts/alertmanager", json=body)
+                assert r.status_code == 202, r.text
+        per_request = len(SAMPLE["alerts"])
+        assert len(consume(s.kafka_bootstrap, s.topic("alerts.raw"), sent * per_request, timeout=60)) == (
+            sent * per_request
+        )
+        text = httpx.get(stack.gateway_url + "/metrics", timeout=10).text
+        (published,) = re.findall(
+            r'itsm_pipeline_webhook_alerts_total\{source="alertmanager"\} ([\d.e+]+)', text
+        )
+        assert float(published) == sent * per_request  # every process's count, whichever answered
+        listening = [
+            line for line in stack.log_tail("gateway", 200).splitlines() if "gateway_listening" in line
+        ]
+        assert len(listening) == 2
+        assert stack.stop() == {"gateway": 0}
+    finally:
+        stack.stop()

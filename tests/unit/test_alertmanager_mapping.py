@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, to_alerts
-from streams.core.models import AlertSource, AlertStatus
+from streams.core.models import Alert, AlertSource, AlertStatus
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "alertmanager"
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -106,3 +108,32 @@ def test_malformed_payloads_are_refused_with_what_is_wrong(mutate: Any, problem:
 def test_not_a_json_object_is_refused() -> None:
     with pytest.raises(PayloadError, match="Input should be a valid dictionary"):
         to_alerts(["not", "an", "object"], NOW)
+
+
+@given(
+    labels=st.dictionaries(st.text(min_size=1, max_size=12), st.text(max_size=20), max_size=5),
+    fingerprint=st.one_of(st.none(), st.text(min_size=1, max_size=120)),
+    offset_minutes=st.integers(min_value=-14 * 60, max_value=14 * 60),
+    micros=st.integers(min_value=0, max_value=999_999),
+    resolved=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_unvalidated_construction_equals_a_validated_alert(
+    labels: dict[str, str], fingerprint: str | None, offset_minutes: int, micros: int, resolved: bool
+) -> None:
+    """The mapping builds Alerts without validating them again (a third of the gateway's mapping
+    time): every alert it builds must be exactly the Alert that validation would make."""
+    sign, minutes = ("+" if offset_minutes >= 0 else "-"), abs(offset_minutes)
+    stamp = f"2026-11-27T08:00:00.{micros:06d}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+    body = payload("highcpu-group-firing.json")
+    am = body["alerts"][0]
+    am["labels"] = {**labels, "alertname": "HighCPU"}
+    am["startsAt"] = stamp
+    am["status"] = "resolved" if resolved else "firing"
+    am["endsAt"] = stamp if resolved else "0001-01-01T00:00:00Z"
+    if fingerprint is None:
+        am.pop("fingerprint")
+    else:
+        am["fingerprint"] = fingerprint
+    for alert in to_alerts(body, NOW):
+        assert alert == Alert.model_validate(alert.model_dump())
