@@ -8,7 +8,7 @@ from typing import Any
 from streams.core import models as m
 from streams.core.rules import Rules, load_rules
 from streams.stages.alerts.engine import AlertEngine
-from streams.stages.alerts.state import AlertState, Effects
+from streams.stages.alerts.state import AlertState, Effects, decode_state, encode_state
 from streams.stages.cmdb import CMDBIndex
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)  # a Friday
@@ -16,15 +16,15 @@ T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)  # a Friday
 
 class DictStore:
     def __init__(self) -> None:
-        self.data: dict[str, str] = {}
+        self.data: dict[str, bytes] = {}
 
     def get(self, fingerprint: str) -> AlertState | None:
         raw = self.data.get(fingerprint)
-        return AlertState.model_validate_json(raw) if raw else None
+        return decode_state(raw) if raw else None
 
     def put(self, state: AlertState) -> None:
         # Serialized like the Faust table value, so tests catch what does not survive a round trip.
-        self.data[state.fingerprint] = state.model_dump_json()
+        self.data[state.fingerprint] = encode_state(state)
 
 
 class Windows:

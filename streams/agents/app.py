@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
+from faust.streams import _current_event
 from faust.types import TP
 
 from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
@@ -36,6 +39,16 @@ from streams.stages.cmdb import CMDBIndex
 from streams.stages.windows import WindowSource
 
 PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
+# RocksDB through rocksdict, with caches sized for a worker rather than Faust's defaults (a 2 GiB
+# block cache and 64 MiB write buffers per partition): the state is on disk, memory stays small.
+ROCKSDB_OPTIONS = {
+    "driver": "rocksdict",
+    "block_cache_size": 64 * 1024**2,
+    "block_cache_compressed_size": 0,
+    "write_buffer_size": 8 * 1024**2,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024**2,
+}
 
 
 def create_app(
@@ -64,7 +77,8 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
+        store=f"{settings.worker_store}://",
+        datadir=settings.worker_data_dir,
         web_enabled=False,
         # Our topics are applied by `itsmctl topics apply`; Faust declares only its own
         # internal ones (the table's changelog).
@@ -97,7 +111,7 @@ def create_app(
         inputs.update(names)
         return raw_topic(*names)
 
-    consume = _delivery(app, settings, offsets, inputs)
+    consume, consume_batches = _delivery(app, settings, offsets, inputs)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
         if topic not in out_topics:
@@ -108,26 +122,67 @@ def create_app(
     def bytes_table(name: str, like: str, help: str) -> MutableMapping[str, bytes]:
         # Partitioned like the topic whose records write it, so a key's state is where they are.
         return app.Table(
-            name, default=None, key_type=str, value_type=bytes, partitions=PARTITIONS[like], help=help
+            name,
+            default=None,
+            key_type=str,
+            value_type=bytes,
+            partitions=PARTITIONS[like],
+            help=help,
+            options=ROCKSDB_OPTIONS if settings.worker_store == "rocksdb" else None,
         )
 
     if table is None:
         table = bytes_table("alert-state", ALERTS_RAW, "AlertState per fingerprint, like alerts.raw")
+    scopes: dict[int, Any] = {}
+
+    @contextmanager
+    def in_partition(partition: int) -> Iterator[None]:
+        event = scopes.get(partition)
+        token = _current_event.set(weakref.ref(event)) if event is not None else None
+        try:
+            yield
+        finally:
+            if token is not None:
+                _current_event.reset(token)
+
     processor = AlertProcessor(
-        settings, serde, emit or send, rules, table, cmdb, incidents, windows, itsm or NoItsmIncidents()
+        settings,
+        serde,
+        emit or send,
+        rules,
+        table,
+        cmdb,
+        incidents,
+        windows,
+        itsm or NoItsmIncidents(),
+        in_partition=in_partition,
     )
     raw_name, ticks_name = settings.topic(ALERTS_RAW), settings.topic(ALERTS_TICKS)
     ticks = raw_topic(ticks_name)
 
     @app.agent(input_topic(raw_name, ticks_name), name="alerts")
     async def alerts(stream: Any) -> None:
-        async def one(msg: Any) -> None:
-            if msg.topic == ticks_name:
+        async def batch(events: list[Any]) -> None:
+            # Faust writes a table key to the changelog partition (and store) of the current
+            # event's partition; a batch's states are written after it, so each write is made
+            # in the context of an event of its own partition.
+            scopes.clear()
+            run: list[Consumed] = []
+            for event in events:
+                msg = event.message
+                scopes[msg.partition] = event
+                if msg.topic != ticks_name:
+                    run.append(Consumed.from_faust(msg))
+                    continue
+                # A tick sees every alert before it: the run so far is finished first.
+                if run:
+                    await processor.handle_batch(run)
+                    run = []
                 await processor.tick(msg.partition)
-            else:
-                await processor.handle(Consumed.from_faust(msg))
+            if run:
+                await processor.handle_batch(run)
 
-        await consume(stream, one)
+        await consume_batches(stream, batch)
 
     assigned: set[int] = set()
 
@@ -203,18 +258,27 @@ def create_app(
 
 
 Consume = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[None]]
+ConsumeBatches = Callable[[Any, Callable[[list[Any]], Awaitable[Any]]], Awaitable[None]]
 
 
-def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None, inputs: set[str]) -> Consume:
-    """How the agents consume their streams: through a DeliveryCursor that commits what was
-    processed (with offsets), or record by record as Faust delivers them (agent tests)."""
+def _delivery(
+    app: faust.App, settings: Settings, offsets: OffsetOracle | None, inputs: set[str]
+) -> tuple[Consume, ConsumeBatches]:
+    """How the agents consume their streams, record by record or in batches: through a
+    DeliveryCursor that commits what was processed (with offsets), or as Faust delivers them
+    (agent tests)."""
+    size, wait = settings.worker_batch_size, settings.worker_batch_wait_seconds
     if offsets is None:
 
         async def as_delivered(stream: Any, handle: Callable[[Any], Awaitable[Any]]) -> None:
             async for event in stream.events():
                 await handle(event.message)
 
-        return as_delivered
+        async def batches_as_delivered(stream: Any, handle: Callable[[list[Any]], Awaitable[Any]]) -> None:
+            async for events in stream.take_events(size, wait):
+                await handle(list(events))
+
+        return as_delivered, batches_as_delivered
 
     async def seek(tp: TopicPartition, offset: int) -> None:
         try:
@@ -266,4 +330,7 @@ def _delivery(app: faust.App, settings: Settings, offsets: OffsetOracle | None, 
     signals[0].connect(on_revoked)
     signals[1].connect(on_assigned)
 
-    return cursor.consume
+    async def in_batches(stream: Any, handle: Callable[[list[Any]], Awaitable[Any]]) -> None:
+        await cursor.consume_batches(stream, handle, size, wait)
+
+    return cursor.consume, in_batches

@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     worker_session_timeout_seconds: float = Field(10.0, ge=6.0, le=1800.0)
     worker_heartbeat_interval_seconds: float = Field(3.0, gt=0.0, le=600.0)
     worker_commit_interval_seconds: float = Field(1.0, gt=0.0, le=60.0)
+    # The alerts agent takes records in batches: every output of a batch is sent before the
+    # broker's acknowledgements are awaited, once for the batch. A batch is what arrived within
+    # the wait (so an idle stream adds at most that much latency), at most size records.
+    # Where the worker's tables live: memory (rebuilt from their changelog topics at every start)
+    # or rocksdb (kept on local disk under worker_data_dir, so a restart reads only the changelog
+    # written since; see bench/README.md for the figures behind the default).
+    worker_store: str = Field("memory", pattern="^(memory|rocksdb)$")
+    worker_data_dir: str = Field(".itsm/worker", description="The worker's local state (Faust's datadir).")
+    worker_batch_size: int = Field(500, ge=1, le=10_000)
+    worker_batch_wait_seconds: float = Field(0.01, gt=0.0, le=1.0)
 
     # Worker / sink metrics (the gateway serves /metrics on its own port)
     worker_metrics_port: int = Field(9464, ge=0, le=65535)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import zlib
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from streams.core import telemetry
-from streams.core.dlq import ErrorClass, Headers
+from streams.core.dlq import ErrorClass
 from streams.core.messages import Consumed, Output, encoded
 from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
 from streams.core.rules import Rules
@@ -23,9 +26,25 @@ from streams.core.topics import (
     INCIDENT_COMMANDS,
     dlq_name,
 )
-from streams.processors.effects import DATA_FAULTS, Emitter, dead_letter, send_all
+from streams.processors.effects import (
+    DATA_FAULTS,
+    Emitter,
+    send_dead_letter,
+    send_outputs,
+    settle,
+    settle_dead_letter,
+)
 from streams.stages.alerts.engine import AlertEngine
-from streams.stages.alerts.state import AlertState, Effects, ItsmIncidents, NoItsmIncidents
+from streams.stages.alerts.lifecycle import fingerprints_of
+from streams.stages.alerts.state import (
+    AlertState,
+    Effects,
+    ItsmIncidents,
+    NoItsmIncidents,
+    copy_state,
+    decode_state,
+    encode_state,
+)
 from streams.stages.cmdb import CIIndex
 from streams.stages.windows import WindowSource
 
@@ -39,17 +58,23 @@ class IncidentIndexWriter(Protocol):
 
 
 class TableStore:
-    """AlertState in a mapping of fingerprint -> JSON bytes (the Faust table, or a dict in tests)."""
+    """AlertState in a mapping of fingerprint -> MessagePack bytes (the Faust table, or a dict in
+    tests). While a batch is processed, its states are staged here and read back from the stage
+    (as copies: a stage that fails half-way must not leave its changes behind); they reach the
+    table only once the batch's outputs are acknowledged."""
 
     def __init__(self, table: MutableMapping[str, bytes]) -> None:
         self.table = table
+        self.staged: dict[str, AlertState] | None = None
 
     def get(self, fingerprint: str) -> AlertState | None:
+        if self.staged is not None and fingerprint in self.staged:
+            return copy_state(self.staged[fingerprint])
         raw = self.table.get(fingerprint)
-        return AlertState.model_validate_json(raw) if raw else None
+        return decode_state(raw) if raw else None
 
     def put(self, state: AlertState) -> None:
-        self.table[state.fingerprint] = state.model_dump_json().encode()
+        self.table[state.fingerprint] = encode_state(state)
 
 
 def sampled(rate: float, *parts: str | None) -> bool:
@@ -73,9 +98,17 @@ class AlertProcessor:
     windows: WindowSource
     itsm: ItsmIncidents = field(default_factory=NoItsmIncidents)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    due: dict[int, dict[str, datetime]] = field(default_factory=dict)
-    # Correlation id -> fingerprint of this worker's states: what an ITSM change touches.
-    by_incident: dict[str, str] = field(default_factory=dict)
+    # Per owned partition: fingerprint -> when its state is due (POSIX seconds; a float is a
+    # third of a datetime's memory, and a million open alerts each have a due time).
+    due: dict[int, dict[str, float]] = field(default_factory=dict)
+    # Partitions whose recovered states are not indexed yet (after an assignment).
+    unindexed: set[int] = field(default_factory=set)
+    # States decoded per event-loop turn while the due index is built (others run in between).
+    index_chunk: int = 5000
+    # The context a table write of a partition's state is made in (the worker's Faust table
+    # writes to the changelog partition of the current event: agents/app.py).
+    in_partition: Callable[[int], AbstractContextManager[Any]] = lambda _partition: nullcontext()
+    _indexing: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         t = self.settings.topic
@@ -96,37 +129,85 @@ class AlertProcessor:
 
     async def handle(self, record: Consumed) -> str:
         """Process one alerts.raw record; returns how it was accounted for."""
+        return (await self.handle_batch([record]))[0]
+
+    async def handle_batch(self, records: Sequence[Consumed]) -> list[str]:
+        """Process alerts.raw records in order; returns how each was accounted for.
+
+        Every output (and dead letter) of the batch is sent before any acknowledgement is awaited,
+        then all are awaited at once: one wait for the broker per batch instead of per record.
+        Only then are the batch's states written to the table (a crash before re-processes the
+        whole batch from the last commit; it never loses a command).
+        """
         now = self.clock()
+        staged: dict[str, AlertState] = {}
+        acks: list[Any] = []
+        letters: list[tuple[Any, ErrorClass]] = []
+        outcomes: list[str] = []
+        self.store.staged = staged
         try:
-            alert = self.serde.decode(record.value or b"", Alert)
-            fx, state = self.engine.process(alert, now, record.partition)
-            outputs = self._encode(fx, now)
-        except SerdeError as exc:
-            return await self._dead_letter(record, now, ErrorClass(exc.error_class), str(exc))
-        except DATA_FAULTS as exc:
-            return await self._dead_letter(record, now, ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
-        await self._publish(fx, outputs, record.trace())
-        self.store.put(state)  # only after the outputs were acknowledged
-        self._track(state, now)
-        telemetry.ALERT_OUTCOMES.labels(fx.outcome.value).inc()
-        return fx.outcome.value
+            for record in records:
+                try:
+                    alert = self.serde.decode(record.value or b"", Alert)
+                    with self.in_partition(record.partition):  # the table reads its partition first
+                        fx, state = self.engine.process(alert, now, record.partition)
+                    outputs = self._encode(fx, now)
+                except SerdeError as exc:
+                    letters.append(await self._letter(record, now, ErrorClass(exc.error_class), str(exc)))
+                    outcomes.append("dead_lettered")
+                    continue
+                except DATA_FAULTS as exc:
+                    message = f"{type(exc).__name__}: {exc}"
+                    letters.append(await self._letter(record, now, ErrorClass.VALIDATION, message))
+                    outcomes.append("dead_lettered")
+                    continue
+                self._apply_index(fx)
+                acks.extend(await send_outputs(self.emit, outputs, record.trace()))
+                staged[state.fingerprint] = state
+                outcomes.append(fx.outcome.value)
+            for ack in acks:
+                await settle(ack)
+            for ack, error_class in letters:
+                await settle_dead_letter(ack, STAGE, error_class)
+        finally:
+            self.store.staged = None
+        for state in staged.values():
+            self._put(state)  # only after every output was acknowledged
+            self._track(state, now)
+        for outcome in outcomes:
+            telemetry.ALERT_OUTCOMES.labels(outcome).inc()
+        return outcomes
 
     async def tick(self, partition: int) -> int:
         """Time-driven transitions of this partition's alerts that came due; returns how many ran."""
         now = self.clock()
         if partition not in self.due:
-            self._rebuild_due(partition, now)
+            self.due[partition] = {}
+            self.unindexed.add(partition)
+        if self.unindexed and (self._indexing is None or self._indexing.done()):
+            # In the background: alerts keep flowing while a large table is indexed (a state
+            # not indexed yet comes due on a later tick, once the pass has reached it).
+            self._indexing = asyncio.ensure_future(self._index(now))
         self._itsm_changes(now)
         due = self.due[partition]
-        ready = [fp for fp, at in due.items() if at <= now]
+        stamp = now.timestamp()
+        ready = [fp for fp, at in due.items() if at <= stamp]
+        acks: list[Any] = []
+        written: list[AlertState] = []
         for fp in ready:
             del due[fp]
             fx, state = self.engine.tick(fp, now)
             if fx is not None and state is not None:
-                await self._publish(fx, self._encode(fx, now), [])
-                self.store.put(state)
-            if state is not None:
+                self._apply_index(fx)
+                acks.extend(await send_outputs(self.emit, self._encode(fx, now), []))
+                written.append(state)
+            elif state is not None:
                 self._track(state, now)
+        for ack in acks:
+            await settle(ack)
+        for state in written:
+            self._put(state)
+            self._track(state, now)
         return len(ready)
 
     def _itsm_changes(self, now: datetime) -> None:
@@ -136,40 +217,66 @@ class AlertProcessor:
         if drain is None:
             return
         for incident in drain():
-            fingerprint = self.by_incident.get(incident)
-            state = self.store.get(fingerprint) if fingerprint else None
-            if state is not None and state.partition in self.due:
-                self._track(state, now)
+            for fingerprint in fingerprints_of(incident):
+                state = self.store.get(fingerprint)
+                if state is not None and state.incident_id == incident and state.partition in self.due:
+                    self._track(state, now)
 
     def forget_partitions(self) -> None:
-        """After a rebalance: rebuild the due index from the table on the next tick."""
-        self.due.clear()
+        """After a rebalance: index the recovered states again on the next tick."""
+        if self._indexing is not None and not self._indexing.done():
+            self._indexing.cancel()
+        self._indexing = None
+        self.due = {}
+        self.unindexed.clear()
 
-    def _rebuild_due(self, partition: int, now: datetime) -> None:
-        due: dict[str, datetime] = {}
-        for raw in list(self.table.values()):
-            state = AlertState.model_validate_json(raw)
-            if state.partition == partition:
-                if state.incident_id:
-                    self.by_incident[state.incident_id] = state.fingerprint
+    async def _index(self, now: datetime) -> None:
+        """Index the due times of every recovered state of the partitions not indexed yet, in one
+        pass over the table for all of them (not one per partition), yielding to the event loop
+        every index_chunk states so alerts, heartbeats and commits go on meanwhile."""
+        wanted = set(self.unindexed)
+        building: dict[int, dict[str, float]] = {p: {} for p in wanted}
+        keys = list(self.table.keys())  # a snapshot: the table changes while the pass yields
+        started = time.monotonic()
+        for i, fingerprint in enumerate(keys, 1):
+            if i % self.index_chunk == 0:
+                await asyncio.sleep(0)
+            raw = self.table.get(fingerprint)
+            if not raw:
+                continue
+            state = decode_state(raw)
+            bucket = building.get(state.partition)
+            if bucket is not None:
                 at = self.engine.due(state, now)
                 if at is not None:
-                    due[state.fingerprint] = at
-        self.due[partition] = due
+                    bucket[fingerprint] = at.timestamp()
+        epoch = self.due
+        for partition, bucket in building.items():
+            if partition not in epoch:
+                continue  # revoked meanwhile
+            # States tracked while the pass ran are newer than what it read.
+            bucket.update(epoch[partition])
+            epoch[partition] = bucket
+        self.unindexed -= wanted
+        self.log.info(
+            "due_index_built",
+            partitions=sorted(wanted),
+            states=len(keys),
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _track(self, state: AlertState, now: datetime) -> None:
-        if state.incident_id:
-            self.by_incident[state.incident_id] = state.fingerprint
         at = self.engine.due(state, now)
         if state.partition not in self.due:
-            # First touch of this partition since (re)assignment: index every recovered state of
-            # it first, or a state restored from the changelog would never come due.
-            self._rebuild_due(state.partition, now)
+            # First touch of this partition since (re)assignment: its recovered states are indexed
+            # from the next tick on.
+            self.due[state.partition] = {}
+            self.unindexed.add(state.partition)
         bucket = self.due[state.partition]
         if at is None:
             bucket.pop(state.fingerprint, None)
         else:
-            bucket[state.fingerprint] = at
+            bucket[state.fingerprint] = at.timestamp()
 
     def _encode(self, fx: Effects, now: datetime) -> list[Output]:
         """Every output record of fx, encoded first: a record that cannot be encoded fails the input."""
@@ -207,15 +314,19 @@ class AlertProcessor:
             )
         return out
 
-    async def _publish(self, fx: Effects, outputs: list[Output], trace: Headers) -> None:
-        # Read-your-writes: this worker sees its own index updates before the topic echoes them.
+    async def _letter(
+        self, record: Consumed, now: datetime, error_class: ErrorClass, message: str
+    ) -> tuple[Any, ErrorClass]:
+        ack = await send_dead_letter(
+            self.emit, STAGE, record, error_class, message, now, self.log, self.dlq_topic
+        )
+        return ack, error_class
+
+    def _put(self, state: AlertState) -> None:
+        with self.in_partition(state.partition):
+            self.store.put(state)
+
+    def _apply_index(self, fx: Effects) -> None:
+        # Read-your-writes: later records see these index updates before the topic echoes them.
         for ci_id, incident in fx.index_updates.items():
             self.incidents.set(ci_id, incident)
-        await send_all(self.emit, outputs, trace)
-
-    async def _dead_letter(
-        self, record: Consumed, now: datetime, error_class: ErrorClass, message: str
-    ) -> str:
-        await dead_letter(self.emit, STAGE, record, error_class, message, now, self.log, self.dlq_topic)
-        telemetry.ALERT_OUTCOMES.labels("dead_lettered").inc()
-        return "dead_lettered"

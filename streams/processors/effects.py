@@ -32,11 +32,15 @@ async def settle(ack: Any) -> None:
         await ack
 
 
+async def send_outputs(emit: Emitter, outputs: list[Output], trace: Headers) -> list[Any]:
+    """Send every output with the input's trace context; the acknowledgements, not yet awaited."""
+    return [await emit(topic, key, value, trace) for topic, key, value in outputs]
+
+
 async def send_all(emit: Emitter, outputs: list[Output], trace: Headers) -> None:
     """Send every output with the input's trace context, then wait until the broker acknowledged
     them all (only then may the input's state move on or its offset commit)."""
-    pending = [await emit(topic, key, value, trace) for topic, key, value in outputs]
-    for ack in pending:
+    for ack in await send_outputs(emit, outputs, trace):
         await settle(ack)
 
 
@@ -51,6 +55,22 @@ async def dead_letter(
     dlq: str | None = None,
 ) -> None:
     """Send the input, as it came, to its topic's .dlq (or dlq) with the reason; wait for the broker."""
+    ack = await send_dead_letter(emit, stage, record, error_class, message, now, log, dlq)
+    await settle_dead_letter(ack, stage, error_class)
+
+
+async def send_dead_letter(
+    emit: Emitter,
+    stage: str,
+    record: Consumed,
+    error_class: ErrorClass,
+    message: str,
+    now: datetime,
+    log: Any,
+    dlq: str | None = None,
+) -> Any:
+    """Send the input, as it came, to its topic's .dlq (or dlq) with the reason; the broker's
+    acknowledgement, for settle_dead_letter."""
     letter = record.dead_letter(stage, error_class, message, first_failed_at=now)
     log.warning(
         "dead_letter",
@@ -61,11 +81,18 @@ async def dead_letter(
         reason=message[:300],
     )
     try:
-        await settle(
-            await emit(
-                dlq or dlq_name(record.topic), record.key, record.value or b"", letter.headers(record.headers)
-            )
+        return await emit(
+            dlq or dlq_name(record.topic), record.key, record.value or b"", letter.headers(record.headers)
         )
+    except Exception:
+        telemetry.DEAD_LETTER_WRITE_FAILURES.labels(stage).inc()  # see settle_dead_letter
+        raise
+
+
+async def settle_dead_letter(ack: Any, stage: str, error_class: ErrorClass) -> None:
+    """Wait for a dead letter's acknowledgement; count it, or count the failure and re-raise."""
+    try:
+        await settle(ack)
     except Exception:
         # The broker refused the dead letter: counted, then the worker crashes and the record is
         # processed again after the restart (its offset was not committed).

@@ -35,9 +35,12 @@ def alert(fp: str, status: str = "FIRING") -> bytes:
     )
 
 
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
 def test_dedup_and_clearing_continue_across_a_worker_restart(
-    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path, store: str
 ) -> None:
+    """The table comes back after a restart: from its changelog (memory), or from local disk plus
+    the changelog's tail (rocksdb)."""
     s = kafka_settings
     raw, commands = s.topic("alerts.raw"), s.topic("itsm.incident.commands")
     stack = Stack(
@@ -46,6 +49,7 @@ def test_dedup_and_clearing_continue_across_a_worker_restart(
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         lifecycle={"dedup_window": 3600, "stable_period": 3, "tick_interval": 0.2},
+        extra_env={"ITSM_WORKER_STORE": store, "ITSM_WORKER_DATA_DIR": str(tmp_path / "worker-data")},
     )
     produce(s.kafka_bootstrap, raw, [(f"r{i}".encode(), alert(f"r{i}"), []) for i in range(10)])
     stack.start(["worker"])
@@ -64,3 +68,6 @@ def test_dedup_and_clearing_continue_across_a_worker_restart(
     finally:
         codes = stack.stop()
     assert set(codes.values()) <= {0}
+    # The rocksdb store kept the table on local disk (a RocksDB database per partition).
+    databases = list((tmp_path / "worker-data").rglob("CURRENT"))
+    assert bool(databases) == (store == "rocksdb")

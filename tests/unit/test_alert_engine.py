@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
 from streams.core.models import IncidentAction, Recurrence, Weekday
 from streams.stages.alerts.lifecycle import correlation_id
-from streams.stages.alerts.state import IncidentPhase, Outcome
+from streams.stages.alerts.state import IncidentPhase, Outcome, copy_state
 from tests.alerting import T0, Harness, am
 
 
@@ -331,7 +332,7 @@ def test_a_late_firing_of_an_episode_already_resolved_is_stale_and_changes_nothi
     h.advance(60)
     resolved = am("f1", "RESOLVED").model_copy(update={"ends_at": h.now})
     assert actions(h.send(resolved)) == [("RESOLVE", "itsmp-f1")]
-    before = h.state("f1").model_copy()
+    before = copy_state(h.state("f1"))
     h.advance(5)
     fx = h.send(am("f1"))  # startsAt T0, before the resolve's endsAt
     assert fx.outcome is Outcome.STALE and fx.commands == []
@@ -356,7 +357,7 @@ def test_notifications_without_an_applied_time_are_never_stale() -> None:
 
     h = Harness()
     h.send(am("f1"))
-    state = h.state("f1").model_copy(update={"event_starts_at": None, "event_status": None})
+    state = msgspec.structs.replace(h.state("f1"), event_starts_at=None, event_status=None)
     assert stale_reason(state, am("f1", "RESOLVED")) is None  # a state written before this rule
     assert stale_reason(h.state("f1"), am("f1", starts_at=T0 - timedelta(seconds=1))) is not None
 

@@ -38,6 +38,16 @@ def correlation_id(fingerprint: str, generation: int = 0) -> str:
     return CORRELATION_PREFIX + fingerprint + (f"-{generation}" if generation else "")
 
 
+def fingerprints_of(incident: str) -> list[str]:
+    """The fingerprints whose correlation_id may be incident (the inverse of correlation_id; a
+    fingerprint may itself end in -<digits>, so both readings are candidates)."""
+    if not incident.startswith(CORRELATION_PREFIX):
+        return []
+    rest = incident[len(CORRELATION_PREFIX) :]
+    head, dash, tail = rest.rpartition("-")
+    return [rest, head] if dash and head and tail.isdigit() else [rest]
+
+
 class LifecycleStage:
     """Decides the incident command for an alert that got this far (see README: incident lifecycle)."""
 
