@@ -47,3 +47,36 @@ def table(rows: list[dict[str, Any]], unit: str, memory_items: int = 2000) -> st
             f"{r['peak_kib']:>9.0f}"
         )
     return "\n".join(lines)
+
+
+def machine() -> str:
+    """The machine and the versions a figure was measured with (printed first by every bench)."""
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import confluent_kafka
+
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            mem = f"{int(meminfo.readline().split()[1]) / 2**20:.0f} GiB"
+    except OSError:
+        mem = "?"
+    packages = []
+    for name in ("faust-streaming", "aiokafka", "confluent-kafka", "fastavro", "msgspec", "httpx", "aiohttp"):
+        try:
+            packages.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    from ops.kafka import KAFKA_VERSION
+
+    return (
+        f"# {cpu}, {os.cpu_count()} cores, {mem}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; Kafka {KAFKA_VERSION}; "
+        f"librdkafka {confluent_kafka.libversion()[0]}; " + ", ".join(packages)
+    )

@@ -32,6 +32,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
+from bench.measure import machine
 from connectors.sinks.http import RetryPolicy
 from connectors.sinks.runner import SinkRunner
 from connectors.sinks.servicenow.client import ServiceNowClient
@@ -152,6 +153,7 @@ def main() -> None:
         "--concurrency", type=int, default=4, help="in flight at once (ITSM_SINK_CONCURRENCY)"
     )
     args = parser.parse_args()
+    print(machine(), flush=True)
     n, c = args.commands, args.concurrency
     # Warnings only, for both sides (the development ITSM logs every request at info otherwise).
     telemetry.configure_logging("warning")

@@ -1,0 +1,243 @@
+"""The ingest gateway beside Prometheus Alertmanager, under the same load generator (wrk).
+
+    .venv/bin/python -m bench.gateway_bench [--seconds S] [--processes 1,2]
+
+Needs `wrk` and `prometheus-alertmanager` (Debian packages; ops/test.sh installs both). Starts a
+KRaft broker (ops/kafka) on free loopback ports, applies the topics, then for each load:
+
+- 1 alert per request with 16 connections, and 10 alerts per request with 64 connections;
+- every request carries new alerts (a Lua script numbers them), so neither side deduplicates;
+- our gateway (`itsmctl gateway`, ITSM_GATEWAY_PROCESSES=1 and =2) takes Alertmanager's webhook
+  (what Alertmanager sends it) and answers 202 only after the broker acknowledged every alert;
+- Prometheus Alertmanager (the Debian package, no cluster, a null receiver) takes the same
+  alerts on `POST /api/v2/alerts` (what Prometheus sends it) and keeps them in memory.
+
+wrk runs with 2 threads for --seconds (default 10) after a 2-second warm-up. Prints alerts per
+second, p50/p99 latency and non-2xx answers for each, and the ratio gateway / Alertmanager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from confluent_kafka.admin import AdminClient
+
+from bench.measure import machine
+from ops import topics as topic_ops
+from ops.kafka import Broker
+from ops.kafka.broker import free_port
+from ops.stack import Stack
+from streams.core.topics import declared
+
+LUA = """
+local counter = 0
+local seed = 0
+local template = [==[@BODY@]==]
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+function setup(thread)
+  seed = seed + 1
+  thread:set("seed", seed)
+end
+function request()
+  counter = counter + 1
+  local id = string.format("%04x%012x", seed, counter)
+  return wrk.format(nil, "@PATH@", nil, (template:gsub("@ID@", id)))
+end
+"""
+
+ALERTMANAGER_CONFIG = """
+route:
+  receiver: "null"
+receivers:
+  - name: "null"
+"""
+
+
+def alert_labels(i: int) -> dict[str, str]:
+    return {
+        "alertname": "HighCPU",
+        "instance": f"web-@ID@-{i}:9100",
+        "job": "node",
+        "severity": "critical",
+        "service": "web",
+    }
+
+
+ANNOTATIONS = {"summary": "CPU above 90%", "description": "5m average CPU busy above 90%."}
+
+
+def webhook_body(per: int) -> str:
+    alerts = [
+        {
+            "status": "firing",
+            "labels": alert_labels(i),
+            "annotations": ANNOTATIONS,
+            "startsAt": "2026-12-01T08:00:00.123Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example:9090/graph?g0.expr=HighCPU",
+            "fingerprint": f"@ID@{i:02x}",
+        }
+        for i in range(per)
+    ]
+    return json.dumps(
+        {
+            "version": "4",
+            "groupKey": '{}:{alertname="HighCPU"}',
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "itsm-pipeline",
+            "groupLabels": {"alertname": "HighCPU"},
+            "commonLabels": {"alertname": "HighCPU", "job": "node"},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager.example:9093",
+            "alerts": alerts,
+        }
+    )
+
+
+def api_body(per: int) -> str:
+    alerts = [
+        {
+            "labels": alert_labels(i),
+            "annotations": ANNOTATIONS,
+            "startsAt": "2026-12-01T08:00:00.123Z",
+            "generatorURL": "http://prometheus.example:9090/graph?g0.expr=HighCPU",
+        }
+        for i in range(per)
+    ]
+    return json.dumps(alerts)
+
+
+def wrk(tmp: Path, url: str, path: str, body: str, connections: int, seconds: int) -> dict[str, Any]:
+    script = tmp / "load.lua"
+    script.write_text(LUA.replace("@BODY@", body).replace("@PATH@", path))
+    base = ["wrk", "-t2", f"-c{connections}", "--latency", "-s", str(script), url]
+    subprocess.run([*base[:-1], "-d2s", url], check=True, capture_output=True)  # warm-up
+    out = subprocess.run(
+        [*base[:-1], f"-d{seconds}s", url], check=True, capture_output=True, text=True
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = dict(re.findall(r"\s(50|99)%\s+([\d.]+\w+)", out))
+    return {
+        "rps": rps,
+        "p50": lat.get("50", "?"),
+        "p99": lat.get("99", "?"),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def start_alertmanager(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if not exe:
+        raise SystemExit("prometheus-alertmanager not found: apt-get install prometheus-alertmanager")
+    port = free_port()
+    config = tmp / "alertmanager.yml"
+    config.write_text(ALERTMANAGER_CONFIG)
+    proc = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={config}",
+            f"--storage.path={tmp / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("alertmanager did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--processes", default="1,2", help="ITSM_GATEWAY_PROCESSES values to measure")
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install wrk")
+    loads = [(1, 16), (10, 64)]
+    processes = [int(p) for p in args.processes.split(",")]
+    rows: list[tuple[str, int, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        proc, am_url = start_alertmanager(tmp)
+        try:
+            for per, conns in loads:
+                rows.append(
+                    (
+                        "Alertmanager POST /api/v2/alerts",
+                        per,
+                        wrk(tmp, am_url, "/api/v2/alerts", api_body(per), conns, args.seconds),
+                    )
+                )
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        broker = Broker(tmp / "kafka", port=free_port(), controller_port=free_port())
+        broker.start(wait=120)
+        try:
+            topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared("bgw.")))
+            for count in processes:
+                stack = Stack(
+                    tmp / f"stack-{count}",
+                    broker.bootstrap,
+                    topic_prefix="bgw.",
+                    app_id="bgw",
+                    extra_env={"ITSM_LOG_LEVEL": "warning", "ITSM_GATEWAY_PROCESSES": str(count)},
+                )
+                stack.start(["gateway"])
+                try:
+                    for per, conns in loads:
+                        result = wrk(
+                            tmp,
+                            stack.gateway_url,
+                            "/v1/alerts/alertmanager",
+                            webhook_body(per),
+                            conns,
+                            args.seconds,
+                        )
+                        rows.append((f"gateway, {count} process{'es' if count > 1 else ''}", per, result))
+                finally:
+                    stack.stop()
+        finally:
+            broker.stop()
+    am = {per: r["rps"] * per for name, per, r in rows if name.startswith("Alertmanager")}
+    print(
+        f"{'':<36} {'per req':>7} {'conns':>5} {'alerts/s':>10} {'p50':>9} {'p99':>9} "
+        f"{'non-2xx':>7} {'ratio':>6}"
+    )
+    for name, per, r in rows:
+        conns = dict(loads)[per]
+        rate = r["rps"] * per
+        ratio = "" if name.startswith("Alertmanager") else f"{rate / am[per]:6.2f}"
+        print(
+            f"{name:<36} {per:>7} {conns:>5} {rate:>10,.0f} {r['p50']:>9} {r['p99']:>9} "
+            f"{r['errors']:>7} {ratio:>6}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The worker (`itsmctl worker`) beside three passthroughs reading the same records, in one run.
+
+    .venv/bin/python -m bench.worker_bench [--new N] [--repeats N] [--resolves N]
+
+Starts a KRaft broker (ops/kafka) on free loopback ports and applies the topics. Two workloads,
+each produced once to its own alerts.raw (6 partitions, Avro, keyed by fingerprint):
+
+- the mix: N new alerts (distinct fingerprints), then repeats of them (deduplicated), then
+  resolves of some (default 10,000 / 18,000 / 2,000, as issue #12 measured);
+- new alerts only: the N new alerts alone (each opens an incident: one command per alert).
+
+Each contender is its own process and consumer group, reading the whole topic from the start:
+the worker (as `itsmctl worker` runs, commit interval 0.2 s) and bench/passthrough.py's bare Faust
+agent awaiting each acknowledgement, the same not awaiting, and a confluent-kafka loop. The rate
+is measured on the group's committed offsets, polled every 50 ms, from the first commit to the
+last (so process start-up and group joining are not counted); RSS is the process's at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from bench.measure import machine
+from ops import topics as topic_ops
+from ops.kafka import Broker
+from ops.kafka.broker import free_port
+from ops.stack import Stack
+from streams.core import models as m
+from streams.core.serde import AvroSerde
+from streams.core.topics import ALERTS_RAW, declared
+
+PARTITIONS = 6
+
+
+def alert(fp: str, status: str, at: datetime) -> m.Alert:
+    return m.Alert(
+        fingerprint=fp,
+        source=m.AlertSource.ALERTMANAGER,
+        status=m.AlertStatus(status),
+        name="HighCPU",
+        severity="critical",
+        summary=f"CPU above 95% on {fp}",
+        labels={"alertname": "HighCPU", "instance": f"{fp}:9100", "job": "node", "severity": "critical"},
+        annotations={"summary": "CPU high", "runbook_url": "https://runbooks.example/cpu"},
+        starts_at=at,
+        ends_at=at + timedelta(minutes=5) if status == "RESOLVED" else None,
+        received_at=at,
+    )
+
+
+def workload(new: int, repeats: int, resolves: int) -> list[tuple[bytes, bytes]]:
+    serde, at = AvroSerde(), datetime.now(UTC) - timedelta(minutes=1)
+    fps = [f"bench{i:07d}" for i in range(new)]
+    out = [alert(fp, "FIRING", at) for fp in fps]
+    out += [alert(fps[i % new], "FIRING", at) for i in range(repeats)]
+    out += [alert(fps[(i * 5) % new], "RESOLVED", at) for i in range(resolves)]
+    return [(a.fingerprint.encode(), serde.encode(a)) for a in out]
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in tps)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(
+    proc: subprocess.Popen[bytes], bootstrap: str, group: str, topic: str, total: int
+) -> dict[str, Any]:
+    """Rate over the committed offsets, from the first commit to the last; RSS at the end."""
+    deadline, first = time.monotonic() + 600, None
+    try:
+        while True:
+            done, now = committed(bootstrap, group, topic), time.monotonic()
+            if proc.poll() is not None:
+                raise RuntimeError(f"{group} exited with {proc.returncode}")
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= total:
+                break
+            if now > deadline:
+                raise RuntimeError(f"{group} processed {done} of {total} in 600 s")
+            time.sleep(0.05)
+        assert first is not None
+        rate = (done - first[1]) / max(now - first[0], 1e-9) if done > first[1] else float("nan")
+        return {"rate": rate, "rss": rss_mib(proc.pid), "counted": done - first[1]}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_worker(tmp: Path, bootstrap: str, prefix: str, total: int) -> dict[str, Any]:
+    stack = Stack(
+        tmp / f"stack-{prefix.strip('.')}",
+        bootstrap,
+        topic_prefix=prefix,
+        app_id=f"{prefix}worker",
+        extra_env={"ITSM_LOG_LEVEL": "warning", "ITSM_WORKER_COMMIT_INTERVAL_SECONDS": "0.2"},
+    )
+    stack.start(["worker"])
+    return measure(stack.procs["worker"], bootstrap, f"{prefix}worker", f"{prefix}{ALERTS_RAW}", total)
+
+
+def run_passthrough(tmp: Path, bootstrap: str, prefix: str, mode: str, total: int) -> dict[str, Any]:
+    group = f"{prefix}pass-{mode}"
+    log = open(tmp / f"{group}.log", "ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.passthrough",
+            mode,
+            bootstrap,
+            f"{prefix}{ALERTS_RAW}",
+            f"{prefix}out",
+            group,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ITSM_")},
+    )
+    log.close()
+    return measure(proc, bootstrap, group, f"{prefix}{ALERTS_RAW}", total)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--new", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=18_000)
+    parser.add_argument("--resolves", type=int, default=2_000)
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        broker = Broker(tmp / "kafka", port=free_port(), controller_port=free_port())
+        broker.start(wait=120)
+        try:
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+            cases = {
+                "mix": ("bmix.", workload(args.new, args.repeats, args.resolves)),
+                "new alerts only": ("bnew.", workload(args.new, 0, 0)),
+            }
+            for prefix, records in cases.values():
+                topic_ops.apply(admin, list(declared(prefix)))
+                produce(broker.bootstrap, f"{prefix}{ALERTS_RAW}", records)
+            results: dict[str, dict[str, dict[str, Any]]] = {}
+            for case, (prefix, records) in cases.items():
+                n = len(records)
+                row = results[case] = {"worker": run_worker(tmp, broker.bootstrap, prefix, n)}
+                for mode in ("faust-await", "faust", "confluent"):
+                    row[mode] = run_passthrough(tmp, broker.bootstrap, prefix, mode, n)
+        finally:
+            broker.stop()
+    labels = {
+        "worker": "worker (itsmctl worker)",
+        "faust-await": "bare Faust, awaiting each ack",
+        "faust": "bare Faust, not awaiting acks",
+        "confluent": "confluent-kafka passthrough",
+    }
+    for case, row in results.items():
+        n = len(cases[case][1])
+        print(f"{case}: {n:,} alerts on 6 partitions")
+        worker = row["worker"]["rate"]
+        for key, label in labels.items():
+            r = row[key]
+            ratio = "" if key == "worker" else f"   worker / this: {worker / r['rate']:5.2f}"
+            print(f"  {label:<32} {r['rate']:9,.0f} alerts/s   RSS {r['rss']:6.0f} MiB{ratio}")
+
+
+if __name__ == "__main__":
+    main()
