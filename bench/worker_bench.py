@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.measure import machine
 from ops import topics as topic_ops
@@ -84,10 +84,15 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> N
 def committed(bootstrap: str, group: str, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        tps = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        for _attempt in range(50):
+            try:
+                tps = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+                return sum(max(tp.offset, 0) for tp in tps)
+            except KafkaException:  # the group's coordinator is loading or moving: ask again
+                time.sleep(0.1)
+        raise RuntimeError(f"no committed offsets of {group} from the broker")
     finally:
         consumer.close()
-    return sum(max(tp.offset, 0) for tp in tps)
 
 
 def rss_mib(pid: int) -> float:
@@ -154,7 +159,11 @@ def run_passthrough(tmp: Path, bootstrap: str, prefix: str, mode: str, total: in
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp,
-        env={k: v for k, v in os.environ.items() if not k.startswith("ITSM_")},
+        # Its own working directory (Faust writes <group>-data there); the checkout on the path.
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ITSM_")},
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        },
     )
     log.close()
     return measure(proc, bootstrap, group, f"{prefix}{ALERTS_RAW}", total)
@@ -181,6 +190,8 @@ def main() -> None:
             }
             for prefix, records in cases.values():
                 topic_ops.apply(admin, list(declared(prefix)))
+                # Where the passthroughs copy to (the broker creates no topic by itself).
+                admin.create_topics([NewTopic(f"{prefix}out", PARTITIONS, 1)])[f"{prefix}out"].result(30)
                 produce(broker.bootstrap, f"{prefix}{ALERTS_RAW}", records)
             results: dict[str, dict[str, dict[str, Any]]] = {}
             for case, (prefix, records) in cases.items():

@@ -89,6 +89,9 @@ def create_app(
         broker_heartbeat_interval=settings.worker_heartbeat_interval_seconds,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # The alerts agent sends a whole batch before it waits: a few milliseconds of linger let
+        # aiokafka put it in a few produce requests instead of one per record.
+        producer_linger=settings.worker_producer_linger_seconds,
     )
     out_topics: dict[str, faust.TopicT] = {}
 

@@ -138,6 +138,7 @@ class Settings(BaseSettings):
     worker_data_dir: str = Field(".itsm/worker", description="The worker's local state (Faust's datadir).")
     worker_batch_size: int = Field(500, ge=1, le=10_000)
     worker_batch_wait_seconds: float = Field(0.01, gt=0.0, le=1.0)
+    worker_producer_linger_seconds: float = Field(0.005, ge=0.0, le=1.0)
 
     # Worker / sink metrics (the gateway serves /metrics on its own port)
     worker_metrics_port: int = Field(9464, ge=0, le=65535)

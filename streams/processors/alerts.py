@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import zlib
 from collections.abc import Callable, MutableMapping, Sequence
@@ -174,8 +175,8 @@ class AlertProcessor:
         for state in staged.values():
             self._put(state)  # only after every output was acknowledged
             self._track(state, now)
-        for outcome in outcomes:
-            telemetry.ALERT_OUTCOMES.labels(outcome).inc()
+        for outcome, count in collections.Counter(outcomes).items():
+            telemetry.ALERT_OUTCOMES.labels(outcome).inc(count)
         return outcomes
 
     async def tick(self, partition: int) -> int:
