@@ -165,9 +165,16 @@ def run_store(tmp: Path, broker: Broker, store: str, states: int) -> dict[str, A
         for phase in ("start", "restart"):
             spawned = time.monotonic()
             stack.start(["worker"])
-            result[phase] = probe(stack, broker.bootstrap, prefix, spawned)
-            print(f"  {store}, {states:,} states, {phase}: {result[phase]['seconds']:.1f} s", flush=True)
-            assert stack.stop() == {"worker": 0}, stack.log_tail("worker")
+            r = result[phase] = probe(stack, broker.bootstrap, prefix, spawned)
+            stopping = time.monotonic()
+            code = stack.stop(timeout=300)["worker"]  # SIGTERM; a clean exit closes the store
+            r["stop_seconds"] = time.monotonic() - stopping
+            print(
+                f"  {store}, {states:,} states, {phase}: first new alert after {r['seconds']:.1f} s, "
+                f"RSS {r['VmRSS']:.0f} MiB (peak {r['VmHWM']:.0f}); SIGTERM to exit "
+                f"{r['stop_seconds']:.1f} s (code {code})",
+                flush=True,
+            )
     finally:
         stack.stop()
     result["changelog_mib"] = changelog_mib(broker.data_dir, changelog) if states else 0.0

@@ -187,6 +187,9 @@ class Stack:
         env = self.env()
         for name in names:
             argv, own_env = EXTRA_COMPONENTS.get(name, ([name], {}))
+            if argv[0] == "worker" and "ITSM_WORKER_DATA_DIR" not in self.extra_env:
+                # Each worker its own local state (RocksDB databases are one process's).
+                own_env = {"ITSM_WORKER_DATA_DIR": str(self.workdir / f"{name}-data"), **own_env}
             log = open(self.workdir / "logs" / f"{name}.log", "ab")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "ops.cli", *argv],

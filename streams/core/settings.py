@@ -131,10 +131,11 @@ class Settings(BaseSettings):
     # The alerts agent takes records in batches: every output of a batch is sent before the
     # broker's acknowledgements are awaited, once for the batch. A batch is what arrived within
     # the wait (so an idle stream adds at most that much latency), at most size records.
-    # Where the worker's tables live: memory (rebuilt from their changelog topics at every start)
-    # or rocksdb (kept on local disk under worker_data_dir, so a restart reads only the changelog
-    # written since; see bench/README.md for the figures behind the default).
-    worker_store: str = Field("memory", pattern="^(memory|rocksdb)$")
+    # Where the worker's tables live: rocksdb (kept on local disk under worker_data_dir, so a
+    # restart reads only the changelog written since) or memory (rebuilt from the changelog at
+    # every start). bench/README.md has the figures behind the default: with a million open
+    # alerts, a restart took 3.8 s and 166 MiB with rocksdb, 293 s and 774 MiB in memory.
+    worker_store: str = Field("rocksdb", pattern="^(memory|rocksdb)$")
     worker_data_dir: str = Field(".itsm/worker", description="The worker's local state (Faust's datadir).")
     worker_batch_size: int = Field(500, ge=1, le=10_000)
     worker_batch_wait_seconds: float = Field(0.01, gt=0.0, le=1.0)
