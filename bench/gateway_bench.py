@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ def alert_labels(i: int) -> dict[str, str]:
     }
 
 
+# A minute ago: Alertmanager refuses an alert that starts after the end it gives it (now + its
+# resolve_timeout when endsAt is not set).
+STARTS_AT = (
+    (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+)
 ANNOTATIONS = {"summary": "CPU above 90%", "description": "5m average CPU busy above 90%."}
 
 
@@ -82,7 +88,7 @@ def webhook_body(per: int) -> str:
             "status": "firing",
             "labels": alert_labels(i),
             "annotations": ANNOTATIONS,
-            "startsAt": "2026-12-01T08:00:00.123Z",
+            "startsAt": STARTS_AT,
             "endsAt": "0001-01-01T00:00:00Z",
             "generatorURL": "http://prometheus.example:9090/graph?g0.expr=HighCPU",
             "fingerprint": f"@ID@{i:02x}",
@@ -110,7 +116,7 @@ def api_body(per: int) -> str:
         {
             "labels": alert_labels(i),
             "annotations": ANNOTATIONS,
-            "startsAt": "2026-12-01T08:00:00.123Z",
+            "startsAt": STARTS_AT,
             "generatorURL": "http://prometheus.example:9090/graph?g0.expr=HighCPU",
         }
         for i in range(per)
