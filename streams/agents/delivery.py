@@ -67,6 +67,14 @@ class Admission:
     tp: TopicPartition
     offset: int
     epoch: int
+    # The position this record follows: its own offset, or where a confirmed gap began. The
+    # position moves past it only from there, so a record whose predecessors were never done
+    # (a batch whose handler failed) cannot carry the position over them.
+    follows: int = -1
+
+    def __post_init__(self) -> None:
+        if self.follows < 0:
+            self.follows = self.offset
 
 
 @dataclass
@@ -154,10 +162,8 @@ class DeliveryCursor:
             # Nothing exists between the position and this record: compaction, a transaction
             # marker or retention made the gap, not the consumer.
             self._count("gap_confirmed")
-            if self.positions[tp] == position:
-                self.positions[tp] = offset
             self._reading[tp] = offset + 1
-            return Admission(tp, offset, epoch)
+            return Admission(tp, offset, epoch, follows=position)
         log.warning(
             "delivery_out_of_order", topic=topic, partition=partition, position=position, offset=offset
         )
@@ -171,7 +177,7 @@ class DeliveryCursor:
     def done(self, admission: Admission) -> None:
         """The admitted record was handled: the partition's position moves past it (admissions
         are done in the order they were admitted)."""
-        if admission.epoch == self.epoch and self.positions.get(admission.tp, -1) <= admission.offset:
+        if admission.epoch == self.epoch and self.positions.get(admission.tp) == admission.follows:
             self.positions[admission.tp] = admission.offset + 1
             self._exists.pop(admission.tp, None)
 
@@ -231,7 +237,14 @@ class DeliveryCursor:
                 if admission is not None:
                     admitted.append((event, admission))
             if admitted:
-                await handle([event for event, _ in admitted])
+                try:
+                    await handle([event for event, _ in admitted])
+                except BaseException:
+                    # Not done: read these partitions from their positions again, so the records
+                    # after the batch are held back (sought back) until the batch is processed.
+                    for _, admission in admitted:
+                        self._reading.pop(admission.tp, None)
+                    raise
                 for _, admission in admitted:
                     self.done(admission)
 

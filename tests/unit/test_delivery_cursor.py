@@ -158,3 +158,66 @@ def test_a_partition_stalled_below_the_end_is_sought_back_again() -> None:
     now[0] += 60
     assert asyncio.run(unstick()) == []  # at the end: nothing waits, nothing to seek
     assert seeks == [(TP0, 369)]
+
+
+class Msg:
+    def __init__(self, offset: int, tp: TopicPartition = TP0) -> None:
+        self.topic, self.partition, self.offset = tp.topic, tp.partition, offset
+
+
+class Event:
+    def __init__(self, offset: int) -> None:
+        self.message = Msg(offset)
+
+
+class Stream:
+    """Faust's take_events: the batches given, in order."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    async def take_events(self, size: int, wait: float) -> object:
+        for batch in self.batches:
+            yield [Event(o) for o in batch]
+
+
+def test_a_batch_moves_the_position_only_after_its_handler_returned() -> None:
+    log = Log({TP0: list(range(100))}, {TP0: 0})
+    c, seeks = cursor(log)
+    handled: list[tuple[list[int], dict[TopicPartition, int]]] = []
+
+    async def handle(events: list[Event]) -> None:
+        # What may be committed while the batch is in hand: only what came before it.
+        handled.append(([e.message.offset for e in events], c.to_commit()))
+
+    asyncio.run(c.consume_batches(Stream([[0, 1, 2], [3, 4]]), handle, 500, 0.01))
+    assert handled == [([0, 1, 2], {}), ([3, 4], {TP0: 3})]
+    assert c.to_commit() == {TP0: 5} and seeks == []
+
+
+def test_after_a_failed_batch_later_records_cannot_carry_the_position_past_it() -> None:
+    """A Faust agent that raises is restarted with a new stream that goes on after the failed
+    batch: those later records must be held back (sought back) and the failed batch's offsets
+    never committed, or a crash-looping agent would lose them."""
+    log = Log({TP0: list(range(100))}, {TP0: 0})
+    c, seeks = cursor(log)
+
+    async def failing(events: list[Event]) -> None:
+        raise RuntimeError("broker down")
+
+    async def fine(events: list[Event]) -> None:
+        return None
+
+    async def run() -> None:
+        try:
+            await c.consume_batches(Stream([[0, 1, 2]]), failing, 500, 0.01)
+        except RuntimeError:
+            pass
+        # The restarted agent's stream continues after the failed batch.
+        await c.consume_batches(Stream([[3, 4]]), fine, 500, 0.01)
+
+    asyncio.run(run())
+    assert c.to_commit() == {}  # nothing past offset 0 is committed
+    assert seeks and set(seeks) == {(TP0, 0)}  # sought back to the failed batch
+    asyncio.run(c.consume_batches(Stream([[0, 1, 2, 3, 4]]), fine, 500, 0.01))
+    assert c.to_commit() == {TP0: 5}
