@@ -185,6 +185,9 @@ class AlertProcessor:
         if partition not in self.due:
             self.due[partition] = {}
             self.unindexed.add(partition)
+        if self._indexing is not None and self._indexing.done() and not self._indexing.cancelled():
+            # A pass that failed raises here, in the agent, instead of being lost in its task.
+            self._indexing.result()
         if self.unindexed and (self._indexing is None or self._indexing.done()):
             # In the background: alerts keep flowing while a large table is indexed (a state
             # not indexed yet comes due on a later tick, once the pass has reached it).

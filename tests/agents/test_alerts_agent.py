@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from streams.agents.app import create_app
@@ -420,3 +421,18 @@ def test_an_over_long_fingerprint_is_bounded_the_same_way_every_time() -> None:
     assert run(processor(out).handle(Consumed(b"k", SERDE.encode(a), [], "x.alerts.raw", 0, 1))) == "emitted"
     ((_, _, value, _),) = out.on("itsm.incident.commands")
     assert len(SERDE.decode(value or b"", IncidentCommand).correlation_id) <= 100
+
+
+def test_a_failing_due_index_pass_raises_in_the_next_tick_instead_of_vanishing() -> None:
+    out, clock = Collector(), Clock(NOW)
+    p = processor(out, clock, stable_period=60)
+    p.table["broken"] = b"\xc1 not a state"  # a value no codec reads
+
+    async def ticks() -> None:
+        await p.tick(0)  # starts the pass in the background
+        while p._indexing is not None and not p._indexing.done():
+            await asyncio.sleep(0.01)
+        await p.tick(0)
+
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        run(ticks())
