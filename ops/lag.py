@@ -1,0 +1,204 @@
+"""Consumer lag of the pipeline's consumer groups, the way SREs know it (kafka_exporter's figures).
+
+Per group, topic and partition: the committed offset, the log-end offset, the lag in records and
+the lag in seconds (the age of the oldest record the group has not consumed: the one at its
+committed offset). The pipeline's groups are the worker's (the Faust app id) and each sink's
+(`<app id>-sink-<name>`); views, the delivery cursor's peek consumers and itsmctl's own readers
+commit nothing the pipeline depends on and are left out.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from streams.core.kafka import client_config
+from streams.core.settings import Settings
+
+NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing on this partition
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition of one group: where it stands against the end of the log."""
+
+    group: str
+    topic: str
+    partition: int
+    current_offset: int  # the committed offset (-1 when the group committed none here)
+    log_end_offset: int
+    lag: int
+    lag_seconds: float  # age of the oldest unconsumed record; 0 when there is none
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    group: str
+    state: str
+    members: int
+
+
+def is_pipeline_group(group: str, app_id: str) -> bool:
+    """The worker's group and each sink's; not views, peeks or itsmctl's readers."""
+    return group == app_id or group.startswith(f"{app_id}-sink-")
+
+
+class LagReader:
+    """Reads consumer lag through one admin client and one (never committing) consumer, reused
+    across calls, so a status service can ask every few seconds."""
+
+    def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self.admin = AdminClient(client_config(settings))
+        self._peek: Consumer | None = None
+
+    def close(self) -> None:
+        if self._peek is not None:
+            self._peek.close()
+            self._peek = None
+
+    # -- groups -----------------------------------------------------------------------------
+
+    def groups(self, only: Sequence[str] = ()) -> list[GroupInfo]:
+        """The pipeline's consumer groups (or exactly `only`), with their state and member count."""
+        if only:
+            # Asked for by name: described even when the broker lists no such group (it shows dead).
+            names = list(only)
+        else:
+            listed = self.admin.list_consumer_groups(request_timeout=self.timeout).result()
+            names = sorted(
+                g.group_id for g in listed.valid if is_pipeline_group(g.group_id, self.settings.app_id)
+            )
+        if not names:
+            return []
+        described = self.admin.describe_consumer_groups(names, request_timeout=self.timeout)
+        out = []
+        for name in names:
+            desc = described[name].result()
+            state = getattr(desc.state, "name", str(desc.state)).lower()
+            out.append(GroupInfo(name, state, len(desc.members)))
+        return out
+
+    # -- offsets ----------------------------------------------------------------------------
+
+    def committed(self, group: str) -> dict[tuple[str, int], int]:
+        from confluent_kafka import ConsumerGroupTopicPartitions
+
+        futures = self.admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout
+        )
+        result = futures[group].result()
+        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
+
+    def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        wanted = {TopicPartition(t, p): OffsetSpec.latest() for t, p in set(partitions)}
+        if not wanted:
+            return {}
+        futures = self.admin.list_offsets(wanted, request_timeout=self.timeout)
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+    def start_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        wanted = {TopicPartition(t, p): OffsetSpec.earliest() for t, p in set(partitions)}
+        if not wanted:
+            return {}
+        futures = self.admin.list_offsets(wanted, request_timeout=self.timeout)
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+    def record_times(
+        self, positions: dict[tuple[str, int], int], wait: float = 3.0
+    ) -> dict[tuple[str, int], float]:
+        """The timestamp (epoch seconds) of the first record at or after each position: the oldest
+        record not yet consumed. A partition whose record cannot be read in `wait` is left out."""
+        if not positions:
+            return {}
+        if self._peek is None:
+            self._peek = Consumer(
+                client_config(
+                    self.settings,
+                    **{
+                        # Assigned, never subscribed and never committing: this id joins no group.
+                        "group.id": f"itsmctl-lag-{uuid.uuid4().hex[:8]}",
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        "auto.offset.reset": "earliest",
+                        "fetch.max.bytes": 1 << 20,
+                        "max.partition.fetch.bytes": 1 << 16,
+                    },
+                )
+            )
+        consumer = self._peek
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
+        times: dict[tuple[str, int], float] = {}
+        deadline = time.monotonic() + wait
+        try:
+            while len(times) < len(positions) and time.monotonic() < deadline:
+                for msg in consumer.consume(num_messages=500, timeout=0.2):
+                    err = msg.error()
+                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                        continue
+                    key = (msg.topic() or "", msg.partition() or 0)
+                    if err is None and key in positions and key not in times:
+                        _kind, stamp = msg.timestamp()
+                        times[key] = stamp / 1000.0
+                        # This partition is answered: stop fetching it.
+                        consumer.incremental_unassign([TopicPartition(key[0], key[1])])
+        finally:
+            consumer.unassign()
+        return times
+
+    # -- lag --------------------------------------------------------------------------------
+
+    def lag(self, groups: Sequence[str], now: float | None = None) -> list[PartitionLag]:
+        """Every committed partition of each group, against the end of its log."""
+        committed: dict[str, dict[tuple[str, int], int]] = {g: self.committed(g) for g in groups}
+        parts = {tp for offsets in committed.values() for tp in offsets}
+        ends = self.end_offsets(parts)
+        uncommitted = {tp for offsets in committed.values() for tp, o in offsets.items() if o < 0}
+        starts = self.start_offsets(uncommitted)
+        rows: list[tuple[str, str, int, int, int, int, int]] = []
+        needed: set[tuple[str, int, int]] = set()
+        for group in groups:
+            for (topic, partition), offset in sorted(committed[group].items()):
+                end = ends.get((topic, partition), 0)
+                # Nothing committed: the group starts at the beginning (auto.offset.reset=earliest).
+                position = offset if offset >= 0 else starts.get((topic, partition), 0)
+                lag = max(0, end - position)
+                rows.append((group, topic, partition, offset if offset >= 0 else -1, position, end, lag))
+                if lag:
+                    needed.add((topic, partition, position))
+        stamps = self._stamps(needed)
+        clock = time.time() if now is None else now
+        out = []
+        for group, topic, partition, offset, position, end, lag in rows:
+            stamp = stamps.get((topic, partition, position)) if lag else None
+            seconds = max(0.0, clock - stamp) if stamp is not None else 0.0
+            out.append(PartitionLag(group, topic, partition, offset, end, lag, round(seconds, 3)))
+        return out
+
+    def _stamps(self, needed: set[tuple[str, int, int]]) -> dict[tuple[str, int, int], float]:
+        """Record times at every (topic, partition, position); sinks of one topic stand at
+        different positions of the same partition, read in as many rounds as the most of them."""
+        out: dict[tuple[str, int, int], float] = {}
+        remaining = sorted(needed)
+        while remaining:
+            round_: dict[tuple[str, int], int] = {}
+            later = []
+            for topic, partition, position in remaining:
+                if (topic, partition) in round_:
+                    later.append((topic, partition, position))
+                else:
+                    round_[(topic, partition)] = position
+            for (topic, partition), stamp in self.record_times(round_).items():
+                out[(topic, partition, round_[(topic, partition)])] = stamp
+            remaining = later
+        return out

@@ -1,0 +1,80 @@
+"""Consumer lag on the real broker: records, seconds and which groups count, against hand-set offsets."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from ops.lag import LagReader
+from streams.core.settings import Settings
+from tests.cli import Itsmctl
+
+pytestmark = pytest.mark.integration
+
+
+def commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        consumer.commit(offsets=tps, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def test_lag_per_group_topic_and_partition_with_its_age(kafka_settings: Settings, itsmctl: Itsmctl) -> None:
+    s = kafka_settings
+    topic = s.topic("itsm.incident.commands")
+    now_ms = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": s.kafka_bootstrap})
+    # Partition 0: 10 records, record i made (10 - i) minutes ago; partition 1: 4 records, 1 s apart.
+    for i in range(10):
+        producer.produce(topic, b"x", key=b"k", partition=0, timestamp=now_ms - (10 - i) * 60_000)
+    for i in range(4):
+        producer.produce(topic, b"y", key=b"k", partition=1, timestamp=now_ms - (4 - i) * 1_000)
+    assert producer.flush(10) == 0
+
+    sink_a, sink_b = f"{s.app_id}-sink-servicenow", f"{s.app_id}-sink-rt"
+    commit(s.kafka_bootstrap, sink_a, {(topic, 0): 3, (topic, 1): 4})
+    commit(s.kafka_bootstrap, sink_b, {(topic, 0): 8, (topic, 1): 1})
+    commit(s.kafka_bootstrap, f"{s.app_id}-view-abc", {(topic, 0): 0})  # a view: not the pipeline's
+
+    reader = LagReader(s)
+    try:
+        groups = [g.group for g in reader.groups()]
+        assert groups == [sink_b, sink_a]  # sorted; the view is left out
+        rows = {(r.group, r.partition): r for r in reader.lag(groups, now=now_ms / 1000)}
+    finally:
+        reader.close()
+    assert {k: (r.current_offset, r.log_end_offset, r.lag) for k, r in rows.items()} == {
+        (sink_a, 0): (3, 10, 7),
+        (sink_a, 1): (4, 4, 0),
+        (sink_b, 0): (8, 10, 2),
+        (sink_b, 1): (1, 4, 3),
+    }
+    # The oldest unconsumed record: offset 3 was made 7 minutes ago, offset 8 2 minutes ago, and
+    # partition 1's offset 1 three seconds ago; a partition without lag is 0 s behind.
+    assert rows[(sink_a, 0)].lag_seconds == pytest.approx(420, abs=0.01)
+    assert rows[(sink_b, 0)].lag_seconds == pytest.approx(120, abs=0.01)
+    assert rows[(sink_b, 1)].lag_seconds == pytest.approx(3, abs=0.01)
+    assert rows[(sink_a, 1)].lag_seconds == 0
+
+    env = {"ITSM_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "ITSM_APP_ID": s.app_id}
+    ran = itsmctl("lag", "-o", "json", **env)
+    assert ran.returncode == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert {g["group"] for g in doc["groups"]} == {sink_a, sink_b}
+    assert sum(p["lag"] for p in doc["partitions"]) == 12
+
+    ran = itsmctl("lag", "--group", sink_a, **env)
+    assert ran.returncode == 0, ran.stderr
+    assert f"group {sink_a}: empty, 0 member(s), total lag 7" in ran.stdout
+    line = next(x for x in ran.stdout.splitlines() if x.startswith(sink_a) and " 0 " in x)
+    assert line.split()[2:6] == ["0", "3", "10", "7"]
+
+    ran = itsmctl("lag", "--group", "nobody-here", **env)
+    assert ran.returncode == 1
+    assert "consumer group nobody-here does not exist" in ran.stderr
+    assert "Traceback" not in ran.stderr
