@@ -27,6 +27,8 @@ EXTRA_COMPONENTS: dict[str, tuple[list[str], dict[str, str]]] = {
     "gate": (["gate", "serve"], {}),
     "changes-sync": (["changes", "sync", "--metrics-port", "0"], {}),
     "incidents-sync": (["incidents", "sync", "--metrics-port", "0"], {}),
+    # The status service, watching the default components (ITSM_STATUS_SCRAPE below).
+    "status": (["status", "serve", "--interval", "1"], {}),
     # More members of the worker's consumer group (same app id), e.g. for failover tests.
     "worker-2": (["worker"], {"ITSM_WORKER_METRICS_PORT": "0"}),
     "worker-3": (["worker"], {"ITSM_WORKER_METRICS_PORT": "0"}),
@@ -76,6 +78,7 @@ class Stack:
     worker_metrics_port: int = field(default_factory=free_port)
     sink_metrics_port: int = field(default_factory=free_port)
     gate_port: int = field(default_factory=free_port)
+    status_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     # Lifecycle periods to override (seconds), e.g. a short stable_period for demos and tests.
     lifecycle: dict[str, float] = field(default_factory=dict)
@@ -122,6 +125,10 @@ class Stack:
     def gate_url(self) -> str:
         return f"http://127.0.0.1:{self.gate_port}"
 
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.status_port}"
+
     def gate_token_file(self, caller: str = "pipeline") -> Path:
         return self.workdir / f"gate-{caller}.token"
 
@@ -152,6 +159,12 @@ class Stack:
                 "ITSM_GATE_URL": self.gate_url,
                 "ITSM_GATE_CALLERS_FILE": str(self.callers_file),
                 "ITSM_GATE_TOKEN_FILE": str(self.gate_token_file()),
+                "ITSM_STATUS_PORT": str(self.status_port),
+                "ITSM_STATUS_SCRAPE": (
+                    f"gateway={self.gateway_url},"
+                    f"worker=http://127.0.0.1:{self.worker_metrics_port},"
+                    f"sink-servicenow=http://127.0.0.1:{self.sink_metrics_port}"
+                ),
                 "ITSM_CHANGES_SYNC_INTERVAL_SECONDS": "1",
                 "ITSM_INCIDENTS_SYNC_INTERVAL_SECONDS": "1",
                 "PYTHONUNBUFFERED": "1",
@@ -171,7 +184,11 @@ class Stack:
             self.provision()
             names.remove("devitsm")
         self._spawn(names)
-        for name, url in (("gateway", self.gateway_url), ("gate", self.gate_url)):
+        for name, url in (
+            ("gateway", self.gateway_url),
+            ("gate", self.gate_url),
+            ("status", self.status_url),
+        ):
             if name in names:
                 self.wait_http(name, url + "/healthz")
 

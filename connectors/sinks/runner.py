@@ -175,6 +175,7 @@ class SinkRunner:
         self.producer = Producer(producer_config(settings))
         self._delivery_errors: list[str] = []
         self.processed = 0
+        self.target_problem: str | None = None  # the last command's target failure, until one succeeds
         self.progress = Progress()
         self.failure: BaseException | None = None
         self._last_commit = 0.0
@@ -386,8 +387,15 @@ class SinkRunner:
             else:
                 try:
                     result = handler(cmd)  # type: ignore[arg-type]
+                    self._observe_latency(record, cmd)
+                    self.target_problem = None
                 except SINK_FAILURES as exc:
                     error = exc if isinstance(exc, SinkError) else _data_error(exc)
+                    if error.error_class in TARGET_FAULTS:
+                        # /readyz says so until a command goes through again.
+                        self.target_problem = (
+                            f"{self.sink.name}: {error.error_class.value}: {str(error)[:200]}"
+                        )
                     self._dead_letter(record, error.error_class, str(error), error.attempts, now, source)
                     result = self._result(
                         cmd,
@@ -418,6 +426,18 @@ class SinkRunner:
             self.progress.handled(*source)
         with self._count:
             self.processed += 1
+
+    def _observe_latency(self, record: Consumed, cmd: IncidentCommand | ChangeCommand) -> None:
+        """The ITSM answered: how long since the command was made, and since its alert entered."""
+        answered = time.time()
+        action = cmd.action.value
+        if record.timestamp is not None:
+            hop = telemetry.LATENCY.labels("command_to_itsm", self.sink.name, action)
+            hop.observe(max(0.0, answered - record.timestamp))
+        entered = telemetry.ingested_at(record.headers)
+        if entered is not None:
+            whole = telemetry.LATENCY.labels("ingest_to_itsm", self.sink.name, action)
+            whole.observe(max(0.0, answered - entered))
 
     def _result(
         self,
@@ -467,6 +487,10 @@ class SinkRunner:
 # the command is dead-lettered as invalid and the sink goes on. Everything else crashes the sink.
 DATA_ERRORS: tuple[type[Exception], ...] = (ValueError, UnicodeError, OverflowError)
 SINK_FAILURES: tuple[type[Exception], ...] = (SinkError, *DATA_ERRORS)
+
+
+# Failures that say the target itself is unwell (not the command): the sink is not ready.
+TARGET_FAULTS = frozenset({ErrorClass.NETWORK, ErrorClass.AUTH, ErrorClass.RATE_LIMIT})
 
 
 def _data_error(exc: Exception) -> SinkError:

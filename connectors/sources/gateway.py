@@ -18,7 +18,7 @@ from connectors.sources.base import WebhookSource
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
 from streams.core.messages import encoded
-from streams.core.models import Alert, AuditEvent, AuditOutcome, CorrelationSample
+from streams.core.models import Alert, AlertStatus, AuditEvent, AuditOutcome, CorrelationSample
 from streams.core.rules import FingerprintRules
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
@@ -136,6 +136,11 @@ def create_gateway(
                     return _error(503, "alerts could not be published to Kafka; retry later")
             telemetry.WEBHOOK_REQUESTS.labels(source.name, "accepted").inc()
             telemetry.WEBHOOK_ALERTS.labels(source.name).inc(len(records))
+            arrived = clock()
+            delay = telemetry.LATENCY.labels("source_to_gateway", source.name, "")
+            for a in alerts:
+                if a.status is AlertStatus.FIRING:
+                    delay.observe(max(0.0, (arrived - a.starts_at).total_seconds()))
             log.info("webhook_accepted", source=source.name, alerts=len(records), topic=topic)
             return web.json_response(source.respond(alerts), status=202)
 

@@ -21,6 +21,7 @@ from ops.commands import (
     kafka,
     lag,
     sink,
+    status,
     topics,
     worker,
 )
@@ -35,6 +36,7 @@ GROUPS = (
     sink,
     devitsm,
     lag,
+    status,
     dlq,
     gate,
     changes,

@@ -23,7 +23,7 @@ def serve(_: argparse.Namespace) -> int:
 
     from connectors.gate.callers import CallersError, CallersFile
     from connectors.gate.server import GATE_PRODUCER, create_gate
-    from streams.core.kafka import AckedProducer
+    from streams.core.kafka import AckedProducer, BrokerProbe
     from streams.stages.changes.gate import ChangeGate, GatePolicy
     from streams.stages.windows import WindowCalendar
 
@@ -49,6 +49,9 @@ def serve(_: argparse.Namespace) -> int:
     app = create_gate(
         settings, serde, producer, gate, views["changes"], views["requests"], callers, views.followers
     )
+    checks: dict[str, telemetry.Check] = {"broker": BrokerProbe(settings)}
+    checks.update({f.topic: f.problem for f in views.followers})
+    app.router.add_get("/readyz", telemetry.readyz_handler(checks))
 
     async def on_cleanup(_: web.Application) -> None:
         producer.close()

@@ -71,7 +71,7 @@ def serve(shared_port: bool) -> int:
     from connectors.registry import webhook_sources
     from connectors.sources.gateway import create_gateway
     from streams.core.follower import TopicFollower
-    from streams.core.kafka import AckedProducer
+    from streams.core.kafka import AckedProducer, BrokerProbe
     from streams.core.models import CorrelationSample
     from streams.core.topics import ALERTS_CORRELATION_SAMPLES
     from streams.processors.indexes import RecordIndex
@@ -97,6 +97,8 @@ def serve(shared_port: bool) -> int:
     app = create_gateway(
         settings, serde, producer, sources, fingerprints=rules.fingerprint, samples=samples.get
     )
+    checks: dict[str, telemetry.Check] = {"broker": BrokerProbe(settings), "samples_view": follower.problem}
+    app.router.add_get("/readyz", telemetry.readyz_handler(checks))
 
     async def on_cleanup(_: web.Application) -> None:
         follower.stop()

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from connectors.sinks.ratelimit import RateLimiter
     from connectors.sinks.runner import SinkRunner
     from streams.core.follower import TopicFollower
+    from streams.core.kafka import BrokerProbe
     from streams.core.topics import ITSM_RESULTS
 
     settings = runtime.settings()
@@ -56,9 +57,14 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         results.stop()
         raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
-    port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port)
-    telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
     runner = SinkRunner(settings, serde, sink, KINDS[args.kind], known, more=lanes[1:])
+    checks: dict[str, telemetry.Check] = {
+        "broker": BrokerProbe(settings),
+        "results_view": lambda: None if results.ready.is_set() else "itsm.results not caught up",
+        "target": lambda: runner.target_problem,
+    }
+    port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port, checks)
+    telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
     telemetry.get_logger("sink").info("sink_ready", known_ids=len(known))
     try:
         runner.run(runtime.stop_on_signals(), check=results.check)

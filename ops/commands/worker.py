@@ -23,7 +23,7 @@ def run(_: argparse.Namespace) -> int:
     from streams.agents.app import create_app
     from streams.agents.delivery import BrokerOffsets
     from streams.core.follower import TopicFollower
-    from streams.core.kafka import client_config
+    from streams.core.kafka import BrokerProbe, client_config
     from streams.core.topics import ALERTS_CI_INCIDENTS
     from streams.processors.indexes import CIIncidentIndex
 
@@ -33,13 +33,22 @@ def run(_: argparse.Namespace) -> int:
     log = telemetry.get_logger("worker")
     rules = runtime.rules(settings)
     serde = runtime.serde(settings)
-    port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port)
+    followers: list[TopicFollower] = []
+
+    def views_ready() -> str | None:
+        if not followers:
+            return "views starting"
+        return next((p for p in (f.problem() for f in followers) if p), None)
+
+    checks: dict[str, telemetry.Check] = {"broker": BrokerProbe(settings), "views": views_ready}
+    port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port, checks)
     # Alerts are correlated only once the CMDB and the calendar are complete.
     views = runtime.start_views(settings, serde, "changes", "cmdb", "windows", "itsm_incidents")
     incidents = CIIncidentIndex()
     views.followers.append(
         TopicFollower(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start()
     )
+    followers.extend(views.followers)
     try:
         views.followers[-1].wait_ready(settings.view_ready_timeout_seconds)
     except RuntimeError as exc:

@@ -66,6 +66,14 @@ class TopicFollower:
         if self.failure is not None:
             raise RuntimeError(f"view of {self.topic} failed: {self.failure}")
 
+    def problem(self) -> str | None:
+        """For readiness probes: None when caught up and alive, else what is wrong."""
+        if self.failure is not None:
+            return f"view of {self.topic} failed: {self.failure}"
+        if not self.ready.is_set():
+            return f"view of {self.topic} not caught up"
+        return None
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)

@@ -138,3 +138,33 @@ def publish_batch(
     if errors or left:
         raise DeliveryError(errors[0] if errors else f"{left} record(s) not acknowledged within {timeout}s")
     return len(records)
+
+
+class BrokerProbe:
+    """Is the broker reachable? One metadata request, answered from a cache for a few seconds, so
+    readiness probes never pile requests onto the broker."""
+
+    def __init__(self, settings: Settings, timeout: float = 3.0, cache_seconds: float = 5.0) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self._admin = AdminClient(client_config(settings))
+        self._timeout = timeout
+        self._cache = cache_seconds
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._answer: str | None = None
+        self._where = settings.kafka_bootstrap
+
+    def __call__(self) -> str | None:
+        import time
+
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at > self._cache:
+                try:
+                    self._admin.list_topics(timeout=self._timeout)
+                    self._answer = None
+                except KafkaException as exc:
+                    self._answer = f"broker at {self._where} unreachable: {exc.args[0]}"
+                self._at = now
+            return self._answer

@@ -33,11 +33,20 @@ class Consumed:
     topic: str
     partition: int
     offset: int
+    timestamp: float | None = None  # the record's time (epoch seconds), when the consumer gave one
 
     @classmethod
     def from_faust(cls, msg: Any) -> Consumed:
         """From a Faust message (attributes)."""
-        return cls(msg.key, msg.value, header_list(msg.headers), msg.topic, msg.partition, msg.offset)
+        return cls(
+            msg.key,
+            msg.value,
+            header_list(msg.headers),
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            msg.timestamp if isinstance(msg.timestamp, int | float) else None,
+        )
 
     @classmethod
     def from_confluent(cls, msg: Any) -> Consumed:
@@ -49,11 +58,20 @@ class Consumed:
             msg.topic() or "",
             msg.partition() or 0,
             msg.offset() or 0,
+            _confluent_time(msg),
         )
 
     def trace(self) -> Headers:
-        """The W3C trace context headers, to carry onto every output."""
-        return [(k, v) for k, v in self.headers if k in telemetry.TRACE_HEADERS]
+        """The headers to carry onto every output: the W3C trace context and the time the record's
+        alert entered the pipeline (this record's own time when it is the first hop)."""
+        out = [(k, v) for k, v in self.headers if k in telemetry.CARRIED_HEADERS]
+        if self.timestamp is not None and not any(k == telemetry.INGESTED_AT for k, _ in out):
+            out.append((telemetry.INGESTED_AT, str(int(self.timestamp * 1000)).encode()))
+        return out
+
+    def ingested_at(self) -> float | None:
+        """When this record's alert entered the pipeline (epoch seconds), if known."""
+        return telemetry.ingested_at(self.headers) or self.timestamp
 
     def dead_letter(
         self,
@@ -67,6 +85,11 @@ class Consumed:
         return DeadLetter(
             self.topic, self.partition, self.offset, stage, error_class, message, attempts, first_failed_at
         )
+
+
+def _confluent_time(msg: Any) -> float | None:
+    kind, stamp = msg.timestamp()
+    return stamp / 1000.0 if kind and stamp > 0 else None
 
 
 class Output(NamedTuple):

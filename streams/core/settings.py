@@ -146,6 +146,13 @@ class Settings(BaseSettings):
     sink_metrics_port: int = Field(9465, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 
+    # Status service (`itsmctl status serve`): the processes it watches, NAME=URL of their
+    # /metrics and /readyz, comma-separated (e.g. worker=http://127.0.0.1:9464)
+    status_scrape: str = ""
+    status_host: str = "127.0.0.1"
+    status_port: int = Field(9470, ge=0, le=65535)
+    status_interval_seconds: float = Field(5.0, ge=0.5, le=300.0)
+
     # ServiceNow-compatible sink
     servicenow_url: str = Field("http://127.0.0.1:8090", description="Base URL of the instance.")
     servicenow_auth: str = Field(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from streams.core.dlq import Headers
 
@@ -157,7 +157,33 @@ ITSM_CHANGES_SYNCED = Counter(
     "itsm_pipeline_itsm_changes_synced_total", "Change records read from the ITSM and published.", ["target"]
 )
 
+LATENCY = Histogram(
+    "itsm_pipeline_latency_seconds",
+    "Time between the hops of an alert on its way to the ITSM, by hop: source_to_gateway (the alert's "
+    "start to its arrival at the gateway), ingest_to_command (alerts.raw record to its incident "
+    "command, in the worker), command_to_itsm (command record to the ITSM's answer) and "
+    "ingest_to_itsm (alerts.raw record to the ITSM's answer: end to end); integration names the "
+    "source, the worker or the sink target, action the incident command's action at a sink.",
+    ["hop", "integration", "action"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+)
+
 TRACE_HEADERS = ("traceparent", "tracestate")
+# The epoch milliseconds at which an alert entered the pipeline (its alerts.raw record), carried
+# onto every record made from it, so a sink can tell the whole way's latency.
+INGESTED_AT = "itsm.ingested_at"
+CARRIED_HEADERS = (*TRACE_HEADERS, INGESTED_AT)
+
+
+def ingested_at(headers: Iterable[tuple[str, Any]] | None) -> float | None:
+    """The ingest time (epoch seconds) a record carries, or None."""
+    for key, value in headers or ():
+        if key == INGESTED_AT and value is not None:
+            try:
+                return int(value.decode() if isinstance(value, bytes | bytearray) else value) / 1000.0
+            except ValueError:
+                return None
+    return None
 
 
 def configure_logging(level: str = "info", stream: Any = None) -> None:
@@ -201,10 +227,71 @@ def metrics_text() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def start_metrics_server(host: str, port: int) -> int:
-    """Serve /metrics on host:port in a daemon thread; returns the bound port (0 picks one)."""
-    server, _thread = start_http_server(port, addr=host)
-    return int(server.server_port)
+Check = Callable[[], str | None]  # None: fine; otherwise what is wrong, in one line
+
+
+def readiness(checks: dict[str, Check]) -> tuple[bool, dict[str, str]]:
+    """Run every check: ready when none names a problem; each check's answer ("ok" or the problem)."""
+    answers: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            problem = check()
+        except Exception as exc:  # noqa: BLE001 - a check that fails is a problem to report, not a crash
+            problem = f"{type(exc).__name__}: {exc}"
+        answers[name] = problem or "ok"
+    return all(a == "ok" for a in answers.values()), answers
+
+
+def readyz_handler(checks: dict[str, Check]) -> Callable[[Any], Any]:
+    """An aiohttp GET /readyz handler for an HTTP service of ours (checks run off the event loop)."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def readyz(_request: Any) -> web.Response:
+        ready, answers = await asyncio.to_thread(readiness, checks)
+        return web.json_response({"ready": ready, "checks": answers}, status=200 if ready else 503)
+
+    return readyz
+
+
+def start_metrics_server(host: str, port: int, checks: dict[str, Check] | None = None) -> int:
+    """Serve /metrics, /healthz (alive) and /readyz (every check fine: 200, else 503 naming the
+    problems, as JSON) on host:port in a daemon thread; returns the bound port (0 picks one)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+            elif path == "/readyz":
+                ready, answers = readiness(checks or {})
+                body = json.dumps({"ready": ready, "checks": answers}).encode()
+                self._send(200 if ready else 503, body, "application/json")
+            elif path in ("/metrics", "/"):
+                self._send(200, metrics_text(), CONTENT_TYPE_LATEST)
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # scrapes and probes are not log events
+
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="ops-http", daemon=True).start()
+    return int(httpd.server_address[1])
 
 
 _tracing_ready = False

@@ -50,6 +50,7 @@ from streams.stages.cmdb import CIIndex
 from streams.stages.windows import WindowSource
 
 STAGE = "alerts"
+COMMAND_LATENCY = telemetry.LATENCY.labels("ingest_to_command", "worker", "")
 
 
 class IncidentIndexWriter(Protocol):
@@ -145,6 +146,7 @@ class AlertProcessor:
         acks: list[Any] = []
         letters: list[tuple[Any, ErrorClass]] = []
         outcomes: list[str] = []
+        commanded: list[float] = []  # when each record that made a command entered the pipeline
         self.store.staged = staged
         try:
             for record in records:
@@ -166,10 +168,16 @@ class AlertProcessor:
                 acks.extend(await send_outputs(self.emit, outputs, record.trace()))
                 staged[state.fingerprint] = state
                 outcomes.append(fx.outcome.value)
+                if fx.commands and (entered := record.ingested_at()) is not None:
+                    commanded.append(entered)
             for ack in acks:
                 await settle(ack)
             for ack, error_class in letters:
                 await settle_dead_letter(ack, STAGE, error_class)
+            if commanded:
+                acked = time.time()  # the commands are on the broker now
+                for entered in commanded:
+                    COMMAND_LATENCY.observe(max(0.0, acked - entered))
         finally:
             self.store.staged = None
         for state in staged.values():
