@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SLO_FILE = Path(__file__).resolve().parent / "slo.toml"
-RUNBOOKS = "https://github.com/itsm-pipeline/itsm-pipeline/blob/main/ops/runbooks"
+# Repository-relative: a deployment points them at its own copy (e.g. its Git host) when it loads the rules.
+RUNBOOKS = "ops/runbooks"
 
 # (severity, long window, short window, burn rate, for): the workbook's recommended set. A burn
 # rate of 14.4 spends 2% of a 30-day budget in an hour; 6 spends 5% in six hours; 3 and 1 spend 10%

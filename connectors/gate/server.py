@@ -112,7 +112,17 @@ def create_gate(
     def caller_of(request: web.Request) -> Caller | None:
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else None
-        return callers.get().identify(token)
+        caller = callers.get().identify(token)
+        if caller is None:
+            # Seen and counted, never the token itself.
+            telemetry.AUTH_FAILURES.labels("gate", "token").inc()
+            log.warning(
+                "auth_refused",
+                path=request.path,
+                remote=request.remote,
+                reason="missing bearer token" if token is None else "unknown bearer token",
+            )
+        return caller
 
     async def body_of(request: web.Request, model: type[BaseModel]) -> BaseModel | web.Response:
         if request.content_type != "application/json":

@@ -133,6 +133,8 @@ class HttpCaller:
                 # The credentials were refused: permanent. The token endpoint is down: retry.
                 telemetry.SINK_REQUESTS.labels(self.target, "token").inc()
                 refused = exc.status is not None and exc.status < 500
+                if refused:
+                    telemetry.AUTH_FAILURES.labels(f"sink-{self.target}", "oauth_token").inc()
                 verdict = Verdict(not refused, ErrorClass.AUTH if refused else ErrorClass.NETWORK)
                 asked, detail, status = None, f"OAuth token: {exc}", exc.status
             except httpx.TransportError as exc:
@@ -146,6 +148,8 @@ class HttpCaller:
             else:
                 telemetry.SINK_REQUEST_SECONDS.labels(self.target).observe(time.perf_counter() - t0)
                 telemetry.SINK_REQUESTS.labels(self.target, f"{resp.status_code // 100}xx").inc()
+                if resp.status_code in (401, 403):
+                    telemetry.AUTH_FAILURES.labels(f"sink-{self.target}", f"itsm_{resp.status_code}").inc()
                 verdict = classify(resp.status_code)
                 if verdict is None:
                     self.attempts += attempt

@@ -92,6 +92,7 @@ def create_gateway(
                 return _error(status, message, problems)
 
             if not authorized(request):
+                telemetry.AUTH_FAILURES.labels("gateway", "token").inc()
                 return reject(401, "missing or wrong bearer token")
             if request.content_type != "application/json":
                 return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
@@ -102,6 +103,7 @@ def create_gateway(
             if source.verify is not None:
                 problem = source.verify(body, request.headers)
                 if problem is not None:
+                    telemetry.AUTH_FAILURES.labels("gateway", "signature").inc()
                     return reject(401, f"{source.name} signature check failed: {problem}")
             try:
                 payload = parse_json(body)

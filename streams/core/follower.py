@@ -104,12 +104,18 @@ class TopicFollower:
                 self.log.info("view_waiting", reason=err.str())
                 time.sleep(0.5)
 
+    def _caught_up(self) -> None:
+        self.ready.set()
+        telemetry.VIEW_UP.labels(self.topic).set(1)
+
     def _run(self) -> None:
+        up = telemetry.VIEW_UP.labels(self.topic)
+        up.set(0)
         try:
             parts, pending = self._start_offsets(time.monotonic() + 60)
             self._consumer.assign(parts)
             if not pending:
-                self.ready.set()
+                self._caught_up()
             while not self._stop.is_set():
                 msg = self._consumer.poll(0.2)
                 if msg is None:
@@ -118,8 +124,8 @@ class TopicFollower:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.partition())
-                        if not pending:
-                            self.ready.set()
+                        if not pending and not self.ready.is_set():
+                            self._caught_up()
                         continue
                     if err.fatal():
                         raise KafkaException(err)
@@ -129,6 +135,7 @@ class TopicFollower:
                     self.apply(key, msg.value())
         except Exception as exc:  # noqa: BLE001 - recorded and re-raised to the waiting worker
             self.failure = exc
+            up.set(0)
             self.log.error("view_failed", error=str(exc))
             self.ready.set()
         finally:

@@ -157,6 +157,17 @@ ITSM_CHANGES_SYNCED = Counter(
     "itsm_pipeline_itsm_changes_synced_total", "Change records read from the ITSM and published.", ["target"]
 )
 
+AUTH_FAILURES = Counter(
+    "itsm_pipeline_auth_failures_total",
+    "Refused authentication or authorization, by the component that saw it and why: token or "
+    "signature (a caller of our APIs), itsm_401, itsm_403 or oauth_token (the ITSM refused us).",
+    ["component", "reason"],
+)
+VIEW_UP = Gauge(
+    "itsm_pipeline_view_up",
+    "1 while a global view follows its topic and has caught up, 0 while catching up or after it failed.",
+    ["topic"],
+)
 LATENCY = Histogram(
     "itsm_pipeline_latency_seconds",
     "Time between the hops of an alert on its way to the ITSM, by hop: source_to_gateway (the alert's "
