@@ -288,3 +288,17 @@ def action(
 ) -> argparse.ArgumentParser:
     """One subcommand of group (e.g. `dlq replay`), run by handler."""
     return _parser(sub, f"{group} {name}", summary, handler, description)
+
+
+def serve_metrics(host: str, port: int, setting: str, checks: dict[str, Any] | None = None) -> int:
+    """/metrics, /healthz and /readyz of a long-running command; a port that is taken is one line
+    naming the setting that moves it, not a traceback."""
+    from streams.core import telemetry
+
+    try:
+        return telemetry.start_metrics_server(host, port, checks)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}; "
+            f"set {setting} to a free port (0 picks one)"
+        ) from None

@@ -33,7 +33,7 @@ def sync(args: argparse.Namespace) -> int:
         if args.once:
             print(f"changes sync: {sync.run_once()} change(s) published")
             return runtime.EXIT_OK
-        port = telemetry.start_metrics_server(settings.metrics_host, args.metrics_port)
+        port = runtime.serve_metrics(settings.metrics_host, args.metrics_port, "--metrics-port")
         telemetry.get_logger("changes.sync").info(
             "changes_sync_started", metrics_port=port, interval=settings.changes_sync_interval_seconds
         )

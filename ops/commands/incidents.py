@@ -51,7 +51,7 @@ def sync(args: argparse.Namespace) -> int:
         if args.once:
             print(f"incidents sync: {sync.run_once()} incident(s) published ({known} known before)")
             return runtime.EXIT_OK
-        port = telemetry.start_metrics_server(settings.metrics_host, args.metrics_port)
+        port = runtime.serve_metrics(settings.metrics_host, args.metrics_port, "--metrics-port")
         log.info(
             "incidents_sync_started",
             metrics_port=port,

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         "results_view": lambda: None if results.ready.is_set() else "itsm.results not caught up",
         "target": lambda: runner.target_problem,
     }
-    port = telemetry.start_metrics_server(settings.metrics_host, settings.sink_metrics_port, checks)
+    port = runtime.serve_metrics(
+        settings.metrics_host, settings.sink_metrics_port, "ITSM_SINK_METRICS_PORT", checks
+    )
     telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
     telemetry.get_logger("sink").info("sink_ready", known_ids=len(known))
     try:

@@ -41,7 +41,9 @@ def run(_: argparse.Namespace) -> int:
         return next((p for p in (f.problem() for f in followers) if p), None)
 
     checks: dict[str, telemetry.Check] = {"broker": BrokerProbe(settings), "views": views_ready}
-    port = telemetry.start_metrics_server(settings.metrics_host, settings.worker_metrics_port, checks)
+    port = runtime.serve_metrics(
+        settings.metrics_host, settings.worker_metrics_port, "ITSM_WORKER_METRICS_PORT", checks
+    )
     # Alerts are correlated only once the CMDB and the calendar are complete.
     views = runtime.start_views(settings, serde, "changes", "cmdb", "windows", "itsm_incidents")
     incidents = CIIncidentIndex()

@@ -178,3 +178,16 @@ def test_dlq_since_takes_an_age_like_changes_report(capsys: pytest.CaptureFixtur
         assert args.since == "30m"
     assert main(["dlq", "show", "x.dlq", "--since", "last tuesday"]) == 2
     assert "--since: 'last tuesday' is neither an RFC 3339 time" in capsys.readouterr().err
+
+
+def test_a_taken_metrics_port_is_one_line_naming_the_setting(itsmctl: Itsmctl) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = itsmctl("worker", ITSM_WORKER_METRICS_PORT=str(port), ITSM_KAFKA_BOOTSTRAP="127.0.0.1:1")
+    assert r.returncode == 2, r.stderr
+    assert f"cannot serve /metrics on 127.0.0.1:{port}" in r.stderr
+    assert "ITSM_WORKER_METRICS_PORT" in r.stderr and "Traceback" not in r.stderr
