@@ -16,6 +16,7 @@ import pytest
 
 from ops.kafka import Broker
 from streams.core.settings import Settings
+from tests.dashboards import exported_names, queried_names, recorded_names
 from tests.kafka_util import produce
 from tests.stacks import pipeline_stack
 
@@ -171,6 +172,17 @@ def test_status_page_shows_live_figures_while_a_stream_flows(
         assert f'kafka_consumergroup_current_offset{{consumergroup="{s.app_id}-sink-servicenow"' in metrics
         assert f'itsm_pipeline_dlq_records{{topic="{s.topic("alerts.raw.dlq")}"}} 1.0' in metrics
         assert 'itsm_pipeline_integration_up{integration="worker",kind="worker"} 1.0' in metrics
+
+        # Every metric the dashboards query is exported by a process (or recorded by a rule file).
+        exported = recorded_names()
+        for url in (
+            stack.status_url,
+            stack.gateway_url,
+            f"http://127.0.0.1:{stack.worker_metrics_port}",
+            f"http://127.0.0.1:{stack.sink_metrics_port}",
+        ):
+            exported |= exported_names(httpx.get(url + "/metrics", timeout=10).text)
+        assert queried_names() - exported == set()
 
         # The sink's hops of the way were measured, end to end included.
         sink_metrics = httpx.get(f"http://127.0.0.1:{stack.sink_metrics_port}/metrics").text

@@ -45,7 +45,23 @@ def test_compose_file_is_valid_and_has_every_service() -> None:
         "sink-change",
         "changes-sync",
         "gate",  # in the "gate" profile: it needs a callers file first
+        "status",
+        "prometheus",  # in the "observability" profile, with grafana
+        "grafana",
     }
+
+
+def test_the_observability_profile_mounts_files_that_exist_and_publishes_on_loopback() -> None:
+    import re
+
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert compose("--profile", "observability", "config", "-q").returncode == 0
+    for source in re.findall(r"- \./(ops/[^:]+):", text):
+        assert (ROOT / source).exists(), source
+    for port in ("9470", "9090", "3000"):
+        assert f'- "127.0.0.1:{port}:{port}"' in text
+    # The status service watches the processes compose runs, on the ports they serve.
+    assert "worker=http://worker:9464" in text and "sink-servicenow=http://sink:9465" in text
 
 
 def test_compose_uses_the_official_kafka_image_and_publishes_only_on_loopback() -> None:
