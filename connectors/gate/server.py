@@ -105,6 +105,7 @@ def create_gate(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
     """The aiohttp application of the change gate."""
+    telemetry.configure_tracing("itsm-gate")
     audit_topic = settings.topic(AUDIT_EVENTS)
     requests_topic = settings.topic(CHANGE_REQUESTS)
     gate_requests_topic = settings.topic(GATE_REQUESTS)
@@ -343,7 +344,7 @@ def create_gate(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application(client_max_size=64 * 1024)
+    app = web.Application(client_max_size=64 * 1024, middlewares=[telemetry.tracing_middleware("gate")])
     app.router.add_post("/v1/gate/check", check)
     app.router.add_post("/v1/gate/requests", submit)
     app.router.add_get("/v1/gate/requests/{request_id}", poll)

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 
 from connectors.sinks.oauth import TokenError
 from connectors.sinks.ratelimit import RateLimiter, retry_after_seconds
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
+
+_TRACER = telemetry.tracer("sink.http")
 
 T = TypeVar("T")
 
@@ -98,6 +101,18 @@ class HttpCaller:
         self.attempts = 0
         self.deadline = self.policy.clock() + self.policy.budget_seconds
 
+    def _request(self, method: str, url: str, attempt: int, kwargs: dict[str, object]) -> httpx.Response:
+        """One HTTP request in a client span of its own (a child of the command's span)."""
+        with _TRACER.start_as_current_span(f"{self.target} {method}", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("url.path", httpx.URL(url).path if "://" in url else url.split("?", 1)[0])
+            span.set_attribute("http.request.resend_count", attempt - 1)
+            resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+            span.set_attribute("http.response.status_code", resp.status_code)
+            if resp.status_code >= 400:
+                span.set_status(StatusCode.ERROR)
+            return resp
+
     def call(self, method: str, url: str, retry: bool = True, **kwargs: object) -> tuple[httpx.Response, int]:
         """The successful response and the attempts it took, or SinkError.
 
@@ -115,10 +130,10 @@ class HttpCaller:
             try:
                 if self.limiter is not None:
                     with self.limiter.slot():
-                        resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+                        resp = self._request(method, url, attempt, kwargs)
                     self.limiter.observe(resp.status_code, resp.headers)
                 else:
-                    resp = self.client.request(method, url, **kwargs)  # type: ignore[arg-type]
+                    resp = self._request(method, url, attempt, kwargs)
             except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeEncodeError) as exc:
                 # The command's data cannot make a request at all (an over-long or unencodable URL
                 # or header): no retry can help, and it must not stop the sink.

@@ -212,7 +212,9 @@ def create_gateway(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=telemetry.metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application(client_max_size=settings.gateway_max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.gateway_max_body_bytes, middlewares=[telemetry.tracing_middleware("gateway")]
+    )
     for source in sources.values():
         app.router.add_post(source.path, make_handler(source))  # type: ignore[arg-type]
     app.router.add_post("/v1/correlation/verdicts", verdict)

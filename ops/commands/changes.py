@@ -23,7 +23,8 @@ def sync(args: argparse.Namespace) -> int:
     from streams.core.kafka import DeliveryError, producer_config
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    telemetry.configure_tracing("itsm-changes-sync")
     client = runtime.servicenow_client(settings, "servicenow-changes")
     producer = Producer(producer_config(settings))
     sync = ChangeSync(

@@ -21,7 +21,7 @@ def run(_: argparse.Namespace) -> int:
     from connectors.devitsm.store import TABLES, Store
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     password = settings.devitsm_password.get_secret_value()
     if not password:
         raise runtime.CommandError(

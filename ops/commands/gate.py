@@ -28,7 +28,7 @@ def serve(_: argparse.Namespace) -> int:
     from streams.stages.windows import WindowCalendar
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     if not settings.gate_callers_file:
         raise runtime.CommandError("set ITSM_GATE_CALLERS_FILE (make one with `itsmctl gate token NAME`)")
     try:

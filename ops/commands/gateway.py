@@ -77,7 +77,7 @@ def serve(shared_port: bool) -> int:
     from streams.processors.indexes import RecordIndex
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     rules = runtime.rules(settings)
     serde = runtime.serde(settings)
     sources = webhook_sources(settings)

@@ -25,7 +25,8 @@ def sync(args: argparse.Namespace) -> int:
     from streams.core.kafka import DeliveryError, producer_config
 
     settings = runtime.settings(kafka=True)
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    telemetry.configure_tracing("itsm-incidents-sync")
     targets = args.target or ["servicenow"]
     readers = []
     try:

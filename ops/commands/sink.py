@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.core.topics import ITSM_RESULTS
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     telemetry.configure_tracing("itsm-sink")
     limiter = RateLimiter(
         settings.sink_rate_limit_rps,

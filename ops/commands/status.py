@@ -98,7 +98,7 @@ def serve(args: argparse.Namespace) -> int:
     from streams.core import telemetry
 
     settings, service = _service(args)
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     log = telemetry.get_logger("status")
     interval = args.interval or settings.status_interval_seconds
     stop = threading.Event()

@@ -28,7 +28,7 @@ def run(_: argparse.Namespace) -> int:
     from streams.processors.indexes import CIIncidentIndex
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level)
+    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     telemetry.configure_tracing("itsm-worker")
     log = telemetry.get_logger("worker")
     rules = runtime.rules(settings)
@@ -83,7 +83,16 @@ def run(_: argparse.Namespace) -> int:
         for follower in views.followers:
             follower.check()
 
-    worker = Worker(app, loglevel="WARN" if settings.log_level != "debug" else "INFO", quiet=True)
+    # Faust's and aiokafka's lines through the JSON handler configure_logging installed.
+    worker = Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        logging_config=telemetry.faust_logging_config(),
+        # Our lines go to stderr as they are: Faust's redirect would wrap each one in its own
+        # format (and loop our handler back into itself).
+        redirect_stdouts=False,
+    )
     # No terminal spinner: it writes escape codes into the log and sets the root logger to DEBUG
     # (every aiokafka and Faust debug call then builds a record, about 9% of the worker's time).
     worker.spinner = None

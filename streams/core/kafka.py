@@ -14,15 +14,12 @@ from streams.core.dlq import Headers
 from streams.core.settings import Settings
 
 CLIENT_LOGGER = logging.getLogger("librdkafka")
-_quiet = False
 
 
 def quiet_client_logs() -> None:
     """For one-shot commands: librdkafka's own log lines (a broker it cannot reach, retried every
-    second) go to a silenced logger instead of stderr; the command reports the failure in one line.
-    Long-running processes keep them (they are served by librdkafka's own thread, never queued)."""
-    global _quiet
-    _quiet = True
+    second) are silenced; the command reports the failure in one line. Long-running processes log
+    them as JSON lines (configure_logging)."""
     CLIENT_LOGGER.setLevel(logging.CRITICAL)
 
 
@@ -32,10 +29,9 @@ class DeliveryError(Exception):
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """librdkafka config for one client; Settings names are mapped to dotted keys only here."""
-    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
-    if _quiet:
-        # A command line: librdkafka's own lines go to a silenced logger (see quiet_client_logs).
-        cfg["logger"] = CLIENT_LOGGER
+    # librdkafka's own lines go through the logging module (JSON like every other line, served
+    # when the client polls); a command line silences that logger (see quiet_client_logs).
+    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "logger": CLIENT_LOGGER}
     cfg.update(extra)
     return cfg
 
@@ -159,6 +155,7 @@ class BrokerProbe:
         import time
 
         with self._lock:
+            self._admin.poll(0)  # serves the client's log lines
             now = time.monotonic()
             if now - self._at > self._cache:
                 try:

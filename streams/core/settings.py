@@ -278,6 +278,11 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    log_levels: str = Field(
+        "",
+        pattern=r"^\s*$|^\s*[\w.\-]+\s*=\s*(debug|info|warning|error)(\s*,\s*[\w.\-]+\s*=\s*(debug|info|warning|error))*\s*$",
+        description="A level per component, e.g. sink=debug,aiokafka=info,librdkafka=warning.",
+    )
 
     @classmethod
     def settings_customise_sources(

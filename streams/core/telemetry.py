@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import structlog
@@ -197,24 +198,131 @@ def ingested_at(headers: Iterable[tuple[str, Any]] | None) -> float | None:
     return None
 
 
-def configure_logging(level: str = "info", stream: Any = None) -> None:
-    """JSON logs on stderr (or stream), one object per line, with ISO UTC timestamps."""
-    lvl = logging.getLevelNamesMapping()[level.upper()]
+LEVELS = logging.getLevelNamesMapping()
+# Libraries whose info lines are per request or per fetch: warnings and up unless asked for.
+QUIET_LIBRARIES = ("faust", "mode", "aiokafka", "aiohttp.access", "httpx", "httpcore")
+# Escape sequences (colours, cursor moves) never reach a log line.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def parse_levels(text: str) -> dict[str, int]:
+    """ITSM_LOG_LEVELS: `component=level` pairs, comma-separated (e.g. `sink=debug,aiokafka=warning`);
+    ValueError names a bad pair."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, level = part.partition("=")
+        if not sep or not name.strip() or level.strip().upper() not in LEVELS:
+            raise ValueError(f"log level {part!r} is not component=debug|info|warning|error")
+        out[name.strip()] = LEVELS[level.strip().upper()]
+    return out
+
+
+def _threshold(component: str, levels: dict[str, int], default: int) -> int:
+    """The level of the longest configured prefix of component (`sink` covers `sink.servicenow`)."""
+    best, found = -1, default
+    for name, level in levels.items():
+        if (component == name or component.startswith(name + ".")) and len(name) > best:
+            best, found = len(name), level
+    return found
+
+
+def configure_logging(level: str = "info", stream: Any = None, levels: str = "") -> None:
+    """JSON logs on stderr (or stream), one object per line, with ISO UTC timestamps: our own
+    (structlog) and every library's (the logging module: Faust, aiokafka, librdkafka's lines),
+    never a terminal escape code. levels sets a level per component (parse_levels)."""
+    default = LEVELS[level.upper()]
+    per = parse_levels(levels)
+    lowest = min([default, *per.values()])
+
+    def by_component(_logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        component = str(event.get("component", ""))
+        if LEVELS.get(method.upper(), 0) < _threshold(component, per, default):
+            raise structlog.DropEvent
+        return event
+
+    def clean(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str) and "\x1b" in value:
+                event[key] = _ESCAPES.sub("", value)
+        return event
+
+    renderer: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        clean,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
+            by_component,
+            *renderer,
             structlog.processors.JSONRenderer(),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        wrapper_class=structlog.make_filtering_bound_logger(lowest),
         # Without a stream, whatever sys.stderr is when a line is written (not when configured).
         logger_factory=(
             structlog.PrintLoggerFactory(stream) if stream else lambda *_: structlog.PrintLogger(sys.stderr)
         ),
         cache_logger_on_first_use=False,
     )
+
+    # The logging module's records (libraries) rendered the same way, component = logger name.
+    def component_of(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        record = event.get("_record")
+        if record is not None:
+            event.setdefault("component", record.name)
+        return event
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[component_of, *renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(),
+        ],
+    )
+    handler = _StderrHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    previous = _logging_state.get("handler")
+    if previous is not None:
+        root.removeHandler(previous)  # configured again (tests): one JSON handler, others kept
+    root.addHandler(handler)
+    root.setLevel(default)
+    for name in QUIET_LIBRARIES:
+        # The stream libraries' info lines (every fetch, every rebalance step) only when asked.
+        logging.getLogger(name).setLevel(max(default, logging.WARNING))
+    for name, lvl in per.items():
+        logging.getLogger(name).setLevel(lvl)
+    _logging_state.update(handler=handler)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests swap it), or to a given stream."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._fixed = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._fixed is None:
+            self.stream = sys.stderr
+        super().emit(record)
+
+
+_logging_state: dict[str, logging.Handler] = {}
+
+
+def faust_logging_config() -> dict[str, Any]:
+    """For faust.Worker(logging_config=...): keep the JSON handler configure_logging installed
+    instead of mode's own console format (mode applies it with logging.config.dictConfig)."""
+    handler = _logging_state.get("handler")
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"json": {"()": lambda: handler}} if handler else {},
+        "root": {"handlers": ["json"] if handler else [], "level": logging.getLogger().level},
+    }
 
 
 def get_logger(name: str, **bound: Any) -> Any:
@@ -306,17 +414,72 @@ def start_metrics_server(host: str, port: int, checks: dict[str, Check] | None =
 
 
 _tracing_ready = False
+TRACE_EXPORT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def otlp_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Spans leave the process only when OTLP is configured through the standard OTEL_* variables:
+    an endpoint, or OTEL_TRACES_EXPORTER=otlp; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none
+    turn it off."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return False
+    exporter = env.get("OTEL_TRACES_EXPORTER", "").lower()
+    if exporter == "none":
+        return False
+    return exporter == "otlp" or any(env.get(name) for name in TRACE_EXPORT_VARIABLES)
 
 
 def configure_tracing(service_name: str) -> None:
-    """Install an SDK tracer provider once, so spans carry real ids through Kafka headers."""
+    """Install an SDK tracer provider once, so spans carry real ids through Kafka headers; with OTLP
+    configured (OTEL_EXPORTER_OTLP_ENDPOINT, ...), spans are exported in batches over OTLP/HTTP.
+    OTEL_SERVICE_NAME overrides the component's name."""
     global _tracing_ready
     if _tracing_ready:
         return
     from opentelemetry.sdk.resources import Resource
 
-    trace.set_tracer_provider(TracerProvider(resource=Resource.create({"service.name": service_name})))
+    name = os.environ.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    if otlp_enabled():
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        # Endpoint, headers, timeout, compression and TLS come from the OTEL_EXPORTER_OTLP_* variables.
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        get_logger("telemetry").info("traces_exported", service=name, protocol="otlp/http")
+    trace.set_tracer_provider(provider)
     _tracing_ready = True
+
+
+def tracing_middleware(name: str) -> Any:
+    """An aiohttp middleware: one server span per request (continuing a W3C traceparent the caller
+    sent), named by its route, with the answer's status."""
+    from aiohttp import web
+
+    tracer_ = trace.get_tracer(name)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> Any:
+        route = request.match_info.route.resource
+        path = route.canonical if route is not None else "unmatched"
+        context = propagate.extract(dict(request.headers))
+        with tracer_.start_as_current_span(
+            f"{request.method} {path}", context=context, kind=trace.SpanKind.SERVER
+        ) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("http.route", path)
+            response = await handler(request)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(trace.StatusCode.ERROR)
+            return response
+
+    return middleware
+
+
+def current_span() -> trace.Span:
+    return trace.get_current_span()
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 from streams.core.messages import Consumed, Output, encoded
@@ -128,6 +130,7 @@ class AlertProcessor:
         self.store = TableStore(self.table)
         self.engine = AlertEngine(self.rules, self.store, self.cmdb, self.incidents, self.windows, self.itsm)
         self.log = telemetry.get_logger("worker.alerts")
+        self.tracer = telemetry.tracer("worker.alerts")
 
     async def handle(self, record: Consumed) -> str:
         """Process one alerts.raw record; returns how it was accounted for."""
@@ -150,26 +153,38 @@ class AlertProcessor:
         self.store.staged = staged
         try:
             for record in records:
-                try:
-                    alert = self.serde.decode(record.value or b"", Alert)
-                    with self.in_partition(record.partition):  # the table reads its partition first
-                        fx, state = self.engine.process(alert, now, record.partition)
-                    outputs = self._encode(fx, now)
-                except SerdeError as exc:
-                    letters.append(await self._letter(record, now, ErrorClass(exc.error_class), str(exc)))
-                    outcomes.append("dead_lettered")
-                    continue
-                except DATA_FAULTS as exc:
-                    message = f"{type(exc).__name__}: {exc}"
-                    letters.append(await self._letter(record, now, ErrorClass.VALIDATION, message))
-                    outcomes.append("dead_lettered")
-                    continue
-                self._apply_index(fx)
-                acks.extend(await send_outputs(self.emit, outputs, record.trace()))
-                staged[state.fingerprint] = state
-                outcomes.append(fx.outcome.value)
-                if fx.commands and (entered := record.ingested_at()) is not None:
-                    commanded.append(entered)
+                # One span per record, continuing the trace its headers carry (the gateway's); the
+                # engine's stages are its events, and the outputs carry it on to the sinks.
+                with self.tracer.start_as_current_span(
+                    f"{STAGE} process",
+                    context=telemetry.extract_context(record.headers),
+                    kind=SpanKind.CONSUMER,
+                ) as span:
+                    span.set_attribute("messaging.kafka.partition", record.partition)
+                    span.set_attribute("messaging.kafka.offset", record.offset)
+                    try:
+                        alert = self.serde.decode(record.value or b"", Alert)
+                        with self.in_partition(record.partition):  # the table reads its partition first
+                            fx, state = self.engine.process(alert, now, record.partition)
+                        outputs = self._encode(fx, now)
+                    except SerdeError as exc:
+                        error = ErrorClass(exc.error_class)
+                        letters.append(await self._letter(record, now, error, str(exc)))
+                        outcomes.append("dead_lettered")
+                        continue
+                    except DATA_FAULTS as exc:
+                        message = f"{type(exc).__name__}: {exc}"
+                        letters.append(await self._letter(record, now, ErrorClass.VALIDATION, message))
+                        outcomes.append("dead_lettered")
+                        continue
+                    self._apply_index(fx)
+                    carried = telemetry.inject_headers(record.trace())  # this span now the parent
+                    acks.extend(await send_outputs(self.emit, outputs, carried))
+                    staged[state.fingerprint] = state
+                    outcomes.append(fx.outcome.value)
+                    span.set_attribute("outcome", fx.outcome.value)
+                    if fx.commands and (entered := record.ingested_at()) is not None:
+                        commanded.append(entered)
             for ack in acks:
                 await settle(ack)
             for ack, error_class in letters:

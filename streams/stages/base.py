@@ -57,12 +57,20 @@ class Pipeline:
     def run(self, record: Any, ctx: Ctx) -> Any:
         """The final record, or the first Dropped a stage returned."""
         telemetry.RECORDS_IN.labels(self.name).inc()
+        # The record's span (made once by the runner) gets one event per stage, when it records.
+        span = telemetry.current_span()
+        traced = span.is_recording()
         for stage in self.stages:
             started = time.perf_counter()
             record = stage(record, ctx)
-            telemetry.STAGE_SECONDS.labels(stage.name).observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            telemetry.STAGE_SECONDS.labels(stage.name).observe(took)
+            if traced:
+                span.add_event(stage.name, {"seconds": took})
             if isinstance(record, Dropped):
                 telemetry.RECORDS_OUT.labels(self.name, record.reason.value).inc()
+                if traced:
+                    span.set_attribute("dropped", record.reason.value)
                 return record
         telemetry.RECORDS_OUT.labels(self.name, "emitted").inc()
         return record

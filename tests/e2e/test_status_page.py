@@ -4,6 +4,7 @@ chromium-driver), whose figures change while a stream flows, without a reload.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -190,3 +191,14 @@ def test_status_page_shows_live_figures_while_a_stream_flows(
             'itsm_pipeline_latency_seconds_count{action="OPEN",hop="ingest_to_itsm",integration="servicenow"}'
         )
         assert f"{whole} 50.0" in sink_metrics
+
+    # Every process logged one JSON object per line (libraries and librdkafka included), never a
+    # terminal escape code.
+    logs = sorted((tmp_path / "stack" / "logs").glob("*.log"))
+    assert {p.stem for p in logs} >= {"worker", "sink", "gateway", "status", "devitsm"}
+    for path in logs:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert "\x1b" not in line, (path.name, number, line)
+            assert isinstance(json.loads(line), dict), (path.name, number, line)
+    # The worker's own lines are there (Faust's stdout redirect would have swallowed them).
+    assert '"event": "dead_letter"' in (tmp_path / "stack" / "logs" / "worker.log").read_text()

@@ -1,0 +1,64 @@
+"""Logs: one JSON object per line from our code and from every library through the logging module
+(librdkafka's lines included), levels per component, no terminal escape codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+
+import pytest
+from pydantic import ValidationError
+
+from streams.core import telemetry
+from streams.core.settings import Settings
+
+
+def lines(buf: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def test_library_lines_are_json_with_their_logger_as_component_and_levels_per_component() -> None:
+    buf = io.StringIO()
+    telemetry.configure_logging("info", stream=buf, levels="sink=debug,librdkafka=warning")
+    telemetry.get_logger("sink.servicenow").debug("sink_debug")  # sink=debug covers sink.*
+    telemetry.get_logger("worker").debug("worker_debug")  # info by default: dropped
+    telemetry.get_logger("worker").info("coloured", text="\x1b[31mred\x1b[0m done")
+    logging.getLogger("librdkafka").warning("FAIL [rdkafka#producer-1] broker down")
+    logging.getLogger("librdkafka").info("dropped: below warning")
+    logging.getLogger("aiokafka").info("dropped: a quiet library's info")
+    logging.getLogger("faust.worker").warning("kept")
+    got = lines(buf)
+    assert [(x["component"], x["event"], x["level"]) for x in got] == [
+        ("sink.servicenow", "sink_debug", "debug"),
+        ("worker", "coloured", "info"),
+        ("librdkafka", "FAIL [rdkafka#producer-1] broker down", "warning"),
+        ("faust.worker", "kept", "warning"),
+    ]
+    assert got[1]["text"] == "red done"
+    assert "\x1b" not in buf.getvalue()
+    assert all(str(x["timestamp"]).endswith("Z") for x in got)
+
+
+def test_faust_gets_the_same_json_handler() -> None:
+    buf = io.StringIO()
+    telemetry.configure_logging("info", stream=buf)
+    config = telemetry.faust_logging_config()
+    logging.getLogger().handlers.clear()  # as mode does before applying the config
+    logging.config.dictConfig(config)
+    logging.getLogger("faust.tables").warning("from faust")
+    assert lines(buf)[-1]["component"] == "faust.tables"
+
+
+@pytest.mark.parametrize("bad", ["sink", "sink=loud", "=debug", "sink=debug;worker=info"])
+def test_a_bad_log_levels_setting_is_refused(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        Settings(log_levels=bad)
+    with pytest.raises(ValueError, match="component=debug"):
+        telemetry.parse_levels(bad)
+
+
+def test_good_log_levels_parse() -> None:
+    assert Settings(log_levels=" sink=debug, aiokafka = info ").log_levels
+    assert telemetry.parse_levels("sink=debug,aiokafka=info") == {"sink": 10, "aiokafka": 20}
