@@ -78,6 +78,7 @@ class Integration:
     last_error: dict[str, Any] | None = None
     scraped_at: float = 0.0
     samples: list[Sample] = field(default_factory=list)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)  # a gateway's, per source
     _errors: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,6 +91,7 @@ class Integration:
             "processed": self.processed,
             "throughput_per_second": round(self.throughput, 2),
             "last_error": self.last_error,
+            "routes": sorted(self.routes.values(), key=lambda r: str(r["source"])),
         }
 
     def observe(self, samples: list[Sample], at: float) -> None:
@@ -97,15 +99,19 @@ class Integration:
         counters that grew (by class and stage)."""
         names = THROUGHPUT.get(self.kind, ("itsm_pipeline_records_in_total",))
         processed = sum(v for n, _l, v in samples if n in names)
+        first = not self.scraped_at
         if self.scraped_at and at > self.scraped_at and processed >= self.processed:
             self.throughput = (processed - self.processed) / (at - self.scraped_at)
+        if self.kind == "gateway":
+            self._observe_routes(samples, at)
         self.processed, self.scraped_at, self.samples = processed, at, samples
         for name, labels, value in samples:
             if name not in ERRORS:
                 continue
             key = (labels.get("stage", ""), labels.get("error_class", ""))
-            before = self._errors.get(key)
-            if value > (before or 0.0) and (before is not None or not self.last_error):
+            # A counter that grew since the last scrape is news; at the first scrape, what the
+            # process counted before shows too (one of them), seen then.
+            if value > self._errors.get(key, 0.0) and (not first or not self.last_error):
                 self.last_error = {
                     "class": key[1],
                     "stage": key[0],
@@ -113,6 +119,29 @@ class Integration:
                     "seen_at": datetime.fromtimestamp(at, UTC).isoformat(),
                 }
             self._errors[key] = value
+
+    def _observe_routes(self, samples: list[Sample], at: float) -> None:
+        """Each webhook source of a gateway: alerts published, their rate, requests refused."""
+        alerts: dict[str, float] = {}
+        refused: dict[str, float] = {}
+        for name, labels, value in samples:
+            source = labels.get("source", "")
+            if name == "itsm_pipeline_webhook_alerts_total":
+                alerts[source] = alerts.get(source, 0.0) + value
+            elif name == "itsm_pipeline_webhook_requests_total" and labels.get("outcome") != "accepted":
+                refused[source] = refused.get(source, 0.0) + value
+        for source in sorted(set(alerts) | set(refused)):
+            before = self.routes.get(source)
+            count = alerts.get(source, 0.0)
+            rate = 0.0
+            if before is not None and at > self.scraped_at and count >= before["processed"]:
+                rate = (count - before["processed"]) / (at - self.scraped_at)
+            self.routes[source] = {
+                "source": source,
+                "processed": count,
+                "throughput_per_second": round(rate, 2),
+                "refused": refused.get(source, 0.0),
+            }
 
     def unreachable(self, why: str, at: float) -> None:
         self.health, self.throughput, self.checks = "down", 0.0, {}

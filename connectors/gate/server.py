@@ -103,8 +103,10 @@ def create_gate(
     callers: CallersFile,
     views: Sequence[Health] = (),
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    checks: dict[str, telemetry.Check] | None = None,
 ) -> web.Application:
-    """The aiohttp application of the change gate."""
+    """The aiohttp application of the change gate; /readyz runs checks (e.g. the broker's) and
+    each view's."""
     telemetry.configure_tracing("itsm-gate")
     audit_topic = settings.topic(AUDIT_EVENTS)
     requests_topic = settings.topic(CHANGE_REQUESTS)
@@ -348,6 +350,21 @@ def create_gate(
     app.router.add_post("/v1/gate/check", check)
     app.router.add_post("/v1/gate/requests", submit)
     app.router.add_get("/v1/gate/requests/{request_id}", poll)
+
+    def view_problem(view: Health) -> telemetry.Check:
+        def problem() -> str | None:
+            try:
+                view.check()
+            except RuntimeError as exc:
+                return str(exc)
+            return None
+
+        return problem
+
+    ready = dict(checks or {})
+    for i, view in enumerate(views):
+        ready[f"view_{i}"] = view_problem(view)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", telemetry.readyz_handler(ready))
     app.router.add_get("/metrics", metrics)
     return app

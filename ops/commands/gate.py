@@ -47,11 +47,16 @@ def serve(_: argparse.Namespace) -> int:
     )
     producer = AckedProducer(settings, **GATE_PRODUCER)
     app = create_gate(
-        settings, serde, producer, gate, views["changes"], views["requests"], callers, views.followers
+        settings,
+        serde,
+        producer,
+        gate,
+        views["changes"],
+        views["requests"],
+        callers,
+        views.followers,
+        checks={"broker": BrokerProbe(settings)},
     )
-    checks: dict[str, telemetry.Check] = {"broker": BrokerProbe(settings)}
-    checks.update({f.topic: f.problem for f in views.followers})
-    app.router.add_get("/readyz", telemetry.readyz_handler(checks))
 
     async def on_cleanup(_: web.Application) -> None:
         producer.close()

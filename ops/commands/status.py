@@ -70,6 +70,9 @@ def show(args: argparse.Namespace) -> int:
             f"  {i['name']:<20} {i['health']:<10} {i['processed']:>10.0f} processed"
             f"{last}{'; ' + checks if checks else ''}"
         )
+        for r in i["routes"]:
+            refused = f", {r['refused']:.0f} request(s) refused" if r["refused"] else ""
+            print(f"    route {r['source']:<14} {r['processed']:>10.0f} alerts{refused}")
     print("\nconsumer groups:")
     for g in snap["groups"]:
         print(f"  {g['group']:<40} {g['state']:<12} lag {g['lag']:>8} records, {g['lag_seconds']:.1f} s")

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -159,6 +161,29 @@ def test_status_page_shows_live_figures_while_a_stream_flows(
             assert shot.stat().st_size > 10_000
         finally:
             browser.quit()  # type: ignore[attr-defined]
+
+        # The same figures on the command line, from the stack's own settings (ITSM_STATUS_SCRAPE).
+        ran = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "status"],
+            env=stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "route alertmanager" in ran.stdout and f"{s.app_id}-sink-servicenow" in ran.stdout
+        ran = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "status", "-o", "json"],
+            env=stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert {i["name"]: i["health"] for i in json.loads(ran.stdout)["integrations"]} == {
+            "gateway": "up",
+            "worker": "up",
+            "sink-servicenow": "up",
+        }
 
         snap = httpx.get(stack.status_url + "/api/status", timeout=10).json()
         slos = {o["name"]: o for o in snap["slos"]}

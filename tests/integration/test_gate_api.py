@@ -102,9 +102,17 @@ CHECK = {"service": "checkout", "environment": "production", "commit": "abc123"}
 
 
 def test_callers_must_authenticate_and_send_valid_json(gate: Gate) -> None:
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        labels = {"component": "gate", "reason": "token"}
+        return REGISTRY.get_sample_value("itsm_pipeline_auth_failures_total", labels) or 0.0
+
+    before = refused()
     assert httpx.post(f"{gate.url}/v1/gate/check", json=CHECK).status_code == 401
     bad = httpx.post(f"{gate.url}/v1/gate/check", json=CHECK, headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
+    assert refused() == before + 2  # counted (and logged without the token), ready for an alert
     with gate.client() as c:
         assert c.post("/v1/gate/check", content=b"service=x").status_code == 415
         invalid = c.post("/v1/gate/check", json={"service": "", "environment": "production", "extra": 1})
@@ -240,10 +248,15 @@ def test_a_token_is_rotated_without_downtime(gate: Gate) -> None:
 
 
 def test_a_dead_view_answers_503_and_the_client_reports_it(gate: Gate) -> None:
+    with gate.client() as c:
+        assert c.get("/readyz").json() == {"ready": True, "checks": {"view_0": "ok"}}
     gate.health.failure = "view of cmdb.ci failed: broker gone"
     with gate.client() as c:
         assert c.post("/v1/gate/check", json=CHECK).status_code == 503
         assert c.get("/healthz").status_code == 503
+        ready = c.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"view_0": "view of cmdb.ci failed: broker gone"}
     client = GateClient(gate.url, gate.tokens["ci"], True)
     with pytest.raises(GateUnavailable, match="503"):
         client.check(**CHECK)
