@@ -210,6 +210,8 @@ class StatusService:
         except ValueError:
             item.checks = {}
         item.health = "up" if ready.status_code == 200 else "not_ready"
+        if item.last_error and item.last_error.get("stage") == "scrape":
+            item.last_error = None  # reached again: the outage was ours to see, not its error
         item.observe(samples_of(metrics.text), at)
 
     def _dead_letters(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -231,17 +233,22 @@ class StatusService:
         wanted: list[TopicPartition] = []
         ends: dict[tuple[str, int], int] = {}
         meta = reader.list_topics(timeout=5)
+        parts: dict[str, list[tuple[str, int]]] = {}
         for topic in dlq_topics(self.settings):
             info = meta.topics.get(topic)
-            if info is None or info.error is not None:
-                continue
+            if info is not None and info.error is None:
+                parts[topic] = [(topic, p) for p in info.partitions]
+        every = [tp for tps in parts.values() for tp in tps]
+        # Two batched requests for every DLQ partition's first and next offset.
+        lows, highs = self.lag.start_offsets(every), self.lag.end_offsets(every)
+        for topic, tps in parts.items():
             kept = 0
-            for p in info.partitions:
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            for tp in tps:
+                low, high = lows.get(tp, 0), highs.get(tp, 0)
                 kept += high - low
                 if high > low:
-                    wanted.append(TopicPartition(topic, p, max(low, high - RECENT_LETTERS)))
-                    ends[(topic, p)] = high
+                    wanted.append(TopicPartition(tp[0], tp[1], max(low, high - RECENT_LETTERS)))
+                    ends[tp] = high
             depth.append({"topic": topic, "depth": kept})
         letters: list[dict[str, Any]] = []
         if wanted:
