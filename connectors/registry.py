@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connectors.sources.alertmanager import api as am_api
 from connectors.sources.alertmanager.source import SOURCE as ALERTMANAGER
 from connectors.sources.base import WebhookSource
 from connectors.sources.canonical.mapping import to_alerts as canonical_alerts
@@ -147,5 +148,16 @@ def webhook_sources(settings: Settings) -> dict[str, WebhookSource]:
         ),
         WebhookSource("datadog", datadog_alerts, "Datadog webhook with the README's payload template."),
         WebhookSource("canonical", canonical_alerts, 'Canonical Alert JSON, one or {"alerts": [...]}.'),
+        WebhookSource(
+            "alertmanager-api",
+            am_api.to_alerts,
+            "Alertmanager's own API for alerts (a JSON array of postableAlert), so Prometheus, vmalert "
+            "or Grafana send here as to an Alertmanager.",
+            respond=am_api.respond,
+            accepted=200,
+            # Alertmanager's BadRequest body is a string.
+            error_body=lambda message, problems: "; ".join(problems or [message]),
+            route="/api/v2/alerts",
+        ),
     ]
     return {s.name: s for s in sources}

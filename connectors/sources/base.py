@@ -14,17 +14,29 @@ def default_response(alerts: list[Alert]) -> dict[str, Any]:
     return {"accepted": len(alerts), "fingerprints": [a.fingerprint for a in alerts]}
 
 
+def default_error(message: str, problems: list[str] | None) -> Any:
+    body: dict[str, object] = {"error": message}
+    if problems:
+        body["problems"] = problems
+    return body
+
+
 @dataclass(frozen=True)
 class WebhookSource:
-    """A webhook the ingest gateway accepts at POST /v1/alerts/<name>."""
+    """A webhook the ingest gateway accepts at POST /v1/alerts/<name> (or its own route, when it
+    speaks another product's API)."""
 
     name: str
     to_alerts: Callable[[Any, datetime], list[Alert]]
     doc: str = ""
     # (raw body, headers) -> None if authentic, else what is wrong (answered with 401).
     verify: Callable[[bytes, Mapping[str, str]], str | None] | None = None
-    respond: Callable[[list[Alert]], dict[str, Any]] = default_response
+    # The answer's JSON body once published (None: no body), its status, and an error's body.
+    respond: Callable[[list[Alert]], dict[str, Any] | None] = default_response
+    accepted: int = 202
+    error_body: Callable[[str, list[str] | None], Any] = default_error
+    route: str | None = None
 
     @property
     def path(self) -> str:
-        return f"/v1/alerts/{self.name}"
+        return self.route or f"/v1/alerts/{self.name}"

@@ -13,8 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.jsonbody import BodyError, parse_json
+from connectors.sources.alertmanager.api import PartialPayload
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
-from connectors.sources.base import WebhookSource
+from connectors.sources.base import WebhookSource, default_error
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
 from streams.core.messages import encoded
@@ -38,11 +39,13 @@ class Verdict(BaseModel):
     comment: str = Field("", max_length=2000)
 
 
-def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
-    body: dict[str, object] = {"error": message}
-    if problems:
-        body["problems"] = problems
-    return web.json_response(body, status=status)
+def _error(
+    status: int,
+    message: str,
+    problems: list[str] | None = None,
+    body: Callable[[str, list[str] | None], object] = default_error,
+) -> web.Response:
+    return web.json_response(body(message, problems), status=status)
 
 
 def apply_fingerprint_rule(alert: Alert, rules: FingerprintRules | None) -> Alert:
@@ -89,7 +92,7 @@ def create_gateway(
                 log.info(
                     "webhook_rejected", source=source.name, status=status, reason=message, problems=problems
                 )
-                return _error(status, message, problems)
+                return _error(status, message, problems, source.error_body)
 
             if not authorized(request):
                 telemetry.AUTH_FAILURES.labels("gateway", "token").inc()
@@ -109,14 +112,20 @@ def create_gateway(
                 payload = parse_json(body)
             except BodyError as exc:
                 return reject(400, str(exc))
+            partial: list[str] = []
             try:
-                alerts = [apply_fingerprint_rule(a, fingerprints) for a in source.to_alerts(payload, clock())]
+                mapped = source.to_alerts(payload, clock())
+            except PartialPayload as exc:
+                # Another product's best effort (Alertmanager's API): the valid alerts are
+                # published, and the answer names the others.
+                mapped, partial = exc.alerts, exc.problems
             except PayloadError as exc:
                 return reject(400, f"invalid {source.name} payload", exc.problems)
             except ValidationError as exc:
                 return reject(400, f"invalid {source.name} payload", problems_of(exc))
             except (ValueError, OverflowError) as exc:
                 return reject(400, f"invalid {source.name} payload", [f"{type(exc).__name__}: {exc}"])
+            alerts = [apply_fingerprint_rule(a, fingerprints) for a in mapped]
             try:
                 records = [(a.fingerprint.encode(), serde.encode(a, topic)) for a in alerts]
             except SerdeError as exc:
@@ -136,7 +145,7 @@ def create_gateway(
                     log.error("publish_failed", source=source.name, error=str(exc))
                     # 503 makes Alertmanager retry; a repeat is deduplicated downstream.
                     return _error(503, "alerts could not be published to Kafka; retry later")
-            telemetry.WEBHOOK_REQUESTS.labels(source.name, "accepted").inc()
+            telemetry.WEBHOOK_REQUESTS.labels(source.name, "partial_400" if partial else "accepted").inc()
             telemetry.WEBHOOK_ALERTS.labels(source.name).inc(len(records))
             arrived = clock()
             delay = telemetry.LATENCY.labels("source_to_gateway", source.name, "")
@@ -144,7 +153,14 @@ def create_gateway(
                 if a.status is AlertStatus.FIRING:
                     delay.observe(max(0.0, (arrived - a.starts_at).total_seconds()))
             log.info("webhook_accepted", source=source.name, alerts=len(records), topic=topic)
-            return web.json_response(source.respond(alerts), status=202)
+            if partial:
+                message = f"invalid {source.name} alerts (the other {len(records)} were accepted)"
+                log.info("webhook_rejected", source=source.name, status=400, reason=message, problems=partial)
+                return _error(400, message, partial, source.error_body)
+            answer = source.respond(alerts)
+            if answer is None:
+                return web.Response(status=source.accepted)
+            return web.json_response(answer, status=source.accepted)
 
         return handle
 

@@ -18,6 +18,7 @@ from ops.kafka.broker import free_port
 from ops.stack import Stack
 from streams.core.settings import Settings
 from streams.stages.alerts.lifecycle import correlation_id
+from tests.prometheus import wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -61,17 +62,8 @@ def start_alertmanager(exe: str, workdir: Path, gateway_url: str) -> tuple[subpr
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (workdir / "alertmanager.log").read_text()
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("alertmanager did not become ready:\n" + (workdir / "alertmanager.log").read_text())
+    wait_ready(proc, url, workdir / "alertmanager.log", "alertmanager")
+    return proc, url
 
 
 def test_alerts_posted_to_alertmanager_become_incidents_and_resolve(

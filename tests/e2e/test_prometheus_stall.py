@@ -5,11 +5,8 @@ their windows shortened (5m -> 20s) so the test takes seconds, not minutes."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,9 +14,9 @@ import httpx
 import pytest
 
 from ops.kafka import Broker
-from ops.kafka.broker import free_port
 from ops.stack import Stack
 from streams.core.settings import Settings
+from tests.prometheus import start_prometheus
 from tests.stacks import pipeline_stack
 
 pytestmark = pytest.mark.e2e
@@ -35,15 +32,7 @@ def shortened_rules(target: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    exe = shutil.which("prometheus")
-    assert exe, "prometheus not found: ops/test.sh installs Debian's prometheus package"
-    yield exe, tmp_path
-
-
-def start_prometheus(exe: str, workdir: Path, stack: Stack) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def prometheus_config(workdir: Path, stack: Stack) -> str:
     rules = shortened_rules(workdir / "pipeline.rules.yml")
     targets = {
         "status": stack.status_url,
@@ -55,34 +44,10 @@ def start_prometheus(exe: str, workdir: Path, stack: Stack) -> tuple[subprocess.
         f"  - job_name: {name}\n    static_configs:\n      - targets: ['{url.split('//', 1)[1]}']"
         for name, url in targets.items()
     )
-    config = workdir / "prometheus.yml"
-    config.write_text(
+    return (
         f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\n"
         f"scrape_configs:\n{jobs}\n"
     )
-    log = open(workdir / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            exe,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (workdir / "prometheus.log").read_text()
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("prometheus did not become ready:\n" + (workdir / "prometheus.log").read_text())
 
 
 def webhook(n: int) -> dict[str, object]:
@@ -97,9 +62,9 @@ def webhook(n: int) -> dict[str, object]:
 
 
 def test_the_stall_alert_fires_while_the_itsm_is_down_and_resolves_after(
-    prometheus: tuple[str, Path], kafka_broker: Broker, kafka_settings: Settings
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
 ) -> None:
-    exe, workdir = prometheus
+    workdir = tmp_path
     s = kafka_settings
     sink_group = f"{s.app_id}-sink-servicenow"
     with pipeline_stack(
@@ -110,7 +75,7 @@ def test_the_stall_alert_fires_while_the_itsm_is_down_and_resolves_after(
         extra_env={"ITSM_SINK_RETRY_BUDGET_SECONDS": "600", "ITSM_SINK_BACKOFF_MAX_SECONDS": "1"},
     ) as stack:
         stack.start(["devitsm", "worker", "sink", "gateway", "status"])
-        prom, prom_url = start_prometheus(exe, workdir, stack)
+        prom, prom_url = start_prometheus(workdir, prometheus_config(workdir, stack))
         stop = threading.Event()
         sent: list[int] = []
 

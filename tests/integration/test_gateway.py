@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -316,3 +316,34 @@ def test_several_gateway_processes_share_the_port_publish_everything_and_sum_the
         assert stack.stop() == {"gateway": 0}
     finally:
         stack.stop()
+
+
+def test_alertmanager_api_takes_prometheus_alerts_and_names_the_invalid_ones(
+    gateway: str, kafka_settings: Settings
+) -> None:
+    now = datetime.now(UTC)
+    firing = {
+        "labels": {"alertname": "InstanceDown", "instance": "db-1:9100", "severity": "critical"},
+        "annotations": {"summary": "db-1 down", "runbook_url": "https://runbooks.example/InstanceDown"},
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(minutes=4)).isoformat(),
+        "generatorURL": "http://prometheus.example/graph",
+    }
+    resp = httpx.post(f"{gateway}/api/v2/alerts", json=[firing])
+    assert (resp.status_code, resp.content) == (200, b"")  # Alertmanager's answer: 200, no body
+    # One valid, one not: the valid one is published, the answer (400, a string) names the other.
+    other = {**firing, "labels": {**firing["labels"], "instance": "db-2:9100"}}
+    resp = httpx.post(f"{gateway}/api/v2/alerts", json=[other, {"labels": {"alertname": ""}}])
+    assert resp.status_code == 400 and resp.json().startswith("1: labels: at least one label")
+    msgs = consume(kafka_settings.kafka_bootstrap, kafka_settings.topic("alerts.raw"), 2, timeout=30)
+    alerts = sorted((AvroSerde().decode(m.value(), Alert) for m in msgs), key=lambda a: a.labels["instance"])
+    assert [(a.labels["instance"], a.status.value) for a in alerts] == [
+        ("db-1:9100", "FIRING"),
+        ("db-2:9100", "FIRING"),
+    ]
+    assert alerts[0].annotations["runbook_url"] == "https://runbooks.example/InstanceDown"
+    assert {dict(m.headers() or [])["source"] for m in msgs} == {b"alertmanager-api"}
+    partial = REGISTRY.get_sample_value(
+        "itsm_pipeline_webhook_requests_total", {"source": "alertmanager-api", "outcome": "partial_400"}
+    )
+    assert partial == 1.0

@@ -380,6 +380,9 @@ def _title(alert: Alert | None, state: AlertState) -> str:
     return f"[{alert.severity or 'unknown'}] {title}{where}"[:160]
 
 
+SHOWN_ANNOTATIONS = frozenset({"summary", "description", "message"})
+
+
 def _body(alert: Alert | None, state: AlertState, work: AlertWork | None, rules_version: str) -> str:
     lines = [alert.description or alert.summary or alert.name if alert else state.fingerprint, ""]
     if work is not None:
@@ -391,6 +394,13 @@ def _body(alert: Alert | None, state: AlertState, work: AlertWork | None, rules_
             )
     if alert is not None:
         lines += [f"{k}={v}" for k, v in sorted(alert.labels.items())]
+        # What the alert's author wrote for the responder (runbook, dashboards, ...): the summary
+        # and description are above already.
+        notes = {k: v for k, v in alert.annotations.items() if v and k not in SHOWN_ANNOTATIONS}
+        if notes.get("runbook_url"):
+            lines += ["", f"Runbook: {notes.pop('runbook_url')}"]
+        if notes:
+            lines += ["", *(f"{k}: {v}" for k, v in sorted(notes.items()))]
         if alert.generator_url:
             lines += ["", f"Source: {alert.generator_url}"]
     if rules_version:
