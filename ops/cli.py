@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and operate the ITSM event pipeline.",
         epilog=_overview(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     p.add_argument("--version", action="version", version=f"itsmctl {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)

@@ -264,6 +264,8 @@ def _parser(
         description=description or summary,
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        # No abbreviations: `--duration` must never quietly mean another command's `--duration-ms`.
+        allow_abbrev=False,
     )
     if handler is not None:
         # cmd names it in error lines; leaf reports options it does not take (see ops/cli.py).

@@ -20,6 +20,7 @@ from ops.commands import (
     itsm,
     kafka,
     lag,
+    silence,
     sink,
     status,
     topics,
@@ -43,6 +44,7 @@ GROUPS = (
     freeze,
     deploy,
     incidents,
+    silence,
     demo,
 )
 EXTRA = (completion,)

@@ -8,7 +8,17 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from streams.core.matchers import Matcher, MatchType, compiled
 
 
 def to_utc(value: datetime) -> datetime:
@@ -180,8 +190,29 @@ class Recurrence(BaseModel):
         return v
 
 
+class LabelMatcher(BaseModel):
+    """One label matcher of a silence (Alertmanager's semantics, streams/core/matchers.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str = Field(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    type: MatchType
+    value: str
+
+    @model_validator(mode="after")
+    def _compiles(self) -> LabelMatcher:
+        self.matcher()  # a regex RE2 refuses is a validation error here, not a crash later
+        return self
+
+    def matcher(self) -> Matcher:
+        return compiled(self.name, self.type, self.value)
+
+    def __str__(self) -> str:
+        return str(self.matcher())
+
+
 class MaintenanceWindow(Record):
-    """A maintenance or freeze window."""
+    """A maintenance or freeze window; with matchers, a silence (it covers alerts whose labels
+    match them all, within its scope)."""
 
     avro_name = "io.itsmpipeline.windows.MaintenanceWindow"
     window_id: NonEmpty
@@ -196,6 +227,7 @@ class MaintenanceWindow(Record):
     created_by: str = ""
     updated_at: UtcDatetime
     cancelled: bool = False
+    matchers: list[LabelMatcher] = Field(default_factory=list)
 
 
 class DeployPhase(StrEnum):

@@ -112,6 +112,9 @@ class AlertProcessor:
     # The context a table write of a partition's state is made in (the worker's Faust table
     # writes to the changelog partition of the current event: agents/app.py).
     in_partition: Callable[[int], AbstractContextManager[Any]] = lambda _partition: nullcontext()
+    # window id -> the states it keeps quiet (partition, fingerprint), so a window that ends early
+    # (a silence expired, a maintenance cancelled) makes them due at once.
+    quieted: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
     _indexing: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
@@ -216,6 +219,7 @@ class AlertProcessor:
             # not indexed yet comes due on a later tick, once the pass has reached it).
             self._indexing = asyncio.ensure_future(self._index(now))
         self._itsm_changes(now)
+        self._window_changes(now)
         due = self.due[partition]
         stamp = now.timestamp()
         ready = [fp for fp, at in due.items() if at <= stamp]
@@ -249,6 +253,19 @@ class AlertProcessor:
                 if state is not None and state.incident_id == incident and state.partition in self.due:
                     self._track(state, now)
 
+    def _window_changes(self, now: datetime) -> None:
+        """Windows that changed (maintenance.windows): the states they keep quiet come due now, so
+        one that ended early lets its alerts open (the engine checks the window again)."""
+        drain = getattr(self.windows, "drain_changed", None)
+        if drain is None:
+            return
+        stamp = now.timestamp()
+        for window_id in drain():
+            for partition, fingerprint in self.quieted.pop(window_id, set()):
+                bucket = self.due.get(partition)
+                if bucket is not None:
+                    bucket[fingerprint] = min(bucket.get(fingerprint, stamp), stamp)
+
     def forget_partitions(self) -> None:
         """After a rebalance: index the recovered states again on the next tick."""
         if self._indexing is not None and not self._indexing.done():
@@ -274,6 +291,7 @@ class AlertProcessor:
             state = decode_state(raw)
             bucket = building.get(state.partition)
             if bucket is not None:
+                self._quiet(state)
                 at = self.engine.due(state, now)
                 if at is not None:
                     bucket[fingerprint] = at.timestamp()
@@ -292,7 +310,12 @@ class AlertProcessor:
             seconds=round(time.monotonic() - started, 3),
         )
 
+    def _quiet(self, state: AlertState) -> None:
+        if state.suppressed_by:
+            self.quieted.setdefault(state.suppressed_by, set()).add((state.partition, state.fingerprint))
+
     def _track(self, state: AlertState, now: datetime) -> None:
+        self._quiet(state)
         at = self.engine.due(state, now)
         if state.partition not in self.due:
             # First touch of this partition since (re)assignment: its recovered states are indexed

@@ -87,10 +87,22 @@ class RecordIndex(Generic[R]):
 
 
 class WindowIndex(RecordIndex[MaintenanceWindow]):
-    """Every maintenance and freeze window fed by maintenance.windows."""
+    """Every maintenance and freeze window fed by maintenance.windows; remembers which changed, for
+    the worker to look again at the alerts they keep quiet."""
 
     def __init__(self, serde: AvroSerde, topic: str) -> None:
         super().__init__(serde, topic, MaintenanceWindow, lambda w: w.window_id)
+        self._changed: set[str] = set()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        super().apply(key, value)
+        with self._lock:
+            self._changed.add(text(key))
+
+    def drain_changed(self) -> list[str]:
+        with self._lock:
+            changed, self._changed = list(self._changed), set()
+            return changed
 
     def windows(self) -> list[MaintenanceWindow]:
         return self.values()

@@ -3,6 +3,7 @@ in a named time zone) and which open window covers a CI, service or environment.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,6 +43,11 @@ def occurrence_end(window: MaintenanceWindow, now: datetime) -> datetime | None:
     return None
 
 
+def _silences(window: MaintenanceWindow, labels: Mapping[str, str] | None) -> bool:
+    """A silence covers an alert whose labels match all its matchers (never a CI-less question)."""
+    return labels is not None and all(m.matcher().matches(labels) for m in window.matchers)
+
+
 class WindowSource(Protocol):
     """Every known maintenance and freeze window."""
 
@@ -66,14 +72,20 @@ class WindowCalendar:
         service: str | None,
         environment: str | None,
         now: datetime,
+        labels: Mapping[str, str] | None = None,
     ) -> tuple[MaintenanceWindow, datetime] | None:
-        """The open window of this kind covering the target that ends last, with that end."""
+        """The open window of this kind covering the target that ends last, with that end. A window
+        with matchers (a silence) covers only an alert whose labels match them all."""
         best: tuple[MaintenanceWindow, datetime] | None = None
         for window in self.source.windows():
             if window.kind is not kind:
                 continue
             end = occurrence_end(window, now)
             if end is None or not self._applies(window, ci, service, environment):
+                continue
+            if window.matchers and (
+                labels is None or not all(m.matcher().matches(labels) for m in window.matchers)
+            ):
                 continue
             if best is None or end > best[1]:
                 best = (window, end)

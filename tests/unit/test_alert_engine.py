@@ -210,6 +210,86 @@ def test_a_suppressed_alert_that_resolves_inside_the_window_ends_quietly() -> No
     assert h.tick("f1") is None
 
 
+# --- silences (windows with label matchers) ---------------------------------------------------
+
+
+def silence(h: Harness, sid: str, text: str, **kw: object) -> None:
+    from streams.core.matchers import parse_matchers
+
+    matchers = [{"name": m.name, "type": m.type, "value": m.value} for m in parse_matchers(text)]
+    h.window(sid, "GLOBAL", "", matchers=matchers, **kw)
+
+
+@pytest.mark.parametrize(
+    ("matchers", "labels", "silenced"),
+    [
+        ('alertname="HighCPU"', {}, True),
+        ('alertname="HighCPU",instance=~"db-.*"', {"instance": "db-1:9100"}, True),
+        ('alertname="HighCPU",instance=~"db-.*"', {"instance": "web-1:9100"}, False),
+        ('alertname="HighCPU",instance=~"db"', {"instance": "db-1:9100"}, False),  # anchored
+        ('env!="prod"', {"env": "prod"}, False),
+        ('env!="prod"', {"env": "dev"}, True),
+        ('env!="prod"', {}, True),  # no env label: "" != "prod"
+        ('team=~".+"', {}, False),  # an absent label matches only what "" matches
+        ('severity!~"crit.*"', {"severity": "warning"}, True),
+    ],
+)
+def test_a_silence_mutes_exactly_the_alerts_its_matchers_match(
+    matchers: str, labels: dict[str, str], silenced: bool
+) -> None:
+    h = Harness()
+    silence(h, "silence-1", matchers, reason="disk swap", created_by="alice")
+    fx = h.send(am("f1", **labels))
+    assert (fx.outcome is Outcome.SUPPRESSED) is silenced
+    if silenced:
+        (sup,) = fx.suppressed
+        assert sup.reason == "silence silence-1" and sup.window is not None
+        assert sup.window.created_by == "alice"
+    else:
+        assert actions(fx) == [("OPEN", "itsmp-f1")]
+
+
+def test_a_silence_lets_resolves_pass_and_opens_what_still_fires_when_it_ends() -> None:
+    h = Harness()
+    silence(h, "silence-2", 'alertname="HighCPU"', start=-10, end=120)
+    assert h.send(am("a")).outcome is Outcome.SUPPRESSED
+    assert h.send(am("b")).outcome is Outcome.SUPPRESSED
+    fx = h.send(am("b", "RESOLVED"))
+    assert actions(fx) == [("RESOLVE", "itsmp-b")]  # resolves pass (a NOOP at the sink)
+    h.advance(121)
+    fx = h.tick("a")
+    assert fx is not None and actions(fx) == [("OPEN", "itsmp-a")]  # still firing: opens now
+    h.advance(10)
+    assert h.tick("b") is None  # resolved inside the silence: ends quietly
+
+
+def test_a_silence_expired_early_lets_its_alert_open_at_the_next_tick() -> None:
+    from ops.silences import expired
+
+    h = Harness()
+    silence(h, "silence-4", 'alertname="HighCPU"', start=-10, end=3600)
+    assert h.send(am("a")).outcome is Outcome.SUPPRESSED
+    h.advance(30)
+    assert h.tick("a") is None  # the silence still holds
+    h.windows.items["silence-4"] = expired(h.windows.items["silence-4"], h.now)  # itsmctl silence expire
+    h.advance(1)
+    fx = h.tick("a")
+    assert fx is not None and actions(fx) == [("OPEN", "itsmp-a")]
+
+
+def test_a_silence_never_covers_a_question_without_labels() -> None:
+    from streams.core.models import WindowKind
+
+    h = Harness()
+    silence(h, "silence-3", 'alertname=~".*"')
+    # The change gate asks about a CI or service, not an alert: silences are not freezes.
+    assert h.engine.calendar.covering(WindowKind.MAINTENANCE, None, "checkout", None, h.now) is None
+    assert (
+        h.engine.calendar.covering(WindowKind.MAINTENANCE, None, None, None, h.now, {"alertname": "X"})
+        is not None
+    )
+
+
 # --- severity --------------------------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ def minimal(parser: argparse.ArgumentParser) -> list[str]:
     argv: list[str] = []
     for a in parser._actions:
         value = str(next(iter(a.choices))) if a.choices else "x"
-        if not a.option_strings and a.nargs in (None, "?"):
+        if not a.option_strings and a.nargs in (None, "?", "+"):
             argv.append(value)
         elif a.option_strings and a.required:
             argv += [a.option_strings[0], value]

@@ -24,7 +24,7 @@ from streams.stages.alerts.state import (
 )
 from streams.stages.base import Ctx, Dropped, DropReason, Pipeline
 from streams.stages.cmdb import CIIndex
-from streams.stages.windows import WindowCalendar, WindowSource
+from streams.stages.windows import WindowCalendar, WindowSource, occurrence_end
 
 OUTCOME_OF_DROP = {
     DropReason.DEDUPLICATED: Outcome.DEDUPLICATED,
@@ -95,6 +95,13 @@ class AlertEngine:
         """When tick() must look at this fingerprint again, if ever."""
         return self.lifecycle.due(state, now)
 
+    def _still_open(self, window_id: str | None, now: datetime) -> bool:
+        """Is the window that keeps an alert quiet still open (not expired, cancelled or gone)?"""
+        for window in self.calendar.source.windows():
+            if window.window_id == window_id:
+                return occurrence_end(window, now) is not None
+        return False
+
     def tick(self, fingerprint: str, now: datetime) -> tuple[Effects | None, AlertState | None]:
         """Time-driven work for one fingerprint that came due: auto-resolve, timeout, window end.
 
@@ -107,7 +114,7 @@ class AlertEngine:
         window_over = (
             fx is None
             and state.suppressed_until is not None
-            and now >= state.suppressed_until
+            and (now >= state.suppressed_until or not self._still_open(state.suppressed_by, now))
             and state.status == AlertStatus.FIRING.value
             and state.phase is IncidentPhase.NONE
             and state.alert is not None

@@ -29,6 +29,7 @@ class MaintenanceStage:
             work.alert.labels.get("service"),
             work.alert.labels.get("env") or work.alert.labels.get("environment"),
             ctx.now,
+            work.alert.labels,
         )
         if found is None:
             state.suppressed_by = state.suppressed_until = None
@@ -37,6 +38,12 @@ class MaintenanceStage:
         state.suppressed_by, state.suppressed_until = window.window_id, end
         state.last_forwarded = ctx.now
         work.effects.suppressed.append(
-            Suppression(work.alert, window, f"maintenance window {window.window_id}")
+            Suppression(
+                work.alert,
+                window,
+                f"silence {window.window_id}"
+                if window.matchers
+                else f"maintenance window {window.window_id}",
+            )
         )
         return Dropped(DropReason.SUPPRESSED, window.window_id)

@@ -1,0 +1,192 @@
+"""Silences on the real broker: `itsmctl silence add` mutes exactly the alerts its matchers match
+(counted), `query --muted` shows them, `expire` lets the still-firing one open at once, every
+change is audited; Alertmanager's silences import."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops.kafka import Broker
+from ops.stack import Stack
+from streams.core.models import AuditEvent
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from tests.cli import Itsmctl
+from tests.kafka_util import consume
+from tests.stacks import pipeline_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    with pipeline_stack(
+        kafka_broker,
+        kafka_settings,
+        tmp_path / "stack",
+        lifecycle={"stable_period": 1.0, "tick_interval": 0.2},
+    ) as s:
+        yield s
+
+
+def env(s: Settings) -> dict[str, str]:
+    return {"ITSM_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "ITSM_TOPIC_PREFIX": s.topic_prefix}
+
+
+def webhook(*instances: str) -> dict[str, object]:
+    now = datetime.now(UTC).isoformat()
+    alerts = [
+        {
+            "status": "firing",
+            "labels": {"alertname": "SilenceMe", "instance": i, "severity": "warning"},
+            "annotations": {"summary": f"silence test on {i}"},
+            "startsAt": now,
+            "endsAt": "0001-01-01T00:00:00Z",
+        }
+        for i in instances
+    ]
+    return {"receiver": "itsm-pipeline", "status": "firing", "alerts": alerts, "version": "4"}
+
+
+def wait(predicate, stack: Stack, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        stack.check_alive()
+        assert time.monotonic() < deadline, f"{what}:\n" + stack.log_tail("worker")
+        time.sleep(0.3)
+
+
+def test_a_silence_mutes_its_matches_and_its_expiry_lets_them_open(
+    stack: Stack, kafka_settings: Settings, itsmctl: Itsmctl
+) -> None:
+    s = kafka_settings
+    stack.start()
+    ran = itsmctl(
+        "silence",
+        "add",
+        "alertname=SilenceMe",
+        'instance=~"db-.*"',
+        "--duration",
+        "10m",
+        "--comment",
+        "disk swap on the db hosts",
+        "--author",
+        "alice",
+        **env(s),
+    )
+    assert ran.returncode == 0, ran.stderr
+    silence_id = ran.stdout.strip()
+    assert silence_id.startswith("silence-")
+    listed = json.loads(itsmctl("silence", "query", "-o", "json", **env(s)).stdout)
+    assert [(x["id"], x["state"], x["matchers"]) for x in listed] == [
+        (silence_id, "active", ['alertname="SilenceMe"', 'instance=~"db-.*"'])
+    ]
+    time.sleep(3)  # the worker's view of maintenance.windows follows the topic
+
+    r = httpx.post(f"{stack.gateway_url}/v1/alerts/alertmanager", json=webhook("db-1:9100", "web-1:9100"))
+    assert r.status_code == 202
+
+    def incidents() -> dict[str, str]:
+        with stack.itsm() as itsm:
+            rows = itsm.get("/api/now/table/incident", params={"sysparm_fields": "short_description,state"})
+            return {row["short_description"]: row["state"] for row in rows.json()["result"]}
+
+    wait(lambda: any("web-1" in d for d in incidents()), stack, "web-1 opens")
+
+    def muted() -> list[dict[str, object]]:
+        return list(json.loads(itsmctl("silence", "query", "--muted", "-o", "json", **env(s)).stdout))
+
+    wait(lambda: len(muted()) == 1, stack, "db-1 muted")
+    (m,) = muted()
+    assert (m["silence_id"], m["labels"]["instance"], m["status"]) == (silence_id, "db-1:9100", "FIRING")  # type: ignore[index]
+    assert not any("db-1" in d for d in incidents())
+    # Every input accounted for: one emitted (web-1), one suppressed (db-1).
+    metrics = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+    assert 'itsm_pipeline_alert_outcomes_total{outcome="suppressed"} 1.0' in metrics
+    assert 'itsm_pipeline_alert_outcomes_total{outcome="emitted"} 1.0' in metrics
+
+    ran = itsmctl("silence", "expire", silence_id, "--author", "bob", **env(s))
+    assert ran.returncode == 0 and f"expired {silence_id}" in ran.stdout, ran.stderr
+    # db-1 still fires: it opens now, not when the ten minutes would have ended.
+    wait(lambda: any("db-1" in d for d in incidents()), stack, "db-1 opens after the expiry", timeout=30)
+    assert json.loads(itsmctl("silence", "query", "-o", "json", **env(s)).stdout) == []
+    (gone,) = json.loads(itsmctl("silence", "query", "--expired", "-o", "json", **env(s)).stdout)
+    assert gone["state"] == "expired" and gone["created_by"] == "alice"
+
+    audit = [
+        AvroSerde().decode(m.value(), AuditEvent)
+        for m in consume(s.kafka_bootstrap, s.topic("audit.events"), 2, timeout=30)
+    ]
+    assert sorted((a.action, a.actor, a.subject_id) for a in audit) == [
+        ("silence.add", "alice", silence_id),
+        ("silence.expire", "bob", silence_id),
+    ]
+    assert audit[0].details["matchers"] == 'alertname="SilenceMe",instance=~"db-.*"'
+
+    ran = itsmctl("silence", "expire", "silence-nope", **env(s))
+    assert ran.returncode == 1 and "no silence silence-nope" in ran.stderr
+
+
+def test_bad_silences_are_refused_in_one_line(kafka_settings: Settings, itsmctl: Itsmctl) -> None:
+    for argv, problem in (
+        (["alertname=~.*", "--comment", "x"], "must not match the empty string"),
+        (['alertname=~"(x"', "--comment", "x"], "not an RE2 regex"),
+        (["alertname=X", "--comment", "x", "--duration", "1h", "--end", "2h"], "not both"),
+        (["alertname=X", "--comment", "x", "--every", "MON"], "--every, --at and --for together"),
+    ):
+        ran = itsmctl("silence", "add", *argv, **env(kafka_settings))
+        assert ran.returncode == 2 and problem in ran.stderr, (argv, ran.stderr)
+        assert "Traceback" not in ran.stderr
+
+
+def test_alertmanager_silences_import_and_reimport_updates(
+    kafka_settings: Settings, itsmctl: Itsmctl, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    exported = [
+        {
+            "id": "b3a1e2f0-1111-4c2d-9a7e-000000000001",
+            "matchers": [
+                {"name": "alertname", "value": "DiskFull", "isRegex": False, "isEqual": True},
+                {"name": "instance", "value": "web-.*", "isRegex": True, "isEqual": False},
+            ],
+            "startsAt": (now - timedelta(minutes=5)).isoformat(),
+            "endsAt": (now + timedelta(hours=2)).isoformat(),
+            "createdBy": "carol",
+            "comment": "migrated",
+            "status": {"state": "active"},
+        },
+        {
+            "id": "b3a1e2f0-1111-4c2d-9a7e-000000000002",
+            "matchers": [{"name": "alertname", "value": "Old", "isRegex": False}],
+            "startsAt": (now - timedelta(hours=5)).isoformat(),
+            "endsAt": (now - timedelta(hours=1)).isoformat(),
+            "createdBy": "carol",
+            "comment": "over",
+            "status": {"state": "expired"},
+        },
+    ]
+    path = tmp_path / "silences.json"
+    path.write_text(json.dumps(exported))
+    for _ in range(2):  # importing again updates the same silence
+        ran = itsmctl("silence", "import", str(path), **env(kafka_settings))
+        assert ran.returncode == 0, ran.stderr
+        assert "1 silence(s) imported" in ran.stdout
+    listed = json.loads(itsmctl("silence", "query", "-o", "json", **env(kafka_settings)).stdout)
+    assert [(x["id"], x["matchers"], x["created_by"]) for x in listed] == [
+        (
+            "silence-b3a1e2f0-1111-4c2d-9a7e-000000000001",
+            ['alertname="DiskFull"', 'instance!~"web-.*"'],
+            "carol",
+        )
+    ]
+    path.write_text('{"not": "a list"}')
+    ran = itsmctl("silence", "import", str(path), **env(kafka_settings))
+    assert ran.returncode == 2 and "expected a JSON array" in ran.stderr
