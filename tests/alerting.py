@@ -92,7 +92,8 @@ class Harness:
 
     def send(self, alert: m.Alert) -> Effects:
         fx, state = self.engine.process(alert, self.now, partition=0)
-        self.store.put(state)
+        if state is not None:
+            self.store.put(state)
         return self.apply(fx)
 
     def tick(self, fingerprint: str) -> Effects | None:

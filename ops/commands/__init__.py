@@ -20,6 +20,7 @@ from ops.commands import (
     itsm,
     kafka,
     lag,
+    rules,
     silence,
     sink,
     status,
@@ -45,6 +46,7 @@ GROUPS = (
     deploy,
     incidents,
     silence,
+    rules,
     demo,
 )
 EXTRA = (completion,)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from streams.core import telemetry
+from streams.core.matchers import Matcher, parse_matchers
 
 LEVELS = ("critical", "error", "warning", "info")
 
@@ -163,6 +164,80 @@ class ChangeRules(_Frozen):
         return self
 
 
+def _matchers(texts: list[str]) -> list[Matcher]:
+    out: list[Matcher] = []
+    for text in texts:
+        out.extend(parse_matchers(text))  # ValueError names a bad one
+    return out
+
+
+class EventWhen(_Frozen):
+    """An event rule's conditions: all must hold (an empty one holds always)."""
+
+    source: list[str] = Field(default_factory=list)  # any of these sources (ALERTMANAGER, ...)
+    severity: list[str] = Field(default_factory=list)  # any of these severity words (lower case)
+    labels: list[str] = Field(default_factory=list)  # label matchers, e.g. 'namespace=~"dev-.*"'
+    annotations: list[str] = Field(default_factory=list)  # matchers on the annotations
+
+    @field_validator("labels", "annotations")
+    @classmethod
+    def _parse(cls, v: list[str]) -> list[str]:
+        _matchers(v)
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [s.upper() for s in v]
+
+    @field_validator("severity")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [s.lower() for s in v]
+
+
+class EventThen(_Frozen):
+    """What an event rule does, in this order: rename labels, set labels, set severity, CI, route;
+    or drop the alert (recorded in alerts.suppressed with the rule's name)."""
+
+    drop: bool = False
+    rename_labels: dict[str, str] = Field(default_factory=dict)
+    set_labels: dict[str, str] = Field(default_factory=dict)
+    severity: str | None = None
+    ci: str | None = None  # sets the ci_id label, which correlation's first rule reads
+    route: str | None = None  # sets the route label (for routing)
+
+    @model_validator(mode="after")
+    def _something(self) -> EventThen:
+        changes = self.rename_labels or self.set_labels or self.severity or self.ci or self.route
+        if self.drop and changes:
+            raise ValueError("a rule that drops cannot also change the alert")
+        if not self.drop and not changes:
+            raise ValueError("a rule must drop or change something")
+        return self
+
+
+class EventRule(_Frozen):
+    name: str = Field(min_length=1, pattern=r"^[a-zA-Z0-9_.-]+$")  # a metric label
+    when: EventWhen = Field(default_factory=EventWhen)
+    then: EventThen
+    stop: bool = False  # no later rule applies once this one matched
+
+
+class EventRules(_Frozen):
+    """Ordered rules applied to every alert before it is deduplicated (ops/rules/events.toml)."""
+
+    version: int
+    rule: list[EventRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> EventRules:
+        names = [r.name for r in self.rule]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return self
+
+
 class Rules(_Frozen):
     """Every rule file, loaded and validated together."""
 
@@ -171,12 +246,13 @@ class Rules(_Frozen):
     lifecycle: LifecycleRules
     fingerprint: FingerprintRules
     changes: ChangeRules
+    events: EventRules = Field(default_factory=lambda: EventRules(version=0))
 
     def versions(self) -> str:
         return (
             f"severity v{self.severity.version}, correlation v{self.correlation.version}, "
             f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}, "
-            f"changes v{self.changes.version}"
+            f"changes v{self.changes.version}, events v{self.events.version}"
         )
 
 
@@ -194,6 +270,7 @@ def load_rules(directory: Path | None = None) -> Rules:
         ("lifecycle", LifecycleRules),
         ("fingerprint", FingerprintRules),
         ("changes", ChangeRules),
+        ("events", EventRules),
     ):
         path = directory / f"{name}.toml"
         try:

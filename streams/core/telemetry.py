@@ -158,6 +158,11 @@ ITSM_CHANGES_SYNCED = Counter(
     "itsm_pipeline_itsm_changes_synced_total", "Change records read from the ITSM and published.", ["target"]
 )
 
+EVENT_RULES = Counter(
+    "itsm_pipeline_event_rules_total",
+    "Alerts an event rule of events.toml matched, by rule and what it did (dropped | changed).",
+    ["rule", "action"],
+)
 AUTH_FAILURES = Counter(
     "itsm_pipeline_auth_failures_total",
     "Refused authentication or authorization, by the component that saw it and why: token or "

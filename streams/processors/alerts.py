@@ -183,7 +183,8 @@ class AlertProcessor:
                     self._apply_index(fx)
                     carried = telemetry.inject_headers(record.trace())  # this span now the parent
                     acks.extend(await send_outputs(self.emit, outputs, carried))
-                    staged[state.fingerprint] = state
+                    if state is not None:  # None: an event rule dropped it, nothing to keep
+                        staged[state.fingerprint] = state
                     outcomes.append(fx.outcome.value)
                     span.set_attribute("outcome", fx.outcome.value)
                     if fx.commands and (entered := record.ingested_at()) is not None:

@@ -8,6 +8,7 @@ from streams.core.models import Alert, AlertStatus
 from streams.core.rules import Rules
 from streams.stages.alerts.correlation import CorrelationStage
 from streams.stages.alerts.dedup import DedupStage
+from streams.stages.alerts.events import EventRuleSet
 from streams.stages.alerts.lifecycle import LifecycleStage
 from streams.stages.alerts.maintenance import MaintenanceStage
 from streams.stages.alerts.ordering import OrderStage
@@ -21,6 +22,7 @@ from streams.stages.alerts.state import (
     ItsmIncidents,
     Outcome,
     StateStore,
+    Suppression,
 )
 from streams.stages.base import Ctx, Dropped, DropReason, Pipeline
 from streams.stages.cmdb import CIIndex
@@ -54,6 +56,7 @@ class AlertEngine:
         self.maintenance = MaintenanceStage(self.calendar)
         self.severity = SeverityStage(rules.severity)
         self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm)
+        self.events = EventRuleSet(rules.events)
         self.pipeline = Pipeline(
             "alerts",
             [
@@ -70,12 +73,19 @@ class AlertEngine:
             "alerts.window_end", [self.correlation, self.maintenance, self.severity, self.lifecycle]
         )
 
-    def process(self, alert: Alert, now: datetime, partition: int = -1) -> tuple[Effects, AlertState]:
-        """Run one alert through the stages; the effects to publish and the new state.
+    def process(self, alert: Alert, now: datetime, partition: int = -1) -> tuple[Effects, AlertState | None]:
+        """Run one alert through the event rules and the stages; the effects to publish and the new
+        state (None when an event rule dropped the alert: nothing of it is kept).
 
         The caller stores the state only after the effects are acknowledged: a crash in between
         re-processes the record (at least once), it never loses an incident command.
         """
+        verdict = self.events.apply(alert)
+        if verdict.alert is None:
+            dropped = Effects(outcome=Outcome.SUPPRESSED)
+            dropped.suppressed.append(Suppression(alert, None, f"event rule {verdict.dropped_by}"))
+            return dropped, None
+        alert = verdict.alert
         state = self.store.get(alert.fingerprint) or AlertState(
             fingerprint=alert.fingerprint,
             partition=partition,

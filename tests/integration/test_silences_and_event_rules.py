@@ -1,6 +1,7 @@
-"""Silences on the real broker: `itsmctl silence add` mutes exactly the alerts its matchers match
-(counted), `query --muted` shows them, `expire` lets the still-firing one open at once, every
-change is audited; Alertmanager's silences import."""
+"""Silences and event rules on the real broker: `itsmctl silence add` mutes exactly the alerts its
+matchers match (counted), `query --muted` shows them, `expire` lets the still-firing one open at
+once, every change is audited; Alertmanager's silences import; an event rule's drop is recorded
+in alerts.suppressed and counted."""
 
 from __future__ import annotations
 
@@ -190,3 +191,51 @@ def test_alertmanager_silences_import_and_reimport_updates(
     path.write_text('{"not": "a list"}')
     ran = itsmctl("silence", "import", str(path), **env(kafka_settings))
     assert ran.returncode == 2 and "expected a JSON array" in ran.stderr
+
+
+def test_an_event_rule_drop_is_recorded_and_counted_never_silent(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    import shutil
+
+    from streams.core.models import SuppressedAlert
+    from streams.core.rules import default_rules_dir
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for path in default_rules_dir().glob("*.toml"):
+        shutil.copy(path, rules / path.name)
+    (rules / "events.toml").write_text(
+        'version = 2\n[[rule]]\nname = "drop-info"\nwhen = { severity = ["info"] }\nthen = { drop = true }\n'
+    )
+    s = kafka_settings
+    with pipeline_stack(
+        kafka_broker, s, tmp_path / "stack", extra_env={"ITSM_RULES_DIR": str(rules)}
+    ) as stack:
+        stack.start()
+        body = webhook("noise-1:9100", "noise-2:9100", "real-1:9100")
+        for a in body["alerts"]:  # type: ignore[attr-defined]
+            if a["labels"]["instance"].startswith("noise"):
+                a["labels"]["severity"] = "info"
+        assert httpx.post(f"{stack.gateway_url}/v1/alerts/alertmanager", json=body).status_code == 202
+        suppressed = [
+            AvroSerde().decode(m.value(), SuppressedAlert)
+            for m in consume(s.kafka_bootstrap, s.topic("alerts.suppressed"), 2, timeout=60)
+        ]
+        assert sorted((x.alert.labels["instance"], x.reason) for x in suppressed) == [
+            ("noise-1:9100", "event rule drop-info"),
+            ("noise-2:9100", "event rule drop-info"),
+        ]
+
+        def incidents() -> list[str]:
+            with stack.itsm() as itsm:
+                rows = itsm.get("/api/now/table/incident", params={"sysparm_fields": "short_description"})
+                return [r["short_description"] for r in rows.json()["result"]]
+
+        wait(lambda: len(incidents()) == 1, stack, "one incident")
+        assert "real-1" in incidents()[0]
+        metrics = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+        # Every input accounted for: 3 in = 1 emitted + 2 suppressed (by the rule, counted).
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="suppressed"} 2.0' in metrics
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="emitted"} 1.0' in metrics
+        assert 'itsm_pipeline_event_rules_total{action="dropped",rule="drop-info"} 2.0' in metrics

@@ -1,0 +1,92 @@
+"""itsmctl rules test: which event rules an alert meets and what comes out, without a broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from ops import runtime
+
+SECTION = "incident management"
+SUMMARY = "try the rule files on an alert without a broker (rules test ALERT.json)"
+DESCRIPTION = """Which event rules of ops/rules/events.toml (or ITSM_RULES_DIR) an alert matches, in order,
+and the alert that results (or that it is dropped, and by which rule), exactly as the worker would
+apply them. ALERT.json is what a source sends: an Alertmanager webhook, Alertmanager's API body
+(a JSON array, as Prometheus posts it) or canonical Alert JSON; - reads standard input.
+
+  itsmctl rules test ops/samples/alertmanager/02-diskfull-firing.json
+  itsmctl rules test alert.json -o json"""
+
+
+def _alerts(payload: Any, now: datetime) -> list[Any]:
+    from connectors.sources.alertmanager import api, mapping
+    from connectors.sources.canonical.mapping import to_alerts as canonical
+
+    if isinstance(payload, list):
+        return api.to_alerts(payload, now)
+    if isinstance(payload, dict) and "version" in payload and "alerts" in payload:
+        return mapping.to_alerts(payload, now)
+    return canonical(payload, now)
+
+
+def test(args: argparse.Namespace) -> int:
+    from connectors.sources.alertmanager.mapping import PayloadError
+    from streams.stages.alerts.events import EventRuleSet
+
+    settings = runtime.settings()
+    rules = runtime.rules(settings)
+    try:
+        text = sys.stdin.read() if args.alert == "-" else open(args.alert, encoding="utf-8").read()
+    except OSError as exc:
+        raise runtime.CommandError(f"cannot read {args.alert}: {exc.strerror}") from None
+    try:
+        alerts = _alerts(json.loads(text), datetime.now(UTC))
+    except json.JSONDecodeError as exc:
+        raise runtime.CommandError(f"{args.alert}: not JSON ({exc})") from None
+    except (PayloadError, ValueError) as exc:
+        raise runtime.CommandError(f"{args.alert}: not an alert this pipeline reads: {exc}") from None
+    engine = EventRuleSet(rules.events)
+    results = []
+    for alert in alerts:
+        verdict = engine.apply(alert, count=False)
+        results.append(
+            {
+                "fingerprint": alert.fingerprint,
+                "name": alert.name,
+                "matched": [{"rule": r, "action": a} for r, a in verdict.matched],
+                "dropped_by": verdict.dropped_by,
+                "alert": verdict.alert.model_dump(mode="json") if verdict.alert else None,
+            }
+        )
+    if args.output == "json":
+        runtime.print_json({"events_version": rules.events.version, "alerts": results})
+        return runtime.EXIT_OK
+    print(f"events.toml v{rules.events.version}: {len(rules.events.rule)} rule(s)")
+    for i, r in enumerate(results, 1):
+        print(f"\nalert {i} of {len(results)}: {r['name']} (fingerprint {r['fingerprint']})")
+        for m in r["matched"]:
+            print(f"  matched {m['rule']}: {m['action']}")
+        if not r["matched"]:
+            print("  no rule matched")
+        if r["dropped_by"]:
+            print(f"  -> dropped by {r['dropped_by']}: recorded in alerts.suppressed, no incident")
+        else:
+            out = r["alert"]
+            labels = ",".join(f"{k}={v}" for k, v in sorted(out["labels"].items()))
+            print(f"  -> severity {out['severity'] or '(none)'}, labels {{{labels}}}")
+    return runtime.EXIT_OK
+
+
+def register(sub: Any) -> None:
+    group = runtime.command(sub, "rules", SUMMARY, description=DESCRIPTION)
+    acts = runtime.actions(group)
+    p = runtime.action(
+        acts, "rules", "test", "the event rules an alert matches, and the result", test, DESCRIPTION
+    )
+    p.add_argument(
+        "alert", metavar="ALERT.json", help="a webhook body, Alertmanager API body or Alert JSON; - for stdin"
+    )
+    runtime.add_output(p)
