@@ -304,3 +304,20 @@ def serve_metrics(host: str, port: int, setting: str, checks: dict[str, Any] | N
             f"cannot serve /metrics on {host}:{port}: {exc.strerror or exc}; "
             f"set {setting} to a free port (0 picks one)"
         ) from None
+
+
+def read_json(path: str) -> Any:
+    """A JSON document from a file, or from standard input for `-`; CommandError names the problem
+    (a missing file, not UTF-8, not JSON)."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CommandError(f"cannot read {path}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{path}: not JSON ({exc})") from None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,14 +36,9 @@ def test(args: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     rules = runtime.rules(settings)
+    payload = runtime.read_json(args.alert)
     try:
-        text = sys.stdin.read() if args.alert == "-" else open(args.alert, encoding="utf-8").read()
-    except OSError as exc:
-        raise runtime.CommandError(f"cannot read {args.alert}: {exc.strerror}") from None
-    try:
-        alerts = _alerts(json.loads(text), datetime.now(UTC))
-    except json.JSONDecodeError as exc:
-        raise runtime.CommandError(f"{args.alert}: not JSON ({exc})") from None
+        alerts = _alerts(payload, datetime.now(UTC))
     except (PayloadError, ValueError) as exc:
         raise runtime.CommandError(f"{args.alert}: not an alert this pipeline reads: {exc}") from None
     engine = EventRuleSet(rules.events)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -197,14 +195,9 @@ def expire(args: argparse.Namespace) -> int:
 def import_(args: argparse.Namespace) -> int:
     from ops.silences import SilenceError, from_alertmanager
 
+    payload = runtime.read_json(args.file)
     try:
-        text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
-    except OSError as exc:
-        raise runtime.CommandError(f"cannot read {args.file}: {exc.strerror}") from None
-    try:
-        windows = from_alertmanager(json.loads(text), datetime.now(UTC))
-    except json.JSONDecodeError as exc:
-        raise runtime.CommandError(f"{args.file}: not JSON ({exc})") from None
+        windows = from_alertmanager(payload, datetime.now(UTC))
     except SilenceError as exc:
         raise runtime.CommandError(f"{args.file}: {exc}") from None
     settings = runtime.settings(kafka=True)
