@@ -16,6 +16,8 @@ from connectors.jsonbody import BodyError, parse_json
 from connectors.sources.alertmanager.api import PartialPayload
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
 from connectors.sources.base import WebhookSource, default_error
+from connectors.sources.silences import SilenceStore
+from connectors.sources.silences import add_routes as add_silence_routes
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
 from streams.core.messages import encoded
@@ -65,6 +67,7 @@ def create_gateway(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     fingerprints: FingerprintRules | None = None,
     samples: Callable[[str], CorrelationSample | None] = lambda _id: None,
+    silences: SilenceStore | None = None,
 ) -> web.Application:
     """The aiohttp application with one POST route per webhook source, /healthz and /metrics.
 
@@ -234,6 +237,9 @@ def create_gateway(
     for source in sources.values():
         app.router.add_post(source.path, make_handler(source))  # type: ignore[arg-type]
     app.router.add_post("/v1/correlation/verdicts", verdict)
+    if silences is not None:
+        # Alertmanager's silence API (amtool, Grafana): the pipeline's silences, token required.
+        add_silence_routes(app, settings, serde, producer, silences, clock)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

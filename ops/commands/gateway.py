@@ -70,11 +70,12 @@ def serve(shared_port: bool) -> int:
 
     from connectors.registry import webhook_sources
     from connectors.sources.gateway import create_gateway
+    from connectors.sources.silences import SilenceStore
     from streams.core.follower import TopicFollower
     from streams.core.kafka import AckedProducer, BrokerProbe
     from streams.core.models import CorrelationSample
-    from streams.core.topics import ALERTS_CORRELATION_SAMPLES
-    from streams.processors.indexes import RecordIndex
+    from streams.core.topics import ALERTS_CORRELATION_SAMPLES, MAINTENANCE_WINDOWS
+    from streams.processors.indexes import RecordIndex, WindowIndex
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
@@ -94,14 +95,34 @@ def serve(shared_port: bool) -> int:
     producer = AckedProducer(
         settings, **{"delivery.timeout.ms": int(settings.gateway_publish_timeout_seconds * 1000)}
     )
+    # Alertmanager's silence API reads the silences from maintenance.windows.
+    windows = WindowIndex(serde, settings.topic(MAINTENANCE_WINDOWS))
+    windows_follower = TopicFollower(settings, windows.topic, windows.apply).start()
+    try:
+        windows_follower.wait_ready(settings.view_ready_timeout_seconds)
+    except RuntimeError as exc:
+        follower.stop()
+        windows_follower.stop()
+        raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
     app = create_gateway(
-        settings, serde, producer, sources, fingerprints=rules.fingerprint, samples=samples.get
+        settings,
+        serde,
+        producer,
+        sources,
+        fingerprints=rules.fingerprint,
+        samples=samples.get,
+        silences=SilenceStore(windows.windows, windows.put),
     )
-    checks: dict[str, telemetry.Check] = {"broker": BrokerProbe(settings), "samples_view": follower.problem}
+    checks: dict[str, telemetry.Check] = {
+        "broker": BrokerProbe(settings),
+        "samples_view": follower.problem,
+        "windows_view": windows_follower.problem,
+    }
     app.router.add_get("/readyz", telemetry.readyz_handler(checks))
 
     async def on_cleanup(_: web.Application) -> None:
         follower.stop()
+        windows_follower.stop()
         left = producer.close()
         telemetry.get_logger("gateway").info("gateway_stopped", undelivered=left)
 

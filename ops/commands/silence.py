@@ -54,30 +54,15 @@ def _publish(settings: Any, windows: list[Any], actor: str, action: str) -> None
 
     from streams.core.kafka import DeliveryError, producer_config, publish_batch
     from streams.core.messages import encoded
-    from streams.core.models import AuditEvent, AuditOutcome
     from streams.core.topics import AUDIT_EVENTS, MAINTENANCE_WINDOWS
+    from streams.stages.silences import audit_event
 
     serde = runtime.serde(settings)
     now = datetime.now(UTC)
     topic, audit = settings.topic(MAINTENANCE_WINDOWS), settings.topic(AUDIT_EVENTS)
     out = [encoded(serde, topic, w.window_id, w) for w in windows]
     for w in windows:
-        event = AuditEvent(
-            event_id=f"{action}-{w.window_id}-{int(now.timestamp() * 1000)}",
-            occurred_at=now,
-            actor=actor,
-            action=action,
-            subject_type="silence",
-            subject_id=w.window_id,
-            outcome=AuditOutcome.DONE,
-            reason=w.reason,
-            details={
-                "matchers": ",".join(str(m) for m in w.matchers),
-                "starts_at": w.starts_at.isoformat(),
-                "ends_at": w.ends_at.isoformat(),
-            },
-        )
-        out.append(encoded(serde, audit, w.window_id, event))
+        out.append(encoded(serde, audit, w.window_id, audit_event(w, action, actor, now, "itsmctl")))
     try:
         publish_batch(Producer(producer_config(settings)), out)
     except DeliveryError as exc:
@@ -87,7 +72,7 @@ def _publish(settings: Any, windows: list[Any], actor: str, action: str) -> None
 
 
 def _silences(settings: Any) -> list[Any]:
-    from ops.silences import silences
+    from streams.stages.silences import silences
 
     views = runtime.start_views(settings, runtime.serde(settings), "windows")
     try:
@@ -97,7 +82,7 @@ def _silences(settings: Any) -> list[Any]:
 
 
 def add(args: argparse.Namespace) -> int:
-    from ops.silences import SilenceError, make, matchers_of, recurrence
+    from streams.stages.silences import SilenceError, make, matchers_of, recurrence
 
     now = datetime.now(UTC)
     try:
@@ -115,7 +100,7 @@ def add(args: argparse.Namespace) -> int:
     settings = runtime.settings(kafka=True)
     _publish(settings, [window], args.author, "silence.add")
     if args.output == "json":
-        from ops.silences import describe
+        from streams.stages.silences import describe
 
         runtime.print_json(describe(window, now))
     else:
@@ -124,7 +109,7 @@ def add(args: argparse.Namespace) -> int:
 
 
 def query(args: argparse.Namespace) -> int:
-    from ops.silences import describe, muted
+    from streams.stages.silences import describe, muted
 
     now = datetime.now(UTC)
     settings = runtime.settings(kafka=True)
@@ -174,7 +159,7 @@ def query(args: argparse.Namespace) -> int:
 
 
 def expire(args: argparse.Namespace) -> int:
-    from ops.silences import expired
+    from streams.stages.silences import expired
 
     now = datetime.now(UTC)
     settings = runtime.settings(kafka=True)
@@ -193,7 +178,7 @@ def expire(args: argparse.Namespace) -> int:
 
 
 def import_(args: argparse.Namespace) -> int:
-    from ops.silences import SilenceError, from_alertmanager
+    from streams.stages.silences import SilenceError, from_alertmanager
 
     payload = runtime.read_json(args.file)
     try:

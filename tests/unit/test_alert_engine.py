@@ -264,7 +264,7 @@ def test_a_silence_lets_resolves_pass_and_opens_what_still_fires_when_it_ends() 
 
 
 def test_a_silence_expired_early_lets_its_alert_open_at_the_next_tick() -> None:
-    from ops.silences import expired
+    from streams.stages.silences import expired
 
     h = Harness()
     silence(h, "silence-4", 'alertname="HighCPU"', start=-10, end=3600)

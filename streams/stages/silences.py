@@ -17,6 +17,8 @@ from typing import Any
 
 from streams.core.matchers import Matcher, MatchType, parse_matchers
 from streams.core.models import (
+    AuditEvent,
+    AuditOutcome,
     LabelMatcher,
     MaintenanceWindow,
     Recurrence,
@@ -64,7 +66,7 @@ def make(
     if ends_at <= starts_at:
         raise SilenceError(f"the silence must end after it starts ({starts_at.isoformat()})")
     if not comment.strip():
-        raise SilenceError("say why in --comment (it is shown with every alert the silence mutes)")
+        raise SilenceError("a comment is required: say why (it is shown with every alert the silence mutes)")
     return MaintenanceWindow(
         window_id=silence_id or f"{PREFIX}{uuid.uuid4()}",
         kind=WindowKind.MAINTENANCE,
@@ -77,6 +79,26 @@ def make(
         created_by=author,
         updated_at=now,
         matchers=[LabelMatcher(name=m.name, type=m.type, value=m.value) for m in matchers],
+    )
+
+
+def audit_event(window: MaintenanceWindow, action: str, actor: str, now: datetime, via: str) -> AuditEvent:
+    """The audit.events record of a silence made, updated, expired or imported."""
+    return AuditEvent(
+        event_id=f"{action}-{window.window_id}-{int(now.timestamp() * 1000)}",
+        occurred_at=now,
+        actor=actor or "unknown",
+        action=action,
+        subject_type="silence",
+        subject_id=window.window_id,
+        outcome=AuditOutcome.DONE,
+        reason=window.reason,
+        details={
+            "matchers": ",".join(str(m) for m in window.matchers),
+            "starts_at": window.starts_at.isoformat(),
+            "ends_at": window.ends_at.isoformat(),
+            "via": via,
+        },
     )
 
 
@@ -149,38 +171,86 @@ def from_alertmanager(raw: Any, now: datetime) -> list[MaintenanceWindow]:
         raise SilenceError("expected a JSON array of Alertmanager silences (amtool silence query -o json)")
     out: list[MaintenanceWindow] = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise SilenceError(f"silence {i}: not an object")
         try:
-            ends = parse_rfc3339(str(item["endsAt"]), "endsAt")
-            starts = parse_rfc3339(str(item["startsAt"]), "startsAt")
-            if ends <= now or (item.get("status") or {}).get("state") == "expired":
+            if (item.get("status") or {}).get("state") == "expired":
                 continue
-            matchers = []
-            for m in item["matchers"]:
-                regex, equal = bool(m.get("isRegex", False)), bool(m.get("isEqual", True))
-                kind = {
-                    (False, True): MatchType.EQUAL,
-                    (False, False): MatchType.NOT_EQUAL,
-                    (True, True): MatchType.REGEX,
-                    (True, False): MatchType.NOT_REGEX,
-                }[(regex, equal)]
-                matchers.append(Matcher(str(m["name"]), kind, str(m["value"])))
-            sid = str(item.get("id") or uuid.uuid4())
-            out.append(
-                make(
-                    matchers,
-                    starts,
-                    ends,
-                    str(item.get("createdBy") or "alertmanager"),
-                    str(item.get("comment") or "imported from Alertmanager"),
-                    now,
-                    silence_id=sid if sid.startswith(PREFIX) else PREFIX + sid,
-                )
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SilenceError(f"silence {i}: {type(exc).__name__}: {exc}") from None
+            window = from_am_silence({"comment": "imported from Alertmanager", **item}, now)
+        except SilenceError as exc:
+            raise SilenceError(f"silence {i}: {exc}") from None
+        except AttributeError:
+            raise SilenceError(f"silence {i}: not an object") from None
+        if window.ends_at > now:
+            out.append(window)
     return out
+
+
+def from_am_silence(item: Any, now: datetime, default_author: str = "alertmanager") -> MaintenanceWindow:
+    """One Alertmanager silence object (postableSilence or gettableSilence: matchers with name,
+    value, isRegex and isEqual (default true), startsAt, endsAt, createdBy, comment, optional id)
+    as a silence here; SilenceError names what is wrong."""
+    if not isinstance(item, dict):
+        raise SilenceError("not an object")
+    try:
+        ends = parse_rfc3339(str(item["endsAt"]), "endsAt")
+        starts = parse_rfc3339(str(item["startsAt"]), "startsAt")
+        raw_matchers = item["matchers"]
+        if not isinstance(raw_matchers, list) or not raw_matchers:
+            raise SilenceError("matchers: at least one matcher")
+        matchers = []
+        for m in raw_matchers:
+            if (
+                not isinstance(m, dict)
+                or not isinstance(m.get("name"), str)
+                or not isinstance(m.get("value"), str)
+            ):
+                raise SilenceError("matchers: each needs a name and a value (strings)")
+            regex, equal = bool(m.get("isRegex", False)), bool(m.get("isEqual", True))
+            kind = {
+                (False, True): MatchType.EQUAL,
+                (False, False): MatchType.NOT_EQUAL,
+                (True, True): MatchType.REGEX,
+                (True, False): MatchType.NOT_REGEX,
+            }[(regex, equal)]
+            matchers.append(Matcher(m["name"], kind, m["value"]))
+    except KeyError as exc:
+        raise SilenceError(f"{exc.args[0]} is required") from None
+    except ValueError as exc:
+        raise SilenceError(str(exc)) from None
+    if all(m.matches({}) for m in matchers):
+        raise SilenceError("at least one matcher must not match the empty string")
+    given = str(item.get("id") or "")
+    return make(
+        matchers,
+        starts,
+        ends,
+        str(item.get("createdBy") or default_author),
+        str(item.get("comment") or ""),
+        now,
+        silence_id=(given if given.startswith(PREFIX) else PREFIX + given) if given else None,
+    )
+
+
+def to_am_silence(window: MaintenanceWindow, now: datetime) -> dict[str, Any]:
+    """A silence in Alertmanager's gettableSilence shape (its id without our prefix)."""
+    return {
+        "id": window.window_id.removeprefix(PREFIX),
+        "status": {"state": state(window, now)},
+        "updatedAt": window.updated_at.isoformat(),
+        "matchers": [
+            {
+                "name": m.name,
+                "value": m.value,
+                "isRegex": m.type in (MatchType.REGEX, MatchType.NOT_REGEX),
+                "isEqual": m.type in (MatchType.EQUAL, MatchType.REGEX),
+            }
+            for m in window.matchers
+        ],
+        "startsAt": window.starts_at.isoformat(),
+        "endsAt": window.ends_at.isoformat(),
+        "createdBy": window.created_by,
+        "comment": window.reason,
+        "annotations": {},
+    }
 
 
 def recurrence(days: str | None, at: str | None, length: timedelta | None, zone: str) -> Recurrence | None:
