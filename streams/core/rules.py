@@ -110,6 +110,11 @@ class LifecycleRules(_Frozen):
     # An incident a person resolved (or closed) in the ITSM while its alert still fires: after
     # reopen_period of firing, "reopen" it with a note, or open a "new" one.
     person_resolved: Literal["reopen", "new"] = "reopen"
+    # Flap damping: once an incident flapped flap_threshold times within flap_period seconds, one
+    # summary note says so and further flaps in that period write none (counted, and summed up in
+    # the resolution note). 0 turns damping off: every flap writes its note.
+    flap_threshold: int = Field(0, ge=0)
+    flap_period: float = Field(3600, gt=0)
 
 
 class FingerprintRules(_Frozen):

@@ -68,6 +68,11 @@ CORRELATIONS = Counter(
     ["rule", "decision"],
 )
 FLAPS = Counter("itsm_pipeline_flaps_total", "Alerts that fired again inside the stable period.", ["source"])
+FLAPS_DAMPED = Counter(
+    "itsm_pipeline_flaps_damped_total",
+    "Flaps that wrote no work note because flap damping held them (lifecycle.toml flap_threshold).",
+    ["source"],
+)
 CORRELATION_VERDICTS = Counter(
     "itsm_pipeline_correlation_verdicts_total",
     "Service desk verdicts on sampled correlation decisions.",

@@ -359,6 +359,56 @@ def test_a_refire_inside_the_stable_period_keeps_the_incident_open_and_counts_a_
     assert h.tick("f1") is None  # no longer clearing: nothing to auto-resolve
 
 
+def flap(h: Harness, fp: str = "f1") -> object:
+    """One flap: the alert resolves, then fires again 10 s later (inside the stable period)."""
+    h.send(am(fp, "RESOLVED", starts_at=h.now))
+    h.advance(10)
+    fx = h.send(am(fp, starts_at=h.now))
+    h.advance(10)
+    return fx
+
+
+def test_flap_damping_writes_one_summary_then_counts_and_sums_up_at_resolution() -> None:
+    h = Harness(stable_period=300, dedup_window=0, flap_threshold=3, flap_period=3600)
+    before = metric("itsm_pipeline_flaps_damped_total", source="alertmanager")
+    h.send(am("f1"))
+    notes = []
+    for _ in range(6):
+        fx = flap(h)
+        notes.append(fx.commands[0].work_note if fx.commands else None)  # type: ignore[attr-defined]
+    assert notes[0] and notes[1] and "Flapping: fired again" in notes[0]
+    assert notes[2] is not None and "3 flaps within 3600s" in notes[2] and "damped" in notes[2]
+    assert notes[3:] == [None, None, None]  # damped: no note, no command
+    assert metric("itsm_pipeline_flaps_damped_total", source="alertmanager") == before + 3
+    assert h.state("f1").flaps == 6 and h.state("f1").damped == 3
+    # The resolution sums the damped flaps up.
+    h.send(am("f1", "RESOLVED", starts_at=h.now))
+    h.advance(301)
+    fx = h.tick("f1")
+    assert fx is not None and actions(fx) == [("RESOLVE", "itsmp-f1")]
+    assert "3 flap(s) were damped without a note" in (fx.commands[0].resolution_note or "")
+
+
+def test_after_the_flap_period_notes_come_back_and_name_what_was_damped() -> None:
+    h = Harness(stable_period=300, dedup_window=0, flap_threshold=2, flap_period=600)
+    h.send(am("f1"))
+    flap(h)
+    flap(h)  # the summary
+    assert flap(h).commands == []  # type: ignore[attr-defined]
+    h.advance(700)  # the period has passed
+    fx = flap(h)
+    (cmd,) = fx.commands  # type: ignore[attr-defined]
+    assert "Flapping: fired again" in (cmd.work_note or "") and "1 earlier flap(s) were damped" in (
+        cmd.work_note or ""
+    )
+
+
+def test_without_damping_every_flap_writes_its_note() -> None:
+    h = Harness(stable_period=300, dedup_window=0)
+    h.send(am("f1"))
+    assert all(flap(h).commands for _ in range(5))  # type: ignore[attr-defined]
+
+
 def test_a_refire_within_the_reopen_period_reopens_and_later_opens_a_new_incident() -> None:
     h = Harness(stable_period=0, reopen_period=3600, dedup_window=0)
     h.send(am("f1"))

@@ -82,14 +82,12 @@ class LifecycleStage:
         if phase is IncidentPhase.CLEARING:
             state.phase, state.clear_since, state.flaps = IncidentPhase.OPEN, None, state.flaps + 1
             telemetry.FLAPS.labels(work.alert.source.value.lower()).inc()
-            self._emit(
-                work,
-                ctx,
-                IncidentAction.UPDATE,
-                price=False,
-                note=f"Flapping: fired again within the stable period "
-                f"({state.flaps} flap(s) so far); the incident stays open.",
-            )
+            note = self._flap_note(state, ctx.now)
+            if note is None:
+                # Damped: the summary note already told the ITSM this incident flaps.
+                telemetry.FLAPS_DAMPED.labels(work.alert.source.value.lower()).inc()
+                return
+            self._emit(work, ctx, IncidentAction.UPDATE, price=False, note=note)
             return
         if phase is IncidentPhase.OPEN:
             held = self.person_resolution(state)
@@ -272,8 +270,38 @@ class LifecycleStage:
             return fx
         return None
 
+    def _flap_note(self, state: AlertState, now: datetime) -> str | None:
+        """The work note of a flap, or None when damping keeps it quiet (flap_threshold flaps
+        within flap_period: one summary note, then silence until the period has passed)."""
+        plain = (
+            f"Flapping: fired again within the stable period ({state.flaps} flap(s) so far); "
+            "the incident stays open."
+        )
+        threshold = self.rules.flap_threshold
+        if threshold <= 0:
+            return plain
+        stamp = now.timestamp()
+        state.flap_times = [t for t in state.flap_times if t > stamp - self.rules.flap_period]
+        state.flap_times.append(stamp)
+        recent = len(state.flap_times)
+        if recent < threshold:
+            if state.damped:
+                plain += f" {state.damped} earlier flap(s) were damped without a note."
+                state.damped = 0
+            return plain
+        if recent == threshold:
+            return (
+                f"Flapping: {recent} flaps within {self.rules.flap_period:.0f}s ({state.flaps} in all); "
+                "further flaps in that period are damped: no note each, a count in the resolution."
+            )
+        state.damped += 1
+        return None
+
     def _resolve(self, state: AlertState, fx: Effects, now: datetime, note: str) -> None:
         incident = state.incident_id or correlation_id(state.fingerprint, state.generation)
+        if state.damped:
+            note += f" {state.damped} flap(s) were damped without a note."
+            state.damped = 0
         state.phase, state.resolved_at, state.clear_since = IncidentPhase.RESOLVED, now, None
         fx.commands.append(
             self._command(state, now, IncidentAction.RESOLVE, incident, None, None, None, resolution=note)

@@ -62,17 +62,25 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     event_ended_at: datetime | None = None  # an applied resolve's end (its endsAt, else its time)
     opened_at: datetime | None = None  # when the pipeline last opened or reopened the incident
     person_resolution: datetime | None = None  # the ITSM resolution by a person last acted on
+    # Flap damping: when the recent flaps happened (epoch seconds, within flap_period), and how
+    # many flaps wrote no note since the summary.
+    flap_times: list[float] = msgspec.field(default_factory=list)
+    damped: int = 0
 
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(AlertState)
-_DEFAULTS = dict(
-    zip(
-        AlertState.__struct_fields__[-len(AlertState.__struct_defaults__) :],
-        AlertState.__struct_defaults__,
-        strict=True,
-    )
-)
+
+
+def _default(name: str) -> Any:
+    """A field's default value (a fresh one for a default factory), for legacy JSON values."""
+    info = _FIELDS[name]
+    if info.default_factory is not msgspec.NODEFAULT:
+        return info.default_factory()
+    return None if info.default is msgspec.NODEFAULT else info.default
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(AlertState)}
 
 
 def encode_state(state: AlertState) -> bytes:
@@ -85,7 +93,7 @@ def decode_state(raw: bytes) -> AlertState:
     form) is read too. msgspec.ValidationError or DecodeError if it is neither."""
     if raw[:1] == b"{":
         legacy = msgspec.json.decode(raw)
-        row = [legacy.get(name, _DEFAULTS.get(name)) for name in AlertState.__struct_fields__]
+        row = [legacy[name] if name in legacy else _default(name) for name in AlertState.__struct_fields__]
         return msgspec.convert(row, AlertState, strict=False)
     return _DECODER.decode(raw)
 
