@@ -115,6 +115,12 @@ class LifecycleRules(_Frozen):
     # the resolution note). 0 turns damping off: every flap writes its note.
     flap_threshold: int = Field(0, ge=0)
     flap_period: float = Field(3600, gt=0)
+    # Hold: a new alert opens its incident only once it fired continuously for open_after_seconds,
+    # or sent open_after_count notifications within open_after_window seconds (whichever comes
+    # first; 0 turns each off). One that resolves inside the hold ends quietly, counted as held.
+    open_after_seconds: float = Field(0, ge=0)
+    open_after_count: int = Field(0, ge=0)
+    open_after_window: float = Field(600, gt=0)
 
 
 class FingerprintRules(_Frozen):

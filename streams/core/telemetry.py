@@ -68,6 +68,12 @@ CORRELATIONS = Counter(
     ["rule", "decision"],
 )
 FLAPS = Counter("itsm_pipeline_flaps_total", "Alerts that fired again inside the stable period.", ["source"])
+HOLDS = Counter(
+    "itsm_pipeline_holds_total",
+    "New alerts held before their incident opened (lifecycle.toml open_after_*), by what happened: "
+    "held (a notification inside the hold), opened (the hold was over), ended_quietly (resolved inside it).",
+    ["outcome"],
+)
 FLAPS_DAMPED = Counter(
     "itsm_pipeline_flaps_damped_total",
     "Flaps that wrote no work note because flap damping held them (lifecycle.toml flap_threshold).",
@@ -86,7 +92,7 @@ VIEW_SKIPPED = Counter(
 ALERT_OUTCOMES = Counter(
     "itsm_pipeline_alert_outcomes_total",
     "Every alerts.raw record by how it was accounted for: in = emitted + absorbed + deduplicated + "
-    "suppressed + stale + dead_lettered.",
+    "suppressed + stale + held + dead_lettered.",
     ["outcome"],
 )
 CORRELATION_PRECISION = Gauge(

@@ -359,6 +359,52 @@ def test_a_refire_inside_the_stable_period_keeps_the_incident_open_and_counts_a_
     assert h.tick("f1") is None  # no longer clearing: nothing to auto-resolve
 
 
+# --- hold (open_after) --------------------------------------------------------------------------
+
+
+def test_a_held_alert_opens_once_it_fired_for_the_hold_and_its_tick_comes() -> None:
+    h = Harness(dedup_window=0, open_after_seconds=120)
+    fx = h.send(am("f1"))
+    assert fx.outcome is Outcome.HELD and fx.commands == []
+    assert h.engine.due(h.state("f1"), h.now) == h.now + timedelta(seconds=120)
+    h.advance(60)
+    assert h.send(am("f1")).outcome is Outcome.HELD  # still inside the hold
+    assert h.tick("f1") is None
+    h.advance(61)
+    fx = h.tick("f1")
+    assert fx is not None and actions(fx) == [("OPEN", "itsmp-f1")]
+    assert "hold of 121s" in (fx.commands[0].work_note or "")
+    assert h.state("f1").held_since is None and h.state("f1").phase is IncidentPhase.OPEN
+
+
+def test_an_alert_that_resolves_inside_its_hold_ends_quietly_and_is_counted() -> None:
+    h = Harness(dedup_window=0, open_after_seconds=300)
+    before = metric("itsm_pipeline_holds_total", outcome="ended_quietly")
+    h.send(am("f1"))
+    h.advance(30)
+    fx = h.send(am("f1", "RESOLVED"))
+    assert fx.outcome is Outcome.HELD and fx.commands == []  # no RESOLVE: nothing was opened
+    assert metric("itsm_pipeline_holds_total", outcome="ended_quietly") == before + 1
+    h.advance(600)
+    assert h.tick("f1") is None  # nothing left to open
+
+
+@pytest.mark.parametrize(("gaps", "opens_at"), [([10, 10], 3), ([10, 700, 10, 10], 5)])
+def test_n_occurrences_within_the_window_open_it(gaps: list[int], opens_at: int) -> None:
+    h = Harness(dedup_window=0, open_after_count=3, open_after_window=600)
+    outcomes = [h.send(am("f1")).outcome]
+    for gap in gaps:
+        h.advance(gap)
+        outcomes.append(h.send(am("f1")).outcome)
+    assert outcomes.index(Outcome.EMITTED) == opens_at - 1  # the Nth notification inside the window
+    assert all(o is Outcome.HELD for o in outcomes[: opens_at - 1])
+
+
+def test_without_a_hold_the_first_firing_opens_at_once() -> None:
+    h = Harness()
+    assert actions(h.send(am("f1"))) == [("OPEN", "itsmp-f1")]
+
+
 def flap(h: Harness, fp: str = "f1") -> object:
     """One flap: the alert resolves, then fires again 10 s later (inside the stable period)."""
     h.send(am(fp, "RESOLVED", starts_at=h.now))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from streams.core.models import Alert, AlertStatus
 from streams.core.rules import Rules
@@ -129,7 +129,15 @@ class AlertEngine:
             and state.phase is IncidentPhase.NONE
             and state.alert is not None
         )
-        if window_over and state.alert is not None:
+        hold_over = (
+            fx is None
+            and state.held_since is not None
+            and state.status == AlertStatus.FIRING.value
+            and self.rules.lifecycle.open_after_seconds > 0
+            and now >= state.held_since + timedelta(seconds=self.rules.lifecycle.open_after_seconds)
+            and state.alert is not None
+        )
+        if (window_over or hold_over) and state.alert is not None:
             # The window ended while the alert still fires: it opens its incident now (or a
             # later window takes over and it stays suppressed).
             state.suppressed_by = state.suppressed_until = None

@@ -139,12 +139,41 @@ class LifecycleStage:
             self._emit(work, ctx, IncidentAction.OPEN, note="Reopened: the alert fired again.")
             self._index_open(work)
             return
+        note = None
+        if self.holding:
+            waited = self._hold(state, ctx.now)
+            if waited is None:
+                work.effects.outcome = Outcome.HELD
+                telemetry.HOLDS.labels("held").inc()
+                return
+            note = f"Opened after a hold of {waited:.0f}s (lifecycle.toml open_after)."
+            telemetry.HOLDS.labels("opened").inc()
         if phase is IncidentPhase.RESOLVED:
             state.generation += 1
         state.phase, state.clear_since, state.resolved_at = IncidentPhase.OPEN, None, None
         state.incident_id = correlation_id(state.fingerprint, state.generation)
-        self._emit(work, ctx, IncidentAction.OPEN)
+        self._emit(work, ctx, IncidentAction.OPEN, note=note)
         self._index_open(work)
+
+    @property
+    def holding(self) -> bool:
+        return self.rules.open_after_seconds > 0 or self.rules.open_after_count > 0
+
+    def _hold(self, state: AlertState, now: datetime) -> float | None:
+        """None while a new alert is held; once the hold is over, how long it lasted (and the hold
+        is forgotten)."""
+        stamp = now.timestamp()
+        if state.held_since is None:
+            state.held_since, state.hold_times = now, []
+        window = self.rules.open_after_window
+        state.hold_times = [t for t in state.hold_times if t > stamp - window] + [stamp]
+        waited = (now - state.held_since).total_seconds()
+        by_time = self.rules.open_after_seconds > 0 and waited >= self.rules.open_after_seconds
+        by_count = self.rules.open_after_count > 0 and len(state.hold_times) >= self.rules.open_after_count
+        if not (by_time or by_count):
+            return None
+        state.held_since, state.hold_times = None, []
+        return waited
 
     # --- resolved ------------------------------------------------------------------------------
 
@@ -160,6 +189,12 @@ class LifecycleStage:
             state.phase, state.incident_id = IncidentPhase.NONE, None
             return
         if state.phase is IncidentPhase.CLEARING:
+            return
+        if state.held_since is not None:
+            # Resolved inside its hold: it ends quietly (no incident was opened), counted.
+            state.held_since, state.hold_times = None, []
+            work.effects.outcome = Outcome.HELD
+            telemetry.HOLDS.labels("ended_quietly").inc()
             return
         # No incident of ours is open: resolves are never suppressed, the sink answers NOOP if none.
         state.suppressed_by = state.suppressed_until = None
@@ -240,6 +275,12 @@ class LifecycleStage:
             return silent if held is None else min(silent, _resolved_at(held) + self.reopen)
         if state.suppressed_until is not None and state.status == AlertStatus.FIRING.value:
             return state.suppressed_until
+        if (
+            state.held_since is not None
+            and state.status == AlertStatus.FIRING.value
+            and self.rules.open_after_seconds > 0
+        ):
+            return state.held_since + timedelta(seconds=self.rules.open_after_seconds)
         return None
 
     def expire(self, state: AlertState, now: datetime) -> Effects | None:

@@ -66,6 +66,9 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     # many flaps wrote no note since the summary.
     flap_times: list[float] = msgspec.field(default_factory=list)
     damped: int = 0
+    # Hold: since when a new alert has been held, and its notifications meanwhile (epoch seconds).
+    held_since: datetime | None = None
+    hold_times: list[float] = msgspec.field(default_factory=list)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -138,6 +141,7 @@ class Outcome(StrEnum):
     DEDUPLICATED = "deduplicated"
     SUPPRESSED = "suppressed"
     STALE = "stale"  # older than what the state already applied: changed nothing
+    HELD = "held"  # a new alert inside its hold (lifecycle.toml open_after_*): no incident yet
 
 
 @dataclass
