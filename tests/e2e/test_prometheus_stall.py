@@ -111,7 +111,7 @@ def test_the_stall_alert_fires_while_the_itsm_is_down_and_resolves_after(
         flow.start()
         try:
             # Healthy first: commands are delivered, nothing stalls.
-            time.sleep(8)
+            time.sleep(4)
             assert stalled() == []
             stack.stop_one("devitsm")  # the sink's ITSM goes down
             took = wait(lambda: any(a["state"] == "firing" for a in stalled()), "PipelineStalled firing", 120)
