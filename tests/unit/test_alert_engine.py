@@ -359,6 +359,35 @@ def test_a_refire_inside_the_stable_period_keeps_the_incident_open_and_counts_a_
     assert h.tick("f1") is None  # no longer clearing: nothing to auto-resolve
 
 
+# --- PagerDuty acknowledge --------------------------------------------------------------------
+
+
+def test_a_pagerduty_acknowledge_is_an_acknowledgement_note_once_not_a_repeat() -> None:
+    from datetime import UTC, datetime
+
+    from connectors.sources.pagerduty.mapping import to_alerts
+
+    h = Harness()  # the default dedup window (300 s): the acknowledge comes inside it
+    event = {
+        "routing_key": "R" * 32,
+        "event_action": "trigger",
+        "dedup_key": "pd-1",
+        "payload": {"summary": "checkout down", "source": "web-1", "severity": "critical"},
+    }
+    at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    (trigger,) = to_alerts(event, at)
+    (ack,) = to_alerts({**event, "event_action": "acknowledge"}, at)
+    assert actions(h.send(trigger)) == [("OPEN", "itsmp-pd-1")]
+    h.advance(30)
+    fx = h.send(ack)
+    assert actions(fx) == [("UPDATE", "itsmp-pd-1")]
+    assert "Acknowledged in PagerDuty" in (fx.commands[0].work_note or "")
+    h.advance(30)
+    assert h.send(ack).outcome is Outcome.DEDUPLICATED  # the same acknowledge again: a repeat
+    h.advance(30)
+    assert h.send(trigger).outcome is Outcome.DEDUPLICATED  # a repeat trigger, as before
+
+
 # --- hold (open_after) --------------------------------------------------------------------------
 
 

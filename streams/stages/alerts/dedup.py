@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from streams.core.models import AlertStatus
-from streams.stages.alerts.state import AlertWork
+from streams.stages.alerts.state import AlertWork, is_acknowledgement
 from streams.stages.base import Ctx, Dropped, DropReason
 
 
@@ -25,11 +25,16 @@ class DedupStage:
         state = work.state
         state.count += 1
         previous = state.alert or {}
-        # A changed severity is news (it may escalate the incident), never a duplicate.
+        # A changed severity is news (it may escalate the incident), never a duplicate; so is a
+        # first acknowledgement (a person took it), though not a repeat of one.
+        first_ack = is_acknowledgement(work.alert.annotations) and not is_acknowledgement(
+            previous.get("annotations")
+        )
         same = (
             state.count > 1
             and state.status == work.alert.status.value
             and previous.get("severity", work.alert.severity) == work.alert.severity
+            and not first_ack
         )
         state.last_seen = ctx.now
         if work.alert.status is AlertStatus.FIRING:

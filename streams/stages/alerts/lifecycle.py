@@ -23,6 +23,7 @@ from streams.stages.alerts.state import (
     ItsmIncidents,
     NoItsmIncidents,
     Outcome,
+    is_acknowledgement,
 )
 from streams.stages.base import Ctx
 
@@ -97,6 +98,8 @@ class LifecycleStage:
                 self._after_person(state, work.effects, ctx.now, held, work)
                 return
             note = "Alert notification repeated."
+            if is_acknowledgement(work.alert.annotations):
+                note = "Acknowledged in PagerDuty: a person is working on it (the alert still fires)."
             escalate = work.escalated
             if escalate and self._person_set(state, PRIORITY_FIELD):
                 escalate = False

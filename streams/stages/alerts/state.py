@@ -133,6 +133,15 @@ class NoItsmIncidents:
         return []
 
 
+# PagerDuty's acknowledge (connectors/sources/pagerduty): a person works on it. The alert still
+# fires; the incident gets an acknowledgement note instead of a generic repeat.
+ACK_ANNOTATION, ACK_VALUE = "pagerduty_event_action", "acknowledge"
+
+
+def is_acknowledgement(annotations: dict[str, str] | None) -> bool:
+    return annotations is not None and annotations.get(ACK_ANNOTATION) == ACK_VALUE
+
+
 class Outcome(StrEnum):
     """How one input record was accounted for (bounded metric label)."""
 
