@@ -239,3 +239,38 @@ def test_an_event_rule_drop_is_recorded_and_counted_never_silent(
         assert 'itsm_pipeline_alert_outcomes_total{outcome="suppressed"} 2.0' in metrics
         assert 'itsm_pipeline_alert_outcomes_total{outcome="emitted"} 1.0' in metrics
         assert 'itsm_pipeline_event_rules_total{action="dropped",rule="drop-info"} 2.0' in metrics
+
+
+def test_a_hold_opens_what_keeps_firing_and_lets_what_resolves_end_quietly(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    s = kafka_settings
+    lifecycle = {"stable_period": 1.0, "tick_interval": 0.2, "dedup_window": 0.0, "open_after_seconds": 4.0}
+    with pipeline_stack(kafka_broker, s, tmp_path / "stack", lifecycle=lifecycle) as stack:
+        stack.start()
+        firing = webhook("held-1:9100", "brief-1:9100")
+        assert httpx.post(f"{stack.gateway_url}/v1/alerts/alertmanager", json=firing).status_code == 202
+        time.sleep(1)
+        resolved = webhook("brief-1:9100")
+        for a in resolved["alerts"]:  # type: ignore[attr-defined]
+            a["status"] = "resolved"
+            a["endsAt"] = datetime.now(UTC).isoformat()
+        resolved["status"] = "resolved"
+        assert httpx.post(f"{stack.gateway_url}/v1/alerts/alertmanager", json=resolved).status_code == 202
+
+        def incidents() -> list[str]:
+            with stack.itsm() as itsm:
+                rows = itsm.get("/api/now/table/incident", params={"sysparm_fields": "short_description"})
+                return [r["short_description"] for r in rows.json()["result"]]
+
+        assert incidents() == []  # inside the hold: nothing opened yet
+        wait(lambda: len(incidents()) == 1, stack, "the held alert opens after its hold", timeout=30)
+        assert "held-1" in incidents()[0]
+        time.sleep(2)
+        assert len(incidents()) == 1  # the brief one resolved inside its hold: never opened
+        metrics = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+        # 3 records in: the two firings held, the resolve ended quietly (held); the opening came
+        # from a tick, not from a record.
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="held"} 3.0' in metrics
+        assert 'itsm_pipeline_holds_total{outcome="ended_quietly"} 1.0' in metrics
+        assert 'itsm_pipeline_holds_total{outcome="opened"} 1.0' in metrics
