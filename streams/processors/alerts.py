@@ -115,6 +115,7 @@ class AlertProcessor:
     # window id -> the states it keeps quiet (partition, fingerprint), so a window that ends early
     # (a silence expired, a maintenance cancelled) makes them due at once.
     quieted: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
+    _quieted_by: dict[str, str] = field(default_factory=dict)  # fingerprint -> its window id
     _indexing: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
@@ -263,6 +264,7 @@ class AlertProcessor:
         stamp = now.timestamp()
         for window_id in drain():
             for partition, fingerprint in self.quieted.pop(window_id, set()):
+                self._quieted_by.pop(fingerprint, None)
                 bucket = self.due.get(partition)
                 if bucket is not None:
                     bucket[fingerprint] = min(bucket.get(fingerprint, stamp), stamp)
@@ -274,6 +276,8 @@ class AlertProcessor:
         self._indexing = None
         self.due = {}
         self.unindexed.clear()
+        self.quieted.clear()  # rebuilt from the recovered states by the next index pass
+        self._quieted_by.clear()
 
     async def _index(self, now: datetime) -> None:
         """Index the due times of every recovered state of the partitions not indexed yet, in one
@@ -312,8 +316,20 @@ class AlertProcessor:
         )
 
     def _quiet(self, state: AlertState) -> None:
+        """Keep quieted current: a state leaves its old window's set when it is no longer kept
+        quiet by it (opened, resolved, or another window took over), so the sets stay bounded."""
+        member = (state.partition, state.fingerprint)
+        previous = self._quieted_by.get(state.fingerprint)
+        if previous is not None and previous != state.suppressed_by:
+            members = self.quieted.get(previous)
+            if members is not None:
+                members.discard(member)
+                if not members:
+                    del self.quieted[previous]
+            del self._quieted_by[state.fingerprint]
         if state.suppressed_by:
-            self.quieted.setdefault(state.suppressed_by, set()).add((state.partition, state.fingerprint))
+            self.quieted.setdefault(state.suppressed_by, set()).add(member)
+            self._quieted_by[state.fingerprint] = state.suppressed_by
 
     def _track(self, state: AlertState, now: datetime) -> None:
         self._quiet(state)

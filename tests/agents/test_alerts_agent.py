@@ -145,6 +145,41 @@ def test_a_suppressed_alert_goes_to_alerts_suppressed_with_its_window() -> None:
     assert sup.alert.fingerprint == "fp1" and sup.window_ends_at == window.ends_at
 
 
+def test_the_quieted_index_follows_its_states_and_an_early_end_makes_them_due() -> None:
+    out, clock = Collector(), Clock(NOW)
+    windows = WindowIndex(SERDE, "w")
+    window = MaintenanceWindow(
+        window_id="mw-2",
+        kind="MAINTENANCE",
+        scope="GLOBAL",
+        starts_at=NOW - timedelta(hours=1),
+        ends_at=NOW + timedelta(hours=1),
+        updated_at=NOW,
+    )
+    windows.apply(b"mw-2", SERDE.encode(window))
+    p = processor(out, clock, windows=windows)
+    for i, fp in enumerate(("fp1", "fp2")):
+        assert (
+            run(p.handle(Consumed(fp.encode(), SERDE.encode(alert(fp)), [], "x.alerts.raw", 0, i)))
+            == "suppressed"
+        )
+    assert p.quieted == {"mw-2": {(0, "fp1"), (0, "fp2")}}
+    # fp2 resolves: it is no longer kept quiet by the window (the index forgets it).
+    resolved = alert("fp2", AlertStatus.RESOLVED)
+    run(p.handle(Consumed(b"fp2", SERDE.encode(resolved), [], "x.alerts.raw", 0, 2)))
+    assert p.quieted == {"mw-2": {(0, "fp1")}}
+    # The window ends early: fp1 comes due at once and opens at the next tick.
+    windows.drain_changed()
+    windows.apply(b"mw-2", SERDE.encode(window.model_copy(update={"ends_at": NOW, "updated_at": NOW})))
+    clock.now = NOW + timedelta(seconds=1)
+    assert run(p.tick(0)) == 1
+    (command,) = [SERDE.decode(v or b"", IncidentCommand) for _, _, v, _ in out.on("itsm.incident.commands")][
+        -1:
+    ]
+    assert command.action is IncidentAction.OPEN and command.correlation_id.endswith("fp1")
+    assert p.quieted == {}
+
+
 def test_ticks_auto_resolve_after_the_stable_period() -> None:
     out, clock = Collector(), Clock(NOW)
     p = processor(out, clock, stable_period=60)
