@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 
 from ops.runtime import CommandError
 from streams.core.dlq import DLQ_HEADER_PREFIX, ErrorClass, Headers, header_map
-from streams.core.kafka import client_config, producer_config
+from streams.core.kafka import producer_config, reader
 from streams.core.models import AuditEvent, AuditOutcome
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
@@ -75,17 +75,7 @@ def dlq_topics(settings: Settings) -> list[str]:
 
 
 def _consumer(settings: Settings) -> Consumer:
-    return Consumer(
-        client_config(
-            settings,
-            **{
-                "group.id": f"itsmctl-dlq-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            },
-        )
-    )
+    return reader(settings, "dlq", **{"enable.partition.eof": True})
 
 
 def read_all(settings: Settings, topic: str) -> Iterator[Message]:

@@ -10,7 +10,6 @@ commit nothing the pipeline depends on and are left out.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.core.kafka import client_config
+from streams.core.kafka import client_config, reader
 from streams.core.settings import Settings
 
 NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing on this partition
@@ -101,14 +100,14 @@ class LagReader:
         return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
 
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        wanted = {TopicPartition(t, p): OffsetSpec.latest() for t, p in set(partitions)}
-        if not wanted:
-            return {}
-        futures = self.admin.list_offsets(wanted, request_timeout=self.timeout)
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        return self._offsets(partitions, OffsetSpec.latest())
 
     def start_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        wanted = {TopicPartition(t, p): OffsetSpec.earliest() for t, p in set(partitions)}
+        return self._offsets(partitions, OffsetSpec.earliest())
+
+    def _offsets(self, partitions: Iterable[tuple[str, int]], spec: OffsetSpec) -> dict[tuple[str, int], int]:
+        """One batched ListOffsets request for every partition."""
+        wanted = {TopicPartition(t, p): spec for t, p in set(partitions)}
         if not wanted:
             return {}
         futures = self.admin.list_offsets(wanted, request_timeout=self.timeout)
@@ -122,19 +121,8 @@ class LagReader:
         if not positions:
             return {}
         if self._peek is None:
-            self._peek = Consumer(
-                client_config(
-                    self.settings,
-                    **{
-                        # Assigned, never subscribed and never committing: this id joins no group.
-                        "group.id": f"itsmctl-lag-{uuid.uuid4().hex[:8]}",
-                        "enable.auto.commit": False,
-                        "enable.auto.offset.store": False,
-                        "auto.offset.reset": "earliest",
-                        "fetch.max.bytes": 1 << 20,
-                        "max.partition.fetch.bytes": 1 << 16,
-                    },
-                )
+            self._peek = reader(
+                self.settings, "lag", **{"fetch.max.bytes": 1 << 20, "max.partition.fetch.bytes": 1 << 16}
             )
         consumer = self._peek
         consumer.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ops import slo as slo_file
 from ops.lag import GroupInfo, LagReader, PartitionLag
 from streams.core.dlq import header_map
-from streams.core.kafka import client_config
+from streams.core.kafka import reader as kafka_reader
 from streams.core.settings import Settings
 
 Sample = tuple[str, Mapping[str, str], float]
@@ -100,8 +99,10 @@ class Integration:
         names = THROUGHPUT.get(self.kind, ("itsm_pipeline_records_in_total",))
         processed = sum(v for n, _l, v in samples if n in names)
         first = not self.scraped_at
-        if self.scraped_at and at > self.scraped_at and processed >= self.processed:
-            self.throughput = (processed - self.processed) / (at - self.scraped_at)
+        if self.scraped_at and at > self.scraped_at:
+            # A counter that went down: the process restarted; its rate since is unknown yet.
+            grew = processed - self.processed
+            self.throughput = grew / (at - self.scraped_at) if grew >= 0 else 0.0
         if self.kind == "gateway":
             self._observe_routes(samples, at)
         self.processed, self.scraped_at, self.samples = processed, at, samples
@@ -218,16 +219,7 @@ class StatusService:
         from ops.dlq import dlq_topics
 
         if self._dlq_reader is None:
-            self._dlq_reader = Consumer(
-                client_config(
-                    self.settings,
-                    **{
-                        "group.id": f"itsmctl-status-{uuid.uuid4().hex[:8]}",
-                        "enable.auto.commit": False,
-                        "enable.auto.offset.store": False,
-                    },
-                )
-            )
+            self._dlq_reader = kafka_reader(self.settings, "status")
         reader = self._dlq_reader
         depth: list[dict[str, Any]] = []
         wanted: list[TopicPartition] = []

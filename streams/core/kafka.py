@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from streams.core.dlq import Headers
 from streams.core.settings import Settings
@@ -165,3 +165,22 @@ class BrokerProbe:
                     self._answer = f"broker at {self._where} unreachable: {exc.args[0]}"
                 self._at = now
             return self._answer
+
+
+def reader(settings: Settings, name: str, **extra: Any) -> Consumer:
+    """A consumer that reads by assignment and never commits (itsmctl's readers: dead letters,
+    lag, status): a group id of its own that never joins a group, offsets never stored."""
+    import uuid
+
+    return Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": f"itsmctl-{name}-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                **extra,
+            },
+        )
+    )
