@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -124,11 +125,19 @@ def query(args: argparse.Namespace) -> int:
 
         serde = runtime.serde(settings)
         records = []
+        unreadable = 0
         for msg in read_all(settings, settings.topic(ALERTS_SUPPRESSED)):
             try:
                 records.append(serde.decode(msg.value() or b"", SuppressedAlert))
             except SerdeError:
-                continue  # the worker wrote them; one it cannot read again is not a silence's
+                unreadable += 1
+        if unreadable:
+            # Said, not hidden: such a record may have been muted by one of these silences.
+            print(
+                f"itsmctl silence query: {unreadable} record(s) of alerts.suppressed could not be read "
+                "and are not listed",
+                file=sys.stderr,
+            )
         rows = muted(records, {s.window_id for s in found})
         if args.output == "json":
             runtime.print_json([vars(r) for r in rows])

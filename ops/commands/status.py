@@ -170,6 +170,7 @@ def _dumps(document: Any) -> str:
 
 def register(sub: Any) -> None:
     group = runtime.command(sub, "status", SUMMARY, show, DESCRIPTION)
+    group.usage = "itsmctl status [-h] [--scrape NAME=URL] [-o {text,json}] [serve [options]]"
     group.add_argument(
         "--scrape",
         action="append",
