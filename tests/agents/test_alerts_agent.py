@@ -64,6 +64,9 @@ def processor(
 
 
 def test_a_good_alert_becomes_one_command_keyed_by_correlation_id_with_the_trace() -> None:
+    from streams.core import telemetry
+
+    telemetry.configure_tracing("itsm-worker")  # as the worker does; no OTLP here: not sampled
     out = Collector()
     trace = ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
     outcome = run(
@@ -76,11 +79,12 @@ def test_a_good_alert_becomes_one_command_keyed_by_correlation_id_with_the_trace
     assert topic == "x.itsm.incident.commands" and key == b"itsmp-fp1"
     cmd = SERDE.decode(value or b"", IncidentCommand)
     assert cmd.action is IncidentAction.OPEN and cmd.issued_at == NOW
-    # The same trace, continued by the worker's span of this record (a child of the gateway's
-    # when tracing is on, the gateway's own context when it is off); other headers stay behind.
+    # The same trace, continued by the worker's own span of this record (a new span id; not
+    # sampled, since this process exports no spans); other headers stay behind.
     ((name, value_),) = headers
-    version, trace_id, _span, flags = value_.decode().split("-")
-    assert (name, version, trace_id, flags) == ("traceparent", "00", "0af7651916cd43dd8448eb211c80319c", "01")
+    version, trace_id, span, flags = value_.decode().split("-")
+    assert (name, version, trace_id, flags) == ("traceparent", "00", "0af7651916cd43dd8448eb211c80319c", "00")
+    assert span != "b7ad6b7169203331" and len(span) == 16
 
 
 @pytest.mark.parametrize(
