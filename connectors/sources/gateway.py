@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -15,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from connectors.jsonbody import BodyError, parse_json
 from connectors.sources.alertmanager.api import PartialPayload
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
-from connectors.sources.base import WebhookSource, default_error
+from connectors.sources.base import WebhookSource, bearer_check, default_error
 from connectors.sources.silences import SilenceStore
 from connectors.sources.silences import add_routes as add_silence_routes
 from streams.core import telemetry
@@ -79,14 +78,7 @@ def create_gateway(
     # Traces start here: every published alert carries a W3C traceparent header.
     telemetry.configure_tracing("itsm-gateway")
     tracer = telemetry.tracer("gateway")
-    expected_auth = f"Bearer {token}".encode() if token is not None else None
-
-    def authorized(request: web.Request) -> bool:
-        if expected_auth is None:
-            return True
-        # Header text may hold any character (non-ASCII included): compare bytes, never raise.
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
-        return hmac.compare_digest(given, expected_auth)
+    authorized = bearer_check(token)
 
     def make_handler(source: WebhookSource) -> Callable[[web.Request], object]:
         async def handle(request: web.Request) -> web.Response:

@@ -17,13 +17,13 @@ unauthenticated may make one. Every change is an audit.events record naming crea
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
 
 from connectors.jsonbody import BodyError, parse_json
+from connectors.sources.base import bearer_check
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
 from streams.core.matchers import parse_matchers
@@ -72,15 +72,14 @@ def add_routes(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
     token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
-    expected = f"Bearer {token}".encode() if token is not None else None
+    authorized = bearer_check(token)
     windows_topic, audit_topic = settings.topic(MAINTENANCE_WINDOWS), settings.topic(AUDIT_EVENTS)
 
     def refused(request: web.Request) -> web.Response | None:
-        if expected is None:
+        if token is None:
             telemetry.AUTH_FAILURES.labels("gateway", "silences_disabled").inc()
             return _error(403, "the silence API needs a token: set ITSM_GATEWAY_TOKEN on the gateway")
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(given, expected):
+        if not authorized(request):
             telemetry.AUTH_FAILURES.labels("gateway", "token").inc()
             log.warning("auth_refused", path=request.path, remote=request.remote)
             return _error(401, "missing or wrong bearer token")
