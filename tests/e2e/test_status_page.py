@@ -69,13 +69,19 @@ def chrome() -> object:
 
 
 def cell(browser: object, table: str, row_name: str, column: int) -> str:
-    from selenium.webdriver.common.by import By
-
-    for row in browser.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr"):  # type: ignore[attr-defined]
-        cells = row.find_elements(By.TAG_NAME, "td")
-        if cells and cells[0].text == row_name:
-            return str(cells[column].text)
-    return ""
+    """One cell's text, read inside the page in one script call: the page re-renders its tables on
+    every update, so element handles found in one WebDriver call may be stale by the next."""
+    script = """
+        const [table, name, column] = arguments;
+        for (const row of document.querySelectorAll('#' + table + ' tbody tr')) {
+            const cells = row.querySelectorAll('td');
+            if (cells.length > column && cells[0].textContent.trim() === name) {
+                return cells[column].textContent.trim();
+            }
+        }
+        return '';
+    """
+    return str(browser.execute_script(script, table, row_name, column))  # type: ignore[attr-defined]
 
 
 def test_status_page_shows_live_figures_while_a_stream_flows(
