@@ -66,8 +66,15 @@ class ItsmState:
 class Harness:
     """One engine with everything it reads, and a clock the test moves."""
 
-    def __init__(self, rules: Rules | None = None, **lifecycle: float) -> None:
+    def __init__(self, rules: Rules | None = None, inhibit: str = "", **lifecycle: float) -> None:
         base = rules or load_rules()
+        if inhibit:  # ops/rules/inhibit.toml's [[rule]] tables, as TOML text
+            import tomllib
+
+            from streams.core.rules import InhibitRules
+
+            rules_ = InhibitRules.model_validate({"version": 1, **tomllib.loads(inhibit)})
+            base = base.model_copy(update={"inhibit": rules_})
         if lifecycle:
             base = base.model_copy(update={"lifecycle": base.lifecycle.model_copy(update=lifecycle)})
         self.rules = base
@@ -88,6 +95,10 @@ class Harness:
                 self.incidents.pop(ci, None)
             else:
                 self.incidents[ci] = incident
+        for window in fx.windows:  # a source's inhibitions, as maintenance.windows carries them
+            self.windows.items[window.window_id] = window
+        for window_id in fx.windows_gone:
+            self.windows.items.pop(window_id, None)
         return fx
 
     def send(self, alert: m.Alert) -> Effects:

@@ -150,6 +150,7 @@ class ConfigurationItem(Record):
 class WindowKind(StrEnum):
     MAINTENANCE = "MAINTENANCE"
     FREEZE = "FREEZE"
+    INHIBITION = "INHIBITION"  # a firing source alert's inhibition (ops/rules/inhibit.toml)
 
 
 class WindowScope(StrEnum):
@@ -228,6 +229,8 @@ class MaintenanceWindow(Record):
     updated_at: UtcDatetime
     cancelled: bool = False
     matchers: list[LabelMatcher] = Field(default_factory=list)
+    # Alerts matching every one of these are not covered (empty: no exception).
+    except_matchers: list[LabelMatcher] = Field(default_factory=list)
 
 
 class DeployPhase(StrEnum):

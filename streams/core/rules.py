@@ -3,6 +3,7 @@ changes."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -249,6 +250,51 @@ class EventRules(_Frozen):
         return self
 
 
+class InhibitRule(_Frozen):
+    """One inhibition rule, as in Alertmanager's `inhibit_rules`: while an alert matching
+    source_matchers fires, alerts matching target_matchers whose `equal` labels have the same
+    values (absent on both counts as equal) stay quiet."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-zA-Z0-9_.-]+$")  # in window ids and reasons
+    source_matchers: list[str] = Field(min_length=1)
+    target_matchers: list[str] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _parse(cls, v: list[str]) -> list[str]:
+        _matchers(v)
+        return v
+
+    @field_validator("equal")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+                raise ValueError(f"equal: {name!r} is not a label name")
+        return v
+
+    def sources(self) -> list[Matcher]:
+        return _matchers(self.source_matchers)
+
+    def targets(self) -> list[Matcher]:
+        return _matchers(self.target_matchers)
+
+
+class InhibitRules(_Frozen):
+    """Inhibition rules (ops/rules/inhibit.toml)."""
+
+    version: int
+    rule: list[InhibitRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> InhibitRules:
+        names = [r.name for r in self.rule]
+        if len(set(names)) != len(names):
+            raise ValueError("rule names must be unique")
+        return self
+
+
 class Rules(_Frozen):
     """Every rule file, loaded and validated together."""
 
@@ -258,12 +304,14 @@ class Rules(_Frozen):
     fingerprint: FingerprintRules
     changes: ChangeRules
     events: EventRules = Field(default_factory=lambda: EventRules(version=0))
+    inhibit: InhibitRules = Field(default_factory=lambda: InhibitRules(version=0))
 
     def versions(self) -> str:
         return (
             f"severity v{self.severity.version}, correlation v{self.correlation.version}, "
             f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}, "
-            f"changes v{self.changes.version}, events v{self.events.version}"
+            f"changes v{self.changes.version}, events v{self.events.version}, "
+            f"inhibit v{self.inhibit.version}"
         )
 
 
@@ -282,6 +330,7 @@ def load_rules(directory: Path | None = None) -> Rules:
         ("fingerprint", FingerprintRules),
         ("changes", ChangeRules),
         ("events", EventRules),
+        ("inhibit", InhibitRules),
     ):
         path = directory / f"{name}.toml"
         try:

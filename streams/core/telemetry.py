@@ -93,7 +93,7 @@ VIEW_SKIPPED = Counter(
 ALERT_OUTCOMES = Counter(
     "itsm_pipeline_alert_outcomes_total",
     "Every alerts.raw record by how it was accounted for: in = emitted + absorbed + deduplicated + "
-    "suppressed + stale + held + dead_lettered.",
+    "suppressed + inhibited + stale + held + dead_lettered.",
     ["outcome"],
 )
 CORRELATION_PRECISION = Gauge(

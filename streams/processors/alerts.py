@@ -27,6 +27,7 @@ from streams.core.topics import (
     ALERTS_RAW,
     ALERTS_SUPPRESSED,
     INCIDENT_COMMANDS,
+    MAINTENANCE_WINDOWS,
     dlq_name,
 )
 from streams.processors.effects import (
@@ -128,6 +129,7 @@ class AlertProcessor:
                 ALERTS_CORRELATION_SAMPLES,
                 ALERTS_CI_INCIDENTS,
                 ALERTS_RAW,
+                MAINTENANCE_WINDOWS,
             )
         }
         self.dlq_topic = dlq_name(t(ALERTS_RAW))
@@ -379,6 +381,10 @@ class AlertProcessor:
             out.append(
                 Output(t[ALERTS_CI_INCIDENTS], ci_id.encode(), incident.encode() if incident else None)
             )
+        for window in fx.windows:  # a source alert's inhibitions
+            out.append(encoded(serde, t[MAINTENANCE_WINDOWS], window.window_id, window))
+        for window_id in fx.windows_gone:
+            out.append(Output(t[MAINTENANCE_WINDOWS], window_id.encode(), None))
         return out
 
     async def _letter(
@@ -394,6 +400,14 @@ class AlertProcessor:
             self.store.put(state)
 
     def _apply_index(self, fx: Effects) -> None:
-        # Read-your-writes: later records see these index updates before the topic echoes them.
+        # Read-your-writes: later records see these index and window updates before the topics
+        # echo them.
         for ci_id, incident in fx.index_updates.items():
             self.incidents.set(ci_id, incident)
+        put, delete = getattr(self.windows, "put", None), getattr(self.windows, "delete", None)
+        for window in fx.windows:
+            if put is not None:
+                put(window)
+        for window_id in fx.windows_gone:
+            if delete is not None:
+                delete(window_id)

@@ -104,6 +104,17 @@ class WindowIndex(RecordIndex[MaintenanceWindow]):
             changed, self._changed = list(self._changed), set()
             return changed
 
+    def put(self, record: MaintenanceWindow) -> None:
+        super().put(record)
+        with self._lock:
+            self._changed.add(record.window_id)
+
+    def delete(self, window_id: str) -> None:
+        """Read-your-writes of a tombstone this process published."""
+        with self._lock:
+            self._items.pop(window_id, None)
+            self._changed.add(window_id)
+
     def windows(self) -> list[MaintenanceWindow]:
         return self.values()
 

@@ -17,6 +17,7 @@ class DropReason(StrEnum):
 
     DEDUPLICATED = "deduplicated"
     SUPPRESSED = "suppressed"
+    INHIBITED = "inhibited"
     GROUPED = "grouped"
     STALE = "stale"
 

@@ -110,7 +110,11 @@ def state(window: MaintenanceWindow, now: datetime) -> str:
 
 
 def silences(windows: Iterable[MaintenanceWindow]) -> list[MaintenanceWindow]:
-    return sorted((w for w in windows if w.matchers), key=lambda w: (w.ends_at, w.window_id))
+    """The silences among windows (inhibitions have matchers too, but are no one's silence)."""
+    return sorted(
+        (w for w in windows if w.matchers and w.kind is WindowKind.MAINTENANCE),
+        key=lambda w: (w.ends_at, w.window_id),
+    )
 
 
 def expired(window: MaintenanceWindow, now: datetime) -> MaintenanceWindow:

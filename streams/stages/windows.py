@@ -43,11 +43,6 @@ def occurrence_end(window: MaintenanceWindow, now: datetime) -> datetime | None:
     return None
 
 
-def _silences(window: MaintenanceWindow, labels: Mapping[str, str] | None) -> bool:
-    """A silence covers an alert whose labels match all its matchers (never a CI-less question)."""
-    return labels is not None and all(m.matcher().matches(labels) for m in window.matchers)
-
-
 class WindowSource(Protocol):
     """Every known maintenance and freeze window."""
 
@@ -75,7 +70,8 @@ class WindowCalendar:
         labels: Mapping[str, str] | None = None,
     ) -> tuple[MaintenanceWindow, datetime] | None:
         """The open window of this kind covering the target that ends last, with that end. A window
-        with matchers (a silence) covers only an alert whose labels match them all."""
+        with matchers (a silence, an inhibition) covers only an alert whose labels match them all,
+        and never one whose labels match all its except_matchers."""
         best: tuple[MaintenanceWindow, datetime] | None = None
         for window in self.source.windows():
             if window.kind is not kind:
@@ -85,6 +81,12 @@ class WindowCalendar:
                 continue
             if window.matchers and (
                 labels is None or not all(m.matcher().matches(labels) for m in window.matchers)
+            ):
+                continue
+            if (
+                window.except_matchers
+                and labels is not None
+                and all(m.matcher().matches(labels) for m in window.except_matchers)
             ):
                 continue
             if best is None or end > best[1]:

@@ -56,6 +56,21 @@ def webhook(*instances: str) -> dict[str, object]:
     return {"receiver": "itsm-pipeline", "status": "firing", "alerts": alerts, "version": "4"}
 
 
+def rules_dir(tmp_path: Path, **files: str) -> Path:
+    """The shipped rule files, with some replaced (name without .toml -> its text)."""
+    import shutil
+
+    from streams.core.rules import default_rules_dir
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for path in default_rules_dir().glob("*.toml"):
+        shutil.copy(path, rules / path.name)
+    for name, text in files.items():
+        (rules / f"{name}.toml").write_text(text)
+    return rules
+
+
 def wait(predicate, stack: Stack, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -196,17 +211,12 @@ def test_alertmanager_silences_import_and_reimport_updates(
 def test_an_event_rule_drop_is_recorded_and_counted_never_silent(
     kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
 ) -> None:
-    import shutil
-
     from streams.core.models import SuppressedAlert
-    from streams.core.rules import default_rules_dir
 
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for path in default_rules_dir().glob("*.toml"):
-        shutil.copy(path, rules / path.name)
-    (rules / "events.toml").write_text(
-        'version = 2\n[[rule]]\nname = "drop-info"\nwhen = { severity = ["info"] }\nthen = { drop = true }\n'
+    rules = rules_dir(
+        tmp_path,
+        events='version = 2\n[[rule]]\nname = "drop-info"\n'
+        'when = { severity = ["info"] }\nthen = { drop = true }\n',
     )
     s = kafka_settings
     with pipeline_stack(
@@ -274,3 +284,76 @@ def test_a_hold_opens_what_keeps_firing_and_lets_what_resolves_end_quietly(
         assert 'itsm_pipeline_alert_outcomes_total{outcome="held"} 3.0' in metrics
         assert 'itsm_pipeline_holds_total{outcome="ended_quietly"} 1.0' in metrics
         assert 'itsm_pipeline_holds_total{outcome="opened"} 1.0' in metrics
+
+
+def test_an_inhibition_keeps_targets_quiet_while_its_source_fires_and_they_open_when_it_clears(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    from streams.core.models import MaintenanceWindow, SuppressedAlert, WindowKind
+
+    rules = rules_dir(
+        tmp_path,
+        inhibit='version = 2\n[[rule]]\nname = "dc-down"\n'
+        "source_matchers = ['alertname=\"DatacenterDown\"']\n"
+        'target_matchers = [\'severity=~"warning|critical"\']\nequal = ["datacenter"]\n',
+    )
+    s = kafka_settings
+    lifecycle = {"stable_period": 1.0, "tick_interval": 0.2}
+    with pipeline_stack(
+        kafka_broker, s, tmp_path / "stack", lifecycle=lifecycle, extra_env={"ITSM_RULES_DIR": str(rules)}
+    ) as stack:
+        stack.start()
+
+        def alerts(status: str, *labels: dict[str, str]) -> dict[str, object]:
+            now = datetime.now(UTC).isoformat()
+            items = [
+                {
+                    "status": status,
+                    "labels": lbl,
+                    "annotations": {"summary": f"{lbl['alertname']} {lbl.get('instance', '')}"},
+                    "startsAt": now,
+                    "endsAt": now if status == "resolved" else "0001-01-01T00:00:00Z",
+                }
+                for lbl in labels
+            ]
+            return {"receiver": "itsm-pipeline", "status": status, "alerts": items, "version": "4"}
+
+        def incidents() -> list[str]:
+            with stack.itsm() as itsm:
+                rows = itsm.get("/api/now/table/incident", params={"sysparm_fields": "short_description"})
+                return sorted(r["short_description"] for r in rows.json()["result"])
+
+        source = {"alertname": "DatacenterDown", "datacenter": "fra", "severity": "critical"}
+        url = f"{stack.gateway_url}/v1/alerts/alertmanager"
+        assert httpx.post(url, json=alerts("firing", source)).status_code == 202
+        wait(lambda: len(incidents()) == 1, stack, "the source opens its incident")
+        targets = [
+            {"alertname": "NodeDown", "instance": f"fra-{i}:9100", "datacenter": "fra", "severity": "warning"}
+            for i in range(5)
+        ]
+        other = {**targets[0], "instance": "ams-1:9100", "datacenter": "ams"}
+        assert httpx.post(url, json=alerts("firing", *targets, other)).status_code == 202
+        wait(lambda: len(incidents()) == 2, stack, "the other datacenter's alert opens")
+        suppressed = [
+            AvroSerde().decode(m.value(), SuppressedAlert)
+            for m in consume(s.kafka_bootstrap, s.topic("alerts.suppressed"), 5, timeout=60)
+        ]
+        assert sorted(x.alert.labels["instance"] for x in suppressed) == [f"fra-{i}:9100" for i in range(5)]
+        assert {x.window_id for x in suppressed} == {next(iter(suppressed)).window_id}
+        assert all("DatacenterDown" in x.reason and "rule dc-down" in x.reason for x in suppressed)
+        # The inhibition is a window on maintenance.windows, where every worker sees it.
+        (window,) = [
+            AvroSerde().decode(m.value(), MaintenanceWindow)
+            for m in consume(s.kafka_bootstrap, s.topic("maintenance.windows"), 1, timeout=30)
+        ]
+        assert window.kind is WindowKind.INHIBITION and window.window_id == suppressed[0].window_id
+        metrics = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+        # Every input accounted for: 7 in = 2 emitted (source, ams-1) + 5 inhibited.
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="inhibited"} 5.0' in metrics
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="emitted"} 2.0' in metrics
+        assert len(incidents()) == 2
+
+        # The source clears: the five still fire, so each opens its incident now.
+        assert httpx.post(url, json=alerts("resolved", source)).status_code == 202
+        wait(lambda: len(incidents()) == 7, stack, "the inhibited alerts open once the source clears")
+        assert sum("NodeDown fra-" in d for d in incidents()) == 5

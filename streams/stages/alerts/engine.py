@@ -9,6 +9,7 @@ from streams.core.rules import Rules
 from streams.stages.alerts.correlation import CorrelationStage
 from streams.stages.alerts.dedup import DedupStage
 from streams.stages.alerts.events import EventRuleSet
+from streams.stages.alerts.inhibition import Inhibitor
 from streams.stages.alerts.lifecycle import LifecycleStage
 from streams.stages.alerts.maintenance import MaintenanceStage
 from streams.stages.alerts.ordering import OrderStage
@@ -31,6 +32,7 @@ from streams.stages.windows import WindowCalendar, WindowSource, occurrence_end
 OUTCOME_OF_DROP = {
     DropReason.DEDUPLICATED: Outcome.DEDUPLICATED,
     DropReason.SUPPRESSED: Outcome.SUPPRESSED,
+    DropReason.INHIBITED: Outcome.INHIBITED,
     DropReason.STALE: Outcome.STALE,
 }
 
@@ -57,6 +59,7 @@ class AlertEngine:
         self.severity = SeverityStage(rules.severity)
         self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm)
         self.events = EventRuleSet(rules.events)
+        self.inhibitor = Inhibitor(rules.inhibit, rules.lifecycle.signal_timeout)
         self.pipeline = Pipeline(
             "alerts",
             [
@@ -99,7 +102,15 @@ class AlertEngine:
         result = self.pipeline.run(work, Ctx(now=now))
         if isinstance(result, Dropped):
             work.effects.outcome = OUTCOME_OF_DROP[result.reason]
+        if work.effects.outcome is not Outcome.STALE:  # an older notification renews nothing
+            self._inhibit(state, alert.labels, work.effects, now)
         return work.effects, state
+
+    def _inhibit(self, state: AlertState, labels: dict[str, str], fx: Effects, now: datetime) -> None:
+        """The inhibition windows this alert opens, renews or lets go as a source."""
+        if not self.inhibitor.rules and not state.inhibiting:
+            return
+        fx.windows, fx.windows_gone = self.inhibitor.follow(state, labels, now)
 
     def due(self, state: AlertState, now: datetime) -> datetime | None:
         """When tick() must look at this fingerprint again, if ever."""
@@ -144,4 +155,9 @@ class AlertEngine:
             work = AlertWork(Alert.model_validate(state.alert), state, now)
             self.window_end.run(work, Ctx(now=now))
             fx = work.effects
+        if state.inhibiting and state.status != AlertStatus.FIRING.value:
+            # A source resolved by the timeout lets its windows go (only a notification renews
+            # them: one whose source went quiet lapses at its end).
+            fx = fx or Effects()
+            self._inhibit(state, dict((state.alert or {}).get("labels") or {}), fx, now)
         return fx, state

@@ -1,4 +1,5 @@
-"""MaintenanceStage: firing alerts without an incident stay quiet while a maintenance window covers them."""
+"""MaintenanceStage: firing alerts without an incident stay quiet while an inhibition, a silence or a
+maintenance window covers them."""
 
 from __future__ import annotations
 
@@ -23,27 +24,25 @@ class MaintenanceStage:
             IncidentPhase.CLEARING,
         ):
             return work
-        found = self.calendar.covering(
-            WindowKind.MAINTENANCE,
-            work.ci,
-            work.alert.labels.get("service"),
-            work.alert.labels.get("env") or work.alert.labels.get("environment"),
-            ctx.now,
-            work.alert.labels,
-        )
+        labels = work.alert.labels
+        service = labels.get("service")
+        env = labels.get("env") or labels.get("environment")
+        # An inhibition first, as Alertmanager's pipeline asks its inhibitor before its silencer.
+        for kind in (WindowKind.INHIBITION, WindowKind.MAINTENANCE):
+            found = self.calendar.covering(kind, work.ci, service, env, ctx.now, labels)
+            if found is not None:
+                break
         if found is None:
             state.suppressed_by = state.suppressed_until = None
             return work
         window, end = found
         state.suppressed_by, state.suppressed_until = window.window_id, end
         state.last_forwarded = ctx.now
-        work.effects.suppressed.append(
-            Suppression(
-                work.alert,
-                window,
-                f"silence {window.window_id}"
-                if window.matchers
-                else f"maintenance window {window.window_id}",
-            )
-        )
-        return Dropped(DropReason.SUPPRESSED, window.window_id)
+        if window.kind is WindowKind.INHIBITION:
+            reason, drop = window.reason, DropReason.INHIBITED
+        elif window.matchers:
+            reason, drop = f"silence {window.window_id}", DropReason.SUPPRESSED
+        else:
+            reason, drop = f"maintenance window {window.window_id}", DropReason.SUPPRESSED
+        work.effects.suppressed.append(Suppression(work.alert, window, reason))
+        return Dropped(drop, window.window_id)

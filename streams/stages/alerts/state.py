@@ -69,6 +69,9 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     # Hold: since when a new alert has been held, and its notifications meanwhile (epoch seconds).
     held_since: datetime | None = None
     hold_times: list[float] = msgspec.field(default_factory=list)
+    # Inhibition: the INHIBITION windows this alert holds open as a source, and until when.
+    inhibiting: list[str] = msgspec.field(default_factory=list)
+    inhibit_until: datetime | None = None
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -151,6 +154,7 @@ class Outcome(StrEnum):
     SUPPRESSED = "suppressed"
     STALE = "stale"  # older than what the state already applied: changed nothing
     HELD = "held"  # a new alert inside its hold (lifecycle.toml open_after_*): no incident yet
+    INHIBITED = "inhibited"  # a firing source alert keeps it quiet (ops/rules/inhibit.toml)
 
 
 @dataclass
@@ -183,6 +187,9 @@ class Effects:
     suppressed: list[Suppression] = field(default_factory=list)
     decisions: list[CorrelationDecision] = field(default_factory=list)
     index_updates: dict[str, str | None] = field(default_factory=dict)  # ci_id -> incident id or None
+    # Inhibition windows a source alert opens (or renews) and the ids of those it lets go.
+    windows: list[MaintenanceWindow] = field(default_factory=list)
+    windows_gone: list[str] = field(default_factory=list)
 
 
 @dataclass
