@@ -322,7 +322,16 @@ class AvroSerde:
         except SchemaResolutionError as exc:
             # A record of another type (or an incompatible version) on this topic.
             raise SerdeError(f"cannot read the writer's schema as {reader.name}: {str(exc)[:200]}") from exc
-        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as exc:
+        except (
+            EOFError,
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+            UnicodeDecodeError,
+            OverflowError,
+        ) as exc:
+            # OverflowError: a timestamp-millis beyond datetime's range (year 9999) in corrupt bytes.
             raise SerdeError(f"cannot decode {reader.name}: {type(exc).__name__}: {exc}") from exc
         if stream.read(1):
             raise SerdeError(f"trailing bytes after {reader.name}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -186,6 +188,32 @@ def test_undecodable_bytes_raise_a_schema_error_that_says_why(
         serde.decode(data, m.Alert)
     assert fragment in str(info.value)
     assert info.value.error_class == "schema"
+
+
+def test_a_timestamp_beyond_datetimes_range_is_a_schema_error_not_a_crash(serde: AvroSerde) -> None:
+    """Found by the fuzz test: corrupt bytes whose timestamp-millis lies past year 9999 made
+    fastavro raise OverflowError, which nothing caught (a view or guard would have died)."""
+    import fastavro
+
+    window = m.MaintenanceWindow.model_validate(
+        {
+            "window_id": "w",
+            "kind": "MAINTENANCE",
+            "scope": "GLOBAL",
+            "starts_at": "2026-12-01T00:00:00Z",
+            "ends_at": "2026-12-01T01:00:00Z",
+            "updated_at": "2026-12-01T00:00:00Z",
+        }
+    )
+    good = serde.encode(window)  # single-object framing: 2 marker bytes, an 8-byte fingerprint
+    raw = serde.store.for_record(m.MaintenanceWindow).parsed_raw
+    plain = json.loads(json.dumps(raw).replace('"logicalType": "timestamp-millis"', '"x": 0'))
+    record = {**window.to_avro(), "starts_at": 2**62, "ends_at": 0, "updated_at": 0}
+    stream = io.BytesIO()
+    fastavro.schemaless_writer(stream, fastavro.parse_schema(plain), record)
+    with pytest.raises(SerdeError) as info:
+        serde.decode(good[:10] + stream.getvalue(), m.MaintenanceWindow)
+    assert "OverflowError" in str(info.value) and info.value.error_class == "schema"
 
 
 def test_decodable_but_invalid_record_is_a_validation_error(serde: AvroSerde) -> None:
