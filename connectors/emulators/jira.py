@@ -231,17 +231,23 @@ def create_jira(
         )
         issue.changed(clock())
         issues[issue.key] = issue
-        return web.json_response(
-            {
-                "issueId": issue.id,
-                "issueKey": issue.key,
-                "requestTypeId": issue.request_type_id,
-                "serviceDeskId": issue.service_desk_id,
-                "createdDate": {"iso8601": issue.created},
-                "currentStatus": {"status": issue.status},
-            },
-            status=201,
-        )
+        return web.json_response(customer_request(issue), status=201)
+
+    def customer_request(issue: Issue) -> dict[str, Any]:
+        return {
+            "issueId": issue.id,
+            "issueKey": issue.key,
+            "requestTypeId": issue.request_type_id,
+            "serviceDeskId": issue.service_desk_id,
+            "createdDate": {"iso8601": issue.created},
+            "currentStatus": {"status": issue.status},
+        }
+
+    async def get_request(request: web.Request) -> web.Response:
+        # GET /rest/servicedeskapi/request/{issueIdOrKey}: "Get customer request by id or key" (the
+        # request with its service desk and request type ids).
+        # https://developer.atlassian.com/cloud/jira/service-desk/rest/api-group-request/#api-rest-servicedeskapi-request-issueidorkey-get
+        return web.json_response(customer_request(issue_of(request)))
 
     async def transitions(request: web.Request) -> web.Response:
         # GET /rest/servicedeskapi/request/{issueIdOrKey}/transition: a paged list of the transitions
@@ -476,6 +482,7 @@ def create_jira(
     app.router.add_get("/rest/servicedeskapi/servicedesk/{desk}", service_desk)
     app.router.add_get("/rest/servicedeskapi/servicedesk/{desk}/requesttype/{type}", request_type)
     app.router.add_post("/rest/servicedeskapi/request", create)
+    app.router.add_get("/rest/servicedeskapi/request/{key}", get_request)
     app.router.add_get("/rest/servicedeskapi/request/{key}/transition", transitions)
     app.router.add_post("/rest/servicedeskapi/request/{key}/transition", transition)
     app.router.add_post("/rest/servicedeskapi/request/{key}/comment", comment)

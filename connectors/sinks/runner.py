@@ -89,6 +89,7 @@ class Progress:
             return sum(len(o) for o in self.open.values())
 
 
+NOT_ROUTED = "not_routed"  # itsm_pipeline_sink_commands_total's outcome for a command routed elsewhere
 LANE_DEPTH = 32  # commands queued per lane before their partition is paused (bounded memory)
 COMMIT_EVERY = 0.2  # seconds between asynchronous commits of finished commands
 
@@ -385,6 +386,13 @@ class SinkRunner:
             except SerdeError as exc:
                 self._dead_letter(record, ErrorClass(exc.error_class), str(exc), 0, now, source)
             else:
+                if isinstance(cmd, IncidentCommand) and not cmd.routed_to(self.sink.name):
+                    # Routed to other sinks only (routes.toml): counted, committed, not delivered.
+                    telemetry.SINK_COMMANDS.labels(self.sink.name, NOT_ROUTED).inc()
+                    self.progress.handled(*source)
+                    with self._count:
+                        self.processed += 1
+                    return
                 try:
                     result = handler(cmd)  # type: ignore[arg-type]
                     self._observe_latency(record, cmd)

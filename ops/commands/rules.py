@@ -12,8 +12,10 @@ SECTION = "incident management"
 SUMMARY = "try the rule files on an alert without a broker (rules test ALERT.json)"
 DESCRIPTION = """Which event rules of ops/rules/events.toml (or ITSM_RULES_DIR) an alert matches, in order,
 and the alert that results (or that it is dropped, and by which rule), exactly as the worker would
-apply them. ALERT.json is what a source sends: an Alertmanager webhook, Alertmanager's API body
-(a JSON array, as Prometheus posts it) or canonical Alert JSON; - reads standard input.
+apply them; then where routes.toml sends its incident (the routes, the sinks and their fields; the
+CI's ci_* attributes are not known here, without the CMDB). ALERT.json is what a source sends:
+an Alertmanager webhook, Alertmanager's API body (a JSON array, as Prometheus posts it) or
+canonical Alert JSON; - reads standard input.
 
   itsmctl rules test ops/samples/alertmanager/02-diskfull-firing.json
   itsmctl rules test alert.json -o json"""
@@ -33,6 +35,7 @@ def _alerts(payload: Any, now: datetime) -> list[Any]:
 def test(args: argparse.Namespace) -> int:
     from connectors.sources.alertmanager.mapping import PayloadError
     from streams.stages.alerts.events import EventRuleSet
+    from streams.stages.alerts.routing import Router
 
     settings = runtime.settings()
     rules = runtime.rules(settings)
@@ -42,9 +45,11 @@ def test(args: argparse.Namespace) -> int:
     except (PayloadError, ValueError) as exc:
         raise runtime.CommandError(f"{args.alert}: not an alert this pipeline reads: {exc}") from None
     engine = EventRuleSet(rules.events)
+    router = Router(rules.routes)
     results = []
     for alert in alerts:
         verdict = engine.apply(alert, count=False)
+        routed = router.route(verdict.alert.labels) if verdict.alert else None
         results.append(
             {
                 "fingerprint": alert.fingerprint,
@@ -52,10 +57,23 @@ def test(args: argparse.Namespace) -> int:
                 "matched": [{"rule": r, "action": a} for r, a in verdict.matched],
                 "dropped_by": verdict.dropped_by,
                 "alert": verdict.alert.model_dump(mode="json") if verdict.alert else None,
+                "route": None
+                if routed is None
+                else {
+                    "routes": list(routed.routes),
+                    "targets": list(routed.targets),
+                    "fields": routed.fields,
+                },
             }
         )
     if args.output == "json":
-        runtime.print_json({"events_version": rules.events.version, "alerts": results})
+        runtime.print_json(
+            {
+                "events_version": rules.events.version,
+                "routes_version": rules.routes.version,
+                "alerts": results,
+            }
+        )
         return runtime.EXIT_OK
     print(f"events.toml v{rules.events.version}: {len(rules.events.rule)} rule(s)")
     for i, r in enumerate(results, 1):
@@ -70,6 +88,11 @@ def test(args: argparse.Namespace) -> int:
             out = r["alert"]
             labels = ",".join(f"{k}={v}" for k, v in sorted(out["labels"].items()))
             print(f"  -> severity {out['severity'] or '(none)'}, labels {{{labels}}}")
+            route = r["route"]
+            sinks = ", ".join(route["targets"]) or "every sink"
+            print(f"  -> routes.toml v{rules.routes.version}: route {' + '.join(route['routes'])} to {sinks}")
+            for target, values in sorted(route["fields"].items()):
+                print(f"     {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
     return runtime.EXIT_OK
 
 

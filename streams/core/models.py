@@ -288,6 +288,12 @@ class IncidentCommand(Record):
     resolution_note: str | None = None
     work_note: str | None = None
     issued_at: UtcDatetime
+    targets: list[str] = Field(default_factory=list)  # empty: every sink
+    target_fields: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def routed_to(self, target: str) -> bool:
+        """Is this command for the sink named target (routes.toml)?"""
+        return not self.targets or target in self.targets
 
 
 class SuppressedAlert(Record):

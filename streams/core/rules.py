@@ -295,6 +295,93 @@ class InhibitRules(_Frozen):
         return self
 
 
+# The sinks a route may name (connectors/registry.py's SINKS; a test keeps the two equal).
+ROUTE_TARGETS = ("servicenow", "jira", "rt", "webhook")
+# What a route may set per target when an incident opens (anything else is refused at load).
+ROUTE_FIELDS = {
+    "servicenow": r"[a-z][a-z0-9_]*",  # incident columns: assignment_group, category, u_* ...
+    "jira": r"service_desk|request_type",  # ids of the JSM service desk and request type
+    "rt": r"queue",
+    "webhook": r"[a-zA-Z_][a-zA-Z0-9_]*",
+}
+# Columns the ServiceNow sink writes itself (identity, text, state): no route sets them.
+ROUTE_RESERVED = frozenset(
+    {
+        "sys_id", "number", "state", "correlation_id", "correlation_display", "caller_id",
+        "short_description", "description", "work_notes", "comments", "close_code", "close_notes",
+        "impact", "urgency", "priority", "cmdb_ci", "contact_type",
+    }
+)  # fmt: skip
+
+
+class Route(_Frozen):
+    """One node of the route tree (routes.toml), as Alertmanager's routes: an incident goes down
+    the first child whose matchers match (all of them), and on to later siblings only when the
+    matching one says `continue`. A node's targets and fields default to its parent's."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-zA-Z0-9_.-]+$")  # a metric label
+    matchers: list[str] = Field(default_factory=list)
+    targets: list[str] | None = None
+    fields: dict[str, dict[str, str]] = Field(default_factory=dict)
+    continue_: bool = Field(False, alias="continue")
+    route: list[Route] = Field(default_factory=list)
+
+    @field_validator("matchers")
+    @classmethod
+    def _parse(cls, v: list[str]) -> list[str]:
+        _matchers(v)
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, v: list[str] | None) -> list[str] | None:
+        for target in v or []:
+            if target not in ROUTE_TARGETS:
+                raise ValueError(f"unknown target {target!r} (known: {', '.join(ROUTE_TARGETS)})")
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for target, values in v.items():
+            if target not in ROUTE_FIELDS:
+                raise ValueError(f"fields: unknown target {target!r} (known: {', '.join(ROUTE_TARGETS)})")
+            for name in values:
+                if not re.fullmatch(ROUTE_FIELDS[target], name) or (
+                    target == "servicenow" and name in ROUTE_RESERVED
+                ):
+                    raise ValueError(f"fields.{target}: {name!r} is not a field a route may set there")
+        return v
+
+    def compiled(self) -> list[Matcher]:
+        return _matchers(self.matchers)
+
+
+class RouteRules(_Frozen):
+    """The route tree (ops/rules/routes.toml): which sinks get an incident, with which fields.
+    The root has no matchers; with no route and no targets every sink gets every incident."""
+
+    version: int
+    targets: list[str] = Field(default_factory=list)  # the root's: empty is every sink
+    fields: dict[str, dict[str, str]] = Field(default_factory=dict)
+    route: list[Route] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _valid_root(self) -> RouteRules:
+        Route(name="root", targets=self.targets, fields=self.fields)  # the same checks as a node
+        names: list[str] = []
+
+        def walk(routes: list[Route]) -> None:
+            for r in routes:
+                names.append(r.name)
+                walk(r.route)
+
+        walk(self.route)
+        if len(set(names)) != len(names):
+            raise ValueError("route names must be unique")
+        return self
+
+
 class Rules(_Frozen):
     """Every rule file, loaded and validated together."""
 
@@ -305,13 +392,14 @@ class Rules(_Frozen):
     changes: ChangeRules
     events: EventRules = Field(default_factory=lambda: EventRules(version=0))
     inhibit: InhibitRules = Field(default_factory=lambda: InhibitRules(version=0))
+    routes: RouteRules = Field(default_factory=lambda: RouteRules(version=0))
 
     def versions(self) -> str:
         return (
             f"severity v{self.severity.version}, correlation v{self.correlation.version}, "
             f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}, "
             f"changes v{self.changes.version}, events v{self.events.version}, "
-            f"inhibit v{self.inhibit.version}"
+            f"inhibit v{self.inhibit.version}, routes v{self.routes.version}"
         )
 
 
@@ -331,6 +419,7 @@ def load_rules(directory: Path | None = None) -> Rules:
         ("changes", ChangeRules),
         ("events", EventRules),
         ("inhibit", InhibitRules),
+        ("routes", RouteRules),
     ):
         path = directory / f"{name}.toml"
         try:

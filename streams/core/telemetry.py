@@ -75,6 +75,11 @@ HOLDS = Counter(
     "held (a notification inside the hold), opened (the hold was over), ended_quietly (resolved inside it).",
     ["outcome"],
 )
+ROUTES = Counter(
+    "itsm_pipeline_routes_total",
+    "Incidents opened per route of ops/rules/routes.toml that matched (root: no route matched).",
+    ["route"],
+)
 FLAPS_DAMPED = Counter(
     "itsm_pipeline_flaps_damped_total",
     "Flaps that wrote no work note because flap damping held them (lifecycle.toml flap_threshold).",

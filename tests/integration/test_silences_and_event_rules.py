@@ -56,16 +56,13 @@ def webhook(*instances: str) -> dict[str, object]:
     return {"receiver": "itsm-pipeline", "status": "firing", "alerts": alerts, "version": "4"}
 
 
-def rules_dir(tmp_path: Path, **files: str) -> Path:
-    """The shipped rule files, with some replaced (name without .toml -> its text)."""
-    import shutil
+def rules_dir(tmp_path: Path, lifecycle: dict[str, float] | None = None, **files: str) -> Path:
+    """The shipped rule files, lifecycle.toml's values overridden and some files replaced (name
+    without .toml -> its text): give the stack this instead of its lifecycle= (both would set
+    ITSM_RULES_DIR)."""
+    from ops.stack import write_rules
 
-    from streams.core.rules import default_rules_dir
-
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    for path in default_rules_dir().glob("*.toml"):
-        shutil.copy(path, rules / path.name)
+    rules = write_rules(tmp_path / "rules", {"lifecycle": lifecycle or {}})
     for name, text in files.items():
         (rules / f"{name}.toml").write_text(text)
     return rules
@@ -291,16 +288,17 @@ def test_an_inhibition_keeps_targets_quiet_while_its_source_fires_and_they_open_
 ) -> None:
     from streams.core.models import MaintenanceWindow, SuppressedAlert, WindowKind
 
+    lifecycle = {"stable_period": 1.0, "tick_interval": 0.2}
     rules = rules_dir(
         tmp_path,
+        lifecycle,
         inhibit='version = 2\n[[rule]]\nname = "dc-down"\n'
         "source_matchers = ['alertname=\"DatacenterDown\"']\n"
         'target_matchers = [\'severity=~"warning|critical"\']\nequal = ["datacenter"]\n',
     )
     s = kafka_settings
-    lifecycle = {"stable_period": 1.0, "tick_interval": 0.2}
     with pipeline_stack(
-        kafka_broker, s, tmp_path / "stack", lifecycle=lifecycle, extra_env={"ITSM_RULES_DIR": str(rules)}
+        kafka_broker, s, tmp_path / "stack", extra_env={"ITSM_RULES_DIR": str(rules)}
     ) as stack:
         stack.start()
 

@@ -71,9 +71,11 @@ class JiraClient:
             params["reconcileIssues"] = ",".join(reconcile)
         return list(self.call("GET", "/rest/api/3/search/jql", params=params).json()["issues"])
 
-    def create_request(self, request_type: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def create_request(
+        self, request_type: str, fields: dict[str, Any], service_desk: str | None = None
+    ) -> dict[str, Any]:
         body = {
-            "serviceDeskId": self.service_desk_id,
+            "serviceDeskId": service_desk or self.service_desk_id,
             "requestTypeId": request_type,
             "requestFieldValues": fields,
         }

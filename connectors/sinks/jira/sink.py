@@ -98,7 +98,12 @@ class JiraSink(LookupSink):
         if self.intent is not None:
             self.intent(cmd)
         try:
-            issue = self.client.create_request(request_type, mapping.request_fields(cmd))
+            routed = cmd.target_fields.get("jira", {}) if isinstance(cmd, IncidentCommand) else {}
+            issue = self.client.create_request(
+                routed.get("request_type") or request_type,
+                mapping.request_fields(cmd),
+                routed.get("service_desk"),
+            )
         except SinkError as exc:
             if exc.retryable:
                 self.uncertain[corr] = time.monotonic()  # it may have been created: do not repeat blindly

@@ -9,11 +9,13 @@ from streams.core.models import ChangeCommand, CloseCode, IncidentCommand
 INACTIVE = frozenset({"resolved", "rejected", "deleted"})
 
 
-def ticket_query(queue: str, correlation_field: str, correlation_id: str) -> str:
-    """TicketSQL finding the tickets of a correlation id; ValueError if it cannot be quoted safely."""
+def ticket_query(queue: str | None, correlation_field: str, correlation_id: str) -> str:
+    """TicketSQL finding the tickets of a correlation id, in one queue or (None) in every queue the
+    sink's account may see; ValueError if it cannot be quoted safely."""
     if "'" in correlation_id or "\\" in correlation_id:
         raise ValueError(f"correlation id {correlation_id!r} cannot be quoted in TicketSQL")
-    return f"Queue='{queue}' AND 'CF.{{{correlation_field}}}'='{correlation_id}'"
+    found = f"'CF.{{{correlation_field}}}'='{correlation_id}'"
+    return f"Queue='{queue}' AND {found}" if queue else found
 
 
 def ticket_body(

@@ -44,7 +44,7 @@ class RTSink(LookupSink):
         self.client = RTClient(config, policy, limiter, transport, self.name)
         self.caller = self.client.caller
 
-    def _find(self, queue: str, correlation_id: str, kind: RecordType) -> dict[str, Any] | None:
+    def _find(self, queue: str | None, correlation_id: str, kind: RecordType) -> dict[str, Any] | None:
         tid = self.known.get(kind, correlation_id) if self.known else None
         if tid:
             t = self.client.ticket(tid)
@@ -76,8 +76,12 @@ class RTSink(LookupSink):
         return self.result(cmd, kind, outcome, tid, f"RT#{tid}" if tid else None, message)
 
     def _incident(self, cmd: IncidentCommand) -> SinkResult:
-        kind, queue = RecordType.INCIDENT, self.config.incident_queue
-        ticket = self._find(queue, cmd.correlation_id, kind)
+        kind = RecordType.INCIDENT
+        # A route may name another queue (routes.toml); later commands of the incident (and
+        # related alerts grouped into it) carry no queue, so it is found in any queue the sink
+        # may see: correlation ids are unique.
+        queue = cmd.target_fields.get("rt", {}).get("queue") or self.config.incident_queue
+        ticket = self._find(None, cmd.correlation_id, kind)
         inactive = ticket is not None and ticket["Status"] in mapping.INACTIVE
         if cmd.action is IncidentAction.RESOLVE:
             if ticket is None or inactive:

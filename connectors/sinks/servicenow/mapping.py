@@ -55,6 +55,9 @@ def open_fields(cmd: IncidentCommand, caller: str) -> dict[str, Any]:
     ):
         if value is not None:
             fields[name] = str(value)
+    # What the incident's route sets (routes.toml: assignment group, category, custom u_* columns);
+    # it wins over the CI owner's group.
+    fields.update(cmd.target_fields.get("servicenow", {}))
     return fields
 
 

@@ -9,6 +9,19 @@ from streams.stages.base import Ctx
 from streams.stages.cmdb import CIIndex
 
 
+def index_entry(incident: str, targets: list[str] | tuple[str, ...]) -> str:
+    """alerts.ci.incidents' value: the incident's correlation id, and `@` with its sinks when it
+    was routed to some only (correlation ids never hold an `@`)."""
+    return f"{incident}@{','.join(targets)}" if targets else incident
+
+
+def parse_entry(entry: str) -> tuple[str, tuple[str, ...]]:
+    """index_entry's value back to (correlation id, sinks); a value without `@` (every sink)
+    is what workers before routing wrote."""
+    incident, _, targets = entry.partition("@")
+    return incident, tuple(t for t in targets.split(",") if t)
+
+
 class CorrelationStage:
     """First matching rule wins; then topology: a dependency's open incident adopts the alert."""
 
@@ -44,9 +57,11 @@ class CorrelationStage:
                 for upstream in self.cmdb.dependencies(
                     work.ci.ci_id, self.relationships, self.rules.topology.max_depth
                 ):
-                    incident = self.incidents.get(upstream)
-                    if incident is not None:
+                    entry = self.incidents.get(upstream)
+                    if entry is not None:
+                        incident, targets = parse_entry(entry)
                         work.parent_incident, work.parent_ci = incident, upstream
+                        work.parent_targets = targets
                         decision = "grouped"
                         break
         telemetry.CORRELATIONS.labels(work.ci_rule, decision).inc()

@@ -13,6 +13,7 @@ from streams.stages.alerts.inhibition import Inhibitor
 from streams.stages.alerts.lifecycle import LifecycleStage
 from streams.stages.alerts.maintenance import MaintenanceStage
 from streams.stages.alerts.ordering import OrderStage
+from streams.stages.alerts.routing import RoutingStage
 from streams.stages.alerts.severity import SeverityStage
 from streams.stages.alerts.state import (
     AlertState,
@@ -38,8 +39,8 @@ OUTCOME_OF_DROP = {
 
 
 class AlertEngine:
-    """order -> dedup -> correlate CI -> maintenance -> severity -> lifecycle, over narrow state
-    protocols."""
+    """order -> dedup -> correlate CI -> maintenance -> severity -> routing -> lifecycle, over
+    narrow state protocols."""
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class AlertEngine:
         self.correlation = CorrelationStage(rules.correlation, cmdb, incidents)
         self.maintenance = MaintenanceStage(self.calendar)
         self.severity = SeverityStage(rules.severity)
+        self.routing = RoutingStage(rules.routes)
         self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm)
         self.events = EventRuleSet(rules.events)
         self.inhibitor = Inhibitor(rules.inhibit, rules.lifecycle.signal_timeout)
@@ -68,12 +70,14 @@ class AlertEngine:
                 self.correlation,
                 self.maintenance,
                 self.severity,
+                self.routing,
                 self.lifecycle,
             ],
         )
         # When a suppressed alert's window ends, it goes through everything after dedup again.
         self.window_end = Pipeline(
-            "alerts.window_end", [self.correlation, self.maintenance, self.severity, self.lifecycle]
+            "alerts.window_end",
+            [self.correlation, self.maintenance, self.severity, self.routing, self.lifecycle],
         )
 
     def process(self, alert: Alert, now: datetime, partition: int = -1) -> tuple[Effects, AlertState | None]:

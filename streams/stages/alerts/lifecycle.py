@@ -15,6 +15,7 @@ from streams.core.models import (
     IncidentStatus,
 )
 from streams.core.rules import LifecycleRules
+from streams.stages.alerts.correlation import index_entry
 from streams.stages.alerts.state import (
     AlertState,
     AlertWork,
@@ -123,6 +124,7 @@ class LifecycleStage:
             return
         if work.parent_incident is not None:
             state.phase, state.incident_id = IncidentPhase.GROUPED, work.parent_incident
+            state.targets = list(work.parent_targets)  # the parent's sinks, wherever it went
             self._emit(
                 work,
                 ctx,
@@ -358,7 +360,8 @@ class LifecycleStage:
 
     def _index_open(self, work: AlertWork) -> None:
         if work.state.ci_id and work.state.incident_id:
-            work.effects.index_updates[work.state.ci_id] = work.state.incident_id
+            entry = index_entry(work.state.incident_id, work.state.targets)
+            work.effects.index_updates[work.state.ci_id] = entry
 
     def _emit(
         self,
@@ -376,6 +379,9 @@ class LifecycleStage:
             state.impact, state.urgency = work.impact, work.urgency
         if action is IncidentAction.OPEN:
             state.opened_at = ctx.now
+            state.targets = list(work.routed.targets)
+            for route in work.routed.routes:
+                telemetry.ROUTES.labels(route).inc()
         work.effects.commands.append(
             self._command(
                 state,
@@ -436,6 +442,13 @@ class LifecycleStage:
             resolution_note=resolution,
             work_note=note,
             issued_at=now,
+            targets=list(state.targets),
+            # What the route sets on the record: only when opening (as the assignment above).
+            target_fields=(
+                work.routed.fields
+                if action is IncidentAction.OPEN and not grouped and work is not None
+                else {}
+            ),
         )
 
 

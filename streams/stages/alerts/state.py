@@ -72,6 +72,9 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     # Inhibition: the INHIBITION windows this alert holds open as a source, and until when.
     inhibiting: list[str] = msgspec.field(default_factory=list)
     inhibit_until: datetime | None = None
+    # Routing: the sinks its incident goes to (routes.toml, chosen when it opened, or those of
+    # the incident it was grouped into); empty: every sink.
+    targets: list[str] = msgspec.field(default_factory=list)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -192,6 +195,18 @@ class Effects:
     windows_gone: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Routed:
+    """Where an incident goes: targets (empty: every sink), per-target fields, the routes matched."""
+
+    targets: tuple[str, ...] = ()
+    fields: dict[str, dict[str, str]] = field(default_factory=dict)
+    routes: tuple[str, ...] = ()
+
+    def for_target(self, target: str) -> bool:
+        return not self.targets or target in self.targets
+
+
 @dataclass
 class AlertWork:
     """One alert on its way through the stages, with what each stage learned."""
@@ -202,6 +217,8 @@ class AlertWork:
     ci: ConfigurationItem | None = None
     ci_rule: str = "none"
     parent_incident: str | None = None
+    parent_targets: tuple[str, ...] = ()  # the sinks of the parent incident (empty: every sink)
+    routed: Routed = field(default_factory=Routed)
     parent_ci: str | None = None
     impact: int | None = None
     urgency: int | None = None
