@@ -12,8 +12,9 @@ SECTION = "incident management"
 SUMMARY = "try the rule files on an alert without a broker (rules test ALERT.json)"
 DESCRIPTION = """Which event rules of ops/rules/events.toml (or ITSM_RULES_DIR) an alert matches, in order,
 and the alert that results (or that it is dropped, and by which rule), exactly as the worker would
-apply them; then where routes.toml sends its incident (the routes, the sinks and their fields; the
-CI's ci_* attributes are not known here, without the CMDB). ALERT.json is what a source sends:
+apply them; then where routes.toml sends its incident (the routes, the sinks and their fields) and
+the text of each target's template (templates.toml). Without the CMDB the CI is unknown here:
+ci_* labels match nothing and a template sees ci as none. ALERT.json is what a source sends:
 an Alertmanager webhook, Alertmanager's API body (a JSON array, as Prometheus posts it) or
 canonical Alert JSON; - reads standard input.
 
@@ -36,6 +37,7 @@ def test(args: argparse.Namespace) -> int:
     from connectors.sources.alertmanager.mapping import PayloadError
     from streams.stages.alerts.events import EventRuleSet
     from streams.stages.alerts.routing import Router
+    from streams.stages.alerts.templates import TemplateFault, compile_all, context, render
 
     settings = runtime.settings()
     rules = runtime.rules(settings)
@@ -46,10 +48,20 @@ def test(args: argparse.Namespace) -> int:
         raise runtime.CommandError(f"{args.alert}: not an alert this pipeline reads: {exc}") from None
     engine = EventRuleSet(rules.events)
     router = Router(rules.routes)
+    templates = compile_all(rules.templates.texts())
     results = []
     for alert in alerts:
         verdict = engine.apply(alert, count=False)
         routed = router.route(verdict.alert.labels) if verdict.alert else None
+        rendered: dict[str, dict[str, str]] = {}
+        problem = None
+        if verdict.alert is not None and routed is not None and templates:
+            extra = {"correlation_id": "(correlation id)", "impact": None, "urgency": None}
+            try:
+                ctx = context(verdict.alert, None, {**extra, "route": list(routed.routes)})
+                rendered = render(templates, routed.targets, ctx)
+            except TemplateFault as fault:
+                problem = f"{fault} (the worker would dead-letter this alert)"
         results.append(
             {
                 "fingerprint": alert.fingerprint,
@@ -64,6 +76,8 @@ def test(args: argparse.Namespace) -> int:
                     "targets": list(routed.targets),
                     "fields": routed.fields,
                 },
+                "templates": rendered,
+                "template_error": problem,
             }
         )
     if args.output == "json":
@@ -93,6 +107,12 @@ def test(args: argparse.Namespace) -> int:
             print(f"  -> routes.toml v{rules.routes.version}: route {' + '.join(route['routes'])} to {sinks}")
             for target, values in sorted(route["fields"].items()):
                 print(f"     {target}: " + ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
+            if r["template_error"]:
+                print(f"  -> templates.toml: {r['template_error']}")
+            for target, texts in sorted(r["templates"].items()):
+                for name, text in texts.items():
+                    print(f"  -> {target} {name} (templates.toml, the CI unknown here):")
+                    print("     " + text.replace("\n", "\n     "))
     return runtime.EXIT_OK
 
 

@@ -382,6 +382,36 @@ class RouteRules(_Frozen):
         return self
 
 
+class TemplateRules(_Frozen):
+    """Per-target incident templates (ops/rules/templates.toml): Jinja2 text for the title
+    (short_description) and body (description) each ITSM shows when an incident opens."""
+
+    version: int
+    servicenow: dict[str, str] = Field(default_factory=dict)
+    jira: dict[str, str] = Field(default_factory=dict)
+    rt: dict[str, str] = Field(default_factory=dict)
+    webhook: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("servicenow", "jira", "rt", "webhook")
+    @classmethod
+    def _parses(cls, v: dict[str, str]) -> dict[str, str]:
+        from jinja2 import TemplateSyntaxError
+        from jinja2.sandbox import SandboxedEnvironment
+
+        env = SandboxedEnvironment()
+        for name, text in v.items():
+            if name not in ("short_description", "description"):
+                raise ValueError(f"{name!r}: a template sets short_description or description")
+            try:
+                env.parse(text)
+            except TemplateSyntaxError as exc:
+                raise ValueError(f"{name}: line {exc.lineno}: {exc.message}") from None
+        return v
+
+    def texts(self) -> dict[str, dict[str, str]]:
+        return {t: dict(getattr(self, t)) for t in ROUTE_TARGETS if getattr(self, t)}
+
+
 class Rules(_Frozen):
     """Every rule file, loaded and validated together."""
 
@@ -393,13 +423,15 @@ class Rules(_Frozen):
     events: EventRules = Field(default_factory=lambda: EventRules(version=0))
     inhibit: InhibitRules = Field(default_factory=lambda: InhibitRules(version=0))
     routes: RouteRules = Field(default_factory=lambda: RouteRules(version=0))
+    templates: TemplateRules = Field(default_factory=lambda: TemplateRules(version=0))
 
     def versions(self) -> str:
         return (
             f"severity v{self.severity.version}, correlation v{self.correlation.version}, "
             f"lifecycle v{self.lifecycle.version}, fingerprint v{self.fingerprint.version}, "
             f"changes v{self.changes.version}, events v{self.events.version}, "
-            f"inhibit v{self.inhibit.version}, routes v{self.routes.version}"
+            f"inhibit v{self.inhibit.version}, routes v{self.routes.version}, "
+            f"templates v{self.templates.version}"
         )
 
 
@@ -420,6 +452,7 @@ def load_rules(directory: Path | None = None) -> Rules:
         ("events", EventRules),
         ("inhibit", InhibitRules),
         ("routes", RouteRules),
+        ("templates", TemplateRules),
     ):
         path = directory / f"{name}.toml"
         try:

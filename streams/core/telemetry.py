@@ -75,6 +75,12 @@ HOLDS = Counter(
     "held (a notification inside the hold), opened (the hold was over), ended_quietly (resolved inside it).",
     ["outcome"],
 )
+TEMPLATE_ERRORS = Counter(
+    "itsm_pipeline_template_errors_total",
+    "Incident templates (templates.toml) that failed to render: the alert was dead-lettered, or on "
+    "an open the timer made (a window or hold ended) the default text was used.",
+    ["target"],
+)
 ROUTES = Counter(
     "itsm_pipeline_routes_total",
     "Incidents opened per route of ops/rules/routes.toml that matched (root: no route matched).",

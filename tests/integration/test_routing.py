@@ -148,3 +148,57 @@ fields.rt = {{ queue = "{routed_queue}" }}
             ).stdout
         )
         assert sum(int(p["lag"]) for p in lag["partitions"]) == 0, lag
+
+
+def test_a_template_renders_into_the_incident_and_one_that_fails_dead_letters_the_alert(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    from streams.core.dlq import header_map
+
+    rules = rules_dir(
+        tmp_path,
+        templates="version = 2\n[servicenow]\n"
+        'short_description = "{{ alert.name }}: {{ alert.labels.instance }}"\n'
+        'description = "Runbook {{ alert.annotations.runbook_url }} for {{ correlation_id }}"\n',
+    )
+    s = kafka_settings
+    with pipeline_stack(
+        kafka_broker, s, tmp_path / "stack", extra_env={"ITSM_RULES_DIR": str(rules)}
+    ) as stack:
+        stack.start()
+        now = datetime.now(UTC).isoformat()
+        alerts = [
+            {
+                "status": "firing",
+                "labels": {"alertname": "Templated", "instance": instance},
+                "annotations": annotations,
+                "startsAt": now,
+                "endsAt": "0001-01-01T00:00:00Z",
+            }
+            for instance, annotations in (
+                ("good-1:9100", {"summary": "s", "runbook_url": "https://runbooks.example/templated"}),
+                ("bad-1:9100", {"summary": "no runbook annotation"}),
+            )
+        ]
+        body = {"receiver": "itsm-pipeline", "status": "firing", "alerts": alerts, "version": "4"}
+        assert httpx.post(f"{stack.gateway_url}/v1/alerts/alertmanager", json=body).status_code == 202
+
+        (letter,) = consume(s.kafka_bootstrap, s.topic("alerts.raw.dlq"), 1, timeout=60)
+        reason = header_map(letter.headers())["dlq.exception.message"]
+        assert "template servicenow.description" in reason and "runbook_url" in reason, reason
+        deadline = time.monotonic() + 60
+        while True:
+            with stack.itsm() as itsm:
+                rows = itsm.get(
+                    "/api/now/table/incident", params={"sysparm_fields": "short_description,description"}
+                ).json()["result"]
+            if rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        (row,) = rows
+        assert row["short_description"] == "Templated: good-1:9100"
+        assert row["description"].startswith("Runbook https://runbooks.example/templated for itsmp-")
+        metrics = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+        # Every input accounted for: 2 in = 1 emitted + 1 dead-lettered (with the reason).
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="emitted"} 1.0' in metrics
+        assert 'itsm_pipeline_alert_outcomes_total{outcome="dead_lettered"} 1.0' in metrics

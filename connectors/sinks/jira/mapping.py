@@ -21,7 +21,14 @@ def correlation_label(correlation_id: str) -> str:
 
 
 def request_fields(cmd: IncidentCommand | ChangeCommand) -> dict[str, Any]:
-    lines = [cmd.description or cmd.short_description, "", f"{CORRELATION_LINE}{cmd.correlation_id}"]
+    # An incident's template for Jira (templates.toml), when it has one, gives title and body.
+    own = cmd.target_fields.get("jira", {}) if isinstance(cmd, IncidentCommand) else {}
+    title = own.get("short_description") or cmd.short_description
+    lines = [
+        own.get("description") or cmd.description or title,
+        "",
+        f"{CORRELATION_LINE}{cmd.correlation_id}",
+    ]
     if isinstance(cmd, IncidentCommand):
         if cmd.ci_id:
             lines.append(f"CI: {cmd.ci_id}")
@@ -32,7 +39,7 @@ def request_fields(cmd: IncidentCommand | ChangeCommand) -> dict[str, Any]:
         if cmd.ci_ids:
             lines.append(f"CIs: {', '.join(cmd.ci_ids)}")
     return {
-        "summary": cmd.short_description[:255],
+        "summary": title[:255],
         "description": "\n".join(lines),
         "labels": [
             correlation_label(cmd.correlation_id),

@@ -26,10 +26,13 @@ def ticket_body(
     fields = {correlation_field: cmd.correlation_id}
     if ci:
         fields[ci_field] = ci
+    # An incident's template for RT (templates.toml), when it has one, gives subject and content.
+    own = cmd.target_fields.get("rt", {}) if isinstance(cmd, IncidentCommand) else {}
+    subject = own.get("short_description") or cmd.short_description
     return {
         "Queue": queue,
-        "Subject": cmd.short_description,
-        "Content": cmd.description or cmd.short_description,
+        "Subject": subject,
+        "Content": own.get("description") or cmd.description or subject,
         "ContentType": "text/plain",
         "CustomFields": fields,
     }

@@ -59,7 +59,7 @@ class AlertEngine:
         self.maintenance = MaintenanceStage(self.calendar)
         self.severity = SeverityStage(rules.severity)
         self.routing = RoutingStage(rules.routes)
-        self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm)
+        self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm, rules.templates.texts())
         self.events = EventRuleSet(rules.events)
         self.inhibitor = Inhibitor(rules.inhibit, rules.lifecycle.signal_timeout)
         self.pipeline = Pipeline(
@@ -156,7 +156,7 @@ class AlertEngine:
             # The window ended while the alert still fires: it opens its incident now (or a
             # later window takes over and it stays suppressed).
             state.suppressed_by = state.suppressed_until = None
-            work = AlertWork(Alert.model_validate(state.alert), state, now)
+            work = AlertWork(Alert.model_validate(state.alert), state, now, timed=True)
             self.window_end.run(work, Ctx(now=now))
             fx = work.effects
         if state.inhibiting and state.status != AlertStatus.FIRING.value:

@@ -26,6 +26,7 @@ from streams.stages.alerts.state import (
     Outcome,
     is_acknowledgement,
 )
+from streams.stages.alerts.templates import TemplateFault, compile_all, context, render
 from streams.stages.base import Ctx
 
 # Deterministic command ids: the same transition always yields the same id (idempotent downstream).
@@ -56,9 +57,14 @@ class LifecycleStage:
     name = "lifecycle"
 
     def __init__(
-        self, rules: LifecycleRules, rules_version: str = "", itsm: ItsmIncidents | None = None
+        self,
+        rules: LifecycleRules,
+        rules_version: str = "",
+        itsm: ItsmIncidents | None = None,
+        templates: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.rules = rules
+        self.templates = compile_all(templates or {})
         self.stable = timedelta(seconds=rules.stable_period)
         self.reopen = timedelta(seconds=rules.reopen_period)
         self.rules_version = rules_version
@@ -443,13 +449,36 @@ class LifecycleStage:
             work_note=note,
             issued_at=now,
             targets=list(state.targets),
-            # What the route sets on the record: only when opening (as the assignment above).
+            # What the route sets on the record, and the targets' templates: only when opening
+            # (as the assignment above).
             target_fields=(
-                work.routed.fields
+                self._open_fields(work, incident, state)
                 if action is IncidentAction.OPEN and not grouped and work is not None
                 else {}
             ),
         )
+
+    def _open_fields(self, work: AlertWork, incident: str, state: AlertState) -> dict[str, dict[str, str]]:
+        """The route's fields, with the title and body of each target's template."""
+        fields = {t: dict(v) for t, v in work.routed.fields.items()}
+        if not self.templates:
+            return fields
+        extra = {
+            "correlation_id": incident,
+            "impact": state.impact,
+            "urgency": state.urgency,
+            "route": list(work.routed.routes),
+        }
+        try:
+            rendered = render(self.templates, state.targets, context(work.alert, work.ci, extra))
+        except TemplateFault as fault:
+            telemetry.TEMPLATE_ERRORS.labels(fault.target).inc()
+            if not work.timed:
+                raise  # the worker dead-letters the alert with the reason
+            return fields  # no record to dead-letter: the default text, and the count says so
+        for target, values in rendered.items():
+            fields.setdefault(target, {}).update(values)
+        return fields
 
 
 def _resolved_at(record: IncidentRecord) -> datetime:

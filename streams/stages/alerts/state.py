@@ -219,6 +219,7 @@ class AlertWork:
     parent_incident: str | None = None
     parent_targets: tuple[str, ...] = ()  # the sinks of the parent incident (empty: every sink)
     routed: Routed = field(default_factory=Routed)
+    timed: bool = False  # made by a timer (a window or hold ended), not by a record
     parent_ci: str | None = None
     impact: int | None = None
     urgency: int | None = None
