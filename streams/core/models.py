@@ -290,6 +290,7 @@ class IncidentCommand(Record):
     issued_at: UtcDatetime
     targets: list[str] = Field(default_factory=list)  # empty: every sink
     target_fields: dict[str, dict[str, str]] = Field(default_factory=dict)
+    acknowledged: bool = False  # a person acknowledged it at the source (PagerDuty)
 
     def routed_to(self, target: str) -> bool:
         """Is this command for the sink named target (routes.toml)?"""

@@ -277,3 +277,14 @@ def test_incident_state_read_back_from_the_real_rt(real_rt: RealRT) -> None:
     s.handle_incident(incident(IncidentAction.RESOLVE, other))
     (mine,) = [r for r in reader.changed_since(None) if r.correlation_id == other]
     assert mine.status is IncidentStatus.RESOLVED and mine.resolved_by_pipeline
+
+
+def test_an_acknowledgement_opens_a_new_ticket_in_real_rt(real_rt: RealRT) -> None:
+    s = sink(real_rt)
+    cid = f"itsmp-ack-{time.monotonic_ns()}"
+    s.handle_incident(incident(IncidentAction.OPEN, cid))
+    assert tickets(real_rt, cid)[0]["Status"] == "new"
+    done = s.handle_incident(incident(IncidentAction.UPDATE, cid, acknowledged=True, work_note="ack"))
+    assert done.message == "acknowledged: open" and tickets(real_rt, cid)[0]["Status"] == "open"
+    again = s.handle_incident(incident(IncidentAction.UPDATE, cid, acknowledged=True, work_note="ack"))
+    assert again.message == "commented"  # already open: a note only

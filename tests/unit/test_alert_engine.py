@@ -382,6 +382,7 @@ def test_a_pagerduty_acknowledge_is_an_acknowledgement_note_once_not_a_repeat() 
     fx = h.send(ack)
     assert actions(fx) == [("UPDATE", "itsmp-pd-1")]
     assert "Acknowledged in PagerDuty" in (fx.commands[0].work_note or "")
+    assert fx.commands[0].acknowledged  # the sink moves a New incident to its working state
     h.advance(30)
     assert h.send(ack).outcome is Outcome.DEDUPLICATED  # the same acknowledge again: a repeat
     h.advance(30)

@@ -375,3 +375,21 @@ def test_without_an_owner_group_the_incident_goes_to_the_group_supporting_its_ci
     (a,), (b,) = incidents(itsm_url, "itsmp-a"), incidents(itsm_url, "itsmp-b")
     assert a["assignment_group"]["value"] == support  # the CMDB's support group
     assert b["assignment_group"]["value"] == dba  # the command's owner group wins
+
+
+def test_an_acknowledgement_moves_a_new_incident_to_in_progress_never_one_a_person_moved(
+    itsm_url: str,
+) -> None:
+    sink = sink_for(itsm_url)
+    sink.handle(command(IncidentAction.OPEN, "itsmp-ack"))
+    assert incidents(itsm_url, "itsmp-ack")[0]["state"] == "1"  # New
+    done = sink.handle(command(IncidentAction.UPDATE, "itsmp-ack", 2, acknowledged=True, work_note="ack"))
+    assert done.message == "acknowledged: in progress" and incidents(itsm_url, "itsmp-ack")[0]["state"] == "2"
+    # A person put the other one On Hold: an acknowledgement notes it and leaves the state.
+    sink.handle(command(IncidentAction.OPEN, "itsmp-held"))
+    sys_id = incidents(itsm_url, "itsmp-held")[0]["sys_id"]
+    httpx.patch(
+        f"{itsm_url}/api/now/table/incident/{sys_id}", auth=("pipeline", PASSWORD), json={"state": "3"}
+    ).raise_for_status()
+    sink.handle(command(IncidentAction.UPDATE, "itsmp-held", 2, acknowledged=True, work_note="ack"))
+    assert incidents(itsm_url, "itsmp-held")[0]["state"] == "3"

@@ -100,6 +100,10 @@ class RTSink(LookupSink):
         self.client.comment(
             ticket["id"], cmd.work_note or f"Alert notification again ({cmd.alert_count} so far)."
         )
+        if cmd.acknowledged and ticket["Status"] == "new":
+            # An acknowledgement starts the work: RT's "open" (never from a status a person set).
+            self.client.set_status(ticket["id"], "open")
+            return self._result(cmd, kind, SinkOutcome.UPDATED, ticket, "acknowledged: open")
         return self._result(cmd, kind, SinkOutcome.UPDATED, ticket, "commented")
 
     def _change(self, cmd: ChangeCommand) -> SinkResult:

@@ -61,10 +61,13 @@ def open_fields(cmd: IncidentCommand, caller: str) -> dict[str, Any]:
     return fields
 
 
-def update_fields(cmd: IncidentCommand, reopen: bool) -> dict[str, Any]:
-    """Fields that record news about the alert (repeat, flap, related alert, escalation) on an incident."""
+def update_fields(cmd: IncidentCommand, reopen: bool, start_work: bool = False) -> dict[str, Any]:
+    """Fields that record news about the alert (repeat, flap, related alert, escalation) on an
+    incident; start_work (an acknowledgement of a New incident) moves it to In Progress."""
     note = cmd.work_note or f"Alert notification again ({cmd.alert_count} so far)."
     fields: dict[str, Any] = {"work_notes": f"{note} [command {cmd.command_id}]"}
+    if start_work:
+        fields["state"] = STATE_IN_PROGRESS
     if reopen:
         fields["state"] = STATE_IN_PROGRESS
         reason = cmd.work_note or "Reopened: the alert fired again."

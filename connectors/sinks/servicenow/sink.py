@@ -109,8 +109,11 @@ class ServiceNowSink(LookupSink):
             return self._result(cmd, SinkOutcome.CREATED, rec, "created")
         # Only an OPEN reopens a resolved incident; an UPDATE (a related alert, say) just notes it.
         reopen = existing["state"] == m.STATE_RESOLVED and cmd.action is IncidentAction.OPEN
-        rec = self.client.update(m.INCIDENT_TABLE, existing["sys_id"], m.update_fields(cmd, reopen))
-        return self._result(cmd, SinkOutcome.UPDATED, rec, "reopened" if reopen else "updated")
+        # An acknowledgement starts the work on a New incident (never overrides a state a person set).
+        start = cmd.acknowledged and existing["state"] == m.STATE_NEW
+        rec = self.client.update(m.INCIDENT_TABLE, existing["sys_id"], m.update_fields(cmd, reopen, start))
+        message = "reopened" if reopen else "acknowledged: in progress" if start else "updated"
+        return self._result(cmd, SinkOutcome.UPDATED, rec, message)
 
     def _result(
         self,

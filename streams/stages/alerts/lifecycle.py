@@ -449,6 +449,12 @@ class LifecycleStage:
             work_note=note,
             issued_at=now,
             targets=list(state.targets),
+            acknowledged=(
+                action is IncidentAction.UPDATE
+                and not grouped
+                and alert is not None
+                and is_acknowledgement(alert.annotations)
+            ),
             # What the route sets on the record, and the targets' templates: only when opening
             # (as the assignment above).
             target_fields=(
