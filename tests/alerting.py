@@ -7,6 +7,7 @@ from typing import Any
 
 from streams.core import models as m
 from streams.core.rules import Rules, load_rules
+from streams.processors.indexes import CIIncidentIndex
 from streams.stages.alerts.engine import AlertEngine
 from streams.stages.alerts.state import AlertState, Effects, decode_state, encode_state
 from streams.stages.cmdb import CMDBIndex
@@ -80,7 +81,7 @@ class Harness:
         self.rules = base
         self.store = DictStore()
         self.cmdb = CMDBIndex()
-        self.incidents: dict[str, str] = {}
+        self.incidents = CIIncidentIndex()
         self.windows = Windows()
         self.itsm = ItsmState()
         self.engine = AlertEngine(base, self.store, self.cmdb, self.incidents, self.windows, self.itsm)
@@ -90,11 +91,8 @@ class Harness:
         self.now += timedelta(seconds=seconds)
 
     def apply(self, fx: Effects) -> Effects:
-        for ci, incident in fx.index_updates.items():
-            if incident is None:
-                self.incidents.pop(ci, None)
-            else:
-                self.incidents[ci] = incident
+        for (ci, incident), entry in fx.index_updates.items():
+            self.incidents.set(ci, incident, entry)
         for window in fx.windows:  # a source's inhibitions, as maintenance.windows carries them
             self.windows.items[window.window_id] = window
         for window_id in fx.windows_gone:

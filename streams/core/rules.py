@@ -84,6 +84,10 @@ class CorrelationRule(_Frozen):
 class Topology(_Frozen):
     relationships: list[str]
     max_depth: int = Field(ge=1, le=10)
+    # A CI's incident that opens after incidents of CIs depending on it (the parent fired late):
+    # "link" notes the cause on each and lists them on the parent; "resolve" also resolves them
+    # as caused by the parent; "none" leaves them be.
+    late_parent: Literal["link", "resolve", "none"] = "link"
 
 
 class Sampling(_Frozen):

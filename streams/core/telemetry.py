@@ -81,6 +81,12 @@ TEMPLATE_ERRORS = Counter(
     "an open the timer made (a window or hold ended) the default text was used.",
     ["target"],
 )
+LATE_PARENTS = Counter(
+    "itsm_pipeline_late_parent_gathered_total",
+    "Open incidents of dependent CIs a parent incident gathered when it opened after them, by the "
+    "correlation.toml late_parent policy that acted (link or resolve).",
+    ["policy"],
+)
 ROUTES = Counter(
     "itsm_pipeline_routes_total",
     "Incidents opened per route of ops/rules/routes.toml that matched (root: no route matched).",

@@ -38,6 +38,7 @@ from streams.processors.effects import (
     settle,
     settle_dead_letter,
 )
+from streams.processors.indexes import index_key
 from streams.stages.alerts.engine import AlertEngine
 from streams.stages.alerts.lifecycle import fingerprints_of
 from streams.stages.alerts.state import (
@@ -59,7 +60,9 @@ COMMAND_LATENCY = telemetry.LATENCY.labels("ingest_to_command", "worker", "")
 class IncidentIndexWriter(Protocol):
     def get(self, ci_id: str) -> str | None: ...
 
-    def set(self, ci_id: str, incident: str | None) -> None: ...
+    def entries(self, ci_id: str) -> list[str]: ...
+
+    def set(self, ci_id: str, incident: str, entry: str | None) -> None: ...
 
 
 class TableStore:
@@ -377,9 +380,9 @@ class AlertProcessor:
                 decided_at=now,
             )
             out.append(encoded(serde, t[ALERTS_CORRELATION_SAMPLES], sample_id, sample))
-        for ci_id, incident in fx.index_updates.items():
+        for (ci_id, incident), entry in fx.index_updates.items():
             out.append(
-                Output(t[ALERTS_CI_INCIDENTS], ci_id.encode(), incident.encode() if incident else None)
+                Output(t[ALERTS_CI_INCIDENTS], index_key(ci_id, incident), entry.encode() if entry else None)
             )
         for window in fx.windows:  # a source alert's inhibitions
             out.append(encoded(serde, t[MAINTENANCE_WINDOWS], window.window_id, window))
@@ -402,8 +405,8 @@ class AlertProcessor:
     def _apply_index(self, fx: Effects) -> None:
         # Read-your-writes: later records see these index and window updates before the topics
         # echo them.
-        for ci_id, incident in fx.index_updates.items():
-            self.incidents.set(ci_id, incident)
+        for (ci_id, incident), entry in fx.index_updates.items():
+            self.incidents.set(ci_id, incident, entry)
         put, delete = getattr(self.windows, "put", None), getattr(self.windows, "delete", None)
         for window in fx.windows:
             if put is not None:

@@ -30,6 +30,9 @@ def text(raw: bytes | None) -> str:
     return raw.decode("utf-8", "replace") if raw else ""
 
 
+INDEX_KEY_SEPARATOR = "\x1f"  # between CI id and correlation id in alerts.ci.incidents keys
+
+
 class CMDBTopicIndex(CMDBIndex):
     """The CMDB index fed by cmdb.ci."""
 
@@ -120,26 +123,44 @@ class WindowIndex(RecordIndex[MaintenanceWindow]):
 
 
 class CIIncidentIndex:
-    """CI id -> correlation id of its open incident, fed by alerts.ci.incidents and by local writes."""
+    """CI id -> the open incidents on it (correlation id -> index entry, oldest first), fed by
+    alerts.ci.incidents and by local writes. A CI may have several (two alerts on one CI open two
+    incidents): each is its own key, `<ci id>\\x1f<correlation id>`, so one resolving removes
+    only itself. A key without the separator is what workers before wrote (one per CI)."""
 
     def __init__(self) -> None:
-        self._items: dict[str, str] = {}
+        self._items: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self.updated_at = time.monotonic()
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
-        self.set(text(key), text(value) or None)
+        ci_id, _, incident = text(key).partition(INDEX_KEY_SEPARATOR)
+        self.set(ci_id, incident, text(value) or None)
 
-    def set(self, ci_id: str, incident: str | None) -> None:
+    def set(self, ci_id: str, incident: str, entry: str | None) -> None:
         with self._lock:
-            if incident is None:
-                self._items.pop(ci_id, None)
+            on_ci = self._items.setdefault(ci_id, {})
+            if entry is None:
+                on_ci.pop(incident, None)
+                if not on_ci:
+                    del self._items[ci_id]
             else:
-                self._items[ci_id] = incident
+                on_ci[incident] = entry  # a known incident keeps its place (oldest first)
 
     def get(self, ci_id: str) -> str | None:
+        """The entry of the CI's oldest open incident (the one its dependents join)."""
         with self._lock:
-            return self._items.get(ci_id)
+            on_ci = self._items.get(ci_id)
+            return next(iter(on_ci.values())) if on_ci else None
+
+    def entries(self, ci_id: str) -> list[str]:
+        """Every open incident's entry on the CI, oldest first."""
+        with self._lock:
+            return list(self._items.get(ci_id, {}).values())
+
+
+def index_key(ci_id: str, incident: str) -> bytes:
+    return f"{ci_id}{INDEX_KEY_SEPARATOR}{incident}".encode()
 
 
 class ChangeIndex(RecordIndex[ChangeRecord]):

@@ -103,7 +103,7 @@ def test_alerts_on_dependents_join_the_open_incident_of_the_ci_they_depend_on() 
     h.ci("app-1", depends_on=["db-1"])
     h.ci("web-1", depends_on=["app-1"])
     parent = h.send(am("p", alertname="DBDown", ci_id="db-1"))
-    assert actions(parent) == [("OPEN", "itsmp-p")] and h.incidents == {"db-1": "itsmp-p"}
+    assert actions(parent) == [("OPEN", "itsmp-p")] and h.incidents.entries("db-1") == ["itsmp-p"]
     child = h.send(am("c1", alertname="AppErrors", ci_id="app-1"))
     grandchild = h.send(am("c2", alertname="WebSlow", ci_id="web-1"))
     assert actions(child) == [("UPDATE", "itsmp-p")] and actions(grandchild) == [("UPDATE", "itsmp-p")]
@@ -112,7 +112,81 @@ def test_alerts_on_dependents_join_the_open_incident_of_the_ci_they_depend_on() 
     assert h.state("c1").phase is IncidentPhase.GROUPED
     # The related alert clearing never resolves the parent's incident.
     resolved = h.send(am("c1", "RESOLVED", alertname="AppErrors", ci_id="app-1"))
-    assert resolved.commands == [] and h.incidents == {"db-1": "itsmp-p"}
+    assert resolved.commands == [] and h.incidents.entries("db-1") == ["itsmp-p"]
+
+
+def test_two_incidents_on_one_ci_are_tracked_apart_and_dependents_keep_joining_the_open_one() -> None:
+    h = Harness(stable_period=0)
+    h.ci("db-1")
+    h.ci("app-1", depends_on=["db-1"])
+    assert actions(h.send(am("a", alertname="DiskFull", ci_id="db-1"))) == [("OPEN", "itsmp-a")]
+    assert actions(h.send(am("b", alertname="HighLoad", ci_id="db-1"))) == [("OPEN", "itsmp-b")]
+    assert h.incidents.entries("db-1") == ["itsmp-a", "itsmp-b"]  # both open, oldest first
+    # The first resolves: only its own entry goes; the second keeps the CI's incident open.
+    h.send(am("a", "RESOLVED", alertname="DiskFull", ci_id="db-1"))
+    assert h.incidents.entries("db-1") == ["itsmp-b"]
+    assert actions(h.send(am("c", ci_id="app-1"))) == [("UPDATE", "itsmp-b")]  # still grouped
+    h.send(am("b", "RESOLVED", alertname="HighLoad", ci_id="db-1"))
+    assert h.incidents.entries("db-1") == []
+
+
+def test_the_ci_incident_index_reads_its_keys_and_those_workers_wrote_before() -> None:
+    from streams.processors.indexes import CIIncidentIndex, index_key
+
+    index = CIIncidentIndex()
+    index.apply(b"db-1", b"itsmp-old")  # a worker before: one key per CI
+    index.apply(index_key("db-1", "itsmp-new"), b"itsmp-new@rt")
+    assert index.entries("db-1") == ["itsmp-old", "itsmp-new@rt"] and index.get("db-1") == "itsmp-old"
+    index.apply(b"db-1", None)  # its tombstone removes only the old entry
+    assert index.entries("db-1") == ["itsmp-new@rt"]
+    index.apply(index_key("db-1", "itsmp-new"), None)
+    assert index.get("db-1") is None
+
+
+def late_parent_harness(policy: str) -> Harness:
+    base = Harness().rules
+    topo = base.correlation.topology.model_copy(update={"late_parent": policy})
+    rules = base.model_copy(update={"correlation": base.correlation.model_copy(update={"topology": topo})})
+    h = Harness(rules)
+    h.ci("db-1")
+    h.ci("app-1", depends_on=["db-1"])
+    h.ci("web-1", depends_on=["app-1"])  # two hops below db-1
+    h.ci("other-1")
+    return h
+
+
+@pytest.mark.parametrize("policy", ["link", "resolve", "none"])
+def test_a_parent_that_opens_after_its_dependents_gathers_their_incidents_by_the_declared_policy(
+    policy: str,
+) -> None:
+    h = late_parent_harness(policy)
+    # The dependents fire first (the database's own alert is late): each opens its own incident.
+    h.ci("api-1", depends_on=["db-1"])
+    assert actions(h.send(am("api", ci_id="api-1"))) == [("OPEN", "itsmp-api")]
+    assert actions(h.send(am("web", ci_id="web-1"))) == [("OPEN", "itsmp-web")]  # two hops below db-1
+    assert actions(h.send(am("other", ci_id="other-1"))) == [("OPEN", "itsmp-other")]  # unrelated
+    fx = h.send(am("db", alertname="DBDown", ci_id="db-1"))
+    if policy == "none":
+        assert actions(fx) == [("OPEN", "itsmp-db")]
+        return
+    action = "RESOLVE" if policy == "resolve" else "UPDATE"
+    assert actions(fx) == [
+        ("OPEN", "itsmp-db"),
+        (action, "itsmp-api"),
+        (action, "itsmp-web"),
+        ("UPDATE", "itsmp-db"),  # the parent lists what it gathered
+    ]
+    api = fx.commands[1]
+    text = (api.resolution_note if policy == "resolve" else api.work_note) or ""
+    assert "Caused by incident itsmp-db (DBDown on db-1, which api-1 depends on)" in text
+    assert "itsmp-api on api-1, itsmp-web on web-1" in (fx.commands[3].work_note or "")
+    # Resolved ones leave the index; linked ones stay open there.
+    expected = [] if policy == "resolve" else ["itsmp-api"]
+    assert h.incidents.entries("api-1") == expected and h.incidents.entries("db-1") == ["itsmp-db"]
+    assert h.incidents.entries("other-1") == ["itsmp-other"]
+    # A repeat of the parent gathers nothing again.
+    h.advance(400)
+    assert [a for a, _ in actions(h.send(am("db", alertname="DBDown", ci_id="db-1")))] == ["UPDATE"]
 
 
 def test_once_the_parent_incident_resolves_dependents_open_their_own() -> None:
@@ -121,7 +195,7 @@ def test_once_the_parent_incident_resolves_dependents_open_their_own() -> None:
     h.ci("app-1", depends_on=["db-1"])
     h.send(am("p", ci_id="db-1"))
     h.send(am("p", "RESOLVED", ci_id="db-1"))
-    assert h.incidents == {}
+    assert h.incidents.entries("db-1") == []
     assert actions(h.send(am("c", ci_id="app-1"))) == [("OPEN", "itsmp-c")]
 
 

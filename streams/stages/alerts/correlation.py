@@ -64,6 +64,15 @@ class CorrelationStage:
                         work.parent_targets = targets
                         decision = "grouped"
                         break
+            if (
+                work.parent_incident is None
+                and self.rules.topology.late_parent != "none"
+                and work.state.phase in (IncidentPhase.NONE, IncidentPhase.RESOLVED)
+            ):
+                below = self.cmdb.dependents(work.ci.ci_id, self.relationships, self.rules.topology.max_depth)
+                work.dependents = [
+                    (ci, entry) for ci in sorted(below) for entry in self.incidents.entries(ci)
+                ]
         telemetry.CORRELATIONS.labels(work.ci_rule, decision).inc()
         work.effects.decisions.append(
             CorrelationDecision(

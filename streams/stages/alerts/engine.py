@@ -59,7 +59,9 @@ class AlertEngine:
         self.maintenance = MaintenanceStage(self.calendar)
         self.severity = SeverityStage(rules.severity)
         self.routing = RoutingStage(rules.routes)
-        self.lifecycle = LifecycleStage(rules.lifecycle, rules.versions(), itsm, rules.templates.texts())
+        self.lifecycle = LifecycleStage(
+            rules.lifecycle, rules.versions(), itsm, rules.templates.texts(), topo.late_parent
+        )
         self.events = EventRuleSet(rules.events)
         self.inhibitor = Inhibitor(rules.inhibit, rules.lifecycle.signal_timeout)
         self.pipeline = Pipeline(

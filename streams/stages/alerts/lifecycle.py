@@ -15,7 +15,7 @@ from streams.core.models import (
     IncidentStatus,
 )
 from streams.core.rules import LifecycleRules
-from streams.stages.alerts.correlation import index_entry
+from streams.stages.alerts.correlation import index_entry, parse_entry
 from streams.stages.alerts.state import (
     AlertState,
     AlertWork,
@@ -62,8 +62,10 @@ class LifecycleStage:
         rules_version: str = "",
         itsm: ItsmIncidents | None = None,
         templates: dict[str, dict[str, str]] | None = None,
+        late_parent: str = "link",
     ) -> None:
         self.rules = rules
+        self.late_parent = late_parent
         self.templates = compile_all(templates or {})
         self.stable = timedelta(seconds=rules.stable_period)
         self.reopen = timedelta(seconds=rules.reopen_period)
@@ -149,6 +151,7 @@ class LifecycleStage:
             state.phase, state.clear_since = IncidentPhase.OPEN, None
             self._emit(work, ctx, IncidentAction.OPEN, note="Reopened: the alert fired again.")
             self._index_open(work)
+            self._gather(work, ctx)
             return
         note = None
         if self.holding:
@@ -165,6 +168,48 @@ class LifecycleStage:
         state.incident_id = correlation_id(state.fingerprint, state.generation)
         self._emit(work, ctx, IncidentAction.OPEN, note=note)
         self._index_open(work)
+        self._gather(work, ctx)
+
+    def _gather(self, work: AlertWork, ctx: Ctx) -> None:
+        """A parent that opened after incidents of CIs depending on its CI (it fired late): each of
+        them gets the cause ("link"), or is resolved as caused by it ("resolve"); the parent's
+        incident lists them. Their own alerts go on as before (a later resolve is a no-op)."""
+        state, parent = work.state, work.state.incident_id
+        if self.late_parent == "none" or not work.dependents or parent is None:
+            return
+        gathered = []
+        resolve = self.late_parent == "resolve"
+        for dep_ci, entry in work.dependents:
+            incident, targets = parse_entry(entry)
+            if incident == parent:
+                continue
+            cause = (
+                f"Caused by incident {parent} ({work.alert.name} on {state.ci_id}, which {dep_ci} "
+                "depends on); it opened after this one."
+            )
+            action = IncidentAction.RESOLVE if resolve else IncidentAction.UPDATE
+            identity = f"{incident}|caused-by|{parent}|{action}"
+            work.effects.commands.append(
+                IncidentCommand(
+                    command_id=str(uuid.uuid5(COMMAND_NAMESPACE, identity)),
+                    correlation_id=incident,
+                    action=action,
+                    short_description=f"Caused by {parent}",
+                    source=state.source,
+                    work_note=None if resolve else cause,
+                    resolution_note=f"{cause} Resolved as caused by it." if resolve else None,
+                    issued_at=ctx.now,
+                    targets=list(targets),
+                )
+            )
+            if resolve:
+                work.effects.index_updates[(dep_ci, incident)] = None
+            gathered.append(f"{incident} on {dep_ci}")
+            telemetry.LATE_PARENTS.labels(self.late_parent).inc()
+        if gathered:
+            verb = "resolved as caused by this one" if resolve else "linked to this one"
+            note = f"Incidents of CIs depending on {state.ci_id}, opened before this one, {verb}: "
+            self._emit(work, ctx, IncidentAction.UPDATE, price=False, note=note + ", ".join(gathered) + ".")
 
     @property
     def holding(self) -> bool:
@@ -272,7 +317,7 @@ class LifecycleStage:
         )
         fx.outcome = Outcome.EMITTED
         if state.ci_id:
-            fx.index_updates[state.ci_id] = incident
+            fx.index_updates[(state.ci_id, incident)] = index_entry(incident, state.targets)
 
     # --- timers --------------------------------------------------------------------------------
 
@@ -360,14 +405,14 @@ class LifecycleStage:
         )
         fx.outcome = Outcome.EMITTED
         if state.ci_id:
-            fx.index_updates[state.ci_id] = None
+            fx.index_updates[(state.ci_id, incident)] = None  # only its own: others may stay open
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _index_open(self, work: AlertWork) -> None:
         if work.state.ci_id and work.state.incident_id:
             entry = index_entry(work.state.incident_id, work.state.targets)
-            work.effects.index_updates[work.state.ci_id] = entry
+            work.effects.index_updates[(work.state.ci_id, work.state.incident_id)] = entry
 
     def _emit(
         self,

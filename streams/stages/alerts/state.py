@@ -121,9 +121,11 @@ class StateStore(Protocol):
 
 
 class IncidentIndex(Protocol):
-    """Which CI has an open incident, and its correlation id (shared by every worker)."""
+    """The open incidents of each CI, as alerts.ci.incidents entries (shared by every worker)."""
 
     def get(self, ci_id: str) -> str | None: ...
+
+    def entries(self, ci_id: str) -> list[str]: ...
 
 
 class ItsmIncidents(Protocol):
@@ -189,7 +191,8 @@ class Effects:
     commands: list[IncidentCommand] = field(default_factory=list)
     suppressed: list[Suppression] = field(default_factory=list)
     decisions: list[CorrelationDecision] = field(default_factory=list)
-    index_updates: dict[str, str | None] = field(default_factory=dict)  # ci_id -> incident id or None
+    # (ci_id, correlation id) -> its alerts.ci.incidents entry while open, None once it is not
+    index_updates: dict[tuple[str, str], str | None] = field(default_factory=dict)
     # Inhibition windows a source alert opens (or renews) and the ids of those it lets go.
     windows: list[MaintenanceWindow] = field(default_factory=list)
     windows_gone: list[str] = field(default_factory=list)
@@ -219,6 +222,9 @@ class AlertWork:
     parent_incident: str | None = None
     parent_targets: tuple[str, ...] = ()  # the sinks of the parent incident (empty: every sink)
     routed: Routed = field(default_factory=Routed)
+    # Open incidents of CIs that depend on this alert's CI, as (ci id, index entry): a parent that
+    # opens late gathers them (correlation.toml late_parent).
+    dependents: list[tuple[str, str]] = field(default_factory=list)
     timed: bool = False  # made by a timer (a window or hold ended), not by a record
     parent_ci: str | None = None
     impact: int | None = None
