@@ -150,6 +150,26 @@ def raw_alert_bytes(**override: object) -> bytes:
     return b"\xc3\x01" + loaded.fingerprint + buf.getvalue()
 
 
+def approved_change(change_id: str = "CHG0030042", service: str = "checkout", **kw: object) -> m.ChangeRecord:
+    """An approved, scheduled ServiceNow change of the service, its window around now."""
+    now = datetime.now(UTC)
+    return m.ChangeRecord.model_validate(
+        {
+            "change_id": change_id,
+            "itsm_id": "a" * 32,
+            "target": "servicenow",
+            "change_type": "NORMAL",
+            "status": "SCHEDULED",
+            "approval": "approved",
+            "service": service,
+            "planned_start": now - timedelta(hours=1),
+            "planned_end": now + timedelta(hours=1),
+            "updated_at": now,
+            **kw,
+        }
+    )
+
+
 def configuration_item(ci_id: str = "web-1", **kw: object) -> m.ConfigurationItem:
     """A CI of service checkout owned by team-web, written by the CMDB's owner, updated now."""
     return m.ConfigurationItem.model_validate(

@@ -28,14 +28,10 @@ class RealRT:
     password: str
 
 
-def start_rt(workdir: Path) -> Iterator[RealRT]:
-    """Provision a queue of its own, start rt-server on a free loopback port, stop it afterwards."""
-    assert RT_SERVER.exists(), (
-        "RT 5 is not installed: ops/test.sh installs request-tracker5 rt5-db-sqlite rt5-standalone"
-    )
-    queue = f"itsm-{uuid.uuid4().hex[:8]}"
-    user, password = f"itsm-sink-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    secret = workdir / "rt-sink.password"
+def provision(workdir: Path, queue: str, user: str, password: str) -> None:
+    """ops/rt/provision.pl: the queue, its custom fields, and the user with the sink's rights on it
+    (the password through a file, never an argument)."""
+    secret = workdir / f"{user}.password"
     secret.touch(mode=0o600)
     secret.write_text(password)
     done = subprocess.run(
@@ -46,6 +42,16 @@ def start_rt(workdir: Path) -> Iterator[RealRT]:
         env={**os.environ, "RT_USER_PASSWORD_FILE": str(secret)},
     )
     assert done.returncode == 0, done.stderr
+
+
+def start_rt(workdir: Path) -> Iterator[RealRT]:
+    """Provision a queue of its own, start rt-server on a free loopback port, stop it afterwards."""
+    assert RT_SERVER.exists(), (
+        "RT 5 is not installed: ops/test.sh installs request-tracker5 rt5-db-sqlite rt5-standalone"
+    )
+    queue = f"itsm-{uuid.uuid4().hex[:8]}"
+    user, password = f"itsm-sink-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    provision(workdir, queue, user, password)
     port = free_port()
     log = open(workdir / "rt-server.log", "wb")
     proc = subprocess.Popen(

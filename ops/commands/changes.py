@@ -86,6 +86,8 @@ def report(args: argparse.Namespace) -> int:
                 "success_rate": r.success_rate,
                 "mean_duration_s": r.mean_duration_s,
                 "causes": dict(r.causes.most_common()),
+                "change_failure_rate": r.change_failure_rate,
+                "mean_time_to_restore_s": r.mean_time_to_restore_s,
             }
             out.append(row)
         runtime.print_json(
@@ -95,7 +97,7 @@ def report(args: argparse.Namespace) -> int:
     print(
         f"Change success per service and {args.period} "
         f"since {since.isoformat(timespec='seconds')} ({args.tz}),"
-        " from linked deployment outcomes in audit.events:"
+        " from linked deployment outcomes and the incidents they caused, in audit.events:"
     )
     print(render(rows) if rows else "(no deployments in this period)")
     return runtime.EXIT_OK
@@ -108,7 +110,9 @@ def register(sub: Any) -> None:
         SUMMARY,
         description="sync: read change requests the ITSM changed (state, approval, window) onto "
         "itsm.changes, and approved changes' windows onto maintenance.windows. report: success rate, "
-        "failure causes and mean deploy duration per service and period, from linked deployment outcomes.",
+        "failure causes and mean deploy duration per service and period, from linked deployment outcomes; "
+        "the change failure rate (CFR: deployments an incident named as its probable cause) and the "
+        "mean time to restore (MTTR) of those incidents.",
     )
     acts = runtime.actions(group)
     p = runtime.action(acts, "changes", "sync", "read changed change requests from the ITSM", sync)

@@ -24,8 +24,8 @@ def run(_: argparse.Namespace) -> int:
     from streams.agents.delivery import BrokerOffsets
     from streams.core.follower import TopicFollower
     from streams.core.kafka import BrokerProbe, client_config
-    from streams.core.topics import ALERTS_CI_INCIDENTS
-    from streams.processors.indexes import CIIncidentIndex
+    from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS
+    from streams.processors.indexes import CIIncidentIndex, DeployIndex
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
@@ -50,6 +50,9 @@ def run(_: argparse.Namespace) -> int:
     views.followers.append(
         TopicFollower(settings, settings.topic(ALERTS_CI_INCIDENTS), incidents.apply).start()
     )
+    # Deployments that finished lately: an incident opening where one did names it (causes.py).
+    deploys = DeployIndex(serde, settings.topic(DEPLOY_EVENTS), rules.correlation.cause.change_lookback)
+    views.followers.append(TopicFollower(settings, settings.topic(DEPLOY_EVENTS), deploys.apply).start())
     followers.extend(views.followers)
     try:
         views.followers[-1].wait_ready(settings.view_ready_timeout_seconds)
@@ -74,6 +77,7 @@ def run(_: argparse.Namespace) -> int:
         windows=views["windows"],
         changes=views["changes"],
         itsm=views["itsm_incidents"],
+        deploys=deploys,
         offsets=offsets,
     )
 

@@ -34,6 +34,7 @@ from streams.processors.alerts import AlertProcessor, IncidentIndexWriter
 from streams.processors.changes import ChangeProcessor, ChangeSource, NoChanges
 from streams.processors.effects import Emitter
 from streams.processors.guards import RecordGuard
+from streams.stages.alerts.causes import DeploySource, NoDeploys
 from streams.stages.alerts.state import ItsmIncidents, NoItsmIncidents
 from streams.stages.cmdb import CMDBIndex
 from streams.stages.windows import WindowSource
@@ -61,6 +62,7 @@ def create_app(
     windows: WindowSource,
     changes: ChangeSource | None = None,
     itsm: ItsmIncidents | None = None,
+    deploys: DeploySource | None = None,
     emit: Emitter | None = None,
     table: MutableMapping[str, bytes] | None = None,
     parked: MutableMapping[str, bytes] | None = None,
@@ -158,6 +160,7 @@ def create_app(
         incidents,
         windows,
         itsm or NoItsmIncidents(),
+        deploys or NoDeploys(),
         in_partition=in_partition,
     )
     raw_name, ticks_name = settings.topic(ALERTS_RAW), settings.topic(ALERTS_TICKS)

@@ -94,6 +94,13 @@ class Sampling(_Frozen):
     rate: float = Field(ge=0.0, le=1.0)
 
 
+class Cause(_Frozen):
+    """Which deployment an incident names as its probable cause: one that finished on its CI, on a
+    CI it depends on, or on its service within change_lookback seconds before it opened."""
+
+    change_lookback: float = Field(7200, gt=0)
+
+
 class CorrelationRules(_Frozen):
     """How alerts find their CI, how topology groups them, how decisions are sampled."""
 
@@ -101,6 +108,7 @@ class CorrelationRules(_Frozen):
     rules: list[CorrelationRule] = Field(min_length=1)
     topology: Topology
     sampling: Sampling
+    cause: Cause = Field(default_factory=Cause)
 
 
 class LifecycleRules(_Frozen):

@@ -87,6 +87,10 @@ LATE_PARENTS = Counter(
     "correlation.toml late_parent policy that acted (link or resolve).",
     ["policy"],
 )
+INCIDENT_CAUSES = Counter(
+    "itsm_pipeline_incident_causes_total",
+    "Incidents opened that name a deployment finished within change_lookback as probable cause.",
+)
 ROUTES = Counter(
     "itsm_pipeline_routes_total",
     "Incidents opened per route of ops/rules/routes.toml that matched (root: no route matched).",

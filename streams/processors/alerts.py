@@ -26,6 +26,7 @@ from streams.core.topics import (
     ALERTS_CORRELATION_SAMPLES,
     ALERTS_RAW,
     ALERTS_SUPPRESSED,
+    AUDIT_EVENTS,
     INCIDENT_COMMANDS,
     MAINTENANCE_WINDOWS,
     dlq_name,
@@ -39,6 +40,7 @@ from streams.processors.effects import (
     settle_dead_letter,
 )
 from streams.processors.indexes import index_key
+from streams.stages.alerts.causes import DeploySource, NoDeploys
 from streams.stages.alerts.engine import AlertEngine
 from streams.stages.alerts.lifecycle import fingerprints_of
 from streams.stages.alerts.state import (
@@ -105,6 +107,7 @@ class AlertProcessor:
     incidents: IncidentIndexWriter
     windows: WindowSource
     itsm: ItsmIncidents = field(default_factory=NoItsmIncidents)
+    deploys: DeploySource = field(default_factory=NoDeploys)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Per owned partition: fingerprint -> when its state is due (POSIX seconds; a float is a
     # third of a datetime's memory, and a million open alerts each have a due time).
@@ -133,11 +136,14 @@ class AlertProcessor:
                 ALERTS_CI_INCIDENTS,
                 ALERTS_RAW,
                 MAINTENANCE_WINDOWS,
+                AUDIT_EVENTS,
             )
         }
         self.dlq_topic = dlq_name(t(ALERTS_RAW))
         self.store = TableStore(self.table)
-        self.engine = AlertEngine(self.rules, self.store, self.cmdb, self.incidents, self.windows, self.itsm)
+        self.engine = AlertEngine(
+            self.rules, self.store, self.cmdb, self.incidents, self.windows, self.itsm, self.deploys
+        )
         self.log = telemetry.get_logger("worker.alerts")
         self.tracer = telemetry.tracer("worker.alerts")
 
@@ -384,6 +390,8 @@ class AlertProcessor:
             out.append(
                 Output(t[ALERTS_CI_INCIDENTS], index_key(ci_id, incident), entry.encode() if entry else None)
             )
+        for event in fx.audits:  # probable causes and restores (changes report)
+            out.append(encoded(serde, t[AUDIT_EVENTS], event.subject_id, event))
         for window in fx.windows:  # a source alert's inhibitions
             out.append(encoded(serde, t[MAINTENANCE_WINDOWS], window.window_id, window))
         for window_id in fx.windows_gone:

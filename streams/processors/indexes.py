@@ -1,17 +1,20 @@
-"""Global views: the CMDB, the window calendar, the CI -> open incident index, the ITSM's changes
-and the gate's waiting requests."""
+"""Global views: the CMDB, the window calendar, the CI -> open incident index, the ITSM's changes,
+the gate's waiting requests and the recent finished deployments."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from streams.core import telemetry
 from streams.core.models import (
     ChangeRecord,
     ConfigurationItem,
+    DeploymentEvent,
+    DeployPhase,
     GateRequest,
     IncidentRecord,
     MaintenanceWindow,
@@ -161,6 +164,49 @@ class CIIncidentIndex:
 
 def index_key(ci_id: str, incident: str) -> bytes:
     return f"{ci_id}{INDEX_KEY_SEPARATOR}{incident}".encode()
+
+
+FINISHED = frozenset({DeployPhase.SUCCEEDED, DeployPhase.FAILED, DeployPhase.ROLLED_BACK})
+
+
+class DeployIndex:
+    """Finished deployments of deploy.events by CI and by service, kept for `keep` seconds after
+    the newest one seen (the change lookback: older ones can cause nothing any more)."""
+
+    def __init__(self, serde: AvroSerde, topic: str, keep_seconds: float = 7200.0) -> None:
+        self.serde = serde
+        self.topic = topic
+        self.keep = timedelta(seconds=keep_seconds)
+        self._items: dict[str, DeploymentEvent] = {}  # by deployment id and environment
+        self._lock = threading.Lock()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            deploy = self.serde.decode(value, DeploymentEvent)
+        except SerdeError:
+            VIEW_SKIPPED.labels(self.topic).inc()  # the topic's guard dead-letters it
+            return
+        if deploy.phase not in FINISHED:
+            return
+        with self._lock:
+            self._items[f"{deploy.environment}/{deploy.deployment_id}"] = deploy
+            newest = max(d.occurred_at for d in self._items.values())
+            for k in [k for k, d in self._items.items() if d.occurred_at < newest - self.keep]:
+                del self._items[k]
+
+    def finished(
+        self, ci_ids: list[str], service: str | None, since: datetime, until: datetime
+    ) -> list[DeploymentEvent]:
+        wanted = set(ci_ids)
+        with self._lock:
+            return [
+                d
+                for d in self._items.values()
+                if since <= d.occurred_at <= until
+                and (wanted & set(d.ci_ids) or (service and d.service == service))
+            ]
 
 
 class ChangeIndex(RecordIndex[ChangeRecord]):

@@ -5,8 +5,6 @@ names; every command is counted by each sink (delivered, or not routed to it) an
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ from streams.core.settings import Settings
 from tests.cli import Itsmctl
 from tests.integration.test_silences_and_event_rules import rules_dir
 from tests.kafka_util import consume
-from tests.rt import PROVISION, ROOT_PASSWORD, RealRT
+from tests.rt import ROOT_PASSWORD, RealRT, provision
 from tests.stacks import pipeline_stack
 
 pytestmark = pytest.mark.integration
@@ -41,16 +39,12 @@ def rt_tickets(rt: RealRT, queue: str) -> list[dict[str, object]]:
 def test_two_sinks_receive_disjoint_routed_sets_in_the_queue_the_route_names(
     real_rt: RealRT, kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path, itsmctl: Itsmctl
 ) -> None:
-    # A queue of the DBA team, beside the sink's own: the route sends their incidents there.
+    # A queue of the DBA team beside the sink's own, and an RT account of this test's with rights
+    # on both (the session's account keeps its one queue: other tests check its least privilege).
     routed_queue = f"dba-{uuid.uuid4().hex[:6]}"
-    done = subprocess.run(
-        ["perl", str(PROVISION), routed_queue, real_rt.user],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-    )
-    assert done.returncode == 0, done.stderr
+    user, password = f"itsm-route-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    for queue in (routed_queue, real_rt.queue):
+        provision(tmp_path, queue, user, password)
     rules = rules_dir(
         tmp_path,
         {"stable_period": 1.0, "tick_interval": 0.2},
@@ -68,8 +62,8 @@ fields.rt = {{ queue = "{routed_queue}" }}
     env = {
         "ITSM_RULES_DIR": str(rules),
         "ITSM_RT_URL": real_rt.url,
-        "ITSM_RT_USER": real_rt.user,
-        "ITSM_RT_PASSWORD": real_rt.password,
+        "ITSM_RT_USER": user,
+        "ITSM_RT_PASSWORD": password,
         "ITSM_RT_INCIDENT_QUEUE": real_rt.queue,
         "ITSM_RT_CHANGE_QUEUE": real_rt.queue,
     }

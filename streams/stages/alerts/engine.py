@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from streams.core.models import Alert, AlertStatus
 from streams.core.rules import Rules
+from streams.stages.alerts.causes import CauseStage, DeploySource, NoDeploys
 from streams.stages.alerts.correlation import CorrelationStage
 from streams.stages.alerts.dedup import DedupStage
 from streams.stages.alerts.events import EventRuleSet
@@ -50,6 +51,7 @@ class AlertEngine:
         incidents: IncidentIndex,
         windows: WindowSource,
         itsm: ItsmIncidents | None = None,
+        deploys: DeploySource | None = None,
     ) -> None:
         self.rules = rules
         self.store = store
@@ -59,6 +61,7 @@ class AlertEngine:
         self.maintenance = MaintenanceStage(self.calendar)
         self.severity = SeverityStage(rules.severity)
         self.routing = RoutingStage(rules.routes)
+        self.cause = CauseStage(rules.correlation, cmdb, deploys or NoDeploys())
         self.lifecycle = LifecycleStage(
             rules.lifecycle, rules.versions(), itsm, rules.templates.texts(), topo.late_parent
         )
@@ -73,13 +76,14 @@ class AlertEngine:
                 self.maintenance,
                 self.severity,
                 self.routing,
+                self.cause,
                 self.lifecycle,
             ],
         )
         # When a suppressed alert's window ends, it goes through everything after dedup again.
         self.window_end = Pipeline(
             "alerts.window_end",
-            [self.correlation, self.maintenance, self.severity, self.routing, self.lifecycle],
+            [self.correlation, self.maintenance, self.severity, self.routing, self.cause, self.lifecycle],
         )
 
     def process(self, alert: Alert, now: datetime, partition: int = -1) -> tuple[Effects, AlertState | None]:

@@ -15,6 +15,7 @@ from streams.core.models import (
     IncidentStatus,
 )
 from streams.core.rules import LifecycleRules
+from streams.stages.alerts.causes import cause_event, describe, restored_event
 from streams.stages.alerts.correlation import index_entry, parse_entry
 from streams.stages.alerts.state import (
     AlertState,
@@ -403,6 +404,10 @@ class LifecycleStage:
         fx.commands.append(
             self._command(state, now, IncidentAction.RESOLVE, incident, None, None, None, resolution=note)
         )
+        restored = restored_event(state, incident, now)
+        if restored is not None:
+            fx.audits.append(restored)
+            state.cause = None
         fx.outcome = Outcome.EMITTED
         if state.ci_id:
             fx.index_updates[(state.ci_id, incident)] = None  # only its own: others may stay open
@@ -431,6 +436,12 @@ class LifecycleStage:
         if action is IncidentAction.OPEN:
             state.opened_at = ctx.now
             state.targets = list(work.routed.targets)
+            deploy = work.cause
+            state.cause = f"{deploy.deployment_id}@{deploy.service}" if deploy else None
+            if deploy is not None:
+                incident_id = incident or state.incident_id or correlation_id(state.fingerprint)
+                work.effects.audits.append(cause_event(state, incident_id, deploy, ctx.now))
+                telemetry.INCIDENT_CAUSES.inc()
             for route in work.routed.routes:
                 telemetry.ROUTES.labels(route).inc()
         work.effects.commands.append(
@@ -472,7 +483,12 @@ class LifecycleStage:
             correlation_id=incident,
             action=action,
             short_description=_title(alert, state),
-            description=_body(alert, state, work, self.rules_version),
+            description=_body(alert, state, work, self.rules_version)
+            + (
+                "\n\n" + describe(work.cause, now)
+                if action is IncidentAction.OPEN and not grouped and work is not None and work.cause
+                else ""
+            ),
             impact=state.impact if priced or (action is IncidentAction.OPEN and not keep_priority) else None,
             urgency=state.urgency
             if priced or (action is IncidentAction.OPEN and not keep_priority)
@@ -510,8 +526,11 @@ class LifecycleStage:
         )
 
     def _open_fields(self, work: AlertWork, incident: str, state: AlertState) -> dict[str, dict[str, str]]:
-        """The route's fields, with the title and body of each target's template."""
+        """The route's fields, the change that probably caused it (ServiceNow's caused_by, a
+        reference the sink binds by number), and the title and body of each target's template."""
         fields = {t: dict(v) for t, v in work.routed.fields.items()}
+        if work.cause is not None and work.cause.change_id:
+            fields.setdefault("servicenow", {})["caused_by"] = work.cause.change_id
         if not self.templates:
             return fields
         extra = {

@@ -11,7 +11,9 @@ import msgspec
 
 from streams.core.models import (
     Alert,
+    AuditEvent,
     ConfigurationItem,
+    DeploymentEvent,
     IncidentCommand,
     IncidentRecord,
     MaintenanceWindow,
@@ -75,6 +77,8 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     # Routing: the sinks its incident goes to (routes.toml, chosen when it opened, or those of
     # the incident it was grouped into); empty: every sink.
     targets: list[str] = msgspec.field(default_factory=list)
+    # The probable cause its open incident names: "<deployment id>@<service>" (causes.py).
+    cause: str | None = None
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -196,6 +200,7 @@ class Effects:
     # Inhibition windows a source alert opens (or renews) and the ids of those it lets go.
     windows: list[MaintenanceWindow] = field(default_factory=list)
     windows_gone: list[str] = field(default_factory=list)
+    audits: list[AuditEvent] = field(default_factory=list)  # for audit.events
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,7 @@ class AlertWork:
     # opens late gathers them (correlation.toml late_parent).
     dependents: list[tuple[str, str]] = field(default_factory=list)
     timed: bool = False  # made by a timer (a window or hold ended), not by a record
+    cause: DeploymentEvent | None = None  # a deployment that finished shortly before (causes.py)
     parent_ci: str | None = None
     impact: int | None = None
     urgency: int | None = None
