@@ -94,6 +94,23 @@ class Sampling(_Frozen):
     rate: float = Field(ge=0.0, le=1.0)
 
 
+class Grouping(_Frozen):
+    """Alertmanager's group_by (ServiceNow's alert aggregation): alerts with the same values of
+    these labels join the incident of the first of them opened within group_window seconds; it
+    resolves once every member cleared and stayed clear. Empty group_by: no grouping."""
+
+    group_by: list[str] = Field(default_factory=list)
+    group_window: float = Field(300, gt=0)
+
+    @field_validator("group_by")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+                raise ValueError(f"group_by: {name!r} is not a label name")
+        return v
+
+
 class Cause(_Frozen):
     """Which deployment an incident names as its probable cause: one that finished on its CI, on a
     CI it depends on, or on its service within change_lookback seconds before it opened."""
@@ -109,6 +126,7 @@ class CorrelationRules(_Frozen):
     topology: Topology
     sampling: Sampling
     cause: Cause = Field(default_factory=Cause)
+    grouping: Grouping = Field(default_factory=Grouping)
 
 
 class LifecycleRules(_Frozen):

@@ -88,3 +88,62 @@ def test_several_incidents_per_ci_and_a_late_parent_on_the_real_broker(
     finally:
         codes = stack.stop()
     assert all(code == 0 for code in codes.values()), codes
+
+
+def test_group_by_puts_a_groups_alerts_in_one_incident_that_resolves_when_all_cleared(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    from streams.core.rules import default_rules_dir
+    from tests.integration.test_silences_and_event_rules import rules_dir
+
+    s = kafka_settings
+    boot, raw = s.kafka_bootstrap, s.topic("alerts.raw")
+    correlation = (default_rules_dir() / "correlation.toml").read_text()
+    assert "group_by = []" in correlation
+    rules = rules_dir(
+        tmp_path,
+        {"stable_period": 0.5, "tick_interval": 0.2},
+        correlation=correlation.replace("group_by = []", 'group_by = ["alertname", "cluster"]'),
+    )
+    stack = Stack(
+        tmp_path / "stack",
+        boot,
+        topic_prefix=s.topic_prefix,
+        app_id=s.app_id,
+        extra_env={"ITSM_RULES_DIR": str(rules)},
+    )
+    stack.start(["worker"])
+    commands = s.topic("itsm.incident.commands")
+
+    def commands_now(count: int) -> list[tuple[str, str]]:
+        records = consume(boot, commands, count, timeout=60)
+        assert len(records) == count, (len(records), stack.log_tail("worker"))
+        return sorted(
+            (c.correlation_id, c.action.value)
+            for c in (SERDE.decode(r.value(), m.IncidentCommand) for r in records)
+        )
+
+    try:
+        produce(boot, raw, [(b"g1", alert("g1", 0, instance="n1", cluster="c1"), [])])
+        commands_now(1)
+        produce(
+            boot,
+            raw,
+            [
+                (b"g2", alert("g2", 0, instance="n2", cluster="c1"), []),  # joins g1's incident
+                (b"g3", alert("g3", 0, instance="n1", cluster="c2"), []),  # another group
+            ],
+        )
+        assert commands_now(3) == [("itsmp-g1", "OPEN"), ("itsmp-g1", "UPDATE"), ("itsmp-g3", "OPEN")]
+        produce(boot, raw, [(b"g1", alert("g1", 0, "RESOLVED", instance="n1", cluster="c1"), [])])
+        time.sleep(3)  # far past the stable period: g2 still fires, so nothing resolves
+        assert len(consume(boot, commands, 4, timeout=2)) == 3
+        produce(boot, raw, [(b"g2", alert("g2", 0, "RESOLVED", instance="n2", cluster="c1"), [])])
+        assert commands_now(4)[:3] == [("itsmp-g1", "OPEN"), ("itsmp-g1", "RESOLVE"), ("itsmp-g1", "UPDATE")]
+        # 5 records in: 3 emitted (an open, a join, an open), 2 absorbed (the two clears; the
+        # RESOLVE came from the timer once the last member had gone).
+        counts = outcome_counts(stack.worker_metrics_port)
+        assert counts.get("emitted") == 3 and counts.get("absorbed") == 2, counts
+    finally:
+        codes = stack.stop()
+    assert all(code == 0 for code in codes.values()), codes

@@ -16,11 +16,12 @@ from streams.core.models import (
 )
 from streams.core.rules import LifecycleRules
 from streams.stages.alerts.causes import cause_event, describe, restored_event
-from streams.stages.alerts.correlation import index_entry, parse_entry
+from streams.stages.alerts.correlation import index_entry, members_key, parse_entry
 from streams.stages.alerts.state import (
     AlertState,
     AlertWork,
     Effects,
+    IncidentIndex,
     IncidentPhase,
     ItsmIncidents,
     NoItsmIncidents,
@@ -64,8 +65,10 @@ class LifecycleStage:
         itsm: ItsmIncidents | None = None,
         templates: dict[str, dict[str, str]] | None = None,
         late_parent: str = "link",
+        incidents: IncidentIndex | None = None,
     ) -> None:
         self.rules = rules
+        self.incidents = incidents
         self.late_parent = late_parent
         self.templates = compile_all(templates or {})
         self.stable = timedelta(seconds=rules.stable_period)
@@ -134,14 +137,22 @@ class LifecycleStage:
         if work.parent_incident is not None:
             state.phase, state.incident_id = IncidentPhase.GROUPED, work.parent_incident
             state.targets = list(work.parent_targets)  # the parent's sinks, wherever it went
+            if work.parent_ci is None and work.group:
+                # A member of a group_by group: indexed while it fires, so the group's incident
+                # resolves only once every member cleared.
+                state.group = work.group
+                work.effects.index_updates[(members_key(work.group), state.fingerprint)] = state.fingerprint
+                note = (
+                    f"Related alert {work.alert.name} on {state.ci_id or 'an unknown CI'} joins this "
+                    f"incident's group ({work.group.removeprefix('group:')})."
+                )
+            else:
+                note = (
+                    f"Related alert {work.alert.name} on {state.ci_id} (depends on {work.parent_ci}, "
+                    "which has this incident): grouped here instead of a new incident."
+                )
             self._emit(
-                work,
-                ctx,
-                IncidentAction.UPDATE,
-                incident=work.parent_incident,
-                price=False,
-                note=f"Related alert {work.alert.name} on {state.ci_id} (depends on {work.parent_ci}, "
-                "which has this incident): grouped here instead of a new incident.",
+                work, ctx, IncidentAction.UPDATE, incident=work.parent_incident, price=False, note=note
             )
             return
         if (
@@ -238,11 +249,13 @@ class LifecycleStage:
         state = work.state
         if state.phase is IncidentPhase.OPEN:
             state.phase, state.clear_since = IncidentPhase.CLEARING, ctx.now
-            if self.stable.total_seconds() == 0:
+            if self.stable.total_seconds() == 0 and not self._members(state):
                 self._resolve(work.state, work.effects, ctx.now, "The alert resolved at its source.")
             return
         if state.phase is IncidentPhase.GROUPED:
-            # A related alert clearing never resolves the incident it was grouped into.
+            # A related alert clearing never resolves the incident it was grouped into; a group
+            # member leaves the group (the last one to go lets the group's incident resolve).
+            self._leave_group(state, work.effects)
             state.phase, state.incident_id = IncidentPhase.NONE, None
             return
         if state.phase is IncidentPhase.CLEARING:
@@ -325,7 +338,9 @@ class LifecycleStage:
     def due(self, state: AlertState, now: datetime) -> datetime | None:
         """When the tick must look at this state again (None: nothing pending)."""
         if state.phase is IncidentPhase.CLEARING and state.clear_since:
-            return state.clear_since + self.stable
+            return state.clear_since + self.stable  # past it, while group members fire: each tick
+        if state.phase is IncidentPhase.GROUPED and state.group:
+            return state.last_seen + timedelta(seconds=self.rules.signal_timeout)
         if state.phase is IncidentPhase.OPEN:
             silent = state.last_seen + timedelta(seconds=self.rules.signal_timeout)
             held = self.person_resolution(state)
@@ -344,10 +359,30 @@ class LifecycleStage:
         """Time-driven transitions: auto-resolve after the stable period, resolve after no signal."""
         fx = Effects()
         if (
+            state.phase is IncidentPhase.GROUPED
+            and state.group
+            and now >= state.last_seen + timedelta(seconds=self.rules.signal_timeout)
+        ):
+            # A group member that fell silent leaves the group (it would keep its incident open).
+            self._leave_group(state, fx)
+            state.phase, state.incident_id, state.status = (
+                IncidentPhase.NONE,
+                None,
+                AlertStatus.RESOLVED.value,
+            )
+            return fx
+        if (
             state.phase is IncidentPhase.CLEARING
             and state.clear_since
             and now >= state.clear_since + self.stable
         ):
+            waiting = self._members(state)
+            if waiting:
+                return None  # the group's incident resolves once its last member cleared
+            if state.group:
+                note = "Every alert of the group cleared and stayed clear: auto-resolved."
+                self._resolve(state, fx, now, note)
+                return fx
             self._resolve(
                 state, fx, now, f"The alert stayed clear for {self.rules.stable_period:.0f}s: auto-resolved."
             )
@@ -411,13 +446,33 @@ class LifecycleStage:
         fx.outcome = Outcome.EMITTED
         if state.ci_id:
             fx.index_updates[(state.ci_id, incident)] = None  # only its own: others may stay open
+        if state.group:
+            fx.index_updates[(state.group, incident)] = None
+            state.group = None
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _index_open(self, work: AlertWork) -> None:
-        if work.state.ci_id and work.state.incident_id:
-            entry = index_entry(work.state.incident_id, work.state.targets)
-            work.effects.index_updates[(work.state.ci_id, work.state.incident_id)] = entry
+        state = work.state
+        if state.ci_id and state.incident_id:
+            entry = index_entry(state.incident_id, state.targets)
+            work.effects.index_updates[(state.ci_id, state.incident_id)] = entry
+        state.group = work.group
+        if work.group and state.incident_id:
+            # The group's incident, joinable for group_window from now.
+            entry = index_entry(state.incident_id, state.targets, work.now)
+            work.effects.index_updates[(work.group, state.incident_id)] = entry
+
+    def _members(self, state: AlertState) -> list[str]:
+        """The members of the group whose incident this alert opened that still fire."""
+        if not state.group or self.incidents is None:
+            return []
+        return [m for m in self.incidents.entries(members_key(state.group)) if m != state.fingerprint]
+
+    def _leave_group(self, state: AlertState, fx: Effects) -> None:
+        if state.group:
+            fx.index_updates[(members_key(state.group), state.fingerprint)] = None
+            state.group = None
 
     def _emit(
         self,

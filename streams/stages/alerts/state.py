@@ -79,6 +79,8 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     targets: list[str] = msgspec.field(default_factory=list)
     # The probable cause its open incident names: "<deployment id>@<service>" (causes.py).
     cause: str | None = None
+    # group_by: the group whose incident it opened, or joined as a member (correlation.toml).
+    group: str | None = None
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -232,6 +234,7 @@ class AlertWork:
     dependents: list[tuple[str, str]] = field(default_factory=list)
     timed: bool = False  # made by a timer (a window or hold ended), not by a record
     cause: DeploymentEvent | None = None  # a deployment that finished shortly before (causes.py)
+    group: str | None = None  # its group_by group's key, when grouping is on
     parent_ci: str | None = None
     impact: int | None = None
     urgency: int | None = None
