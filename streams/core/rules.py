@@ -355,6 +355,9 @@ class Route(_Frozen):
     fields: dict[str, dict[str, str]] = Field(default_factory=dict)
     continue_: bool = Field(False, alias="continue")
     route: list[Route] = Field(default_factory=list)
+    # The hold of the incidents this route takes (lifecycle.toml's open_after_* when unset).
+    open_after_seconds: float | None = Field(None, ge=0)
+    open_after_count: int | None = Field(None, ge=0)
 
     @field_validator("matchers")
     @classmethod

@@ -209,3 +209,33 @@ def test_rules_test_shows_where_an_alert_is_routed(tmp_path: Path, itsmctl: Itsm
     assert "jira: request_type=17" in ran.stdout
     doc = json.loads(itsmctl("rules", "test", sample, "-o", "json", ITSM_RULES_DIR=str(tmp_path)).stdout)
     assert doc["alerts"][0]["route"]["targets"] == ["jira", "servicenow"]
+
+
+def test_a_route_sets_the_hold_of_its_incidents_and_others_keep_lifecycles() -> None:
+    routes = RouteRules.model_validate(
+        tomllib.loads(
+            "version = 1\n"
+            '[[route]]\nname = "noisy"\nmatchers = [\'team="noisy"\']\nopen_after_seconds = 120\n'
+            '  [[route.route]]\n  name = "noisy-db"\n'
+            "  matchers = ['service=\"db\"']\n  open_after_count = 3\n"
+        )
+    )
+    h = Harness(load_rules().model_copy(update={"routes": routes}), dedup_window=0)
+    assert router_of(h).route({"team": "noisy", "service": "db"}).hold == (120.0, 3)  # inherited seconds
+    assert h.send(am("quiet")).commands[0].action is m.IncidentAction.OPEN  # no hold: opens at once
+    assert h.send(am("n1", team="noisy")).outcome.value == "held"
+    h.advance(60)
+    assert h.tick("n1") is None  # still inside its route's 120 s
+    h.advance(61)
+    ticked = h.tick("n1")
+    assert ticked is not None and ticked.commands[0].action is m.IncidentAction.OPEN
+    assert "Opened after a hold of 121s (route noisy open_after)" in (ticked.commands[0].work_note or "")
+    # The child route opens on the third notification, before its 120 s.
+    for _ in range(2):
+        assert h.send(am("d1", team="noisy", service="db")).outcome.value == "held"
+        h.advance(1)
+    assert h.send(am("d1", team="noisy", service="db")).commands[0].action is m.IncidentAction.OPEN
+
+
+def router_of(h: Harness) -> Router:
+    return h.engine.routing.router

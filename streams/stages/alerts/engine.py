@@ -154,8 +154,8 @@ class AlertEngine:
             fx is None
             and state.held_since is not None
             and state.status == AlertStatus.FIRING.value
-            and self.rules.lifecycle.open_after_seconds > 0
-            and now >= state.held_since + timedelta(seconds=self.rules.lifecycle.open_after_seconds)
+            and self.lifecycle.hold_seconds(state) > 0
+            and now >= state.held_since + timedelta(seconds=self.lifecycle.hold_seconds(state))
             and state.alert is not None
         )
         if (window_over or hold_over) and state.alert is not None:

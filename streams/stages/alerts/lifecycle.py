@@ -166,13 +166,15 @@ class LifecycleStage:
             self._gather(work, ctx)
             return
         note = None
-        if self.holding:
-            waited = self._hold(state, ctx.now)
+        seconds, count = work.routed.hold or (self.rules.open_after_seconds, self.rules.open_after_count)
+        if seconds > 0 or count > 0:
+            waited = self._hold(state, ctx.now, seconds, count)
             if waited is None:
                 work.effects.outcome = Outcome.HELD
                 telemetry.HOLDS.labels("held").inc()
                 return
-            note = f"Opened after a hold of {waited:.0f}s (lifecycle.toml open_after)."
+            where = f"route {work.routed.routes[0]}" if work.routed.hold else "lifecycle.toml"
+            note = f"Opened after a hold of {waited:.0f}s ({where} open_after)."
             telemetry.HOLDS.labels("opened").inc()
         if phase is IncidentPhase.RESOLVED:
             state.generation += 1
@@ -223,24 +225,27 @@ class LifecycleStage:
             note = f"Incidents of CIs depending on {state.ci_id}, opened before this one, {verb}: "
             self._emit(work, ctx, IncidentAction.UPDATE, price=False, note=note + ", ".join(gathered) + ".")
 
-    @property
-    def holding(self) -> bool:
-        return self.rules.open_after_seconds > 0 or self.rules.open_after_count > 0
+    def hold_seconds(self, state: AlertState) -> float:
+        """The open_after_seconds of the hold a state is in (a state held before routes could set
+        it has none recorded: lifecycle.toml's)."""
+        return state.hold_seconds or self.rules.open_after_seconds
 
-    def _hold(self, state: AlertState, now: datetime) -> float | None:
-        """None while a new alert is held; once the hold is over, how long it lasted (and the hold
-        is forgotten)."""
+    def _hold(self, state: AlertState, now: datetime, seconds: float, count: int) -> float | None:
+        """None while a new alert is held (open after `seconds` firing, or `count` notifications
+        within open_after_window); once the hold is over, how long it lasted (and the hold is
+        forgotten)."""
         stamp = now.timestamp()
         if state.held_since is None:
             state.held_since, state.hold_times = now, []
+        state.hold_seconds = seconds  # for the timer (due, and the engine's tick)
         window = self.rules.open_after_window
         state.hold_times = [t for t in state.hold_times if t > stamp - window] + [stamp]
         waited = (now - state.held_since).total_seconds()
-        by_time = self.rules.open_after_seconds > 0 and waited >= self.rules.open_after_seconds
-        by_count = self.rules.open_after_count > 0 and len(state.hold_times) >= self.rules.open_after_count
+        by_time = seconds > 0 and waited >= seconds
+        by_count = count > 0 and len(state.hold_times) >= count
         if not (by_time or by_count):
             return None
-        state.held_since, state.hold_times = None, []
+        state.held_since, state.hold_times, state.hold_seconds = None, [], 0.0
         return waited
 
     # --- resolved ------------------------------------------------------------------------------
@@ -350,9 +355,9 @@ class LifecycleStage:
         if (
             state.held_since is not None
             and state.status == AlertStatus.FIRING.value
-            and self.rules.open_after_seconds > 0
+            and self.hold_seconds(state) > 0
         ):
-            return state.held_since + timedelta(seconds=self.rules.open_after_seconds)
+            return state.held_since + timedelta(seconds=self.hold_seconds(state))
         return None
 
     def expire(self, state: AlertState, now: datetime) -> Effects | None:

@@ -32,6 +32,7 @@ class _Node:
     fields: dict[str, dict[str, str]]
     continue_: bool
     children: list[_Node]
+    hold: tuple[float, int] | None = None
 
 
 def _merge(parent: dict[str, dict[str, str]], child: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -41,16 +42,28 @@ def _merge(parent: dict[str, dict[str, str]], child: dict[str, dict[str, str]]) 
     return out
 
 
-def _compile(route: Route, targets: tuple[str, ...], fields: dict[str, dict[str, str]]) -> _Node:
+def _compile(
+    route: Route,
+    targets: tuple[str, ...],
+    fields: dict[str, dict[str, str]],
+    hold: tuple[float, int] | None = None,
+) -> _Node:
     mine = tuple(route.targets) if route.targets is not None else targets
     merged = _merge(fields, route.fields)
+    if route.open_after_seconds is not None or route.open_after_count is not None:
+        before = hold or (0.0, 0)
+        hold = (
+            route.open_after_seconds if route.open_after_seconds is not None else before[0],
+            route.open_after_count if route.open_after_count is not None else before[1],
+        )
     return _Node(
         route.name,
         route.compiled(),
         mine,
         merged,
         route.continue_,
-        [_compile(r, mine, merged) for r in route.route],
+        [_compile(r, mine, merged, hold) for r in route.route],
+        hold,
     )
 
 
@@ -100,7 +113,8 @@ class Router:
             fields = _merge(fields, node.fields)
         if targets:
             fields = {t: v for t, v in fields.items() if t in targets}
-        return Routed(targets, fields, tuple(node.name for node in matches))
+        hold = next((node.hold for node in matches if node.hold is not None), None)  # the first's
+        return Routed(targets, fields, tuple(node.name for node in matches), hold)
 
     def _walk(self, node: _Node, labels: Mapping[str, str], matches: list[_Node]) -> None:
         found = False

@@ -81,6 +81,7 @@ class AlertState(msgspec.Struct, kw_only=True, array_like=True):
     cause: str | None = None
     # group_by: the group whose incident it opened, or joined as a member (correlation.toml).
     group: str | None = None
+    hold_seconds: float = 0.0  # the open_after_seconds of the hold it is in (its route's or global)
 
 
 _ENCODER = msgspec.msgpack.Encoder()
@@ -212,6 +213,8 @@ class Routed:
     targets: tuple[str, ...] = ()
     fields: dict[str, dict[str, str]] = field(default_factory=dict)
     routes: tuple[str, ...] = ()
+    # The route's hold (open_after seconds, count); None: lifecycle.toml's.
+    hold: tuple[float, int] | None = None
 
     def for_target(self, target: str) -> bool:
         return not self.targets or target in self.targets
