@@ -55,7 +55,8 @@ def run(_: argparse.Namespace) -> int:
     views.followers.append(TopicFollower(settings, settings.topic(DEPLOY_EVENTS), deploys.apply).start())
     followers.extend(views.followers)
     try:
-        views.followers[-1].wait_ready(settings.view_ready_timeout_seconds)
+        for follower in views.followers[-2:]:  # the incident index and the deployments
+            follower.wait_ready(settings.view_ready_timeout_seconds)
     except RuntimeError as exc:
         views.stop()
         raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
