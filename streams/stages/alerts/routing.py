@@ -99,8 +99,11 @@ class Router:
             False,
             [_compile(r, root_targets, root_fields) for r in rules.route],
         )
+        self._root = Routed(root_targets, {t: dict(v) for t, v in root_fields.items()}, ("root",))
 
     def route(self, labels: Mapping[str, str], ci: ConfigurationItem | None = None) -> Routed:
+        if not self.root.children:  # no route: the root, whatever the alert (the usual case)
+            return self._root
         seen = route_labels(labels, ci)
         matches: list[_Node] = []
         self._walk(self.root, seen, matches)
