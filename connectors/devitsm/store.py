@@ -80,7 +80,10 @@ SPAN_COLUMNS = [
 # display field is "name", as in the base system).
 NAMED = ["sys_id", "name", "sys_created_on", "sys_updated_on", "sys_mod_count"]
 TABLES: dict[str, dict[str, Any]] = {
-    "incident": {"prefix": "INC", "start": 10001, "columns": COMMON},
+    # The incident form's Category, and its "Caused by Change" (a change_request reference): "Create
+    # an incident", https://www.servicenow.com/docs/r/washingtondc/it-service-management/
+    # incident-management/create-an-incident.html
+    "incident": {"prefix": "INC", "start": 10001, "columns": [*COMMON, "category", "caused_by"]},
     "change_request": {
         "prefix": "CHG",
         "start": 30001,
@@ -121,6 +124,7 @@ REFERENCES: dict[str, dict[str, str]] = {
         "assigned_to": "sys_user",
         "caller_id": "sys_user",
         "resolved_by": "sys_user",
+        "caused_by": "change_request",  # "Caused by Change" (see TABLES)
     },
     "change_request": {
         "cmdb_ci": "cmdb_ci",

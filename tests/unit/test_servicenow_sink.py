@@ -393,3 +393,30 @@ def test_an_acknowledgement_moves_a_new_incident_to_in_progress_never_one_a_pers
     ).raise_for_status()
     sink.handle(command(IncidentAction.UPDATE, "itsmp-held", 2, acknowledged=True, work_note="ack"))
     assert incidents(itsm_url, "itsmp-held")[0]["state"] == "3"
+
+
+def test_the_probable_cause_and_route_fields_land_on_the_incident_bound_to_their_records(
+    itsm_url: str, itsm_store: Store
+) -> None:
+    change = itsm_store.insert("change_request", {"short_description": "deploy checkout"})
+    group = itsm_store.insert("sys_user_group", {"name": "Payments Ops"})
+    fields = {
+        "servicenow": {
+            "caused_by": change["number"],
+            "assignment_group": "Payments Ops",
+            "category": "software",
+        }
+    }
+    sink_for(itsm_url).handle(command(IncidentAction.OPEN, "itsmp-caused", target_fields=fields))
+    (row,) = incidents(itsm_url, "itsmp-caused")
+    # Reference fields hold sys_ids: the change found by its number, the group by its name.
+    refs = (row["caused_by"]["value"], row["assignment_group"]["value"], row["category"])
+    assert refs == (change["sys_id"], group["sys_id"], "software")
+    # A change the instance does not know is not linked; the description says so.
+    missing = {"servicenow": {"caused_by": "CHG0099999"}}
+    sink_for(itsm_url).handle(command(IncidentAction.OPEN, "itsmp-nochange", target_fields=missing))
+    (row,) = incidents(itsm_url, "itsmp-nochange")
+    assert (
+        row["caused_by"] == ""
+        and "caused_by: CHG0099999 (change_request where number=CHG0099999" in row["description"]
+    )

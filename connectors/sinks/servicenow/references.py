@@ -51,6 +51,8 @@ def references(ci_lookup_field: str = "name") -> dict[str, Reference]:
             Reference("assignment_group", "sys_user_group"),
             Reference("caller_id", "sys_user", "user_name"),
             Reference("requested_by", "sys_user", "user_name"),
+            # An incident's probable cause (streams/stages/alerts/causes.py): the change, by number.
+            Reference("caused_by", "change_request", "number"),
         )
     }
 
