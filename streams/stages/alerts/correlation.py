@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from streams.core import telemetry
@@ -54,6 +55,12 @@ class CorrelationStage:
         self.cmdb = cmdb
         self.incidents = incidents
         self.relationships = frozenset(rules.topology.relationships)
+
+    def open_below(self, ci_id: str) -> list[tuple[str, str]]:
+        """The open incidents of the CIs that depend on ci_id, as (ci id, index entry)."""
+        depth = self.rules.topology.max_depth
+        below = sorted(self.cmdb.dependents(ci_id, self.relationships, depth))
+        return [(ci, entry) for ci in below for entry in self.incidents.entries(ci)]
 
     def _group(self, work: AlertWork, ctx: Ctx) -> bool:
         """group_by: an alert without an incident of its own joins its group's incident if that
@@ -115,9 +122,8 @@ class CorrelationStage:
             and self.rules.topology.late_parent != "none"
             and work.state.phase in (IncidentPhase.NONE, IncidentPhase.RESOLVED)
         ):
-            depth = self.rules.topology.max_depth
-            below = sorted(self.cmdb.dependents(work.ci.ci_id, self.relationships, depth))
-            work.dependents = [(ci, entry) for ci in below for entry in self.incidents.entries(ci)]
+            # Looked up only if the alert opens an incident (not for each suppressed or held one).
+            work.dependents = functools.partial(self.open_below, work.ci.ci_id)
         telemetry.CORRELATIONS.labels(work.ci_rule, decision).inc()
         work.effects.decisions.append(
             CorrelationDecision(

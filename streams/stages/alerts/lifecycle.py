@@ -189,11 +189,11 @@ class LifecycleStage:
         them gets the cause ("link"), or is resolved as caused by it ("resolve"); the parent's
         incident lists them. Their own alerts go on as before (a later resolve is a no-op)."""
         state, parent = work.state, work.state.incident_id
-        if self.late_parent == "none" or not work.dependents or parent is None:
+        if self.late_parent == "none" or work.dependents is None or parent is None:
             return
         gathered = []
         resolve = self.late_parent == "resolve"
-        for dep_ci, entry in work.dependents:
+        for dep_ci, entry in work.dependents():
             incident, targets = parse_entry(entry)
             if incident == parent:
                 continue

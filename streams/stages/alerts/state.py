@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -232,9 +233,9 @@ class AlertWork:
     parent_incident: str | None = None
     parent_targets: tuple[str, ...] = ()  # the sinks of the parent incident (empty: every sink)
     routed: Routed = field(default_factory=Routed)
-    # Open incidents of CIs that depend on this alert's CI, as (ci id, index entry): a parent that
-    # opens late gathers them (correlation.toml late_parent).
-    dependents: list[tuple[str, str]] = field(default_factory=list)
+    # The open incidents of CIs that depend on this alert's CI, as (ci id, index entry), looked up
+    # when called: a parent that opens late gathers them (correlation.toml late_parent).
+    dependents: Callable[[], list[tuple[str, str]]] | None = None
     timed: bool = False  # made by a timer (a window or hold ended), not by a record
     cause: DeploymentEvent | None = None  # a deployment that finished shortly before (causes.py)
     group: str | None = None  # its group_by group's key, when grouping is on
