@@ -40,8 +40,9 @@ OUTCOME_OF_DROP = {
 
 
 class AlertEngine:
-    """order -> dedup -> correlate CI -> maintenance -> severity -> routing -> lifecycle, over
-    narrow state protocols."""
+    """event rules, then order -> dedup -> correlate (CI, topology, group_by) -> maintenance
+    (inhibition, silences, windows) -> severity -> routing -> cause -> lifecycle, over narrow
+    state protocols; a source alert's inhibition windows after."""
 
     def __init__(
         self,
