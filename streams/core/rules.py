@@ -6,9 +6,17 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streams.core import telemetry
 from streams.core.matchers import Matcher, parse_matchers
@@ -18,6 +26,30 @@ LEVELS = ("critical", "error", "warning", "info")
 
 class RuleError(ValueError):
     """A rule file is missing or invalid; the message names the file and the problem."""
+
+
+def _matchers(texts: list[str]) -> list[Matcher]:
+    out: list[Matcher] = []
+    for text in texts:
+        out.extend(parse_matchers(text))  # ValueError names a bad one
+    return out
+
+
+def _checked_matchers(texts: list[str]) -> list[str]:
+    _matchers(texts)
+    return texts
+
+
+def _checked_label_names(names: list[str]) -> list[str]:
+    for name in names:
+        if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
+            raise ValueError(f"{name!r} is not a label name")
+    return names
+
+
+# Label matchers as rule files write them ('namespace=~"dev-.*"'), checked when loaded.
+MatcherTexts = Annotated[list[str], AfterValidator(_checked_matchers)]
+LabelNames = Annotated[list[str], AfterValidator(_checked_label_names)]
 
 
 class _Frozen(BaseModel):
@@ -99,16 +131,8 @@ class Grouping(_Frozen):
     these labels join the incident of the first of them opened within group_window seconds; it
     resolves once every member cleared and stayed clear. Empty group_by: no grouping."""
 
-    group_by: list[str] = Field(default_factory=list)
+    group_by: LabelNames = Field(default_factory=list)
     group_window: float = Field(300, gt=0)
-
-    @field_validator("group_by")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-                raise ValueError(f"group_by: {name!r} is not a label name")
-        return v
 
 
 class Cause(_Frozen):
@@ -206,26 +230,13 @@ class ChangeRules(_Frozen):
         return self
 
 
-def _matchers(texts: list[str]) -> list[Matcher]:
-    out: list[Matcher] = []
-    for text in texts:
-        out.extend(parse_matchers(text))  # ValueError names a bad one
-    return out
-
-
 class EventWhen(_Frozen):
     """An event rule's conditions: all must hold (an empty one holds always)."""
 
     source: list[str] = Field(default_factory=list)  # any of these sources (ALERTMANAGER, ...)
     severity: list[str] = Field(default_factory=list)  # any of these severity words (lower case)
-    labels: list[str] = Field(default_factory=list)  # label matchers, e.g. 'namespace=~"dev-.*"'
-    annotations: list[str] = Field(default_factory=list)  # matchers on the annotations
-
-    @field_validator("labels", "annotations")
-    @classmethod
-    def _parse(cls, v: list[str]) -> list[str]:
-        _matchers(v)
-        return v
+    labels: MatcherTexts = Field(default_factory=list)  # label matchers, e.g. 'namespace=~"dev-.*"'
+    annotations: MatcherTexts = Field(default_factory=list)  # matchers on the annotations
 
     @field_validator("source")
     @classmethod
@@ -286,23 +297,9 @@ class InhibitRule(_Frozen):
     values (absent on both counts as equal) stay quiet."""
 
     name: str = Field(min_length=1, pattern=r"^[a-zA-Z0-9_.-]+$")  # in window ids and reasons
-    source_matchers: list[str] = Field(min_length=1)
-    target_matchers: list[str] = Field(min_length=1)
-    equal: list[str] = Field(default_factory=list)
-
-    @field_validator("source_matchers", "target_matchers")
-    @classmethod
-    def _parse(cls, v: list[str]) -> list[str]:
-        _matchers(v)
-        return v
-
-    @field_validator("equal")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-                raise ValueError(f"equal: {name!r} is not a label name")
-        return v
+    source_matchers: MatcherTexts = Field(min_length=1)
+    target_matchers: MatcherTexts = Field(min_length=1)
+    equal: LabelNames = Field(default_factory=list)
 
     def sources(self) -> list[Matcher]:
         return _matchers(self.source_matchers)
@@ -350,7 +347,7 @@ class Route(_Frozen):
     matching one says `continue`. A node's targets and fields default to its parent's."""
 
     name: str = Field(min_length=1, pattern=r"^[a-zA-Z0-9_.-]+$")  # a metric label
-    matchers: list[str] = Field(default_factory=list)
+    matchers: MatcherTexts = Field(default_factory=list)
     targets: list[str] | None = None
     fields: dict[str, dict[str, str]] = Field(default_factory=dict)
     continue_: bool = Field(False, alias="continue")
@@ -358,12 +355,6 @@ class Route(_Frozen):
     # The hold of the incidents this route takes (lifecycle.toml's open_after_* when unset).
     open_after_seconds: float | None = Field(None, ge=0)
     open_after_count: int | None = Field(None, ge=0)
-
-    @field_validator("matchers")
-    @classmethod
-    def _parse(cls, v: list[str]) -> list[str]:
-        _matchers(v)
-        return v
 
     @field_validator("targets")
     @classmethod
