@@ -30,14 +30,13 @@ from streams.core.topics import (
     MAINTENANCE_WINDOWS,
     TOPICS,
 )
-from streams.processors.alerts import AlertProcessor, IncidentIndexWriter
+from streams.processors.alerts import AlertProcessor, IncidentIndexWriter, WindowWriter
 from streams.processors.changes import ChangeProcessor, ChangeSource, NoChanges
 from streams.processors.effects import Emitter
 from streams.processors.guards import RecordGuard
 from streams.stages.alerts.causes import DeploySource, NoDeploys
 from streams.stages.alerts.state import ItsmIncidents, NoItsmIncidents
 from streams.stages.cmdb import CMDBIndex
-from streams.stages.windows import WindowSource
 
 PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
 # RocksDB through rocksdict, with caches sized for a worker rather than Faust's defaults (a 2 GiB
@@ -59,7 +58,7 @@ def create_app(
     *,
     cmdb: CMDBIndex,
     incidents: IncidentIndexWriter,
-    windows: WindowSource,
+    windows: WindowWriter,
     changes: ChangeSource | None = None,
     itsm: ItsmIncidents | None = None,
     deploys: DeploySource | None = None,

@@ -17,7 +17,13 @@ from opentelemetry.trace import SpanKind
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass
 from streams.core.messages import Consumed, Output, encoded
-from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample, SuppressedAlert
+from streams.core.models import (
+    Alert,
+    CorrelationDecisionKind,
+    CorrelationSample,
+    MaintenanceWindow,
+    SuppressedAlert,
+)
 from streams.core.rules import Rules
 from streams.core.serde import AvroSerde, SerdeError
 from streams.core.settings import Settings
@@ -53,7 +59,6 @@ from streams.stages.alerts.state import (
     encode_state,
 )
 from streams.stages.cmdb import CIIndex
-from streams.stages.windows import WindowSource
 
 STAGE = "alerts"
 COMMAND_LATENCY = telemetry.LATENCY.labels("ingest_to_command", "worker", "")
@@ -65,6 +70,19 @@ class IncidentIndexWriter(Protocol):
     def entries(self, ci_id: str) -> list[str]: ...
 
     def set(self, ci_id: str, incident: str, entry: str | None) -> None: ...
+
+
+class WindowWriter(Protocol):
+    """The window calendar the worker reads and writes (processors/indexes.py WindowIndex): it
+    publishes a source alert's inhibitions, and looks again at what a changed window keeps quiet."""
+
+    def windows(self) -> list[MaintenanceWindow]: ...
+
+    def put(self, record: MaintenanceWindow) -> None: ...
+
+    def delete(self, window_id: str) -> None: ...
+
+    def drain_changed(self) -> list[str]: ...
 
 
 class TableStore:
@@ -105,7 +123,7 @@ class AlertProcessor:
     table: MutableMapping[str, bytes]
     cmdb: CIIndex
     incidents: IncidentIndexWriter
-    windows: WindowSource
+    windows: WindowWriter
     itsm: ItsmIncidents = field(default_factory=NoItsmIncidents)
     deploys: DeploySource = field(default_factory=NoDeploys)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -269,11 +287,8 @@ class AlertProcessor:
     def _window_changes(self, now: datetime) -> None:
         """Windows that changed (maintenance.windows): the states they keep quiet come due now, so
         one that ended early lets its alerts open (the engine checks the window again)."""
-        drain = getattr(self.windows, "drain_changed", None)
-        if drain is None:
-            return
         stamp = now.timestamp()
-        for window_id in drain():
+        for window_id in self.windows.drain_changed():
             for partition, fingerprint in self.quieted.pop(window_id, set()):
                 self._quieted_by.pop(fingerprint, None)
                 bucket = self.due.get(partition)
@@ -415,10 +430,7 @@ class AlertProcessor:
         # echo them.
         for (ci_id, incident), entry in fx.index_updates.items():
             self.incidents.set(ci_id, incident, entry)
-        put, delete = getattr(self.windows, "put", None), getattr(self.windows, "delete", None)
         for window in fx.windows:
-            if put is not None:
-                put(window)
+            self.windows.put(window)
         for window_id in fx.windows_gone:
-            if delete is not None:
-                delete(window_id)
+            self.windows.delete(window_id)
