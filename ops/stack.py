@@ -55,6 +55,16 @@ def write_rules(target: Path, overrides: dict[str, dict[str, float]]) -> Path:
     return target
 
 
+PORT_FIELDS = (
+    "gateway_port",
+    "devitsm_port",
+    "worker_metrics_port",
+    "sink_metrics_port",
+    "gate_port",
+    "status_port",
+)
+
+
 def port_or_free(preferred: int) -> int:
     """preferred if nobody listens there on 127.0.0.1, else a free port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -87,6 +97,15 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # free_port() asks the kernel for a port that is free now; two asks in a row may get the
+        # same one (CI saw the worker and the sink handed one metrics port). Each gets its own.
+        taken: set[int] = set()
+        for name in PORT_FIELDS:
+            port = getattr(self, name)
+            while port in taken:
+                port = free_port()
+            setattr(self, name, port)
+            taken.add(port)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         # The ITSM password is generated per stack and handed over in a 0600 file, never argv.

@@ -141,3 +141,12 @@ def test_a_sink_without_its_configuration_says_what_is_missing(target: str) -> N
     )
     assert result.returncode == 2 and "itsmctl sink:" in result.stderr
     assert "required" in result.stderr or "is not set" in result.stderr
+
+
+def test_a_stack_gives_each_process_its_own_port_even_when_the_kernel_repeats_one(tmp_path: Path) -> None:
+    from ops.stack import PORT_FIELDS, Stack
+
+    # CI saw free_port() hand the worker and the sink one metrics port; a stack never keeps that.
+    stack = Stack(tmp_path, "127.0.0.1:9092", worker_metrics_port=50001, sink_metrics_port=50001)
+    ports = [getattr(stack, name) for name in PORT_FIELDS]
+    assert len(set(ports)) == len(ports) and stack.worker_metrics_port == 50001
