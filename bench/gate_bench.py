@@ -25,7 +25,7 @@ from aiohttp import web
 from confluent_kafka.admin import AdminClient
 
 from bench.measure import measure
-from connectors.gate.callers import CallersFile, add_caller
+from connectors.auth import Guard, TokensFile, issue
 from connectors.gate.server import GATE_PRODUCER, create_gate
 from ops import topics as topic_ops
 from ops.kafka import Broker
@@ -115,8 +115,8 @@ async def run(args: argparse.Namespace, broker: Broker, workdir: Path) -> list[d
     serde = AvroSerde()
     cmdb, windows, changes = world(args.changes, args.windows, serde)
     callers_file = workdir / "callers.toml"
-    token = add_caller(callers_file, "bench", False)
-    callers = CallersFile(callers_file)
+    token, _ = issue(callers_file, "bench", ["gate:check"])
+    callers = Guard("gate", TokensFile(callers_file))
     gate = ChangeGate(GatePolicy(), WindowCalendar(windows, cmdb, frozenset({"DEPENDS_ON"}), 3), cmdb)
     producer = AckedProducer(settings, **GATE_PRODUCER)
     app = create_gate(settings, serde, producer, gate, changes, GateRequestIndex(serde, "r"), callers)

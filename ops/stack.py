@@ -129,12 +129,12 @@ class Stack:
         # in 0600 files (ITSM_GATE_TOKEN_FILE), their hashes in the callers file.
         self.callers_file = self.workdir / "gate-callers.toml"
         if not self.callers_file.exists():
-            from connectors.gate.callers import add_caller
+            from connectors.auth import issue
 
-            for name, bypass in (("pipeline", False), ("oncall", True)):
+            for name, scopes in (("pipeline", ["gate:check"]), ("oncall", ["gate:check", "gate:bypass"])):
                 token_file = self.workdir / f"gate-{name}.token"
                 token_file.touch(mode=0o600)
-                token_file.write_text(add_caller(self.callers_file, name, bypass))
+                token_file.write_text(issue(self.callers_file, name, scopes)[0])
 
     @property
     def gateway_url(self) -> str:

@@ -6,8 +6,11 @@ POST /v1/gate/requests       ask for a change and wait for its approval (202 + r
 GET  /v1/gate/requests/{id}  poll: pending, allowed or denied, with the reasons
 GET  /healthz, /metrics
 
-Every call needs `Authorization: Bearer <token>` of a caller in the callers file. Every decision
-is an AuditEvent on audit.events, acknowledged by the broker before the answer goes out.
+Every call needs `Authorization: Bearer <token>` of a principal in the tokens (callers) file with
+the scope `gate:check` for the call's `service/environment` (401 without a known token, 403
+without the scope); an emergency bypass needs `gate:bypass` for it too, or it is denied and
+audited. Every decision is an AuditEvent on audit.events naming the caller, acknowledged by the
+broker before the answer goes out.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from connectors.gate.callers import Caller, CallersFile
+from connectors.auth import Guard, Principal, Refusal, refused
 from connectors.jsonbody import BodyError, parse_json
 from streams.core import telemetry
 from streams.core.kafka import DeliveryError
@@ -100,7 +103,7 @@ def create_gate(
     gate: ChangeGate,
     changes: ChangeIndex,
     requests: GateRequestIndex,
-    callers: CallersFile,
+    guard: Guard,
     views: Sequence[Health] = (),
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     checks: dict[str, telemetry.Check] | None = None,
@@ -112,20 +115,15 @@ def create_gate(
     requests_topic = settings.topic(CHANGE_REQUESTS)
     gate_requests_topic = settings.topic(GATE_REQUESTS)
 
-    def caller_of(request: web.Request) -> Caller | None:
-        header = request.headers.get("Authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else None
-        caller = callers.get().identify(token)
-        if caller is None:
-            # Seen and counted, never the token itself.
-            telemetry.AUTH_FAILURES.labels("gate", "token").inc()
-            log.warning(
-                "auth_refused",
-                path=request.path,
-                remote=request.remote,
-                reason="missing bearer token" if token is None else "unknown bearer token",
-            )
-        return caller
+    def caller_of(request: web.Request) -> Principal | web.Response:
+        who = guard.authenticate(request.headers, path=request.path, remote=request.remote)
+        return refused(who) if isinstance(who, Refusal) else who
+
+    def may_check(
+        request: web.Request, caller: Principal, service: str, environment: str
+    ) -> web.Response | None:
+        no = guard.authorize(caller, "gate:check", f"{service}/{environment}", path=request.path)
+        return None if no is None else refused(no)
 
     async def body_of(request: web.Request, model: type[BaseModel]) -> BaseModel | web.Response:
         if request.content_type != "application/json":
@@ -141,9 +139,11 @@ def create_gate(
     async def publish(topic: str, key: str, record: Any) -> None:
         await producer.send(*encoded(serde, topic, key, record))
 
-    def decide(caller: Caller, body: Check, now: datetime) -> GateDecision:
-        # The bypass list is read per call, so a rotated callers file takes effect at once.
-        gate.policy = GatePolicy(gate.policy.environments_requiring_change, callers.get().bypassers())
+    def decide(caller: Principal, body: Check, now: datetime) -> GateDecision:
+        # Who may bypass is read per call, so a rotated tokens file takes effect at once.
+        may_bypass = caller.allows("gate:bypass", f"{body.service}/{body.environment}")
+        bypassers = frozenset({caller.name}) if may_bypass else frozenset()
+        gate.policy = GatePolicy(gate.policy.environments_requiring_change, bypassers)
         req = GateRequest(
             service=body.service,
             environment=body.environment,
@@ -188,14 +188,16 @@ def create_gate(
     async def check(request: web.Request) -> web.Response:
         started = time.perf_counter()
         caller = caller_of(request)
-        if caller is None:
-            return _error(401, "unknown or missing bearer token")
+        if isinstance(caller, web.Response):
+            return caller
         if (down := unavailable()) is not None:
             return down
         body = await body_of(request, Check)
         if isinstance(body, web.Response):
             return body
         assert isinstance(body, Check)
+        if (no := may_check(request, caller, body.service, body.environment)) is not None:
+            return no
         decision = decide(caller, body, clock())
         try:
             result = await answer(decision)
@@ -216,14 +218,16 @@ def create_gate(
 
     async def submit(request: web.Request) -> web.Response:
         caller = caller_of(request)
-        if caller is None:
-            return _error(401, "unknown or missing bearer token")
+        if isinstance(caller, web.Response):
+            return caller
         if (down := unavailable()) is not None:
             return down
         body = await body_of(request, Submit)
         if isinstance(body, web.Response):
             return body
         assert isinstance(body, Submit)
+        if (no := may_check(request, caller, body.service, body.environment)) is not None:
+            return no
         now = clock()
         start = body.planned_start or now
         end = body.planned_end or start + DEFAULT_WINDOW
@@ -291,13 +295,15 @@ def create_gate(
 
     async def poll(request: web.Request) -> web.Response:
         caller = caller_of(request)
-        if caller is None:
-            return _error(401, "unknown or missing bearer token")
+        if isinstance(caller, web.Response):
+            return caller
         if (down := unavailable()) is not None:
             return down
         req = requests.get(request.match_info["request_id"])
         if req is None or req.caller != caller.name:
             return _error(404, "no such request of this caller")
+        if (no := may_check(request, caller, req.service, req.environment)) is not None:
+            return no
         now = clock()
         record = next((c for c in changes.values() if c.correlation_id == req.change_correlation_id), None)
         base = {"request_id": req.request_id, "change_id": record.change_id if record else None}
@@ -341,7 +347,7 @@ def create_gate(
     async def healthz(_: web.Request) -> web.Response:
         if (down := unavailable()) is not None:
             return down
-        return web.json_response({"status": "ok", "callers_file_error": callers.error})
+        return web.json_response({"status": "ok", "callers_file_error": guard.error})
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,18 +40,3 @@ class WebhookSource:
     @property
     def path(self) -> str:
         return self.route or f"/v1/alerts/{self.name}"
-
-
-def bearer_check(token: str | None) -> Callable[[Any], bool]:
-    """request -> does it carry `Authorization: Bearer <token>`? (Always, when no token is set.)
-    Header text may hold any character (non-ASCII included): bytes are compared, never raising,
-    in constant time."""
-    expected = f"Bearer {token}".encode() if token is not None else None
-
-    def authorized(request: Any) -> bool:
-        if expected is None:
-            return True
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
-        return hmac.compare_digest(given, expected)
-
-    return authorized

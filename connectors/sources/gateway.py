@@ -11,10 +11,11 @@ from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.auth import GATEWAY_SCOPES, Guard, Refusal, guard_for, refused
 from connectors.jsonbody import BodyError, parse_json
 from connectors.sources.alertmanager.api import PartialPayload
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
-from connectors.sources.base import WebhookSource, bearer_check, default_error
+from connectors.sources.base import WebhookSource, default_error
 from connectors.sources.silences import SilenceStore
 from connectors.sources.silences import add_routes as add_silence_routes
 from streams.core import telemetry
@@ -67,18 +68,23 @@ def create_gateway(
     fingerprints: FingerprintRules | None = None,
     samples: Callable[[str], CorrelationSample | None] = lambda _id: None,
     silences: SilenceStore | None = None,
+    guard: Guard | None = None,
 ) -> web.Application:
     """The aiohttp application with one POST route per webhook source, /healthz and /metrics.
 
     samples looks up a sampled correlation decision by id (the gateway follows
     alerts.correlation.samples): a verdict must name one, and its rule.
+
+    guard: who may call what (alerts:write per source, verdicts:write, silences:read|write); by
+    default from the settings (ITSM_TOKENS_FILE, else ITSM_GATEWAY_TOKEN, else webhooks open and
+    everything else refused).
     """
     topic = settings.topic(ALERTS_RAW)
-    token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+    if guard is None:
+        guard = guard_for("gateway", settings, GATEWAY_SCOPES, open_scopes=("alerts:write",))
     # Traces start here: every published alert carries a W3C traceparent header.
     telemetry.configure_tracing("itsm-gateway")
     tracer = telemetry.tracer("gateway")
-    authorized = bearer_check(token)
 
     def make_handler(source: WebhookSource) -> Callable[[web.Request], object]:
         async def handle(request: web.Request) -> web.Response:
@@ -89,9 +95,12 @@ def create_gateway(
                 )
                 return _error(status, message, problems, source.error_body)
 
-            if not authorized(request):
-                telemetry.AUTH_FAILURES.labels("gateway", "token").inc()
-                return reject(401, "missing or wrong bearer token")
+            who = guard.check(request.headers, "alerts:write", source.name, path=request.path)
+            if isinstance(who, Refusal):
+                refused = reject(who.status, who.message)
+                if who.status == 401:
+                    refused.headers["WWW-Authenticate"] = "Bearer"
+                return refused
             if request.content_type != "application/json":
                 return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
             try:
@@ -164,11 +173,13 @@ def create_gateway(
     async def verdict(request: web.Request) -> web.Response:
         """A service desk verdict on a sampled correlation decision: counted per rule, audited.
 
-        It takes the webhooks' token, JSON only, and must name a sample the pipeline took and that
-        sample's rule: metric labels and audit records come from the pipeline, never the caller.
+        It needs the scope verdicts:write (never open), JSON only, and must name a sample the
+        pipeline took and that sample's rule: metric labels and audit records come from the
+        pipeline, never the caller. The audit record's actor is the authenticated principal.
         """
-        if not authorized(request):
-            return _error(401, "missing or wrong bearer token")
+        who = guard.check(request.headers, "verdicts:write", path=request.path)
+        if isinstance(who, Refusal):
+            return refused(who)
         if request.content_type != "application/json":
             return _error(415, f"Content-Type must be application/json, not {request.content_type!r}")
         try:
@@ -203,13 +214,13 @@ def create_gateway(
         event = AuditEvent(
             event_id=f"verdict:{v.sample_id}",
             occurred_at=clock(),
-            actor=v.reviewer,
+            actor=who.name,
             action="correlation.verdict",
             subject_type="correlation_sample",
             subject_id=v.sample_id,
             outcome=AuditOutcome.DONE,
             reason=v.comment,
-            details={"rule": v.rule, "verdict": v.verdict},
+            details={"rule": v.rule, "verdict": v.verdict, "reviewer": v.reviewer},
         )
         try:
             await producer.send(*encoded(serde, audit_topic, v.sample_id, event))
@@ -218,7 +229,7 @@ def create_gateway(
         return web.json_response({"recorded": v.sample_id, "rule": v.rule}, status=202)
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "tokens_file_error": guard.error})
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=telemetry.metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -231,7 +242,7 @@ def create_gateway(
     app.router.add_post("/v1/correlation/verdicts", verdict)
     if silences is not None:
         # Alertmanager's silence API (amtool, Grafana): the pipeline's silences, token required.
-        add_silence_routes(app, settings, serde, producer, silences, clock)
+        add_silence_routes(app, settings, serde, producer, silences, guard, clock)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

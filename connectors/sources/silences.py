@@ -10,9 +10,10 @@ handlers in api/v2/api.go):
 - GET /api/v2/silence/{id} answers the gettableSilence, or 404;
 - DELETE /api/v2/silence/{id} expires it (200), or 404.
 
-Errors are Alertmanager's: a JSON string body. Every silence route needs the gateway's bearer
-token, and refuses (403) when no token is configured: a silence mutes alerts, so nobody
-unauthenticated may make one. Every change is an audit.events record naming createdBy.
+Errors are Alertmanager's: a JSON string body. Reading needs the scope silences:read, changing
+silences:write (a silence mutes alerts, so nobody unauthenticated may make one: without a token
+configured these routes answer 401). Every change is an audit.events record naming createdBy and
+the authenticated caller.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from connectors.auth import Guard, Principal, Refusal, refused
 from connectors.jsonbody import BodyError, parse_json
-from connectors.sources.base import bearer_check
 from streams.core import telemetry
 from streams.core.kafka import AckedProducer, DeliveryError
 from streams.core.matchers import parse_matchers
@@ -69,31 +70,24 @@ def add_routes(
     serde: AvroSerde,
     producer: AckedProducer,
     store: SilenceStore,
+    guard: Guard,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
-    authorized = bearer_check(token)
     windows_topic, audit_topic = settings.topic(MAINTENANCE_WINDOWS), settings.topic(AUDIT_EVENTS)
 
-    def refused(request: web.Request) -> web.Response | None:
-        if token is None:
-            telemetry.AUTH_FAILURES.labels("gateway", "silences_disabled").inc()
-            return _error(403, "the silence API needs a token: set ITSM_GATEWAY_TOKEN on the gateway")
-        if not authorized(request):
-            telemetry.AUTH_FAILURES.labels("gateway", "token").inc()
-            log.warning("auth_refused", path=request.path, remote=request.remote)
-            return _error(401, "missing or wrong bearer token")
-        return None
+    def caller(request: web.Request, scope: str) -> Principal | web.Response:
+        who = guard.check(request.headers, scope, path=request.path, remote=request.remote)
+        return refused(who, plain=True) if isinstance(who, Refusal) else who
 
-    async def publish(window: MaintenanceWindow, action: str, now: datetime) -> None:
-        event = audit_event(window, action, window.created_by, now, "api")
+    async def publish(window: MaintenanceWindow, action: str, now: datetime, who: Principal) -> None:
+        event = audit_event(window, action, window.created_by, now, "api", caller=who.name)
         await producer.send(*encoded(serde, windows_topic, window.window_id, window))
         await producer.send(*encoded(serde, audit_topic, window.window_id, event))
         store.put(window)
 
     async def list_silences(request: web.Request) -> web.Response:
-        if (no := refused(request)) is not None:
-            return no
+        if isinstance(who := caller(request, "silences:read"), web.Response):
+            return who
         try:
             wanted = [m for f in request.query.getall("filter", []) for m in parse_matchers(f)]
         except ValueError as exc:
@@ -108,8 +102,8 @@ def add_routes(
         return web.json_response(out)
 
     async def post_silence(request: web.Request) -> web.Response:
-        if (no := refused(request)) is not None:
-            return no
+        if isinstance(who := caller(request, "silences:write"), web.Response):
+            return who
         try:
             body = parse_json(await request.read())
         except BodyError as exc:
@@ -128,29 +122,29 @@ def add_routes(
         if not window.created_by or not window.reason:
             return _error(400, "createdBy and comment are required")
         try:
-            await publish(window, "silence.update" if previous else "silence.add", now)
+            await publish(window, "silence.update" if previous else "silence.add", now, who)
         except DeliveryError as exc:
             return _error(503, f"the silence could not be stored; retry later: {exc}")
-        log.info("silence_set", silence=window.window_id, created_by=window.created_by)
+        log.info("silence_set", silence=window.window_id, created_by=window.created_by, caller=who.name)
         return web.json_response({"silenceID": window.window_id.removeprefix(PREFIX)})
 
     async def get_silence(request: web.Request) -> web.Response:
-        if (no := refused(request)) is not None:
-            return no
+        if isinstance(who := caller(request, "silences:read"), web.Response):
+            return who
         window = store.get(request.match_info["silence_id"])
         if window is None:
             return web.Response(status=404)
         return web.json_response(to_am_silence(window, clock()))
 
     async def delete_silence(request: web.Request) -> web.Response:
-        if (no := refused(request)) is not None:
-            return no
+        if isinstance(who := caller(request, "silences:write"), web.Response):
+            return who
         window = store.get(request.match_info["silence_id"])
         if window is None:
             return web.Response(status=404)
         now = clock()
         try:
-            await publish(expired(window, now), "silence.expire", now)
+            await publish(expired(window, now), "silence.expire", now, who)
         except DeliveryError as exc:
             return _error(503, f"the silence could not be expired; retry later: {exc}")
         return web.Response(status=200)

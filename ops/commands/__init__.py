@@ -24,6 +24,7 @@ from ops.commands import (
     silence,
     sink,
     status,
+    tokens,
     topics,
     worker,
 )
@@ -47,6 +48,7 @@ GROUPS = (
     incidents,
     silence,
     rules,
+    tokens,
     demo,
 )
 EXTRA = (completion,)

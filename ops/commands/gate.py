@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ better, ITSM_GATE_TOKEN_FILE; never from the command line."""
 def serve(_: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from connectors.gate.callers import CallersError, CallersFile
+    from connectors.auth import Guard, TokensError, TokensFile
     from connectors.gate.server import GATE_PRODUCER, create_gate
     from streams.core.kafka import AckedProducer, BrokerProbe
     from streams.stages.changes.gate import ChangeGate, GatePolicy
@@ -29,11 +28,14 @@ def serve(_: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
-    if not settings.gate_callers_file:
-        raise runtime.CommandError("set ITSM_GATE_CALLERS_FILE (make one with `itsmctl gate token NAME`)")
+    path = settings.gate_callers_file or settings.tokens_file
+    if not path:
+        raise runtime.CommandError(
+            "set ITSM_TOKENS_FILE or ITSM_GATE_CALLERS_FILE (make one with `itsmctl gate token NAME`)"
+        )
     try:
-        callers = CallersFile(Path(settings.gate_callers_file))
-    except CallersError as exc:
+        tokens = TokensFile(Path(path))
+    except TokensError as exc:
         raise runtime.CommandError(str(exc)) from None
     rules = runtime.rules(settings)
     serde = runtime.serde(settings)
@@ -42,9 +44,7 @@ def serve(_: argparse.Namespace) -> int:
     calendar = WindowCalendar(
         views["windows"], views["cmdb"], frozenset(topology.relationships), topology.max_depth
     )
-    gate = ChangeGate(
-        GatePolicy(settings.gate_environment_set(), callers.get().bypassers()), calendar, views["cmdb"]
-    )
+    gate = ChangeGate(GatePolicy(settings.gate_environment_set()), calendar, views["cmdb"])
     producer = AckedProducer(settings, **GATE_PRODUCER)
     app = create_gate(
         settings,
@@ -53,7 +53,7 @@ def serve(_: argparse.Namespace) -> int:
         gate,
         views["changes"],
         views["requests"],
-        callers,
+        Guard("gate", tokens),
         views.followers,
         checks={"broker": BrokerProbe(settings)},
     )
@@ -67,7 +67,7 @@ def serve(_: argparse.Namespace) -> int:
         "gate_listening",
         host=settings.gate_host,
         port=settings.gate_port,
-        callers=len(callers.get().callers),
+        principals=len(tokens.get().principals),
         environments=sorted(settings.gate_environment_set()),
         changes=len(views["changes"].values()),
         windows=len(views["windows"].windows()),
@@ -77,20 +77,14 @@ def serve(_: argparse.Namespace) -> int:
 
 
 def token(args: argparse.Namespace) -> int:
-    from connectors.gate.callers import CallersError, add_caller
+    from ops.commands.tokens import issue_audited
 
     settings = runtime.settings()
-    path = Path(args.callers_file or settings.gate_callers_file or "gate-callers.toml")
-    try:
-        secret = add_caller(path, args.name, args.bypass)
-    except CallersError as exc:
-        raise runtime.CommandError(str(exc)) from None
-    print(
-        f"caller {args.name} added to {path} (bypass: {str(args.bypass).lower()}); its token, shown once:",
-        file=sys.stderr,
+    path = Path(
+        args.callers_file or settings.gate_callers_file or settings.tokens_file or "gate-callers.toml"
     )
-    print(secret)
-    return runtime.EXIT_OK
+    scopes = ["gate:check", *(["gate:bypass"] if args.bypass else [])]
+    return issue_audited(settings, path, args.name, scopes, args.actor, args.offline)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -237,4 +231,8 @@ def register(sub: Any) -> None:
     p = runtime.action(acts, "gate", "token", "make a caller and print its token once", token)
     p.add_argument("name", help="the caller's name, e.g. release-bot")
     p.add_argument("--bypass", action="store_true", help="this caller may use the emergency bypass")
-    p.add_argument("--callers-file", help="callers file (default ITSM_GATE_CALLERS_FILE)")
+    p.add_argument(
+        "--callers-file", help="tokens file (default ITSM_GATE_CALLERS_FILE, then ITSM_TOKENS_FILE)"
+    )
+    p.add_argument("--actor", help="who issues it, for the audit record (default: your login name)")
+    p.add_argument("--offline", action="store_true", help="write the file without an audit record")

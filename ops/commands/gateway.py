@@ -68,6 +68,7 @@ def supervise(count: int, log_level: str) -> int:
 def serve(shared_port: bool) -> int:
     from aiohttp import web
 
+    from connectors.auth import GATEWAY_SCOPES, TokensError, guard_for
     from connectors.registry import webhook_sources
     from connectors.sources.gateway import create_gateway
     from connectors.sources.silences import SilenceStore
@@ -79,6 +80,10 @@ def serve(shared_port: bool) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    try:
+        guard = guard_for("gateway", settings, GATEWAY_SCOPES, open_scopes=("alerts:write",))
+    except TokensError as exc:
+        raise runtime.CommandError(str(exc)) from None
     rules = runtime.rules(settings)
     serde = runtime.serde(settings)
     sources = webhook_sources(settings)
@@ -112,6 +117,7 @@ def serve(shared_port: bool) -> int:
         fingerprints=rules.fingerprint,
         samples=samples.get,
         silences=SilenceStore(windows.windows, windows.put),
+        guard=guard,
     )
     checks: dict[str, telemetry.Check] = {
         "broker": BrokerProbe(settings),
@@ -132,7 +138,21 @@ def serve(shared_port: bool) -> int:
         host=settings.gateway_host,
         port=settings.gateway_port,
         routes=[s.path for s in sources.values()],
+        auth="tokens file"
+        if settings.tokens_file
+        else ("shared token" if settings.gateway_token else "none"),
     )
+    if guard.insecure:
+        telemetry.get_logger("gateway").warning(
+            "insecure_no_authentication",
+            detail="webhooks accept unauthenticated requests; verdicts and silences are refused. "
+            "Set ITSM_TOKENS_FILE (itsmctl tokens issue) for scoped tokens.",
+        )
+    elif guard.shared is not None:
+        telemetry.get_logger("gateway").warning(
+            "shared_token",
+            detail="one token with every gateway scope; ITSM_TOKENS_FILE gives each caller its own",
+        )
     web.run_app(
         app,
         host=settings.gateway_host,

@@ -98,11 +98,20 @@ def serve(args: argparse.Namespace) -> int:
     from aiohttp import web
     from prometheus_client import REGISTRY
 
+    from connectors.auth import Refusal, TokensError, guard_for, refused
     from streams.core import telemetry
 
     settings, service = _service(args)
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     log = telemetry.get_logger("status")
+    try:
+        # With ITSM_TOKENS_FILE, /api/status needs status:read (dead-letter reasons are data);
+        # the page itself, /metrics and the health endpoints stay open.
+        guard = guard_for("status", settings, open_scopes=("status:read",))
+    except TokensError as exc:
+        raise runtime.CommandError(str(exc)) from None
+    if guard.insecure:
+        log.warning("insecure_no_authentication", detail="/api/status is open; set ITSM_TOKENS_FILE")
     interval = args.interval or settings.status_interval_seconds
     stop = threading.Event()
 
@@ -132,7 +141,10 @@ def serve(args: argparse.Namespace) -> int:
     async def index(_: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
-    async def status(_: web.Request) -> web.Response:
+    async def status(request: web.Request) -> web.Response:
+        who = guard.check(request.headers, "status:read", path=request.path, remote=request.remote)
+        if isinstance(who, Refusal):
+            return refused(who)
         return web.json_response(service.snapshot(), dumps=_dumps)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -141,7 +153,7 @@ def serve(args: argparse.Namespace) -> int:
         return web.Response(body=telemetry.metrics_text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "tokens_file_error": guard.error})
 
     app = web.Application()
     app.router.add_get("/", index)

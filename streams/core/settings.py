@@ -85,7 +85,14 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Answer 503 when Kafka has not acknowledged a webhook's alerts by then."
     )
     gateway_token: SecretStr | None = Field(
-        None, description="When set, webhooks must send Authorization: Bearer <token>."
+        None,
+        description="One shared token with every gateway scope (older setups); ITSM_TOKENS_FILE, "
+        "scoped tokens per caller, replaces it.",
+    )
+    tokens_file: str | None = Field(
+        None,
+        description="TOML file of the APIs' principals: SHA-256 of their tokens and their scopes "
+        "(`itsmctl tokens`); reread when it changes. Used by the gateway, the gate and the status service.",
     )
 
     grafana_hmac_secret: SecretStr | None = Field(
@@ -106,8 +113,8 @@ class Settings(BaseSettings):
     )
     gate_callers_file: str | None = Field(
         None,
-        description="TOML file of gate callers: name, SHA-256 of its token, whether it may bypass. "
-        "The gate refuses to start without it.",
+        description="The gate's tokens file, when it is not ITSM_TOKENS_FILE (also read: the older "
+        "[callers.<name>] entries, token_sha256 and bypass). The gate refuses to start without one.",
     )
     gate_environments: str = Field(
         "production", description="Comma-separated environments whose deploys need an approved change."

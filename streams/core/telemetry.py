@@ -198,8 +198,9 @@ EVENT_RULES = Counter(
 )
 AUTH_FAILURES = Counter(
     "itsm_pipeline_auth_failures_total",
-    "Refused authentication or authorization, by the component that saw it and why: token or "
-    "signature (a caller of our APIs), itsm_401, itsm_403 or oauth_token (the ITSM refused us).",
+    "Refused authentication or authorization, by the component that saw it and why: "
+    "missing_token, unknown_token, missing_scope or signature (a caller of our APIs), itsm_401, "
+    "itsm_403 or oauth_token (the ITSM refused us).",
     ["component", "reason"],
 )
 VIEW_UP = Gauge(

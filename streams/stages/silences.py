@@ -82,8 +82,11 @@ def make(
     )
 
 
-def audit_event(window: MaintenanceWindow, action: str, actor: str, now: datetime, via: str) -> AuditEvent:
-    """The audit.events record of a silence made, updated, expired or imported."""
+def audit_event(
+    window: MaintenanceWindow, action: str, actor: str, now: datetime, via: str, caller: str | None = None
+) -> AuditEvent:
+    """The audit.events record of a silence made, updated, expired or imported; caller: the
+    authenticated principal of an API call (createdBy is what the caller wrote)."""
     return AuditEvent(
         event_id=f"{action}-{window.window_id}-{int(now.timestamp() * 1000)}",
         occurred_at=now,
@@ -98,6 +101,7 @@ def audit_event(window: MaintenanceWindow, action: str, actor: str, now: datetim
             "starts_at": window.starts_at.isoformat(),
             "ends_at": window.ends_at.isoformat(),
             "via": via,
+            **({"caller": caller} if caller else {}),
         },
     )
 

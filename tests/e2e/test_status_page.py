@@ -240,3 +240,43 @@ def test_status_page_shows_live_figures_while_a_stream_flows(
             assert isinstance(json.loads(line), dict), (path.name, number, line)
     # The worker's own lines are there (Faust's stdout redirect would have swallowed them).
     assert '"event": "dead_letter"' in (tmp_path / "stack" / "logs" / "worker.log").read_text()
+
+
+def test_with_tokens_the_status_json_needs_status_read_and_the_page_asks_for_a_token(
+    kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path
+) -> None:
+    """ITSM_TOKENS_FILE set: /api/status answers 401 without a token and 403 without the scope; the
+    page (open, it holds no data) shows a token form, and with a status:read token the figures."""
+    from connectors import auth
+
+    tokens = tmp_path / "tokens.toml"
+    viewer, _ = auth.issue(tokens, "sre-viewer", ["status:read"])
+    other, _ = auth.issue(tokens, "prometheus", ["alerts:write"])
+    extra = {"ITSM_TOKENS_FILE": str(tokens), "ITSM_STATUS_SCRAPE": ""}
+    with pipeline_stack(kafka_broker, kafka_settings, tmp_path / "stack", extra_env=extra) as stack:
+        stack.start(["status"])
+        api = stack.status_url + "/api/status"
+        assert httpx.get(api).status_code == 401
+        assert httpx.get(api, headers={"Authorization": f"Bearer {other}"}).status_code == 403
+        assert httpx.get(api, headers={"Authorization": f"Bearer {viewer}"}).json()["at"]
+        assert httpx.get(stack.status_url + "/metrics").status_code == 200  # Prometheus scrapes it
+        browser = chrome()
+        try:
+            browser.get(stack.status_url + "/")  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 30
+            form = browser.find_element("id", "login")  # type: ignore[attr-defined]
+            while not form.is_displayed():
+                assert time.monotonic() < deadline, "the page never asked for a token"
+                time.sleep(0.2)
+            assert browser.find_element("id", "updated").text == "never"  # type: ignore[attr-defined]
+            browser.find_element("id", "token").send_keys(viewer)  # type: ignore[attr-defined]
+            form.submit()
+            while browser.find_element("id", "updated").text == "never":  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, "the page never showed figures after the token"
+                time.sleep(0.2)
+            assert not form.is_displayed()
+        finally:
+            browser.quit()  # type: ignore[attr-defined]
+    log = (tmp_path / "stack" / "logs" / "status.log").read_text()
+    assert '"reason": "missing_scope"' in log and '"principal": "prometheus"' in log
+    assert viewer not in log and other not in log  # a principal's name, never its token

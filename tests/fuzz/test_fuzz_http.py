@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from connectors.gate.callers import CallersFile, add_caller
+from connectors import auth
 from connectors.gate.server import GATE_PRODUCER, create_gate
 from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
@@ -171,7 +171,9 @@ def test_tokens_signatures_and_content_types_are_checked_without_5xx(
         resp = locked_gateway.post(path, body, headers)
     except httpx.LocalProtocolError:
         return  # a header no HTTP client can send (e.g. a control character): nothing to test
-    if auth != "Bearer t0ken":
+    # RFC 7235 section 2.1: the scheme is case-insensitive; the token is compared exactly.
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or token.strip() != "t0ken":
         # 401 from the gateway, or 400 from the HTTP server for a header it cannot parse at all.
         assert resp.status_code in (400, 401), (auth, resp.status_code)
 
@@ -216,7 +218,7 @@ def test_the_verdict_route_never_fails_and_records_only_valid_verdicts(
 def gate_api(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str]]:
     s = with_topics(kafka_broker, "fuzz-gate-")
     callers_file = Path(tmp_path_factory.mktemp("gate")) / "callers.toml"
-    token = add_caller(callers_file, "ci", True)
+    token, _ = auth.issue(callers_file, "ci", ["gate:check", "gate:bypass"])
     cmdb, windows = CMDBTopicIndex(SERDE, "c"), WindowIndex(SERDE, "w")
     gate = ChangeGate(GatePolicy(), WindowCalendar(windows, cmdb, frozenset({"DEPENDS_ON"}), 3), cmdb)
     spy = Spy(AckedProducer(s, **GATE_PRODUCER))
@@ -227,7 +229,7 @@ def gate_api(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
         gate,
         ChangeIndex(SERDE, "x"),
         GateRequestIndex(SERDE, "r"),
-        CallersFile(callers_file),  # type: ignore[arg-type]
+        auth.Guard("gate", auth.TokensFile(callers_file)),
     )
     with serve(app) as url:
         yield Served(url, spy), token

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.gate.callers import CallersFile, add_caller, token_hash
+from connectors import auth
+from connectors.auth import Guard, TokensFile
 from connectors.gate.client import GateClient, GateUnavailable
 from connectors.gate.server import GATE_PRODUCER, create_gate
 from streams.core.kafka import AckedProducer
@@ -64,10 +65,14 @@ class Gate:
 @pytest.fixture
 def gate(kafka_settings: Settings, tmp_path: Path) -> Iterator[Gate]:
     callers_file = tmp_path / "callers.toml"
-    tokens = {
-        name: add_caller(callers_file, name, bypass) for name, bypass in (("ci", False), ("oncall", True))
+    grants = {
+        "ci": ["gate:check"],
+        "oncall": ["gate:check", "gate:bypass"],
+        # Least privilege: two services' deploys, a bypass for one of them only.
+        "payments-bot": ["gate:check:payments/*", "gate:check:billing/*", "gate:bypass:payments/*"],
     }
-    callers = CallersFile(callers_file)
+    tokens = {name: auth.issue(callers_file, name, scopes)[0] for name, scopes in grants.items()}
+    callers = Guard("gate", TokensFile(callers_file))
     cmdb, windows = CMDBTopicIndex(SERDE, "c"), WindowIndex(SERDE, "w")
     changes, requests = ChangeIndex(SERDE, "x"), GateRequestIndex(SERDE, "r")
     gate = ChangeGate(GatePolicy(), WindowCalendar(windows, cmdb, frozenset({"DEPENDS_ON"}), 3), cmdb)
@@ -105,13 +110,18 @@ def test_callers_must_authenticate_and_send_valid_json(gate: Gate) -> None:
     from prometheus_client import REGISTRY
 
     def refused() -> float:
-        labels = {"component": "gate", "reason": "token"}
-        return REGISTRY.get_sample_value("itsm_pipeline_auth_failures_total", labels) or 0.0
+        return sum(
+            REGISTRY.get_sample_value("itsm_pipeline_auth_failures_total", {"component": "gate", "reason": r})
+            or 0.0
+            for r in ("missing_token", "unknown_token")
+        )
 
     before = refused()
-    assert httpx.post(f"{gate.url}/v1/gate/check", json=CHECK).status_code == 401
+    missing = httpx.post(f"{gate.url}/v1/gate/check", json=CHECK)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
     bad = httpx.post(f"{gate.url}/v1/gate/check", json=CHECK, headers={"Authorization": "Bearer nope"})
     assert bad.status_code == 401
+    assert missing.json() == bad.json() == {"error": "unauthorized"}  # nothing that helps a guess
     assert refused() == before + 2  # counted (and logged without the token), ready for an alert
     with gate.client() as c:
         assert c.post("/v1/gate/check", content=b"service=x").status_code == 415
@@ -181,6 +191,32 @@ def test_a_freeze_denies_and_only_a_bypass_caller_with_a_justification_may_overr
     assert audits[-1].outcome is AuditOutcome.BYPASSED and audits[-1].action == "gate.bypass"
 
 
+def test_a_caller_may_only_do_what_its_scopes_name(gate: Gate) -> None:
+    """gate:check and gate:bypass per service/environment: outside them 403, logged and counted;
+    a bypass outside gate:bypass is a denial on the audit trail, not a refusal."""
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        labels = {"component": "gate", "reason": "missing_scope"}
+        return REGISTRY.get_sample_value("itsm_pipeline_auth_failures_total", labels) or 0.0
+
+    before = refused()
+    payments = {"service": "payments", "environment": "staging"}
+    with gate.client("payments-bot") as c:
+        other = c.post("/v1/gate/check", json=CHECK)  # checkout: not its service
+        assert other.status_code == 403 and other.json() == {"error": "forbidden"}
+        assert c.post("/v1/gate/requests", json=CHECK).status_code == 403
+        assert c.post("/v1/gate/check", json=payments).json()["decision"] == "allow"
+        bypass = {"environment": "production", "bypass": True, "justification": "outage"}
+        not_here = c.post("/v1/gate/check", json={**bypass, "service": "billing"}).json()
+        emergency = c.post("/v1/gate/check", json={**bypass, "service": "payments"}).json()
+    assert refused() == before + 2
+    assert not_here["decision"] == "deny" and "payments-bot may not bypass the gate" in not_here["reasons"]
+    assert emergency["decision"] == "allow" and emergency["emergency"] is True
+    with gate.client("ci") as c:  # the unqualified scope: every service and environment
+        assert c.post("/v1/gate/check", json=payments).status_code == 200
+
+
 def test_submit_then_poll_follows_the_change_through_approval(gate: Gate) -> None:
     with gate.client() as c:
         pending = c.post("/v1/gate/requests", json={**CHECK, "short_description": "Deploy checkout abc123"})
@@ -219,18 +255,13 @@ def test_a_rejected_approval_denies_the_request(gate: Gate) -> None:
 
 def test_a_token_is_rotated_without_downtime(gate: Gate) -> None:
     old = gate.tokens["ci"]
-    new = "rotated-token-for-ci-0123456789"
-    text = gate.callers_file.read_text()
-    both = text.replace(
-        f'token_sha256 = "{token_hash(old)}"', f'token_sha256 = ["{token_hash(old)}", "{token_hash(new)}"]'
-    )
-    gate.callers_file.write_text(both)
+    new, _ = auth.rotate(gate.callers_file, "ci")
     for token in (old, new):
         resp = httpx.post(
             f"{gate.url}/v1/gate/check", json=CHECK, headers={"Authorization": f"Bearer {token}"}
         )
         assert resp.status_code == 200
-    gate.callers_file.write_text(text.replace(token_hash(old), token_hash(new)))
+    auth.revoke(gate.callers_file, "ci", old_only=True)
     assert (
         httpx.post(
             f"{gate.url}/v1/gate/check", json=CHECK, headers={"Authorization": f"Bearer {old}"}

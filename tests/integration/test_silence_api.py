@@ -1,6 +1,7 @@
 """Alertmanager's silence API on the gateway, on the real broker: the routes and answers of its API
-v2, token required, every change on maintenance.windows and audited; and the real amtool (Debian's
-prometheus-alertmanager ships it) managing the pipeline's silences through it."""
+v2, scoped tokens required (silences:read, silences:write), every change on maintenance.windows and
+audited with its caller; and the real amtool (Debian's prometheus-alertmanager ships it) managing the
+pipeline's silences through it."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
+from connectors.auth import Principal, Scope, render, token_hash
 from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
 from connectors.sources.silences import SilenceStore
@@ -32,6 +33,7 @@ from tests.servers import serve
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
 TOKEN = "s1lence-t0ken"
+VIEWER = "v1ewer-t0ken"
 
 
 @dataclass
@@ -63,8 +65,17 @@ def started(settings: Settings) -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def gateway(kafka_settings: Settings) -> Iterator[Gateway]:
-    yield from started(kafka_settings.model_copy(update={"gateway_token": SecretStr(TOKEN)}))
+def gateway(kafka_settings: Settings, tmp_path: Path) -> Iterator[Gateway]:
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(
+        render(
+            [
+                Principal("oncall", (token_hash(TOKEN),), (Scope("silences:read"), Scope("silences:write"))),
+                Principal("viewer", (token_hash(VIEWER),), (Scope("silences:read"),)),
+            ]
+        )
+    )
+    yield from started(kafka_settings.model_copy(update={"tokens_file": str(tokens)}))
 
 
 def body(**kw: object) -> dict[str, object]:
@@ -138,13 +149,31 @@ def test_the_silence_api_answers_as_alertmanager_does(gateway: Gateway) -> None:
     ]
     assert [a.action for a in audit] == ["silence.add", "silence.update", "silence.expire"]
     assert {a.details["via"] for a in audit} == {"api"}
+    assert {a.details["caller"] for a in audit} == {"oncall"}  # the authenticated principal
 
 
-def test_without_a_gateway_token_the_silence_api_is_refused(kafka_settings: Settings) -> None:
+def test_without_tokens_configured_the_silence_api_is_refused(kafka_settings: Settings) -> None:
     for gw in started(kafka_settings):
         with gw.http() as c:
             refused = c.post("/api/v2/silences", json=body())
-            assert refused.status_code == 403 and "ITSM_GATEWAY_TOKEN" in refused.json()
+            assert refused.status_code == 401 and refused.json() == "unauthorized"
+            assert c.get("/api/v2/silences").status_code == 401
+
+
+def test_each_silence_route_needs_its_scope(gateway: Gateway) -> None:
+    from prometheus_client import REGISTRY
+
+    def refused() -> float:
+        labels = {"component": "gateway", "reason": "missing_scope"}
+        return REGISTRY.get_sample_value("itsm_pipeline_auth_failures_total", labels) or 0.0
+
+    before = refused()
+    with gateway.http(VIEWER) as viewer:
+        assert viewer.get("/api/v2/silences").status_code == 200
+        made = viewer.post("/api/v2/silences", json=body())
+        assert made.status_code == 403 and made.json() == "forbidden"
+        assert viewer.delete("/api/v2/silence/anything").status_code == 403
+    assert refused() == before + 2
 
 
 def test_amtool_manages_the_pipelines_silences(gateway: Gateway, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.gate.callers import Callers, token_hash
+from connectors.auth import Scope, Tokens, token_hash
 from tests.cli import Itsmctl, runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,22 +51,23 @@ def test_a_bypass_needs_a_justification(tmp_path: Path, itsmctl: Itsmctl) -> Non
 
 def test_gate_token_prints_the_token_once_and_stores_only_its_hash(tmp_path: Path, itsmctl: Itsmctl) -> None:
     path = tmp_path / "callers.toml"
-    r = itsmctl("gate", "token", "release-bot", "--bypass", "--callers-file", str(path))
+    r = itsmctl("gate", "token", "release-bot", "--bypass", "--callers-file", str(path), "--offline")
     assert r.returncode == 0, r.stderr
+    assert "not audited (--offline)" in r.stderr
     token = r.stdout.strip()
     text = path.read_text()
     assert token not in text and token_hash(token) in text
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    (caller,) = Callers.load(path).callers
-    assert (caller.name, caller.bypass) == ("release-bot", True)
-    again = itsmctl("gate", "token", "release-bot", "--callers-file", str(path))
-    assert again.returncode == 2 and "has a caller 'release-bot' already" in again.stderr
+    (caller,) = Tokens.load(path).principals
+    assert (caller.name, caller.scopes) == ("release-bot", (Scope("gate:check"), Scope("gate:bypass")))
+    again = itsmctl("gate", "token", "release-bot", "--callers-file", str(path), "--offline")
+    assert again.returncode == 2 and "has 'release-bot' already" in again.stderr
     assert itsmctl("gate", "token").returncode == 2
 
 
 def test_gate_serve_refuses_to_start_without_callers(itsmctl: Itsmctl) -> None:
     r = itsmctl("gate", "serve")
-    assert r.returncode != 0 and "ITSM_GATE_CALLERS_FILE" in r.stderr
+    assert r.returncode != 0 and "ITSM_GATE_CALLERS_FILE" in r.stderr and "ITSM_TOKENS_FILE" in r.stderr
 
 
 def test_freeze_import_names_the_problem(tmp_path: Path, itsmctl: Itsmctl) -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from connectors.gate.callers import token_hash
+from connectors.auth import token_hash
 from connectors.registry import webhook_sources
 from connectors.sources.gateway import create_gateway
 from ops.kafka.broker import free_port
