@@ -71,6 +71,32 @@ def reachable(settings: Settings, timeout: float = 2.0) -> None:
     )
 
 
+def announce_kafka(settings: Settings, component: str) -> None:
+    """One log line naming how this process reaches the broker; plain mode is named insecure."""
+    import structlog
+
+    from streams.core.kafka import identify
+
+    identify(component, settings.kafka_sasl_username)
+    log = structlog.get_logger(component)
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        log.warning(
+            "kafka_insecure",
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol="PLAINTEXT",
+            detail="no authentication, no encryption, no ACLs: for local development only "
+            "(ITSM_KAFKA_SECURITY_PROTOCOL=SASL_SSL for anything else)",
+        )
+    else:
+        log.info(
+            "kafka_secured",
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            mechanism=settings.kafka_sasl_mechanism,
+            principal=settings.kafka_sasl_username,
+        )
+
+
 def serde(settings: Settings) -> AvroSerde:
     """The Avro serde: schemas from schemas/avro, the Confluent registry when one is configured."""
     from streams.core.serde import AvroSerde, SchemaStore, SerdeError, registry_from_settings

@@ -90,6 +90,10 @@ class Stack:
     gate_port: int = field(default_factory=free_port)
     status_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # How every process reaches the broker (Broker.env(): bootstrap, SASL_SSL principal, CA).
+    kafka_env: dict[str, str] = field(default_factory=dict)
+    # Per component, e.g. its own broker principal: {"worker": {"ITSM_KAFKA_SASL_USERNAME": ...}}.
+    component_env: dict[str, dict[str, str]] = field(default_factory=dict)
     # Lifecycle periods to override (seconds), e.g. a short stable_period for demos and tests.
     lifecycle: dict[str, float] = field(default_factory=dict)
     # Change rules to override, e.g. a short park_timeout.
@@ -191,6 +195,7 @@ class Stack:
         )
         if self.rules_dir is not None:
             env["ITSM_RULES_DIR"] = str(self.rules_dir)
+        env.update(self.kafka_env)
         env.update(self.extra_env)
         return env
 
@@ -229,7 +234,7 @@ class Stack:
             log = open(self.workdir / "logs" / f"{name}.log", "ab")
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "ops.cli", *argv],
-                env={**env, **own_env},
+                env={**env, **own_env, **self.component_env.get(name, {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

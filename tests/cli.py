@@ -25,13 +25,16 @@ class Ran:
 Itsmctl = Callable[..., Ran]
 
 
-def runner(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Itsmctl:
-    """itsmctl(*argv, **env) -> Ran, as `itsmctl argv` run from the checkout with env's ITSM_* only."""
+def runner(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, base: dict[str, str] | None = None
+) -> Itsmctl:
+    """itsmctl(*argv, **env) -> Ran, as `itsmctl argv` run from the checkout with env's ITSM_* only
+    (over base: how the session broker is reached)."""
 
     def itsmctl(*argv: str, **env: str) -> Ran:
         for name in [n for n in os.environ if n.startswith("ITSM_")]:
             monkeypatch.delenv(name)
-        for name, value in env.items():
+        for name, value in {**(base or {}), **env}.items():
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(ROOT)
         capsys.readouterr()

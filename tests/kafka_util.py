@@ -5,10 +5,34 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
+from ops.kafka import Broker
 from streams.core.dlq import Headers
+
+# Brokers that run secured, by bootstrap string: their clients connect the way they ask.
+SECURED: dict[str, Broker] = {}
+
+
+def register(broker: Broker) -> None:
+    if broker.security is not None:
+        SECURED[broker.bootstrap] = broker
+
+
+def conf(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A librdkafka configuration for a test's own client of the broker at bootstrap (as its
+    administrator when it runs secured)."""
+    broker = SECURED.get(bootstrap)
+    base = broker.client_config() if broker is not None else {"bootstrap.servers": bootstrap}
+    return {**base, **(extra or {})}
+
+
+def kafka_env(bootstrap: str) -> dict[str, str]:
+    """The ITSM_KAFKA_* settings of a pipeline process on the broker at bootstrap."""
+    broker = SECURED.get(bootstrap)
+    return broker.env() if broker is not None else {"ITSM_KAFKA_BOOTSTRAP": bootstrap}
 
 
 def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
@@ -25,12 +49,14 @@ def consume_until(
     """Read topic from the start, each record through enough(record), until it says True (or
     timeout); returns what arrived."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
+        conf(
+            bootstrap,
+            {
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            },
+        )
     )
     consumer.subscribe([topic])
     out: list[Message] = []
@@ -53,12 +79,7 @@ def produce(
 ) -> None:
     """Write records in order (to one partition if given) and wait until the broker acknowledged all."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",
-            "linger.ms": 20,
-        }
+        conf(bootstrap, {"enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 20})
     )
     errors: list[str] = []
     for key, value, headers in records:

@@ -21,17 +21,12 @@ Followed documentation:
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -132,47 +127,12 @@ class ThrowawayCA:
 
 def make_ca(where: Path) -> ThrowawayCA:
     """A throwaway CA and a 127.0.0.1 server certificate (ECDSA P-256, valid one day)."""
-    import ipaddress
+    from ops.tls import Authority
 
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "itsm-pipeline test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    issued = Authority.create("itsm-pipeline test CA", days=1).issue("127.0.0.1", days=1)
     where.mkdir(parents=True, exist_ok=True)
     out = ThrowawayCA(where / "ca.pem", where / "server.pem", where / "server.key")
-    out.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    out.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    out.ca_file.write_bytes(issued.ca_pem)
+    out.cert_file.write_bytes(issued.cert_pem)
+    out.key_file.write_bytes(issued.key_pem)
     return out

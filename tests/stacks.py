@@ -15,7 +15,14 @@ from streams.core.settings import Settings
 
 @contextmanager
 def pipeline_stack(broker: Broker, settings: Settings, workdir: Path, **kw: Any) -> Iterator[Stack]:
-    s = Stack(workdir, broker.bootstrap, topic_prefix=settings.topic_prefix, app_id=settings.app_id, **kw)
+    s = Stack(
+        workdir,
+        broker.bootstrap,
+        kafka_env=broker.env(),
+        topic_prefix=settings.topic_prefix,
+        app_id=settings.app_id,
+        **kw,
+    )
     try:
         yield s
     finally:

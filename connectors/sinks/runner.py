@@ -16,7 +16,7 @@ from connectors.sinks.http import SinkError
 from connectors.sinks.known import KnownIds
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
-from streams.core.kafka import client_config, producer_config
+from streams.core.kafka import client_config, note_refusal, producer_config
 from streams.core.messages import Consumed, encoded
 from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
@@ -202,6 +202,7 @@ class SinkRunner:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
+            note_refusal(err.code(), err.str(), str(msg.topic()))
             self._delivery_errors.append(f"{msg.topic()}: {err.str()}")
             if msg.topic() == self.dlq_topic:
                 telemetry.DEAD_LETTER_WRITE_FAILURES.labels(self.stage).inc()
@@ -307,6 +308,7 @@ class SinkRunner:
                 idle = 0.0
                 err = msg.error()
                 if err is not None:
+                    note_refusal(err.code(), err.str(), str(msg.topic() or ""))
                     if err.fatal() or (not err.retriable() and err.code() != KafkaError._PARTITION_EOF):
                         raise KafkaException(err)
                     continue

@@ -7,6 +7,7 @@ adds its parser, its actions and their own options.
 from __future__ import annotations
 
 from ops.commands import (
+    acls,
     changes,
     completion,
     demo,
@@ -49,6 +50,7 @@ GROUPS = (
     silence,
     rules,
     tokens,
+    acls,
     demo,
 )
 EXTRA = (completion,)

@@ -24,6 +24,7 @@ def sync(args: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.announce_kafka(settings, "changes-sync")
     telemetry.configure_tracing("itsm-changes-sync")
     client = runtime.servicenow_client(settings, "servicenow-changes")
     producer = Producer(producer_config(settings))

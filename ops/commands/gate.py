@@ -28,6 +28,7 @@ def serve(_: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.announce_kafka(settings, "gate")
     path = settings.gate_callers_file or settings.tokens_file
     if not path:
         raise runtime.CommandError(

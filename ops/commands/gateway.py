@@ -80,6 +80,7 @@ def serve(shared_port: bool) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.announce_kafka(settings, "gateway")
     try:
         guard = guard_for("gateway", settings, GATEWAY_SCOPES, open_scopes=("alerts:write",))
     except TokensError as exc:

@@ -26,6 +26,7 @@ def sync(args: argparse.Namespace) -> int:
 
     settings = runtime.settings(kafka=True)
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.announce_kafka(settings, "incidents-sync")
     telemetry.configure_tracing("itsm-incidents-sync")
     targets = args.target or ["servicenow"]
     readers = []

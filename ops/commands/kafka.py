@@ -20,13 +20,26 @@ def _where(p: argparse.ArgumentParser) -> None:
 
 
 def _broker(args: argparse.Namespace) -> Any:
+    """The local broker; secured when --secure asks or when its store was made secured."""
     from ops.kafka import Broker
+    from ops.kafka.security import BrokerSecurity
 
     settings = runtime.settings()
+    data_dir = Path(args.data_dir or settings.kafka_data_dir).resolve()
+    keys = data_dir / "security"
+    security = None
+    if getattr(args, "secure", False) or (keys / "broker.pem").exists():
+        if not (keys / "broker.pem").exists() and (data_dir / "logs" / "meta.properties").exists():
+            raise runtime.CommandError(
+                f"{data_dir} holds a plain broker's store (no SCRAM administrator in it); "
+                "give --secure another --data-dir"
+            )
+        security = BrokerSecurity.create(keys)
     return Broker(
-        Path(args.data_dir or settings.kafka_data_dir).resolve(),
+        data_dir,
         port=args.port or settings.kafka_port,
         controller_port=args.controller_port or settings.kafka_controller_port,
+        security=security,
     )
 
 
@@ -60,6 +73,13 @@ def up(args: argparse.Namespace) -> int:
     broker = _broker(args)
     pid = broker.start(wait=args.wait)
     print(f"kafka {KAFKA_VERSION} up: pid {pid}, bootstrap {broker.bootstrap}, data {broker.data_dir}")
+    if broker.security is None:
+        print("insecure: PLAINTEXT, no authentication, no ACLs (local development only; --secure)")
+    else:
+        print("secured: SASL_SSL, SCRAM-SHA-512, ACLs enforced; as its administrator:")
+        for name, value in broker.env().items():
+            print(f"  export {name}={value}")
+        print("then: itsmctl acls user NAME --password-file FILE; itsmctl acls apply")
     return runtime.EXIT_OK
 
 
@@ -105,6 +125,12 @@ def register(sub: Any) -> None:
     )
     _where(p)
     p.add_argument("--wait", type=float, default=90.0, help="seconds to wait for the broker to answer")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL with SCRAM-SHA-512, a CA and certificate of its own (DATA_DIR/security) and "
+        "ACLs enforced (nothing allowed that no grant allows); a store made secured stays secured",
+    )
     _where(runtime.action(acts, "kafka", "down", "stop the broker cleanly", down))
     p = runtime.action(
         acts, "kafka", "status", "probe the broker: exit 0 if it answers, 1 if down or not answering", status

@@ -103,6 +103,7 @@ def serve(args: argparse.Namespace) -> int:
 
     settings, service = _service(args)
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.announce_kafka(settings, "status")
     log = telemetry.get_logger("status")
     try:
         # With ITSM_TOKENS_FILE, /api/status needs status:read (dead-letter reasons are data);

@@ -29,6 +29,7 @@ def run(_: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.announce_kafka(settings, "worker")
     telemetry.configure_tracing("itsm-worker")
     log = telemetry.get_logger("worker")
     rules = runtime.rules(settings)

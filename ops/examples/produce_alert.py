@@ -3,6 +3,9 @@
     .venv/bin/python -m ops.examples.produce_alert --bootstrap 127.0.0.1:9092 \\
         --fingerprint disk-db-1 --name DiskFull --severity critical --label instance=db-1:9100
 
+On a secured broker (SASL_SSL, SCRAM-SHA-512) add your principal, its password file and the CA:
+    --username monitoring --password-file /etc/itsm/kafka-monitoring.password --ca-file ca.pem
+
 What a producer must do (and this example does):
   * encode with the canonical schema: Avro single-object encoding (C3 01 + fingerprint + body)
     from schemas/avro/Alert.avsc, or the Confluent wire format with a schema registry;
@@ -28,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bootstrap", default="127.0.0.1:9092")
     p.add_argument("--topic-prefix", default="")
+    p.add_argument("--username", help="SCRAM-SHA-512 principal on a secured broker (SASL_SSL)")
+    p.add_argument("--password-file", help="a file holding its password (never the command line)")
+    p.add_argument("--ca-file", help="CA bundle the broker's certificate is checked against")
     p.add_argument("--fingerprint", required=True, help="stable identity of the alert (the Kafka key)")
     p.add_argument("--name", required=True, help="alert name, e.g. DiskFull")
     p.add_argument("--status", choices=["FIRING", "RESOLVED"], default="FIRING")
@@ -55,14 +61,30 @@ def main(argv: list[str] | None = None) -> int:
         received_at=now,
     )
     topic = args.topic_prefix + ALERTS_RAW
-    producer = Producer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",
-        }
-    )
+    config = {
+        "bootstrap.servers": args.bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "partitioner": "murmur2_random",
+    }
+    if args.username:
+        if not args.password_file:
+            p.error("--username needs --password-file")
+        try:
+            password = open(args.password_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            p.error(f"cannot read {args.password_file}: {exc.strerror}")
+        config.update(
+            {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "sasl.username": args.username,
+                "sasl.password": password,
+            }
+        )
+        if args.ca_file:
+            config["ssl.ca.location"] = args.ca_file
+    producer = Producer(config)
     errors: list[str] = []
     producer.produce(
         topic,

@@ -15,6 +15,9 @@ import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from ops.kafka.security import BrokerSecurity
 
 POM = Path(str(resources.files("ops.kafka").joinpath("pom.xml")))
 LOG4J = Path(str(resources.files("ops.kafka").joinpath("log4j2.properties")))
@@ -104,6 +107,7 @@ class Broker:
     node_id: int = 1
     voters: str | None = None
     replication: int = 1
+    security: BrokerSecurity | None = None  # SASL_SSL + SCRAM + authorizer (single node only)
 
     @property
     def bootstrap(self) -> str:
@@ -119,16 +123,23 @@ class Broker:
 
     def _properties(self) -> str:
         logs = self.data_dir / "logs"
-        return "\n".join(
-            [
-                "process.roles=broker,controller",
-                f"node.id={self.node_id}",
-                f"controller.quorum.voters={self.voters or f'1@127.0.0.1:{self.controller_port}'}",
+        listeners = (
+            self.security.properties(self.port, self.controller_port)
+            if self.security is not None
+            else [
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
                 f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
                 "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        )
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                f"node.id={self.node_id}",
+                f"controller.quorum.voters={self.voters or f'1@127.0.0.1:{self.controller_port}'}",
+                *listeners,
                 f"log.dirs={logs}",
                 "num.partitions=1",
                 f"offsets.topic.replication.factor={self.replication}",
@@ -172,7 +183,12 @@ class Broker:
         proc = subprocess.run(
             # "--cluster-id=<id>": a random base64 id may start with "-", which would parse as an option.
             self._java_cmd(
-                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props)
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(props),
+                *(self.security.format_args() if self.security is not None else []),
             ),
             capture_output=True,
             text=True,
@@ -193,6 +209,20 @@ class Broker:
             return None
         return pid
 
+    def client_config(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings of an administrator of this broker."""
+        cfg: dict[str, Any] = {"bootstrap.servers": self.bootstrap}
+        if self.security is not None:
+            cfg.update(self.security.client_config())
+        return {**cfg, **extra}
+
+    def env(self, username: str = "admin", password_file: Path | None = None) -> dict[str, str]:
+        """ITSM_KAFKA_* settings of a pipeline process connecting to this broker (as username)."""
+        env = {"ITSM_KAFKA_BOOTSTRAP": self.bootstrap}
+        if self.security is not None:
+            env.update(self.security.env(username, password_file))
+        return env
+
     def answers(self, timeout: float = 2.0) -> bool:
         """True when the broker serves metadata on its listener."""
         from confluent_kafka.admin import AdminClient
@@ -202,7 +232,7 @@ class Broker:
                 pass
         except OSError:
             return False
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient(self.client_config(log_level=0))
         try:
             meta = admin.list_topics(timeout=timeout)
         except Exception:  # noqa: BLE001 - any client error means "not ready yet"

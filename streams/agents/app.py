@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -9,11 +11,13 @@ from typing import Any
 
 import faust
 from aiokafka.errors import IllegalStateError
+from confluent_kafka import KafkaError
 from faust.streams import _current_event
 from faust.types import TP
 
 from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
 from streams.core.dlq import Headers, bytes_headers
+from streams.core.kafka import note_refusal
 from streams.core.messages import Consumed
 from streams.core.models import ConfigurationItem, MaintenanceWindow
 from streams.core.rules import Rules
@@ -51,6 +55,36 @@ ROCKSDB_OPTIONS = {
 }
 
 
+def _credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """aiokafka's SASL_SSL settings from the same ITSM_KAFKA_* settings librdkafka's clients use."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    assert settings.kafka_sasl_password is not None
+    context = ssl.create_default_context(cafile=settings.kafka_ca_file)  # verifies cert and host
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
+def _note_refused_send(sent: Any) -> None:
+    """A record the broker refused (aiokafka's authorization errors): logged and counted."""
+    import aiokafka.errors as errors
+
+    exc = None if sent.cancelled() else sent.exception()
+    denied = (
+        errors.TopicAuthorizationFailedError,
+        errors.ClusterAuthorizationFailedError,
+        errors.TransactionalIdAuthorizationFailed,
+    )
+    if isinstance(exc, denied):
+        note_refusal(KafkaError.TOPIC_AUTHORIZATION_FAILED, str(exc))
+    elif isinstance(exc, errors.AuthenticationFailedError | errors.SaslAuthenticationFailed):
+        note_refusal(KafkaError._AUTHENTICATION, str(exc))
+
+
 def create_app(
     settings: Settings,
     serde: AvroSerde,
@@ -78,6 +112,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=_credentials(settings),
         store=f"{settings.worker_store}://",
         datadir=settings.worker_data_dir,
         web_enabled=False,
@@ -121,7 +156,11 @@ def create_app(
         if topic not in out_topics:
             out_topics[topic] = raw_topic(topic)
         # The returned future resolves when the broker acknowledged the record.
-        return await out_topics[topic].send(key=key, value=value, headers=bytes_headers(headers))
+        sent = asyncio.ensure_future(
+            await out_topics[topic].send(key=key, value=value, headers=bytes_headers(headers))
+        )
+        sent.add_done_callback(_note_refused_send)
+        return sent
 
     def bytes_table(name: str, like: str, help: str) -> MutableMapping[str, bytes]:
         # Partitioned like the topic whose records write it, so a key's state is where they are.

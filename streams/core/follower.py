@@ -10,7 +10,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.core import telemetry
-from streams.core.kafka import client_config
+from streams.core.kafka import REFUSALS, client_config, note_refusal
 from streams.core.settings import Settings
 
 # Metadata errors that clear by themselves shortly after a topic is created or a leader moves.
@@ -127,13 +127,15 @@ class TopicFollower:
                         if not pending and not self.ready.is_set():
                             self._caught_up()
                         continue
-                    if err.fatal():
-                        raise KafkaException(err)
+                    if err.fatal() or err.code() in REFUSALS:
+                        raise KafkaException(err)  # a refused view never catches up: fail it
                     continue
                 key = msg.key()
                 if key is not None:
                     self.apply(key, msg.value())
         except Exception as exc:  # noqa: BLE001 - recorded and re-raised to the waiting worker
+            if isinstance(exc, KafkaException) and isinstance(exc.args[0], KafkaError):
+                note_refusal(exc.args[0].code(), exc.args[0].str(), self.topic)
             self.failure = exc
             up.set(0)
             self.log.error("view_failed", error=str(exc))

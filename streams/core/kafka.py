@@ -14,6 +14,46 @@ from streams.core.dlq import Headers
 from streams.core.settings import Settings
 
 CLIENT_LOGGER = logging.getLogger("librdkafka")
+# Broker refusals, by librdkafka error code: the credentials were refused (SASL) or an ACL denied.
+REFUSALS: dict[int, str] = {
+    KafkaError._AUTHENTICATION: "kafka_sasl",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "kafka_sasl",
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "kafka_acl",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "kafka_acl",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "kafka_acl",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "kafka_acl",
+}
+# Who this process is, for the refusals it reports (identify(); "itsmctl" for one-shot commands).
+_IDENTITY: dict[str, str | None] = {"component": "itsmctl", "principal": None}
+
+
+def identify(component: str, principal: str | None) -> None:
+    """Name this process and its broker principal in the refusals it logs and counts."""
+    _IDENTITY.update(component=component, principal=principal)
+
+
+def note_refusal(code: int | None, detail: str, where: str = "") -> str | None:
+    """When code is a broker refusal: log it with this process's principal (never a secret),
+    count it in itsm_pipeline_auth_failures_total{component,reason} and return the reason."""
+    reason = REFUSALS.get(code) if code is not None else None
+    if reason is None:
+        return None
+    import structlog
+
+    from streams.core.telemetry import AUTH_FAILURES
+
+    if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED and not where:
+        where = "cluster"  # e.g. an idempotent producer without a WRITE grant on any topic
+    AUTH_FAILURES.labels(_IDENTITY["component"], reason).inc()
+    structlog.get_logger("kafka").warning(
+        "kafka_refused", reason=reason, principal=_IDENTITY["principal"], resource=where, error=detail
+    )
+    return reason
+
+
+def _on_client_error(err: KafkaError) -> None:
+    # librdkafka's error callback: a refused SASL handshake arrives here (and is retried).
+    note_refusal(err.code(), err.str())
 
 
 def quiet_client_logs() -> None:
@@ -31,7 +71,13 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """librdkafka config for one client; Settings names are mapped to dotted keys only here."""
     # librdkafka's own lines go through the logging module (JSON like every other line, served
     # when the client polls); a command line silences that logger (see quiet_client_logs).
-    cfg: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap, "logger": CLIENT_LOGGER}
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "logger": CLIENT_LOGGER,
+        "error_cb": _on_client_error,
+    }
+    # SASL_SSL: certificate and host name verified (librdkafka's defaults, never turned off).
+    cfg.update(settings.kafka_security())
     cfg.update(extra)
     return cfg
 
@@ -60,13 +106,28 @@ class AckedProducer:
 
     def __init__(self, settings: Settings, **extra: Any) -> None:
         self._producer = Producer(producer_config(settings, **extra))
+        # A fatal client error (e.g. the broker refusing this principal an idempotent producer id)
+        # fails every send waiting and every later one, instead of leaving them waiting forever.
+        self._fatal: str | None = None
+        self._waiting: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[Message]]] = set()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                err = exc.args[0]
+                note_refusal(err.code(), err.str())
+                with self._lock:
+                    self._fatal = f"producer failed: {err.str()}"
+                    waiting, self._waiting = self._waiting, set()
+                for loop, future in waiting:
+                    loop.call_soon_threadsafe(_set_exception, future, DeliveryError(self._fatal))
+                self._stop.wait(1.0)
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
@@ -74,9 +135,17 @@ class AckedProducer:
         """Produce one record and wait for its acknowledgement (DeliveryError if refused)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
+        entry = (loop, future)
+        with self._lock:
+            if self._fatal is not None:
+                raise DeliveryError(f"{topic}: {self._fatal}")
+            self._waiting.add(entry)
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            with self._lock:
+                self._waiting.discard(entry)
             if err is not None:
+                note_refusal(err.code(), err.str(), topic)
                 loop.call_soon_threadsafe(_set_exception, future, DeliveryError(f"{topic}: {err.str()}"))
             else:
                 loop.call_soon_threadsafe(_set_result, future, msg)
@@ -91,12 +160,17 @@ class AckedProducer:
                 # Local queue full: wait for deliveries instead of failing the request.
                 await asyncio.sleep(0.05)
             except KafkaException as exc:
+                with self._lock:
+                    self._waiting.discard(entry)
                 raise DeliveryError(f"{topic}: {exc}") from exc
         return await future
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush outstanding records and stop polling; returns how many were left undelivered."""
-        left = self._producer.flush(timeout)
+        try:
+            left = self._producer.flush(timeout)
+        except KafkaException:  # fatal, already reported by the poll thread
+            left = len(self._producer)
         self._stop.set()
         self._thread.join(timeout=2)
         return int(left)
@@ -121,6 +195,7 @@ def publish_batch(
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
         if err is not None:
+            note_refusal(err.code(), err.str(), str(msg.topic()))
             errors.append(f"{msg.topic()}: {err.str()}")
 
     for topic, key, value in records:
@@ -130,7 +205,12 @@ def publish_batch(
                 break
             except BufferError:
                 producer.poll(0.1)
-    left = producer.flush(timeout)
+    try:
+        left = producer.flush(timeout)
+    except KafkaException as exc:  # a fatal error, e.g. the broker refused this producer an id
+        err = exc.args[0]
+        note_refusal(err.code(), err.str())
+        raise DeliveryError(f"producer failed: {err.str()}") from None
     if errors or left:
         raise DeliveryError(errors[0] if errors else f"{left} record(s) not acknowledged within {timeout}s")
     return len(records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     )
     kafka_data_dir: str = Field(".itsm/kafka", description="Data directory of the local broker.")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="PLAINTEXT (local development, logged as insecure) or SASL_SSL (SCRAM over TLS).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = Field(None, description="This process's principal on the broker.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="Its password (use ITSM_KAFKA_SASL_PASSWORD_FILE)."
+    )
+    kafka_ca_file: str | None = Field(
+        None, description="CA bundle the broker's certificate is checked against (default: the system's)."
+    )
     topic_prefix: str = Field("", description="Prefix for every topic name (isolation of tests, tenants).")
     app_id: str = Field("itsm-pipeline", description="Faust app id and consumer group stem.")
     topic_replication: int = Field(1, ge=1, description="Replication factor for declared topics.")
@@ -313,6 +325,32 @@ class Settings(BaseSettings):
                 "ITSM_WORKER_SESSION_TIMEOUT_SECONDS"
             )
         return self
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Settings:
+        if self.kafka_security_protocol == "SASL_SSL" and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "ITSM_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs ITSM_KAFKA_SASL_USERNAME and "
+                "ITSM_KAFKA_SASL_PASSWORD_FILE"
+            )
+        return self
+
+    def kafka_security(self) -> dict[str, Any]:
+        """librdkafka's security settings for this process (empty for PLAINTEXT)."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        assert self.kafka_sasl_password is not None
+        cfg: dict[str, Any] = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanisms": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password.get_secret_value(),
+        }
+        if self.kafka_ca_file:
+            cfg["ssl.ca.location"] = self.kafka_ca_file
+        return cfg
 
     def topic(self, base: str) -> str:
         """The full name of a declared topic for this process."""

@@ -15,7 +15,7 @@ from streams.core import models as m
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.stages.alerts.lifecycle import correlation_id
-from tests.kafka_util import consume, consume_until
+from tests.kafka_util import conf, consume, consume_until
 
 SERDE = AvroSerde()
 
@@ -55,7 +55,7 @@ class SteadyStream:
         return self
 
     def _run(self) -> None:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        producer = Producer(conf(self.bootstrap, {"enable.idempotence": True, "linger.ms": 5}))
         start = time.monotonic()
         for i, fp in enumerate(self.fps):
             delay = start + i / self.rate - time.monotonic()

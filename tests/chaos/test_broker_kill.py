@@ -17,6 +17,7 @@ from ops.stack import Stack
 from streams.core.settings import Settings
 from streams.core.topics import declared
 from tests.chaos.common import SteadyStream, outcome
+from tests.kafka_util import conf, kafka_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -25,9 +26,7 @@ def settings_on(bootstrap: str, replication: int = 1) -> Settings:
     s = Settings(
         kafka_bootstrap=bootstrap, topic_prefix="chaos.", app_id="chaos-app", topic_replication=replication
     )
-    states = topic_ops.apply(
-        AdminClient({"bootstrap.servers": bootstrap}), list(declared(s.topic_prefix)), replication
-    )
+    states = topic_ops.apply(AdminClient(conf(bootstrap)), list(declared(s.topic_prefix)), replication)
     assert all(st.action == "created" for st in states), states
     return s
 
@@ -87,6 +86,7 @@ def test_one_of_three_brokers_killed_mid_stream_loses_no_alert(three_brokers: li
     stack = Stack(
         workdir,
         bootstrap,
+        kafka_env=kafka_env(bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_TOPIC_REPLICATION": "3"},
@@ -98,7 +98,7 @@ def test_one_of_three_brokers_killed_mid_stream_loses_no_alert(three_brokers: li
         stream.start()
         time.sleep(10)
         # The node that leads the most partitions of alerts.raw: leadership must move.
-        meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(s.topic("alerts.raw"), timeout=10)
+        meta = AdminClient(conf(bootstrap)).list_topics(s.topic("alerts.raw"), timeout=10)
         leaders = [p.leader for p in meta.topics[s.topic("alerts.raw")].partitions.values()]
         victim = three_brokers[max(set(leaders), key=leaders.count) - 1]
         assert victim.kill()

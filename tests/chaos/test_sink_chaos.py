@@ -17,7 +17,7 @@ from streams.core.models import IncidentAction, IncidentCommand
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.integration.test_sink_delivery import commands, incident_count
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, kafka_env, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SERDE = AvroSerde()
@@ -27,6 +27,7 @@ def faulty_stack(broker: Broker, s: Settings, tmp_path: Path, **env: str) -> Sta
     stack = Stack(
         tmp_path / "stack",
         broker.bootstrap,
+        kafka_env=kafka_env(broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_DEVITSM_FAULT_INJECTION": "true", **env},

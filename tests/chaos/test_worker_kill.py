@@ -17,7 +17,7 @@ from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.chaos.common import SteadyStream, outcome
 from tests.integration.test_sink_delivery import incident_count
-from tests.kafka_util import consume
+from tests.kafka_util import conf, consume, kafka_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 SERDE = AvroSerde()
@@ -30,7 +30,7 @@ def whereabouts(s: Settings, keys: set[bytes]) -> str:
     for x in consume(s.kafka_bootstrap, raw, 10**9, timeout=10):
         if x.key() in keys:
             at.setdefault(x.partition(), []).append(x.offset())
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": s.app_id, "enable.auto.commit": False})
+    c = Consumer(conf(s.kafka_bootstrap, {"group.id": s.app_id, "enable.auto.commit": False}))
     try:
         committed = {
             tp.partition: tp.offset for tp in c.committed([TopicPartition(raw, p) for p in range(6)])
@@ -61,6 +61,7 @@ def test_sigkilled_workers_lose_no_alert(
     stack = Stack(
         tmp_path / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_WORKER_SESSION_TIMEOUT_SECONDS": str(session)},

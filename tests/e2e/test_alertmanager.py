@@ -18,6 +18,7 @@ from ops.kafka.broker import free_port
 from ops.stack import Stack
 from streams.core.settings import Settings
 from streams.stages.alerts.lifecycle import correlation_id
+from tests.kafka_util import kafka_env
 from tests.prometheus import wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -73,6 +74,7 @@ def test_alerts_posted_to_alertmanager_become_incidents_and_resolve(
     stack = Stack(
         workdir / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=kafka_settings.topic_prefix,
         app_id=kafka_settings.app_id,
         lifecycle={"stable_period": 1.0, "tick_interval": 0.2},

@@ -31,6 +31,7 @@ from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestI
 from streams.stages.changes.gate import ChangeGate, GatePolicy
 from streams.stages.windows import WindowCalendar
 from tests.fuzz.strategies import JSON, RAW_BODIES, TEXT, encode, mutated
+from tests.kafka_util import conf
 from tests.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
@@ -97,7 +98,7 @@ def with_topics(kafka_broker: Any, prefix: str, **kw: Any) -> Settings:
     from streams.core.topics import declared
 
     prefix = f"{prefix}{uuid.uuid4().hex[:6]}."
-    topic_ops.apply(AdminClient({"bootstrap.servers": kafka_broker.bootstrap}), list(declared(prefix)))
+    topic_ops.apply(AdminClient(conf(kafka_broker.bootstrap)), list(declared(prefix)))
     return Settings(kafka_bootstrap=kafka_broker.bootstrap, topic_prefix=prefix, **kw)
 
 

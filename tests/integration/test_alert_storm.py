@@ -24,7 +24,7 @@ from streams.core import models as m
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.examples import raw_alert_bytes
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, kafka_env, produce
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
@@ -110,6 +110,7 @@ def test_a_scripted_storm_is_accounted_for_exactly(
     stack = Stack(
         tmp_path / "stack",
         boot,
+        kafka_env=kafka_env(boot),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         lifecycle={"dedup_window": 3600, "stable_period": STABLE, "tick_interval": 0.5},

@@ -18,7 +18,7 @@ from streams.core.dlq import header_map
 from streams.core.models import AuditEvent, IncidentAction, IncidentCommand
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, kafka_env, produce
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
@@ -85,6 +85,7 @@ def test_rejected_commands_are_dead_lettered_then_replayed_once_the_cause_is_fix
     stack = Stack(
         tmp_path / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         # A data policy of the ITSM: an incident must have an assignment group. The sink binds the

@@ -19,7 +19,7 @@ from connectors.devitsm.store import Store
 from streams.core.models import MaintenanceWindow, WindowKind
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import consume
+from tests.kafka_util import consume, kafka_env
 from tests.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,8 @@ def itsm_url() -> Iterator[str]:
 
 def itsmctl(settings: Settings, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ITSM_")}
-    base.update(ITSM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, ITSM_TOPIC_PREFIX=settings.topic_prefix, **env)
+    base.update(kafka_env(settings.kafka_bootstrap))
+    base.update(ITSM_TOPIC_PREFIX=settings.topic_prefix, **env)
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *argv], env=base, capture_output=True, text=True, timeout=120
     )

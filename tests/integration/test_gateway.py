@@ -21,7 +21,7 @@ from streams.core.kafka import AckedProducer
 from streams.core.models import Alert, CorrelationDecisionKind, CorrelationSample
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import consume
+from tests.kafka_util import consume, kafka_env
 from tests.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -349,6 +349,7 @@ def test_several_gateway_processes_share_the_port_publish_everything_and_sum_the
     stack = Stack(
         tmp_path / "stack",
         s.kafka_bootstrap,
+        kafka_env=kafka_env(s.kafka_bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_GATEWAY_PROCESSES": "2"},

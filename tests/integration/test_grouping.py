@@ -16,7 +16,7 @@ from ops.stack import Stack
 from streams.core import models as m
 from streams.core.settings import Settings
 from tests.integration.test_alert_storm import SERDE, alert, ci, outcome_counts
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, kafka_env, produce
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def test_several_incidents_per_ci_and_a_late_parent_on_the_real_broker(
     stack = Stack(
         tmp_path / "stack",
         boot,
+        kafka_env=kafka_env(boot),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         lifecycle={"stable_period": 0.5, "tick_interval": 0.2},
@@ -108,6 +109,7 @@ def test_group_by_puts_a_groups_alerts_in_one_incident_that_resolves_when_all_cl
     stack = Stack(
         tmp_path / "stack",
         boot,
+        kafka_env=kafka_env(boot),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_RULES_DIR": str(rules)},

@@ -11,12 +11,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from ops.lag import LagReader
 from streams.core.settings import Settings
 from tests.cli import Itsmctl
+from tests.kafka_util import conf
 
 pytestmark = pytest.mark.integration
 
 
 def commit(bootstrap: str, group: str, offsets: dict[tuple[str, int], int]) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(conf(bootstrap, {"group.id": group, "enable.auto.commit": False}))
     try:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         consumer.commit(offsets=tps, asynchronous=False)
@@ -28,7 +29,7 @@ def test_lag_per_group_topic_and_partition_with_its_age(kafka_settings: Settings
     s = kafka_settings
     topic = s.topic("itsm.incident.commands")
     now_ms = int(time.time() * 1000)
-    producer = Producer({"bootstrap.servers": s.kafka_bootstrap})
+    producer = Producer(conf(s.kafka_bootstrap))
     # Partition 0: 10 records, record i made (10 - i) minutes ago; partition 1: 4 records, 1 s apart.
     for i in range(10):
         producer.produce(topic, b"x", key=b"k", partition=0, timestamp=now_ms - (10 - i) * 60_000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -16,6 +17,19 @@ pytestmark = pytest.mark.integration
 
 
 def test_produce_alert_example_publishes_avro_keyed_by_fingerprint(kafka_settings: Settings) -> None:
+    secured = kafka_settings.kafka_security_protocol == "SASL_SSL"
+    credentials = (
+        [
+            "--username",
+            str(kafka_settings.kafka_sasl_username),
+            "--password-file",
+            os.environ["ITSM_KAFKA_SASL_PASSWORD_FILE"],
+            "--ca-file",
+            str(kafka_settings.kafka_ca_file),
+        ]
+        if secured
+        else []
+    )
     result = subprocess.run(
         [
             sys.executable,
@@ -33,6 +47,7 @@ def test_produce_alert_example_publishes_avro_keyed_by_fingerprint(kafka_setting
             "critical",
             "--label",
             "instance=db-1:9100",
+            *credentials,
         ],
         capture_output=True,
         text=True,

@@ -20,7 +20,7 @@ from streams.core.dlq import ErrorClass
 from streams.core.models import ChangeCommand, IncidentAction, IncidentCommand, SinkOutcome
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import produce
+from tests.kafka_util import kafka_env, produce
 from tests.rt import ROOT_PASSWORD, RealRT
 
 pytestmark = pytest.mark.integration
@@ -143,6 +143,7 @@ def test_commands_on_kafka_become_rt_tickets_through_itsmctl_sink_rt(
     stack = Stack(
         tmp_path / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={

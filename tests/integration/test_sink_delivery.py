@@ -15,7 +15,7 @@ from ops.stack import Stack
 from streams.core.models import IncidentAction, IncidentCommand
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, kafka_env, produce
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
@@ -57,6 +57,7 @@ def test_an_itsm_outage_of_30_seconds_loses_nothing_and_doubles_nothing(
     stack = Stack(
         tmp_path / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_SINK_BACKOFF_MAX_SECONDS": "2"},
@@ -97,6 +98,7 @@ def test_within_a_rate_limit_goodput_is_near_the_limit_and_refusals_are_rare(
     stack = Stack(
         tmp_path / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         extra_env={"ITSM_DEVITSM_RATE_LIMIT": str(limit), "ITSM_SINK_RATE_LIMIT_RPS": str(limit)},
@@ -132,7 +134,13 @@ def test_a_restarted_sink_finds_its_records_by_the_ids_in_itsm_results(
 ) -> None:
     s = kafka_settings
     topic = s.topic("itsm.incident.commands")
-    stack = Stack(tmp_path / "stack", kafka_broker.bootstrap, topic_prefix=s.topic_prefix, app_id=s.app_id)
+    stack = Stack(
+        tmp_path / "stack",
+        kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
+        topic_prefix=s.topic_prefix,
+        app_id=s.app_id,
+    )
     stack.start(["devitsm", "sink"])
     try:
         produce(s.kafka_bootstrap, topic, commands(5, "kn"))

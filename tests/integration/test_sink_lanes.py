@@ -25,7 +25,7 @@ from streams.core.models import (
 )
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import consume, produce
+from tests.kafka_util import conf, consume, produce
 
 pytestmark = pytest.mark.integration
 ACTIONS = [IncidentAction.OPEN, IncidentAction.UPDATE, IncidentAction.UPDATE, IncidentAction.RESOLVE]
@@ -111,7 +111,7 @@ def test_lanes_deliver_concurrently_in_order_per_id_and_a_full_lane_pauses_its_p
     results = consume(s.kafka_bootstrap, s.topic("itsm.results"), len(records), timeout=30)
     assert len(results) == len(records)
     # The group's committed offsets cover every command (each was finished before it counted).
-    probe = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"{s.app_id}-sink-slow"})
+    probe = Consumer(conf(s.kafka_bootstrap, {"group.id": f"{s.app_id}-sink-slow"}))
     topic = s.topic("itsm.incident.commands")
     try:
         committed = probe.committed([TopicPartition(topic, p) for p in range(6)], timeout=10)

@@ -13,12 +13,13 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from ops import topics as topic_ops
 from ops.kafka import Broker
 from streams.core.topics import declared
+from tests.kafka_util import conf
 
 pytestmark = pytest.mark.integration
 
 
 def test_apply_creates_then_is_idempotent_then_repairs_drift(kafka_broker: Broker, prefix: str) -> None:
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    admin = AdminClient(conf(kafka_broker.bootstrap))
     specs = list(declared(prefix))
     first = topic_ops.apply(admin, specs)
     assert {s.action for s in first} == {"created"} and len(first) == len(specs) == len(list(declared()))
@@ -95,7 +96,7 @@ def test_itsmctl_topics_commands_report_and_exit_codes(kafka_broker: Broker, pre
 def test_a_stale_metadata_read_never_reports_an_existing_topic_as_created(
     kafka_broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    admin = AdminClient(conf(kafka_broker.bootstrap))
     specs = list(declared(prefix))
     topic_ops.apply(admin, specs)
     real = topic_ops._actual

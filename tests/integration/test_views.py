@@ -15,7 +15,7 @@ from streams.core.follower import TopicFollower
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from streams.processors.indexes import CMDBTopicIndex
-from tests.kafka_util import produce
+from tests.kafka_util import conf, produce
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
@@ -43,7 +43,7 @@ def test_a_view_waits_for_its_topic_then_loads_follows_and_deletes(kafka_broker:
     try:
         time.sleep(1.5)  # the topic does not exist yet: the view must wait, not fail
         assert not view.ready.is_set() and view.failure is None
-        admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+        admin = AdminClient(conf(kafka_broker.bootstrap))
         admin.create_topics([NewTopic(topic, 3, 1, config={"cleanup.policy": "compact"})])[topic].result()
         produce(
             kafka_broker.bootstrap, topic, [(b"a", ci("a"), []), (b"b", ci("b"), []), (b"junk", b"junk", [])]

@@ -13,7 +13,7 @@ from ops.stack import Stack
 from streams.core import models as m
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, kafka_env, produce
 
 pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
@@ -46,6 +46,7 @@ def test_dedup_and_clearing_continue_across_a_worker_restart(
     stack = Stack(
         tmp_path / "stack",
         kafka_broker.bootstrap,
+        kafka_env=kafka_env(kafka_broker.bootstrap),
         topic_prefix=s.topic_prefix,
         app_id=s.app_id,
         lifecycle={"dedup_window": 3600, "stable_period": 3, "tick_interval": 0.2},
