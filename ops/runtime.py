@@ -71,6 +71,27 @@ def reachable(settings: Settings, timeout: float = 2.0) -> None:
     )
 
 
+def publish_audit(settings: Settings, keyed_events: list[tuple[str, Any]], failure: str) -> None:
+    """Write (key, AuditEvent) records to audit.events and wait for the broker's acknowledgement;
+    CommandError "<failure>: <why>; <the usual fix>" when it does not come."""
+    from confluent_kafka import Producer
+
+    from streams.core.kafka import DeliveryError, producer_config, publish_batch
+    from streams.core.messages import encoded
+    from streams.core.topics import AUDIT_EVENTS
+
+    reachable(settings)  # a quick, clear refusal rather than a 30 s wait for acks
+    avro = serde(settings)
+    topic = settings.topic(AUDIT_EVENTS)
+    try:
+        publish_batch(
+            Producer(producer_config(settings)),
+            [encoded(avro, topic, key, event) for key, event in keyed_events],
+        )
+    except DeliveryError as exc:
+        raise CommandError(f"{failure}: {exc}; {kafka_hint(settings)}") from None
+
+
 def announce_kafka(settings: Settings, component: str) -> None:
     """One log line naming how this process reaches the broker; plain mode is named insecure."""
     import structlog

@@ -61,19 +61,11 @@ def _declared(args: argparse.Namespace) -> Any:
 
 
 def _audit_records(settings: Any, actor: str, changes: list[tuple[str, str, dict[str, str]]]) -> None:
-    from confluent_kafka import Producer
-
-    from streams.core.kafka import DeliveryError, producer_config, publish_batch
-    from streams.core.messages import encoded
     from streams.core.models import AuditEvent, AuditOutcome
-    from streams.core.topics import AUDIT_EVENTS
 
     now = datetime.now(UTC)
-    serde = runtime.serde(settings)
-    records = [
-        encoded(
-            serde,
-            settings.topic(AUDIT_EVENTS),
+    events = [
+        (
             subject,
             AuditEvent(
                 event_id=f"{action}-{i}-{int(now.timestamp() * 1000)}",
@@ -89,10 +81,7 @@ def _audit_records(settings: Any, actor: str, changes: list[tuple[str, str, dict
         )
         for i, (action, subject, details) in enumerate(changes)
     ]
-    try:
-        publish_batch(Producer(producer_config(settings)), records)
-    except DeliveryError as exc:
-        raise runtime.CommandError(f"done, but its audit records could not be written: {exc}") from None
+    runtime.publish_audit(settings, events, "done, but its audit records could not be written")
 
 
 def apply(args: argparse.Namespace) -> int:

@@ -44,12 +44,7 @@ def _path(args: argparse.Namespace, settings: Any) -> Path:
 
 
 def _audit(settings: Any, action: str, name: str, actor: str, details: dict[str, str]) -> None:
-    from confluent_kafka import Producer
-
-    from streams.core.kafka import DeliveryError, producer_config, publish_batch
-    from streams.core.messages import encoded
     from streams.core.models import AuditEvent, AuditOutcome
-    from streams.core.topics import AUDIT_EVENTS
 
     now = datetime.now(UTC)
     event = AuditEvent(
@@ -63,17 +58,7 @@ def _audit(settings: Any, action: str, name: str, actor: str, details: dict[str,
         reason="",
         details=details,
     )
-    runtime.reachable(settings)  # a quick, clear refusal rather than a 30 s wait for acks
-    serde = runtime.serde(settings)
-    try:
-        publish_batch(
-            Producer(producer_config(settings)),
-            [encoded(serde, settings.topic(AUDIT_EVENTS), name, event)],
-        )
-    except DeliveryError as exc:
-        raise runtime.CommandError(
-            f"the audit record could not be written: {exc}; {runtime.kafka_hint(settings)}"
-        ) from None
+    runtime.publish_audit(settings, [(name, event)], "the audit record could not be written")
 
 
 def _changed(
