@@ -176,7 +176,11 @@ class Broker:
         """Write server.properties and format the KRaft store once (kept across restarts)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(self._properties())
+        # Mode 0600: a secured broker's file holds its administrator's password (the JAAS line).
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(self._properties())
+        props.chmod(0o600)
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
         cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
