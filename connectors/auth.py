@@ -40,6 +40,7 @@ from aiohttp import web
 
 from streams.core import telemetry
 from streams.core.settings import Settings
+from streams.core.watched import Watched
 
 log = telemetry.get_logger("auth")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -181,32 +182,18 @@ class Tokens:
         return next((p for p in self.principals if p.name == name), None)
 
 
-class TokensFile:
+class TokensFile(Watched[Tokens]):
     """A tokens file, reread when it changes on disk (a rotation needs no restart); an invalid
     new version keeps the last good one and sets `error`."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.current = Tokens.load(path)
-        self.stamp = self._stamp()
-        self.error: str | None = None
-
-    def _stamp(self) -> tuple[int, int, int]:
-        st = self.path.stat()
-        return st.st_mtime_ns, st.st_size, st.st_ino
-
-    def get(self) -> Tokens:
-        try:
-            stamp = self._stamp()
-            if stamp != self.stamp:
-                self.stamp = stamp
-                self.current, self.error = Tokens.load(self.path), None
-                log.info("tokens_reloaded", path=str(self.path), principals=len(self.current.principals))
-        except (OSError, TokensError) as exc:
-            if str(exc) != self.error:
-                log.error("tokens_file_invalid", path=str(self.path), error=str(exc))
-            self.error = str(exc)
-        return self.current
+        super().__init__(
+            path,
+            Tokens.load,
+            errors=(TokensError,),
+            what="tokens",
+            describe=lambda tokens: {"principals": len(tokens.principals)},
+        )
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,29 @@ def publish_audit(settings: Settings, keyed_events: list[tuple[str, Any]], failu
         raise CommandError(f"{failure}: {exc}; {kafka_hint(settings)}") from None
 
 
+def audit_or_restore(
+    settings: Settings, path: Path, before: bytes | None, keyed_events: list[tuple[str, Any]]
+) -> None:
+    """Audit a change just made to the file at path; when the record cannot be written, put the
+    file back as it was (before; None: there was none) and say so."""
+    try:
+        publish_audit(settings, keyed_events, "the audit record could not be written")
+    except CommandError as exc:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(before)
+        raise CommandError(f"{path} left as it was: {exc}") from None
+
+
+def file_options(p: argparse.ArgumentParser, setting: str, audited: bool = True) -> None:
+    """--file (default: the setting), and for a change --actor and --offline."""
+    p.add_argument("--file", help=f"the file (default {setting})")
+    if audited:
+        p.add_argument("--actor", help="who does it, for the audit record (default: your login name)")
+        p.add_argument("--offline", action="store_true", help="change the file without an audit record")
+
+
 def announce_kafka(settings: Settings, component: str) -> None:
     """One log line naming how this process reaches the broker; plain mode is named insecure."""
     import structlog
@@ -118,13 +141,24 @@ def announce_kafka(settings: Settings, component: str) -> None:
         )
 
 
-def serde(settings: Settings) -> AvroSerde:
-    """The Avro serde: schemas from schemas/avro, the Confluent registry when one is configured."""
+def serde(settings: Settings, *, strict: bool = True) -> AvroSerde:
+    """The Avro serde: schemas from schemas/avro, the Confluent registry when one is configured,
+    the sensitive fields encrypted with ITSM_FIELD_KEYS_FILE's keys when it is set. strict=False
+    lets a tool that only shows or copies records pass ciphertext it cannot read."""
+    from streams.core import fieldcrypt
     from streams.core.serde import AvroSerde, SchemaStore, SerdeError, registry_from_settings
 
     try:
+        keys = fieldcrypt.watch(Path(settings.field_keys_file)) if settings.field_keys_file else None
+    except fieldcrypt.FieldCryptError as exc:
+        raise CommandError(
+            f"{exc} (ITSM_FIELD_KEYS_FILE; itsmctl fieldkeys rotate --file PATH makes one)"
+        ) from None
+    try:
         store = SchemaStore(Path(settings.schema_dir) if settings.schema_dir else None)
-        return AvroSerde(store, registry=registry_from_settings(settings))
+        return AvroSerde(
+            store, registry=registry_from_settings(settings), crypt=fieldcrypt.FieldCrypt(keys, strict=strict)
+        )
     except (SerdeError, ValueError) as exc:
         raise CommandError(f"schemas: {exc}") from None
 

@@ -14,6 +14,7 @@ from ops.commands import (
     deploy,
     devitsm,
     dlq,
+    fieldkeys,
     freeze,
     gate,
     gateway,
@@ -51,6 +52,7 @@ GROUPS = (
     rules,
     tokens,
     acls,
+    fieldkeys,
     demo,
 )
 EXTRA = (completion,)

@@ -43,11 +43,11 @@ def _path(args: argparse.Namespace, settings: Any) -> Path:
     return Path(path)
 
 
-def _audit(settings: Any, action: str, name: str, actor: str, details: dict[str, str]) -> None:
+def _event(action: str, name: str, actor: str, details: dict[str, str]) -> Any:
     from streams.core.models import AuditEvent, AuditOutcome
 
     now = datetime.now(UTC)
-    event = AuditEvent(
+    return AuditEvent(
         event_id=f"{action}-{name}-{int(now.timestamp() * 1000)}",
         occurred_at=now,
         actor=actor,
@@ -58,7 +58,6 @@ def _audit(settings: Any, action: str, name: str, actor: str, details: dict[str,
         reason="",
         details=details,
     )
-    runtime.publish_audit(settings, [(name, event)], "the audit record could not be written")
 
 
 def _changed(
@@ -77,14 +76,7 @@ def _changed(
     if offline:
         print(f"{action} {name}: not audited (--offline)", file=sys.stderr)
         return result
-    try:
-        _audit(settings, action, name, actor, details)
-    except runtime.CommandError as exc:
-        if before is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_bytes(before)
-        raise runtime.CommandError(f"{path} left as it was: {exc}") from None
+    runtime.audit_or_restore(settings, path, before, [(name, _event(action, name, actor, details))])
     return result
 
 
@@ -183,10 +175,7 @@ def register(sub: Any) -> None:
     acts = runtime.actions(group)
 
     def common(p: argparse.ArgumentParser, audited: bool = True) -> None:
-        p.add_argument("--file", help="the tokens file (default ITSM_TOKENS_FILE)")
-        if audited:
-            p.add_argument("--actor", help="who does it, for the audit record (default: your login name)")
-            p.add_argument("--offline", action="store_true", help="change the file without an audit record")
+        runtime.file_options(p, "ITSM_TOKENS_FILE", audited)
 
     p = runtime.action(acts, "tokens", "issue", "a new principal and its token (printed once)", issue)
     p.add_argument("name", help="the principal, e.g. prometheus-prod or release-bot")

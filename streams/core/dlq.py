@@ -20,6 +20,7 @@ class ErrorClass(StrEnum):
     VALIDATION = "validation"
     RATE_LIMIT = "rate_limit"
     CONFLICT = "conflict"
+    ENCRYPTION = "encryption"  # a sensitive field whose key is missing, or that does not decrypt
     UNKNOWN = "unknown"
 
 

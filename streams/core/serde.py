@@ -21,6 +21,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import SecretStr, ValidationError
 
+from streams.core.fieldcrypt import FieldCrypt, FieldCryptError
 from streams.core.models import RECORD_TYPES, Record
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -30,7 +31,8 @@ R = TypeVar("R", bound=Record)
 
 
 class SerdeError(Exception):
-    """A record could not be encoded or decoded; error_class is the DLQ class (schema | validation)."""
+    """A record could not be encoded or decoded; error_class is the DLQ class (schema, validation
+    or encryption)."""
 
     def __init__(self, message: str, error_class: str = "schema") -> None:
         super().__init__(message)
@@ -265,11 +267,49 @@ def registry_from_settings(settings: Any) -> SchemaRegistry | None:
 
 
 class AvroSerde:
-    """Encodes canonical records to Avro bytes and decodes either framing back to models."""
+    """Encodes canonical records to Avro bytes and decodes either framing back to models.
 
-    def __init__(self, store: SchemaStore | None = None, registry: SchemaRegistry | None = None) -> None:
+    With a FieldCrypt, the fields a schema marks sensitive are encrypted on the way out and
+    decrypted on the way in (streams/core/fieldcrypt.py); a value that cannot be decrypted is a
+    SerdeError of class `encryption` (a dead letter with the reason, replayable once the key is
+    there).
+    """
+
+    def __init__(
+        self,
+        store: SchemaStore | None = None,
+        registry: SchemaRegistry | None = None,
+        crypt: FieldCrypt | None = None,
+    ) -> None:
         self.store = store or SchemaStore()
         self.registry = registry
+        self.crypt = crypt
+        if crypt is not None:
+            try:
+                for name, raw in self.store.expanded.items():
+                    crypt.plan(name, raw)
+            except FieldCryptError as exc:
+                raise SerdeError(f"schemas: {exc}") from None
+
+    def seal(self, model: type[Record], value: dict[str, Any]) -> dict[str, Any]:
+        """value (model's fields as to_avro gives them) with its sensitive fields encrypted."""
+        if self.crypt is None:
+            return value
+        schema = self.store.for_record(model)
+        try:
+            return self.crypt.seal(self.crypt.plan(schema.name, schema.parsed_raw), value)
+        except FieldCryptError as exc:
+            raise SerdeError(f"cannot encrypt {schema.name}: {exc}", "encryption") from exc
+
+    def open(self, model: type[Record], value: dict[str, Any]) -> dict[str, Any]:
+        """value with its sensitive fields decrypted; SerdeError (class encryption) when one cannot be."""
+        if self.crypt is None:
+            return value
+        schema = self.store.for_record(model)
+        try:
+            return self.crypt.open(self.crypt.plan(schema.name, schema.parsed_raw), value)
+        except FieldCryptError as exc:
+            raise SerdeError(f"cannot decrypt {exc}", "encryption") from exc
 
     def encode(self, record: Record, topic: str | None = None) -> bytes:
         """Single-object encoding, or Confluent framing (subject <topic>-value) with a registry."""
@@ -280,8 +320,11 @@ class AvroSerde:
             buf.write(CONFLUENT_MAGIC + struct.pack(">I", self.registry.register(subject, schema)))
         else:
             buf.write(SINGLE_OBJECT_MAGIC + schema.fingerprint)
+        value = record.to_avro()
+        if self.crypt is not None:
+            value = self.seal(type(record), value)
         try:
-            schemaless_writer(buf, schema.parsed, record.to_avro())
+            schemaless_writer(buf, schema.parsed, value)
         except (ValueError, TypeError) as exc:
             raise SerdeError(f"cannot encode {schema.name}: {exc}") from exc
         return buf.getvalue()
@@ -337,6 +380,8 @@ class AvroSerde:
             raise SerdeError(f"trailing bytes after {reader.name}")
         if not isinstance(value, Mapping):
             raise SerdeError(f"{reader.name} decoded to {type(value).__name__}, not a record")
+        if self.crypt is not None:
+            return self.open(model, dict(value))
         return dict(value)
 
     def decode(self, data: bytes, model: type[R]) -> R:

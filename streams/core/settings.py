@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     schema_dir: str | None = Field(
         None, description="Directory of the .avsc files (default: schemas/avro of the checkout)."
     )
+    field_keys_file: str | None = Field(
+        None,
+        description="TOML file of the AES-256-GCM keys that encrypt the schema fields marked sensitive "
+        "(`itsmctl fieldkeys rotate`); reread when it changes. Unset: nothing is encrypted.",
+    )
     schema_registry_user: str | None = None
     schema_registry_password: SecretStr | None = None
     schema_registry_ca_file: str | None = Field(
