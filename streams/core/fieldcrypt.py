@@ -293,7 +293,7 @@ def new_key_id(existing: Mapping[str, object], now: datetime | None = None) -> s
     return kid
 
 
-def _entries(path: Path) -> tuple[str | None, dict[str, str]]:
+def entries(path: Path) -> tuple[str | None, dict[str, str]]:
     """The active id and the base64 keys of a file that loads; nothing when there is no file."""
     if not path.exists():
         return None, {}
@@ -322,7 +322,7 @@ def _write(path: Path, active: str, keys: Mapping[str, str]) -> None:
 def rotate(path: Path) -> tuple[str, list[str]]:
     """Add a new random key to the file (made 0600 if new) and make it active; old keys stay.
     Returns the new key's id and every id now in the file."""
-    _, keys = _entries(path)
+    _, keys = entries(path)
     kid = new_key_id(keys)
     keys[kid] = base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
     _write(path, kid, keys)
@@ -333,7 +333,7 @@ def retire(path: Path, kid: str) -> list[str]:
     """Remove an old key; the ids left. The active key cannot be retired (rotate first)."""
     if not path.exists():
         raise FieldCryptError(f"field keys file {path} does not exist")
-    active, keys = _entries(path)
+    active, keys = entries(path)
     if kid not in keys:
         raise FieldCryptError(f"no key {kid!r} in {path} (has: {', '.join(keys)})")
     if kid == active:
