@@ -24,7 +24,15 @@ def _servicenow(settings: Settings, policy: Any, limiter: Any, known: Any) -> An
     from connectors.sinks.servicenow.sink import ServiceNowSink
 
     client = ServiceNowClient(ServiceNowConfig.from_settings(settings), policy, limiter=limiter)
-    return ServiceNowSink(client, resolved_policy=settings.sink_resolved_policy, known=known)
+    from connectors.identities import IdentitiesFile
+
+    try:
+        identities = IdentitiesFile(settings.identities_file)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (ITSM_IDENTITIES_FILE)") from None
+    return ServiceNowSink(
+        client, resolved_policy=settings.sink_resolved_policy, known=known, identities=identities
+    )
 
 
 def _jira(settings: Settings, policy: Any, limiter: Any, known: Any) -> Any:

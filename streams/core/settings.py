@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         pattern="^[a-z][a-z0-9_]*$",
         description="The cmdb_ci field holding the pipeline's ci_id (bound to the CI's sys_id).",
     )
+    identities_file: str | None = Field(
+        None,
+        description="TOML table of identities (e-mails, user names, service accounts) to ITSM users "
+        "and the integration user for the unknown (connectors/identities.py); reread when it changes.",
+    )
     servicenow_caller: str = Field(
         "", description="user_name of the incidents' caller (default: ITSM_SERVICENOW_USER)."
     )

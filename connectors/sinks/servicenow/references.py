@@ -6,6 +6,10 @@ which is not unique for CIs. The sink therefore looks each name up in the refere
 its name, or a configurable field for CIs), caches the sys_id with a TTL (and a miss for a shorter
 one), and writes the sys_id. A name with no record is left out of the reference field, kept in the
 description, and counted: an incident is never refused for an unknown CI, group or user.
+
+A person's field (a change's `requested_by`) goes through the identity mapping first
+(connectors/identities.py): the identities file, then `sys_user` by `user_name` or `email`, else
+the integration user stands in and the original identity is kept in the description.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connectors.identities import IDENTITIES, IdentitiesFile
 from connectors.sinks.http import SinkError
 from connectors.sinks.servicenow.values import value
 from streams.core import telemetry
@@ -39,6 +44,8 @@ class Reference:
     table: str
     lookup: str = "name"
     extra: str = ""
+    also: str = ""  # a second column the name may be in (a user's email)
+    person: bool = False  # an identity: mapped, looked up, else the integration user
 
 
 def references(ci_lookup_field: str = "name") -> dict[str, Reference]:
@@ -50,7 +57,7 @@ def references(ci_lookup_field: str = "name") -> dict[str, Reference]:
             Reference("business_service", "cmdb_ci_service"),
             Reference("assignment_group", "sys_user_group"),
             Reference("caller_id", "sys_user", "user_name"),
-            Reference("requested_by", "sys_user", "user_name"),
+            Reference("requested_by", "sys_user", "user_name", also="email", person=True),
             # An incident's probable cause (streams/stages/alerts/causes.py): the change, by number.
             Reference("caused_by", "change_request", "number"),
         )
@@ -67,9 +74,15 @@ class ReferenceBinder:
         ttl: float = 600.0,
         miss_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        identities: IdentitiesFile | None = None,
+        integration_user: str = "",
+        target: str = "servicenow",
     ) -> None:
         self.lookup = lookup
         self.refs = refs
+        self.identities = identities or IdentitiesFile(None)
+        self.integration_user = integration_user
+        self.target = target
         self.ttl = ttl
         self.miss_ttl = miss_ttl
         self.clock = clock
@@ -78,7 +91,7 @@ class ReferenceBinder:
 
     def _sys_id(self, ref: Reference, name: str) -> tuple[str | None, str, str]:
         """(sys_id or None, the record's extra field, outcome)."""
-        key = (ref.table, ref.lookup, name)
+        key = (ref.table, f"{ref.lookup}|{ref.also}", name)
         now = self.clock()
         hit = self.cache.get(key)
         if hit is not None and hit[2] > now:
@@ -89,7 +102,7 @@ class ReferenceBinder:
             rows = self.lookup(
                 ref.table,
                 {
-                    "sysparm_query": f"{ref.lookup}={name}",
+                    "sysparm_query": f"{ref.lookup}={name}" + (f"^OR{ref.also}={name}" if ref.also else ""),
                     "sysparm_fields": ",".join(["sys_id", *([ref.extra] if ref.extra else [])]),
                     "sysparm_limit": "1",
                     "sysparm_exclude_reference_link": "true",
@@ -113,6 +126,11 @@ class ReferenceBinder:
             given = fields.get(name)
             if given in (None, ""):
                 continue
+            if ref.person:
+                note = self._person(out, name, ref, str(given))
+                if note:
+                    unbound.append(note)
+                continue
             sys_id, extra, outcome = self._sys_id(ref, str(given))
             BINDINGS.labels(name, outcome).inc()
             if sys_id:
@@ -126,6 +144,27 @@ class ReferenceBinder:
                 why = "could not be looked up" if outcome == "refused" else "has no record"
                 unbound.append(f"{name}: {given} ({ref.table} where {ref.lookup}={given} {why})")
         return out, unbound
+
+    def _person(self, out: dict[str, Any], name: str, ref: Reference, given: str) -> str | None:
+        """Bind an identity: the table's user, else the ITSM's own, else the integration user (and
+        a line for the description naming the original)."""
+        table = self.identities.get()
+        mapped = table.mapped(self.target, given)
+        sys_id, _, outcome = self._sys_id(ref, mapped or given)
+        BINDINGS.labels(name, outcome).inc()
+        if sys_id:
+            out[name] = sys_id
+            IDENTITIES.labels(self.target, name, "mapped" if mapped else "found").inc()
+            return None
+        IDENTITIES.labels(self.target, name, "unmapped").inc()
+        stand_in = table.integration(self.target, self.integration_user)
+        tried = f"{given} as {mapped}" if mapped else given
+        fallback, _, _ = self._sys_id(ref, stand_in) if stand_in else (None, "", "unresolved")
+        if fallback:
+            out[name] = fallback
+            return f"{name}: {tried} (no {ref.table} user; recorded as {stand_in})"
+        del out[name]
+        return f"{name}: {tried} (no {ref.table} user, nor the integration user {stand_in or '(none)'})"
 
 
 def with_unbound(fields: dict[str, Any], unbound: list[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connectors.identities import IdentitiesFile
 from connectors.sinks.base import LookupSink
 from connectors.sinks.known import KnownIds
 from connectors.sinks.servicenow import mapping as m
@@ -26,7 +27,11 @@ class ServiceNowSink(LookupSink):
     name = "servicenow"
 
     def __init__(
-        self, client: ServiceNowClient, resolved_policy: str = "reopen", known: KnownIds | None = None
+        self,
+        client: ServiceNowClient,
+        resolved_policy: str = "reopen",
+        known: KnownIds | None = None,
+        identities: IdentitiesFile | None = None,
     ) -> None:
         self.client = client
         self.caller = client.caller
@@ -39,6 +44,8 @@ class ServiceNowSink(LookupSink):
             references(config.ci_lookup_field),
             config.reference_ttl_seconds,
             config.reference_miss_ttl_seconds,
+            identities=identities,
+            integration_user=config.user,
         )
 
     def _bound(self, fields: dict[str, Any]) -> dict[str, Any]:
