@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from streams.core import telemetry
 from streams.core.settings import Settings
@@ -226,18 +227,26 @@ class Guard:
         self,
         component: str,
         tokens: TokensFile | None = None,
-        shared: str | None = None,
+        shared: SecretStr | str | None = None,
         shared_scopes: tuple[str, ...] = (),
         open_scopes: tuple[str, ...] = (),
     ) -> None:
         self.component = component
         self.tokens = tokens
-        self.shared = (
-            Principal("shared-token", (token_hash(shared),), tuple(Scope.parse(s) for s in shared_scopes))
-            if shared is not None and tokens is None
-            else None
-        )
+        # The shared token is read at each request (a FileSecret follows its file: no restart).
+        self._shared = SecretStr(shared) if isinstance(shared, str) else shared
+        self._shared_scopes = tuple(Scope.parse(s) for s in shared_scopes)
+        self.shared: Principal | None = None
+        if self._shared is not None and tokens is None:
+            self.shared = self._shared_principal()
         self.anonymous = Principal("anonymous", (), tuple(Scope.parse(s) for s in open_scopes))
+
+    def _shared_principal(self) -> Principal:
+        assert self._shared is not None
+        digest = token_hash(self._shared.get_secret_value())
+        if self.shared is None or self.shared.token_sha256 != (digest,):
+            self.shared = Principal("shared-token", (digest,), self._shared_scopes)
+        return self.shared
 
     @property
     def insecure(self) -> bool:
@@ -251,7 +260,7 @@ class Guard:
         if self.tokens is not None:
             return self.tokens.get().identify(token)
         if self.shared is not None:
-            return Tokens([self.shared]).identify(token)
+            return Tokens([self._shared_principal()]).identify(token)
         return self.anonymous
 
     def authenticate(self, headers: Mapping[str, str], **context: Any) -> Principal | Refusal:
@@ -316,7 +325,7 @@ def guard_for(
     one shared token (ITSM_GATEWAY_TOKEN), otherwise open (`open_scopes` only). TokensError when
     the file is missing or invalid."""
     tokens = TokensFile(Path(settings.tokens_file)) if settings.tokens_file else None
-    shared = settings.gateway_token.get_secret_value() if settings.gateway_token and shared_scopes else None
+    shared = settings.gateway_token if shared_scopes else None
     return Guard(component, tokens, shared, shared_scopes, open_scopes)
 
 

@@ -130,11 +130,11 @@ def webhook_sources(settings: Settings) -> dict[str, WebhookSource]:
     """Every webhook the gateway serves, configured from settings (e.g. Grafana's HMAC secret)."""
     grafana_verify = None
     if settings.grafana_hmac_secret is not None:
-        secret = settings.grafana_hmac_secret.get_secret_value().encode()
+        secret = settings.grafana_hmac_secret  # read per request: a FileSecret follows its file
 
         def grafana_verify(body: bytes, headers: Mapping[str, str]) -> str | None:
             return signature_problem(
-                secret,
+                secret.get_secret_value().encode(),
                 body,
                 headers,
                 settings.grafana_hmac_header,

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from streams.core.kafka import client_config, reader
+from streams.core.kafka import client_config, reader, track
 from streams.core.settings import Settings
 
 NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing on this partition
@@ -58,7 +58,7 @@ class LagReader:
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
         self.settings = settings
         self.timeout = timeout
-        self.admin = AdminClient(client_config(settings))
+        self.admin = track(AdminClient(client_config(settings)))
         self._peek: Consumer | None = None
 
     def close(self) -> None:

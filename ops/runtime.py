@@ -119,9 +119,10 @@ def announce_kafka(settings: Settings, component: str) -> None:
     """One log line naming how this process reaches the broker; plain mode is named insecure."""
     import structlog
 
-    from streams.core.kafka import identify
+    from streams.core.kafka import identify, watch_credentials
 
     identify(component, settings.kafka_sasl_username)
+    watch_credentials(settings)  # a rotated password file reaches every client: no restart
     log = structlog.get_logger(component)
     if settings.kafka_security_protocol == "PLAINTEXT":
         log.warning(

@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
 from connectors.devitsm.store import REFERENCES, TABLES, FieldError, Store
 from connectors.emulators.faults import Faults
@@ -314,7 +315,7 @@ class OAuthClient:
 def create_devitsm(
     store: Store,
     user: str,
-    password: str,
+    password: str | SecretStr,
     rate_limit: int = 0,
     oauth: OAuthClient | None = None,
     faults: bool = False,
@@ -328,10 +329,19 @@ def create_devitsm(
     With rate_limit > 0 every API answer carries X-RateLimit-Limit/Remaining/Reset, and a
     request over the limit gets 429 with Retry-After, as a rate-limited instance does.
     `mandatory` is a data policy: per table, the fields an insert must carry.
+
+    `user`'s password is read at each request, and each of its lines is valid: a FileSecret (its
+    file reread when it changes) lets a rotation overlap, as a real instance's second integration
+    account or OAuth secret does: add the new line, move the clients, remove the old line.
     """
-    everyone = [Account(user, password, roles), *accounts]
-    seed_accounts(store, everyone)
-    credentials = {f"{a.user}:{a.password}".encode(): (a.user, expand(a.roles)) for a in everyone}
+    secret = SecretStr(password) if isinstance(password, str) else password
+    seed_accounts(store, [Account(user, "", roles), *accounts])
+    others = {f"{a.user}:{a.password}".encode(): (a.user, expand(a.roles)) for a in accounts}
+
+    def credentials() -> dict[bytes, tuple[str, frozenset[str]]]:
+        own = (line.strip() for line in secret.get_secret_value().splitlines())
+        return {**{f"{user}:{p}".encode(): (user, expand(roles)) for p in own if p}, **others}
+
     policy = mandatory or {}
 
     def require(request: web.Request, table: str, operation: str) -> None:
@@ -403,7 +413,7 @@ def create_devitsm(
             except (binascii.Error, ValueError):
                 given = b""
         granted = None
-        for known, account in credentials.items():
+        for known, account in credentials().items():
             if hmac.compare_digest(given, known):
                 granted = account
         if granted is None:

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from connectors.tls import tls
 from streams.core import telemetry
+from streams.core.secrets import refresh
 
 
 class TokenError(Exception):
@@ -67,6 +68,13 @@ class ClientCredentials(httpx.Auth):
             resp = self._http.post(self.token_url, data=data, headers={"Accept": "application/json"})
         except httpx.TransportError as exc:
             raise TokenError(f"token endpoint unreachable: {type(exc).__name__}", None) from exc
+        if resp.status_code in (400, 401) and refresh(self.client_secret):
+            # The secret's file changed since it was read (a rotation): ask again with the new one.
+            data["client_secret"] = self.client_secret.get_secret_value()
+            try:
+                resp = self._http.post(self.token_url, data=data, headers={"Accept": "application/json"})
+            except httpx.TransportError as exc:
+                raise TokenError(f"token endpoint unreachable: {type(exc).__name__}", None) from exc
         if resp.status_code != 200:
             # The body may echo parameters; it is not logged, only its status.
             raise TokenError(f"token endpoint answered {resp.status_code}", resp.status_code)

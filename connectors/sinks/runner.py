@@ -16,7 +16,7 @@ from connectors.sinks.http import SinkError
 from connectors.sinks.known import KnownIds
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
-from streams.core.kafka import client_config, note_refusal, producer_config
+from streams.core.kafka import client_config, note_refusal, producer_config, renew, track
 from streams.core.messages import Consumed, encoded
 from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
@@ -159,21 +159,23 @@ class SinkRunner:
         self.dlq_topic = dlq_name(self.topic)
         self.stage = f"sink.{sink.name}" if kind is RecordType.INCIDENT else f"sink.{sink.name}.change"
         self.log = telemetry.get_logger(self.stage)
-        self.consumer = Consumer(
-            client_config(
-                settings,
-                **{
-                    "group.id": f"{settings.app_id}-sink-{sink.name}"
-                    + ("" if kind is RecordType.INCIDENT else "-change"),
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    # Longer than the retry budget, so a command in backoff keeps its partition.
-                    "max.poll.interval.ms": int((settings.sink_retry_budget_seconds + 60) * 1000),
-                },
+        self.consumer = track(
+            Consumer(
+                client_config(
+                    settings,
+                    **{
+                        "group.id": f"{settings.app_id}-sink-{sink.name}"
+                        + ("" if kind is RecordType.INCIDENT else "-change"),
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        "auto.offset.reset": "earliest",
+                        # Longer than the retry budget, so a command in backoff keeps its partition.
+                        "max.poll.interval.ms": int((settings.sink_retry_budget_seconds + 60) * 1000),
+                    },
+                )
             )
         )
-        self.producer = Producer(producer_config(settings))
+        self.producer = track(Producer(producer_config(settings)))
         self._delivery_errors: list[str] = []
         self.processed = 0
         self.target_problem: str | None = None  # the last command's target failure, until one succeeds
@@ -298,6 +300,7 @@ class SinkRunner:
                 self._raise_lane_failure()
                 self._place_held()
                 # While a command waits for room in its lane, poll briefly to place it soon.
+                renew(self.consumer)
                 msg = self.consumer.poll(0.05 if self._held else 0.2)
                 self._commit_finished()
                 if msg is None:

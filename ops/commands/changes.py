@@ -20,14 +20,14 @@ def sync(args: argparse.Namespace) -> int:
 
     from connectors.sinks.http import SinkError
     from connectors.sources.changes.source import ChangeSync
-    from streams.core.kafka import DeliveryError, producer_config
+    from streams.core.kafka import DeliveryError, producer_config, track
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
     runtime.announce_kafka(settings, "changes-sync")
     telemetry.configure_tracing("itsm-changes-sync")
     client = runtime.servicenow_client(settings, "servicenow-changes")
-    producer = Producer(producer_config(settings))
+    producer = track(Producer(producer_config(settings)))
     sync = ChangeSync(
         client, producer, runtime.serde(settings), settings, maintenance=not args.no_maintenance
     )

@@ -22,8 +22,7 @@ def run(_: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
-    password = settings.devitsm_password.get_secret_value()
-    if not password:
+    if not settings.devitsm_password.get_secret_value():
         raise runtime.CommandError(
             "set ITSM_DEVITSM_PASSWORD (or ITSM_DEVITSM_PASSWORD_FILE); "
             "the development ITSM does not run without authentication"
@@ -53,7 +52,7 @@ def run(_: argparse.Namespace) -> int:
     app = create_devitsm(
         store,
         settings.devitsm_user,
-        password,
+        settings.devitsm_password,  # a FileSecret follows its file; each line is a valid password
         settings.devitsm_rate_limit,
         oauth,
         faults=settings.devitsm_fault_injection,

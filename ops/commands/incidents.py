@@ -22,7 +22,7 @@ def sync(args: argparse.Namespace) -> int:
     from connectors.registry import incident_reader
     from connectors.sinks.http import SinkError
     from connectors.sources.incidents.sync import IncidentSync
-    from streams.core.kafka import DeliveryError, producer_config
+    from streams.core.kafka import DeliveryError, producer_config, track
 
     settings = runtime.settings(kafka=True)
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
@@ -37,7 +37,7 @@ def sync(args: argparse.Namespace) -> int:
         for reader in readers:
             reader.close()
         raise runtime.CommandError(str(exc)) from None
-    producer = Producer(producer_config(settings))
+    producer = track(Producer(producer_config(settings)))
     sync = IncidentSync(readers, producer, runtime.serde(settings), settings)
     log = telemetry.get_logger("incidents.sync")
     try:

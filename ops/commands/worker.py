@@ -20,10 +20,10 @@ DESCRIPTION = (
 def run(_: argparse.Namespace) -> int:
     from faust.worker import Worker
 
-    from streams.agents.app import create_app
+    from streams.agents.app import create_app, rotate_credentials
     from streams.agents.delivery import BrokerOffsets
     from streams.core.follower import TopicFollower
-    from streams.core.kafka import BrokerProbe, client_config
+    from streams.core.kafka import BrokerProbe, client_config, on_credentials
     from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS
     from streams.processors.indexes import CIIncidentIndex, DeployIndex
 
@@ -82,6 +82,11 @@ def run(_: argparse.Namespace) -> int:
         deploys=deploys,
         offsets=offsets,
     )
+
+    def rotated(user: str, password: str) -> None:
+        rotate_credentials(app, user, password)
+
+    on_credentials(rotated)
 
     @app.timer(5.0, name="views-alive")
     async def views_alive() -> None:

@@ -45,6 +45,10 @@ class BrokerSecurity:
     """Where a secured broker's CA, key store and admin password live."""
 
     directory: Path
+    # Each client re-authenticates at least this often (KIP-368; a client that cannot, such as
+    # aiokafka, is disconnected and connects again): a revoked or rotated password stops working
+    # on old connections too, and a rotated one is taken up without a restart.
+    reauth_ms: int = 3_600_000
 
     @property
     def ca_file(self) -> Path:
@@ -59,11 +63,11 @@ class BrokerSecurity:
         return self.directory / "admin.password"
 
     @classmethod
-    def create(cls, directory: Path) -> BrokerSecurity:
+    def create(cls, directory: Path, reauth_ms: int = 3_600_000) -> BrokerSecurity:
         """The CA, certificate and admin password, made once (kept across restarts)."""
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o700)
-        made = cls(directory)
+        made = cls(directory, reauth_ms)
         if not made.keystore.exists():
             _certificates(directory)
         if not made.admin_password_file.exists():
@@ -97,6 +101,7 @@ class BrokerSecurity:
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "allow.everyone.if.no.acl.found=false",
             f"super.users=User:{ADMIN};User:CN={BROKER_CN}",
+            f"connections.max.reauth.ms={self.reauth_ms}",
         ]
 
     def format_args(self) -> list[str]:

@@ -69,6 +69,28 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
+def rotate_credentials(app: faust.App, username: str, password: str) -> int:
+    """A rotated SASL password for the worker's aiokafka clients (its consumer's and producer's,
+    and the settings any client made later reads); how many clients took it. aiokafka has no
+    public way to change them: the clients' own attributes are set, which each new connection
+    reads (the broker's connections.max.reauth.ms ends the old ones). tests/integration/
+    test_rotation.py proves it against a broker that takes only the new password."""
+    credentials = app.conf.broker_credentials
+    if isinstance(credentials, faust.SASLCredentials):
+        credentials.username, credentials.password = username, password
+    clients = []
+    consumer = getattr(getattr(app.consumer, "_thread", None), "_consumer", None)
+    if consumer is not None:
+        clients.append(consumer._client)
+    producer = getattr(app.producer, "_producer", None)
+    if producer is not None:
+        clients.append(producer.client)
+    for client in clients:
+        client._sasl_plain_username = username
+        client._sasl_plain_password = password
+    return len(clients)
+
+
 def _note_refused_send(sent: Any) -> None:
     """A record the broker refused (aiokafka's authorization errors): logged and counted."""
     import aiokafka.errors as errors

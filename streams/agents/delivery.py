@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from streams.core import telemetry
+from streams.core.kafka import renew
 
 log = telemetry.get_logger("worker.delivery")
 
@@ -265,6 +266,8 @@ class BrokerOffsets:
     def __init__(self, config: dict[str, Any], group_id: str, timeout: float = 10.0) -> None:
         from confluent_kafka import Consumer
 
+        from streams.core.kafka import track
+
         self.timeout = timeout
         base = {
             **config,
@@ -275,14 +278,15 @@ class BrokerOffsets:
         }
         # Committed offsets of the worker's group (an OffsetFetch; subscribe is never called, so
         # this consumer never becomes a member), and a peeking consumer in a group of its own.
-        self._group = Consumer({**base, "group.id": group_id})
-        self._peek = Consumer({**base, "group.id": f"{group_id}.peek-{uuid.uuid4().hex[:8]}"})
+        self._group = track(Consumer({**base, "group.id": group_id}))
+        self._peek = track(Consumer({**base, "group.id": f"{group_id}.peek-{uuid.uuid4().hex[:8]}"}))
         self._lock = threading.Lock()
 
     def _committed(self, tp: TopicPartition) -> int | None:
         from confluent_kafka import TopicPartition as CTP
 
         with self._lock:
+            renew(self._group)
             (got,) = self._group.committed([CTP(tp.topic, tp.partition)], timeout=self.timeout)
         if got.error is not None:
             raise RuntimeError(f"committed offset of {tp}: {got.error}")
@@ -292,6 +296,7 @@ class BrokerOffsets:
         from confluent_kafka import TopicPartition as CTP
 
         with self._lock:
+            renew(self._peek)
             self._peek.assign([CTP(tp.topic, tp.partition, offset)])
             try:
                 msgs = self._peek.consume(1, timeout=self.timeout)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.core import telemetry
-from streams.core.kafka import REFUSALS, client_config, note_refusal
+from streams.core.kafka import REFUSALS, client_config, note_refusal, renew, track
 from streams.core.settings import Settings
 
 # Metadata errors that clear by themselves shortly after a topic is created or a leader moves.
@@ -36,15 +36,17 @@ class TopicFollower:
         self.apply = apply
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._consumer = Consumer(
-            client_config(
-                settings,
-                **{
-                    "group.id": f"{settings.app_id}-view-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "enable.partition.eof": True,
-                },
+        self._consumer = track(
+            Consumer(
+                client_config(
+                    settings,
+                    **{
+                        "group.id": f"{settings.app_id}-view-{uuid.uuid4().hex[:8]}",
+                        "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest",
+                        "enable.partition.eof": True,
+                    },
+                )
             )
         )
         self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
@@ -117,6 +119,7 @@ class TopicFollower:
             if not pending:
                 self._caught_up()
             while not self._stop.is_set():
+                renew(self._consumer)
                 msg = self._consumer.poll(0.2)
                 if msg is None:
                     continue

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
@@ -14,6 +15,7 @@ from streams.core.dlq import Headers
 from streams.core.settings import Settings
 
 CLIENT_LOGGER = logging.getLogger("librdkafka")
+_C = TypeVar("_C")
 # Broker refusals, by librdkafka error code: the credentials were refused (SASL) or an ACL denied.
 REFUSALS: dict[int, str] = {
     KafkaError._AUTHENTICATION: "kafka_sasl",
@@ -54,6 +56,107 @@ def note_refusal(code: int | None, detail: str, where: str = "") -> str | None:
 def _on_client_error(err: KafkaError) -> None:
     # librdkafka's error callback: a refused SASL handshake arrives here (and is retried).
     note_refusal(err.code(), err.str())
+
+
+# Long-lived librdkafka clients of this process, told a rotated SASL password (watch_credentials).
+_CLIENTS: list[Any] = []
+# Further listeners (the worker's aiokafka clients): called with (username, password).
+_LISTENERS: list[Callable[[str, str], None]] = []
+_CLIENTS_LOCK = threading.Lock()
+_WATCHING: list[threading.Thread] = []
+# Consumers that have not taken the latest credentials yet (renew(), in their polling thread: a
+# Consumer's set_sasl_credentials waits while another thread polls it), and those credentials.
+_PENDING: set[int] = set()
+_LATEST: list[tuple[str, str]] = []
+
+
+def track(client: _C) -> _C:
+    """Register a long-lived client (Producer, Consumer, AdminClient) for password rotations.
+    Only while watch_credentials runs (a pipeline process): the clients cannot be weakly referenced,
+    and a list of every client a test session makes would keep them all alive."""
+    if _WATCHING:
+        with _CLIENTS_LOCK:
+            _CLIENTS.append(client)
+    return client
+
+
+def untrack(client: Any) -> None:
+    with _CLIENTS_LOCK:
+        if client in _CLIENTS:
+            _CLIENTS.remove(client)
+
+
+def renew(consumer: Consumer) -> None:
+    """Called by the thread that polls consumer, before it polls: take rotated credentials."""
+    if not _PENDING or id(consumer) not in _PENDING:
+        return
+    with _CLIENTS_LOCK:
+        _PENDING.discard(id(consumer))
+        username, password = _LATEST[0]
+    try:
+        consumer.set_sasl_credentials(username, password)
+    except RuntimeError:  # closed
+        untrack(consumer)
+
+
+def on_credentials(listener: Callable[[str, str], None]) -> None:
+    """Call listener(username, password) whenever this process's SASL password file changes."""
+    with _CLIENTS_LOCK:
+        _LISTENERS.append(listener)
+
+
+def rotate_credentials(username: str, password: str) -> int:
+    """Give every tracked client and listener the new credentials; how many took them. A client
+    keeps its authenticated connections; the next (re)authentication uses the new password."""
+    with _CLIENTS_LOCK:
+        clients, listeners = list(_CLIENTS), list(_LISTENERS)
+    told = 0
+    with _CLIENTS_LOCK:
+        _LATEST[:] = [(username, password)]
+    for client in clients:
+        if isinstance(client, Consumer):
+            with _CLIENTS_LOCK:
+                _PENDING.add(id(client))
+            told += 1
+            continue
+        try:
+            client.set_sasl_credentials(username, password)
+            told += 1
+        except RuntimeError:  # closed meanwhile
+            untrack(client)
+    for listener in listeners:
+        listener(username, password)
+        told += 1
+    return told
+
+
+def watch_credentials(settings: Settings, interval: float = 1.0) -> threading.Thread | None:
+    """When the SASL password follows its file (ITSM_KAFKA_SASL_PASSWORD_FILE), a daemon thread
+    that hands a changed password to every client of this process: no restart."""
+    from streams.core.secrets import FileSecret
+
+    secret = settings.kafka_sasl_password
+    if not isinstance(secret, FileSecret) or not settings.kafka_sasl_username or _WATCHING:
+        return None
+    username = settings.kafka_sasl_username
+
+    def run() -> None:
+        import structlog
+
+        log = structlog.get_logger("kafka")
+        current = secret.get_secret_value()
+        while True:
+            time.sleep(interval)
+            value = secret.get_secret_value()
+            if value != current:
+                current = value
+                told = rotate_credentials(username, value)
+                log.info("kafka_credentials_rotated", principal=username, clients=told, file=str(secret.path))
+
+    thread = threading.Thread(target=run, name="kafka-credentials", daemon=True)
+    _WATCHING.append(thread)
+    thread.start()
+    return thread
 
 
 def quiet_client_logs() -> None:
@@ -105,7 +208,7 @@ class AckedProducer:
     """A confluent Producer with a poll thread; send() resolves when the broker acknowledged."""
 
     def __init__(self, settings: Settings, **extra: Any) -> None:
-        self._producer = Producer(producer_config(settings, **extra))
+        self._producer = track(Producer(producer_config(settings, **extra)))
         # A fatal client error (e.g. the broker refusing this principal an idempotent producer id)
         # fails every send waiting and every later one, instead of leaving them waiting forever.
         self._fatal: str | None = None
@@ -223,7 +326,7 @@ class BrokerProbe:
     def __init__(self, settings: Settings, timeout: float = 3.0, cache_seconds: float = 5.0) -> None:
         from confluent_kafka.admin import AdminClient
 
-        self._admin = AdminClient(client_config(settings))
+        self._admin = track(AdminClient(client_config(settings)))
         self._timeout = timeout
         self._cache = cache_seconds
         self._lock = threading.Lock()

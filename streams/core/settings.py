@@ -326,6 +326,15 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, FileVariantSource(settings_cls), file_secret_settings)
 
     @model_validator(mode="after")
+    def _secrets_follow_their_files(self) -> Settings:
+        # A secret read from ITSM_<NAME>_FILE is reread when the file changes (streams/core/secrets.py).
+        from streams.core.secrets import from_files
+
+        for name, value in from_files(dict(self)).items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @model_validator(mode="after")
     def _heartbeats_fit_the_session(self) -> Settings:
         # Kafka's rule of thumb: at least three heartbeats per session, or a single lost one
         # expels a healthy member and every partition pauses for a rebalance.

@@ -47,12 +47,15 @@ class Watched(Generic[T]):
         st = self.path.stat()
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def get(self) -> T:
-        if self.interval:
+    def get(self, force: bool = False) -> T:
+        """The current content; force checks the file now, whatever the interval."""
+        if self.interval and not force:
             now = time.monotonic()
             if now - self.checked < self.interval:
                 return self.current
             self.checked = now
+        elif force:
+            self.checked = time.monotonic()
         try:
             stamp = self._stamp()
             if stamp != self.stamp:

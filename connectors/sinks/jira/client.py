@@ -10,6 +10,7 @@ from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.tls import tls
+from streams.core.secrets import basic_auth
 
 SEARCH_FIELDS = "labels,status,summary"
 
@@ -27,7 +28,7 @@ class JiraClient:
     ) -> None:
         self.http = httpx.Client(
             base_url=config.base_url,
-            auth=(config.email, config.api_token.get_secret_value()),
+            auth=basic_auth(config.email, config.api_token),
             timeout=config.timeout_seconds,
             verify=tls(config.verify),
             transport=transport,

@@ -9,6 +9,7 @@ import httpx
 from connectors.preflight import Finding, Level, body, clock_skew, request, run, transport
 from connectors.sinks.jira.config import JiraConfig
 from connectors.sinks.jira.mapping import INCIDENT_LABEL
+from streams.core.secrets import basic_auth
 
 NEEDED = ("BROWSE_PROJECTS", "CREATE_ISSUES", "EDIT_ISSUES", "TRANSITION_ISSUES", "ADD_COMMENTS")
 BEYOND = {
@@ -19,7 +20,7 @@ BEYOND = {
 
 
 def check(config: JiraConfig) -> list[Finding]:
-    auth = (config.email, config.api_token.get_secret_value())
+    auth = basic_auth(config.email, config.api_token)
     return run(
         config.base_url,
         auth,

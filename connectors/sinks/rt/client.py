@@ -10,6 +10,7 @@ from connectors.sinks.http import HttpCaller, RetryPolicy, SinkError
 from connectors.sinks.ratelimit import RateLimiter
 from connectors.sinks.rt.config import RTConfig
 from connectors.tls import tls
+from streams.core.secrets import basic_auth
 
 
 class RTClient:
@@ -25,7 +26,7 @@ class RTClient:
     ) -> None:
         self.http = httpx.Client(
             base_url=config.base_url,
-            auth=(config.user, config.password.get_secret_value()),
+            auth=basic_auth(config.user, config.password),
             timeout=config.timeout_seconds,
             verify=tls(config.verify),
             transport=transport,

@@ -16,10 +16,11 @@ import httpx
 
 from connectors.preflight import Finding, Level, body, clock_skew, request, run, transport
 from connectors.sinks.rt.config import RTConfig
+from streams.core.secrets import basic_auth
 
 
 def check(config: RTConfig) -> list[Finding]:
-    auth = (config.user, config.password.get_secret_value())
+    auth = basic_auth(config.user, config.password)
     return run(
         config.base_url,
         auth,

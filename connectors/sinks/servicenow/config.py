@@ -8,6 +8,7 @@ import httpx
 from pydantic import SecretStr
 
 from connectors.sinks.oauth import ClientCredentials
+from streams.core.secrets import basic_auth
 from streams.core.settings import Settings
 
 
@@ -65,4 +66,4 @@ class ServiceNowConfig:
                 self.timeout_seconds,
                 self.verify,
             )
-        return (self.user, self.password.get_secret_value())
+        return basic_auth(self.user, self.password)
