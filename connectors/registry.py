@@ -14,6 +14,7 @@ from connectors.sources.datadog.mapping import to_alerts as datadog_alerts
 from connectors.sources.grafana.mapping import signature_problem
 from connectors.sources.grafana.mapping import to_alerts as grafana_alerts
 from connectors.sources.pagerduty.mapping import response as pagerduty_response
+from connectors.sources.pagerduty.mapping import routing_key as pagerduty_routing_key
 from connectors.sources.pagerduty.mapping import to_alerts as pagerduty_alerts
 from streams.core.settings import Settings
 
@@ -152,7 +153,12 @@ def webhook_sources(settings: Settings) -> dict[str, WebhookSource]:
             verify=grafana_verify,
         ),
         WebhookSource(
-            "pagerduty", pagerduty_alerts, "PagerDuty Events API v2 event body.", respond=pagerduty_response
+            "pagerduty",
+            pagerduty_alerts,
+            "PagerDuty Events API v2 event body; its routing_key is the integration's token.",
+            respond=pagerduty_response,
+            # A PagerDuty client sends no Authorization header: its routing key is its credential.
+            credential=pagerduty_routing_key,
         ),
         WebhookSource("datadog", datadog_alerts, "Datadog webhook with the README's payload template."),
         WebhookSource("canonical", canonical_alerts, 'Canonical Alert JSON, one or {"alerts": [...]}.'),

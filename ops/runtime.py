@@ -7,6 +7,7 @@ import argparse
 import json
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,38 @@ def publish_audit(settings: Settings, keyed_events: list[tuple[str, Any]], failu
         )
     except DeliveryError as exc:
         raise CommandError(f"{failure}: {exc}; {kafka_hint(settings)}") from None
+
+
+def server_tls(settings: Settings, component: str) -> ssl.SSLContext | None:
+    """TLS for a component's HTTP server (ITSM_HTTP_TLS_*), or None for plain HTTP (logged)."""
+    import structlog
+
+    from connectors.tls import reload_when_changed, server_context
+
+    log = structlog.get_logger(component)
+    cert, key = settings.http_tls_cert_file, settings.http_tls_key_file
+    if not cert and not key:
+        if settings.http_tls_client_ca_file:
+            raise CommandError("ITSM_HTTP_TLS_CLIENT_CA_FILE needs ITSM_HTTP_TLS_CERT_FILE and _KEY_FILE")
+        log.info("http_plain", detail="plain HTTP: set ITSM_HTTP_TLS_CERT_FILE and _KEY_FILE for HTTPS")
+        return None
+    if not cert or not key:
+        raise CommandError("HTTPS needs both ITSM_HTTP_TLS_CERT_FILE and ITSM_HTTP_TLS_KEY_FILE")
+    try:
+        context = server_context(cert, key, settings.http_tls_client_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(
+            f"TLS certificate {cert} with key {key}"
+            + (
+                f" and client CA {settings.http_tls_client_ca_file}"
+                if settings.http_tls_client_ca_file
+                else ""
+            )
+            + f" cannot be loaded: {exc}"
+        ) from None
+    reload_when_changed(context, cert, key)
+    log.info("http_tls", cert_file=cert, client_certificates=bool(settings.http_tls_client_ca_file))
+    return context
 
 
 def audit_or_restore(

@@ -36,6 +36,9 @@ class WebhookSource:
     accepted: int = 202
     error_body: Callable[[str, list[str] | None], Any] = default_error
     route: str | None = None
+    # A credential the sender's API puts in the body rather than a header (PagerDuty's routing
+    # key): (parsed body) -> the credential, checked like a bearer token when none is sent.
+    credential: Callable[[Any], str | None] | None = None
 
     @property
     def path(self) -> str:

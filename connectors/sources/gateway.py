@@ -11,7 +11,7 @@ from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.auth import GATEWAY_SCOPES, Guard, Refusal, guard_for, refused
+from connectors.auth import GATEWAY_SCOPES, Guard, Refusal, bearer_of, guard_for, refused
 from connectors.jsonbody import BodyError, parse_json
 from connectors.sources.alertmanager.api import PartialPayload
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
@@ -95,12 +95,17 @@ def create_gateway(
                 )
                 return _error(status, message, problems, source.error_body)
 
-            who = guard.check(request.headers, "alerts:write", source.name, path=request.path)
-            if isinstance(who, Refusal):
+            def refusal(who: Refusal) -> web.Response:
                 refused = reject(who.status, who.message)
                 if who.status == 401:
                     refused.headers["WWW-Authenticate"] = "Bearer"
                 return refused
+
+            in_body = source.credential is not None and bearer_of(request.headers) is None
+            if not in_body:
+                who = guard.check(request.headers, "alerts:write", source.name, path=request.path)
+                if isinstance(who, Refusal):
+                    return refusal(who)
             if request.content_type != "application/json":
                 return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
             try:
@@ -115,7 +120,18 @@ def create_gateway(
             try:
                 payload = parse_json(body)
             except BodyError as exc:
+                if in_body:  # no credential could be read: refused like a request without a token
+                    who = guard.check({}, "alerts:write", source.name, path=request.path)
+                    if isinstance(who, Refusal):
+                        return refusal(who)
                 return reject(400, str(exc))
+            if in_body:
+                assert source.credential is not None
+                key = source.credential(payload)
+                presented = {"Authorization": f"Bearer {key}"} if key else {}
+                who = guard.check(presented, "alerts:write", source.name, path=request.path, via="body")
+                if isinstance(who, Refusal):
+                    return refusal(who)
             partial: list[str] = []
             try:
                 mapped = source.to_alerts(payload, clock())

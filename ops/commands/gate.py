@@ -73,7 +73,14 @@ def serve(_: argparse.Namespace) -> int:
         changes=len(views["changes"].values()),
         windows=len(views["windows"].windows()),
     )
-    web.run_app(app, host=settings.gate_host, port=settings.gate_port, print=None, shutdown_timeout=10)
+    web.run_app(
+        app,
+        host=settings.gate_host,
+        port=settings.gate_port,
+        ssl_context=runtime.server_tls(settings, "gate"),
+        print=None,
+        shutdown_timeout=10,
+    )
     return runtime.EXIT_OK
 
 

@@ -158,6 +158,7 @@ def serve(shared_port: bool) -> int:
         app,
         host=settings.gateway_host,
         port=settings.gateway_port,
+        ssl_context=runtime.server_tls(settings, "gateway"),
         print=None,
         handle_signals=True,
         shutdown_timeout=10,

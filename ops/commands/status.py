@@ -168,7 +168,14 @@ def serve(args: argparse.Namespace) -> int:
     )
     log.info("status_listening", host=host, port=port, integrations=sorted(service.integrations))
     try:
-        web.run_app(app, host=host, port=port, print=None, shutdown_timeout=5)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            ssl_context=runtime.server_tls(settings, "status"),
+            print=None,
+            shutdown_timeout=5,
+        )
     finally:
         stop.set()
         service.close()

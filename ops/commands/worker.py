@@ -23,7 +23,7 @@ def run(_: argparse.Namespace) -> int:
     from streams.agents.app import create_app, rotate_credentials
     from streams.agents.delivery import BrokerOffsets
     from streams.core.follower import TopicFollower
-    from streams.core.kafka import BrokerProbe, client_config, on_credentials
+    from streams.core.kafka import BrokerProbe, client_config, count_aiokafka_refusals, on_credentials
     from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS
     from streams.processors.indexes import CIIncidentIndex, DeployIndex
 
@@ -87,6 +87,7 @@ def run(_: argparse.Namespace) -> int:
         rotate_credentials(app, user, password)
 
     on_credentials(rotated)
+    count_aiokafka_refusals()  # refusals aiokafka meets, counted as librdkafka's are
 
     @app.timer(5.0, name="views-alive")
     async def views_alive() -> None:

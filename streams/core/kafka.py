@@ -53,6 +53,41 @@ def note_refusal(code: int | None, detail: str, where: str = "") -> str | None:
     return reason
 
 
+# What aiokafka (the worker's Faust clients) logs for the same refusals: its error class names.
+AIOKAFKA_REFUSALS: dict[str, int] = {
+    "SaslAuthenticationFailed": KafkaError.SASL_AUTHENTICATION_FAILED,
+    "TopicAuthorizationFailed": KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    "GroupAuthorizationFailed": KafkaError.GROUP_AUTHORIZATION_FAILED,
+    "ClusterAuthorizationFailed": KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    "TransactionalIdAuthorizationFailed": KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+class AiokafkaRefusals(logging.Handler):
+    """On the aiokafka logger: each refusal it logs (a warning or worse naming one of its
+    authentication or authorization errors) is logged and counted like librdkafka's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the logging system's problem
+            return
+        for marker, code in AIOKAFKA_REFUSALS.items():
+            if marker in message:
+                note_refusal(code, message[:300])
+                return
+
+
+def count_aiokafka_refusals() -> None:
+    """Count the refusals aiokafka logs (the worker's consumer and producer); once per process."""
+    root = logging.getLogger("aiokafka")
+    if not any(isinstance(h, AiokafkaRefusals) for h in root.handlers):
+        root.addHandler(AiokafkaRefusals())
+
+
 def _on_client_error(err: KafkaError) -> None:
     # librdkafka's error callback: a refused SASL handshake arrives here (and is retried).
     note_refusal(err.code(), err.str())

@@ -106,6 +106,18 @@ class Settings(BaseSettings):
         description="One shared token with every gateway scope (older setups); ITSM_TOKENS_FILE, "
         "scoped tokens per caller, replaces it.",
     )
+    http_tls_cert_file: str | None = Field(
+        None,
+        description="PEM certificate chain of the gateway, gate and status service; with it (and "
+        "ITSM_HTTP_TLS_KEY_FILE) they speak HTTPS only. A renewed file is loaded without a restart.",
+    )
+    http_tls_key_file: str | None = Field(
+        None, description="The private key of ITSM_HTTP_TLS_CERT_FILE (PEM)."
+    )
+    http_tls_client_ca_file: str | None = Field(
+        None,
+        description="With HTTPS: only clients with a certificate this CA signed are served (mutual TLS).",
+    )
     tokens_file: str | None = Field(
         None,
         description="TOML file of the APIs' principals: SHA-256 of their tokens and their scopes "

@@ -183,6 +183,51 @@ def test_scoped_tokens_per_source_and_route_rotated_without_a_restart(
     assert refused("unknown_token") == before["unknown_token"] + 2
 
 
+def test_a_pagerduty_routing_key_is_checked_like_a_token(kafka_settings: Settings, tmp_path: Path) -> None:
+    """A PagerDuty client sends no Authorization header: its routing key must be a token issued
+    with alerts:write:pagerduty; an unknown key is a 401, another source's token a 403, each
+    counted; a bearer header, when sent, is what counts."""
+    tokens = tmp_path / "tokens.toml"
+    integration, _ = auth.issue(tokens, "pd-checkout", ["alerts:write:pagerduty"])
+    grafana, _ = auth.issue(tokens, "grafana", ["alerts:write:grafana"])
+    settings = kafka_settings.model_copy(update={"tokens_file": str(tokens)})
+    event = json.loads(
+        (Path(__file__).resolve().parents[1] / "data" / "pagerduty" / "trigger.json").read_text()
+    )
+
+    def refused(reason: str) -> float:
+        labels = {"component": "gateway", "reason": reason}
+        return REGISTRY.get_sample_value("itsm_pipeline_auth_failures_total", labels) or 0.0
+
+    before = {r: refused(r) for r in ("unknown_token", "missing_scope", "missing_token")}
+    producer = AckedProducer(settings)
+    try:
+        with serve(create_gateway(settings, AvroSerde(), producer, webhook_sources(settings))) as url:
+
+            def send(key: str | None, bearer: str | None = None, raw: bytes | None = None) -> httpx.Response:
+                body = {k: v for k, v in event.items() if k != "routing_key"}
+                if key is not None:
+                    body["routing_key"] = key
+                headers = {"Content-Type": "application/json"}
+                if bearer:
+                    headers["Authorization"] = f"Bearer {bearer}"
+                data = raw if raw is not None else json.dumps(body).encode()
+                return httpx.post(url + "/v1/alerts/pagerduty", content=data, headers=headers)
+
+            ok = send(integration)
+            assert ok.status_code == 202 and ok.json()["status"] == "success"
+            assert send("R0UT1NGKEYN0T155UED0000000000000").status_code == 401
+            assert send(grafana).status_code == 403
+            assert send(None).status_code == 401
+            assert send(None, raw=b"{not json").status_code == 401
+            assert send("whatever", bearer=integration).status_code == 202  # the header counts
+    finally:
+        producer.close()
+    assert refused("unknown_token") == before["unknown_token"] + 1
+    assert refused("missing_scope") == before["missing_scope"] + 1
+    assert refused("missing_token") == before["missing_token"] + 2
+
+
 def test_kafka_unreachable_gives_503_so_the_sender_retries() -> None:
     settings = Settings(kafka_bootstrap=f"127.0.0.1:{free_port()}")
     producer = AckedProducer(settings, **{"delivery.timeout.ms": 1500})

@@ -145,3 +145,27 @@ def test_a_broker_refusal_is_counted_by_reason_and_anything_else_is_not() -> Non
     assert note_refusal(KafkaError._TRANSPORT, "down") is None
     assert note_refusal(None, "nothing") is None
     assert (count("kafka_acl"), count("kafka_sasl")) == (2, 1)
+
+
+def test_refusals_aiokafka_logs_are_counted_like_librdkafkas() -> None:
+    import logging
+
+    from streams.core import telemetry
+    from streams.core.kafka import AiokafkaRefusals, count_aiokafka_refusals, identify
+
+    def count(reason: str) -> float:
+        return telemetry.AUTH_FAILURES.labels("unit-aiokafka", reason)._value.get()
+
+    count_aiokafka_refusals()
+    count_aiokafka_refusals()  # once per process, however often it is asked
+    assert sum(isinstance(h, AiokafkaRefusals) for h in logging.getLogger("aiokafka").handlers) == 1
+    identify("unit-aiokafka", "worker")
+    log = logging.getLogger("aiokafka.consumer.group_coordinator")  # a child: handlers see it too
+    log.error(
+        "Unable connect to node with id 1: [Error 58] SaslAuthenticationFailed: Authentication "
+        "failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+    )
+    log.error("Got error %s for topic %s", "TopicAuthorizationFailedError", "p.alerts.raw")
+    log.error("Unable to update metadata from [1]")  # not a refusal
+    log.info("SaslAuthenticationFailed mentioned below warning level")  # not counted
+    assert (count("kafka_sasl"), count("kafka_acl")) == (1, 1)

@@ -107,6 +107,12 @@ def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
     ]
 
 
+def routing_key(payload: Any) -> str | None:
+    """The event's routing key: the integration's credential, checked like a bearer token."""
+    key = payload.get("routing_key") if isinstance(payload, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
 def response(alerts: list[Alert]) -> dict[str, Any]:
     """PagerDuty's success body, so its clients read back the dedup_key."""
     return {"status": "success", "message": "Event processed", "dedup_key": alerts[0].fingerprint}
