@@ -184,20 +184,32 @@ class Broker:
         if (self.data_dir / "logs" / "meta.properties").exists():
             return
         cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run(
-            # "--cluster-id=<id>": a random base64 id may start with "-", which would parse as an option.
-            self._java_cmd(
-                "kafka.tools.StorageTool",
-                "format",
-                f"--cluster-id={cluster_id}",
-                "-c",
-                str(props),
-                *(self.security.format_args() if self.security is not None else []),
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        # The administrator's SCRAM credential goes in through a 0600 argument file that the java
+        # launcher expands (@file), never on a command line other processes can read.
+        secret_args = self.security.format_args() if self.security is not None else []
+        args_file = self.data_dir / "format.args"
+        if secret_args:
+            fd = os.open(args_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                # One argument per line, unquoted (none holds white space or quotes).
+                fh.write("\n".join(secret_args) + "\n")
+        try:
+            proc = subprocess.run(
+                # "--cluster-id=<id>": a random base64 id may start with "-", which would parse as an option.
+                self._java_cmd(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={cluster_id}",
+                    "-c",
+                    str(props),
+                    *([f"@{args_file}"] if secret_args else []),
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            args_file.unlink(missing_ok=True)
         if proc.returncode != 0:
             raise BrokerError(f"kafka StorageTool format failed:\n{proc.stdout}\n{proc.stderr}")
 

@@ -41,6 +41,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from streams.core.redact import never_log
 from streams.core.watched import Watched
 
 PREFIX = "enc:v1:"
@@ -84,6 +85,7 @@ class KeyRing:
             if len(key) != KEY_BYTES:
                 raise FieldCryptError(f"{origin}: key {kid} has {len(key)} bytes, AES-256 needs {KEY_BYTES}")
             keys[kid] = AESGCM(key)
+            never_log(str(material))
         active = doc.get("active")
         if active not in keys:
             raise FieldCryptError(f"{origin}: active = {active!r} names no key in [keys]")

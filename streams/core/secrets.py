@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from streams.core.redact import never_log
 from streams.core.watched import Watched
 
 
@@ -29,6 +30,9 @@ def _read(path: Path) -> str:
     value = path.read_text(encoding="utf-8").rstrip("\r\n")
     if not value:
         raise ValueError(f"{path} is empty")
+    for line in value.splitlines():  # a file of several (an overlap) holds several secrets
+        never_log(line.strip())
+    never_log(value)
     return value
 
 

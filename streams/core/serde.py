@@ -189,19 +189,38 @@ class SchemaRegistry:
             "retries.wait.ms": 200,
             "retries.max.wait.ms": 5000,
         }
-        if user and password is not None:
-            conf["basic.auth.user.info"] = f"{user}:{password.get_secret_value()}"
         if ca_file:
             conf["ssl.ca.location"] = ca_file  # verification stays on: a CA bundle, never off
-        # Imported here: the client brings httpx2 and authlib (0.4 s) that a process without a
-        # registry never needs.
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        self._client = SchemaRegistryClient(conf)
+        self._conf, self._user, self._password = conf, user, password
+        self._client = self._new_client()
         self.auto_register = auto_register
         self._ids: dict[tuple[str, bytes], int] = {}
         self._schemas: dict[int, Any] = {}
         self._lock = threading.Lock()
+
+    def _new_client(self) -> Any:
+        # Imported here: the client brings httpx2 and authlib (0.4 s) that a process without a
+        # registry never needs.
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        conf = dict(self._conf)
+        if self._user and self._password is not None:
+            conf["basic.auth.user.info"] = f"{self._user}:{self._password.get_secret_value()}"
+        return SchemaRegistryClient(conf)
+
+    def _call(self, ask: Any) -> Any:
+        """ask(client); a 401 after the password file changed (a rotation) is asked again with it."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        from streams.core.secrets import refresh
+
+        try:
+            return ask(self._client)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 401 or self._password is None or not refresh(self._password):
+                raise
+        self._client = self._new_client()
+        return ask(self._client)
 
     def register(self, subject: str, schema: LoadedSchema) -> int:
         """The id of schema under subject (registered first when auto_register is on)."""
@@ -216,9 +235,9 @@ class SchemaRegistry:
         schema_id: int | None
         try:
             if self.auto_register:
-                schema_id = self._client.register_schema(subject, wanted)
+                schema_id = self._call(lambda client: client.register_schema(subject, wanted))
             else:
-                schema_id = self._client.lookup_schema(subject, wanted).schema_id
+                schema_id = self._call(lambda client: client.lookup_schema(subject, wanted).schema_id)
         except SchemaRegistryError as exc:
             raise SerdeError(
                 f"schema registry refused {subject}: {exc.http_status_code} {exc.error_message}"
@@ -238,7 +257,7 @@ class SchemaRegistry:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
-            found = self._client.get_schema(schema_id)
+            found = self._call(lambda client: client.get_schema(schema_id))
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise SerdeError(f"schema id {schema_id} is unknown to the registry") from exc

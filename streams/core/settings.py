@@ -340,10 +340,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_follow_their_files(self) -> Settings:
         # A secret read from ITSM_<NAME>_FILE is reread when the file changes (streams/core/secrets.py).
+        from streams.core.redact import never_log
         from streams.core.secrets import from_files
 
         for name, value in from_files(dict(self)).items():
             object.__setattr__(self, name, value)
+        for value in dict(self).values():
+            if isinstance(value, SecretStr):
+                never_log(value.get_secret_value())  # no log line may carry it
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from streams.core.dlq import Headers
+from streams.core.redact import redact
 
 # Metric names live here and nowhere else: itsm_pipeline_<noun>_<unit>.
 RECORDS_IN = Counter("itsm_pipeline_records_in_total", "Records a stage consumed.", ["stage"])
@@ -281,8 +282,10 @@ def configure_logging(level: str = "info", stream: Any = None, levels: str = "")
 
     def clean(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if isinstance(value, str) and "\x1b" in value:
-                event[key] = _ESCAPES.sub("", value)
+            if isinstance(value, str):
+                if "\x1b" in value:
+                    value = _ESCAPES.sub("", value)
+                event[key] = redact(value)  # a secret a library's text carries (streams/core/redact.py)
         return event
 
     renderer: list[Any] = [

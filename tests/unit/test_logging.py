@@ -62,3 +62,20 @@ def test_a_bad_log_levels_setting_is_refused(bad: str) -> None:
 def test_good_log_levels_parse() -> None:
     assert Settings(log_levels=" sink=debug, aiokafka = info ").log_levels
     assert telemetry.parse_levels("sink=debug,aiokafka=info") == {"sink": 10, "aiokafka": 20}
+
+
+def test_secret_values_are_redacted_from_every_line_ours_and_the_libraries() -> None:
+    from pydantic import SecretStr
+
+    out = io.StringIO()
+    telemetry.configure_logging("info", stream=out)
+    settings = Settings(servicenow_password=SecretStr("pw-in-the-settings-42"))
+    assert settings.servicenow_password.get_secret_value() == "pw-in-the-settings-42"
+    telemetry.get_logger("unit").error("request_failed", url="https://u:pw-in-the-settings-42@itsm/x")
+    logging.getLogger("httpx").error("GET https://itsm/x?token=%s failed", "pw-in-the-settings-42")
+    telemetry.get_logger("unit").info("short", value="abc")  # too short to be registered: kept
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert "pw-in-the-settings-42" not in out.getvalue()
+    assert lines[0]["url"] == "https://u:[redacted]@itsm/x"
+    assert lines[1]["event"] == "GET https://itsm/x?token=[redacted] failed"
+    assert lines[2]["value"] == "abc"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,6 +121,25 @@ def test_the_registry_client_retries_a_registry_that_is_briefly_down(registry: R
     registry.emulator.fail_next = 2
     assert AvroSerde(registry=registry.client()).encode(TINY, topic="t")[:5] == b"\x00\x00\x00\x00\x07"
     assert registry.emulator.requests == ["POST /subjects/t-value/versions"] * 3
+
+
+def test_a_rotated_registry_password_is_taken_up_without_a_restart(
+    registry: Registry, tmp_path: Path
+) -> None:
+    from streams.core.secrets import FileSecret
+
+    path = tmp_path / "registry.password"
+    path.write_text("s3cret")
+    client = SchemaRegistry(
+        registry.url, "pipeline", FileSecret(path), ca_file=str(registry.ca.ca_file), retries=0
+    )
+    serde = AvroSerde(registry=client)
+    serde.encode(TINY, topic="before")
+    registry.emulator.password = "n3w-secret"  # rotated at the registry ...
+    path.write_text("n3w-secret")  # ... and in the file
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert serde.encode(TINY, topic="after")[:1] == b"\x00"  # refused once, reread, asked again
+    assert registry.emulator.requests[-2:] == ["POST /subjects/after-value/versions"] * 2
 
 
 def test_wrong_credentials_are_a_refusal_that_names_the_status(registry: Registry) -> None:
