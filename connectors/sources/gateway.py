@@ -102,16 +102,26 @@ def create_gateway(
                 return refused
 
             in_body = source.credential is not None and bearer_of(request.headers) is None
+
+            def unreadable(status: int, message: str) -> web.Response:
+                # A body-borne credential that cannot be read is no credential: a caller who
+                # must authenticate learns nothing more than 401.
+                if in_body:
+                    who = guard.check({}, "alerts:write", source.name, path=request.path)
+                    if isinstance(who, Refusal):
+                        return refusal(who)
+                return reject(status, message)
+
             if not in_body:
                 who = guard.check(request.headers, "alerts:write", source.name, path=request.path)
                 if isinstance(who, Refusal):
                     return refusal(who)
             if request.content_type != "application/json":
-                return reject(415, f"Content-Type must be application/json, not {request.content_type!r}")
+                return unreadable(415, f"Content-Type must be application/json, not {request.content_type!r}")
             try:
                 body = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                return reject(413, f"body larger than {settings.gateway_max_body_bytes} bytes")
+                return unreadable(413, f"body larger than {settings.gateway_max_body_bytes} bytes")
             if source.verify is not None:
                 problem = source.verify(body, request.headers)
                 if problem is not None:
@@ -120,11 +130,7 @@ def create_gateway(
             try:
                 payload = parse_json(body)
             except BodyError as exc:
-                if in_body:  # no credential could be read: refused like a request without a token
-                    who = guard.check({}, "alerts:write", source.name, path=request.path)
-                    if isinstance(who, Refusal):
-                        return refusal(who)
-                return reject(400, str(exc))
+                return unreadable(400, str(exc))
             if in_body:
                 assert source.credential is not None
                 key = source.credential(payload)
