@@ -217,7 +217,20 @@ def test_deploys_are_linked_to_their_change_enriched_closed_or_flagged_and_repor
     )
 
 
-def test_a_parked_deployment_survives_a_worker_restart(stack: Stack, kafka_settings: Settings) -> None:
+@pytest.fixture
+def slow_park(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    """A park timeout well beyond a worker's stop and start: the restart test must not race it."""
+    with pipeline_stack(
+        kafka_broker,
+        kafka_settings,
+        tmp_path / "stack",
+        changes_rules={"park_timeout": 90.0, "park_recheck": 0.5},
+    ) as s:
+        yield s
+
+
+def test_a_parked_deployment_survives_a_worker_restart(slow_park: Stack, kafka_settings: Settings) -> None:
+    stack = slow_park
     boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
     now = datetime.now(UTC)
     change = ChangeRecord.model_validate(
