@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
+from pydantic import SecretStr
 
 from ops.kafka import Broker
 from streams.core.dlq import Headers
+from streams.core.settings import Settings
 
 # Brokers that run secured, by bootstrap string: their clients connect the way they ask.
 SECURED: dict[str, Broker] = {}
@@ -27,6 +29,22 @@ def conf(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     broker = SECURED.get(bootstrap)
     base = broker.client_config() if broker is not None else {"bootstrap.servers": bootstrap}
     return {**base, **(extra or {})}
+
+
+def settings_on(bootstrap: str, **kw: Any) -> Settings:
+    """Settings reaching the broker at bootstrap (as its administrator when it runs secured),
+    whatever the environment holds: a module-scoped fixture is made before the per-test
+    environment is."""
+    broker = SECURED.get(bootstrap)
+    security: dict[str, Any] = {}
+    if broker is not None and broker.security is not None:
+        security = {
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_username": "admin",
+            "kafka_sasl_password": SecretStr(broker.security.admin_password()),
+            "kafka_ca_file": str(broker.security.ca_file),
+        }
+    return Settings(kafka_bootstrap=bootstrap, **security, **kw)
 
 
 def kafka_env(bootstrap: str) -> dict[str, str]:

@@ -31,7 +31,7 @@ from streams.processors.indexes import ChangeIndex, CMDBTopicIndex, GateRequestI
 from streams.stages.changes.gate import ChangeGate, GatePolicy
 from streams.stages.windows import WindowCalendar
 from tests.fuzz.strategies import JSON, RAW_BODIES, TEXT, encode, mutated
-from tests.kafka_util import conf
+from tests.kafka_util import conf, settings_on
 from tests.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.fuzz]
@@ -99,7 +99,7 @@ def with_topics(kafka_broker: Any, prefix: str, **kw: Any) -> Settings:
 
     prefix = f"{prefix}{uuid.uuid4().hex[:6]}."
     topic_ops.apply(AdminClient(conf(kafka_broker.bootstrap)), list(declared(prefix)))
-    return Settings(kafka_bootstrap=kafka_broker.bootstrap, topic_prefix=prefix, **kw)
+    return settings_on(kafka_broker.bootstrap, topic_prefix=prefix, **kw)
 
 
 @pytest.fixture(scope="module")
