@@ -99,7 +99,10 @@ class TableStore:
     def __init__(self, table: MutableMapping[str, bytes], serde: AvroSerde | None = None) -> None:
         self.table = table
         self.staged: dict[str, AlertState] | None = None
-        self.serde = serde if serde is not None and serde.crypt is not None else None
+        # Only with keys configured: without them nothing is encrypted, and a get per record
+        # should not pay for looking.
+        crypt = serde.crypt if serde is not None else None
+        self.serde = serde if crypt is not None and crypt.keys is not None else None
         self.log = telemetry.get_logger("worker.alerts")
 
     def get(self, fingerprint: str) -> AlertState | None:
