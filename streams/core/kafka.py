@@ -185,7 +185,11 @@ def watch_credentials(settings: Settings, interval: float = 1.0) -> threading.Th
             value = secret.get_secret_value()
             if value != current:
                 current = value
-                told = rotate_credentials(username, value)
+                try:
+                    told = rotate_credentials(username, value)
+                except Exception as exc:  # noqa: BLE001 - this thread must outlive one failed hand-off
+                    log.error("kafka_credentials_rotation_failed", principal=username, error=str(exc)[:300])
+                    continue
                 log.info("kafka_credentials_rotated", principal=username, clients=told, file=str(secret.path))
 
     thread = threading.Thread(target=run, name="kafka-credentials", daemon=True)
