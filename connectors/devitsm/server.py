@@ -331,8 +331,9 @@ def create_devitsm(
     `mandatory` is a data policy: per table, the fields an insert must carry.
 
     `user`'s password is read at each request, and each of its lines is valid: a FileSecret (its
-    file reread when it changes) lets a rotation overlap, as a real instance's second integration
-    account or OAuth secret does: add the new line, move the clients, remove the old line.
+    file reread when it changes) lets a rotation overlap: add the new line, move the clients,
+    remove the old line. This is a development convenience, not ServiceNow behaviour (a user there
+    has one password; the overlap on a real instance is a second integration account).
     """
     secret = SecretStr(password) if isinstance(password, str) else password
     seed_accounts(store, [Account(user, "", roles), *accounts])

@@ -26,9 +26,11 @@ rotation needs no restart.
 
 Rotate writes a new file when there is none (mode 0600). Retire the old key only once every topic
 that holds values it encrypted has passed its retention (`itsmctl topics list` shows them), else
-those records dead-letter with class `encryption`. Each rotation and retirement is an
-audit.events record (--offline skips it, and says so). Exit 2 when the file is invalid, the key
-unknown or active, or the audit record cannot be written (then the file is left as it was)."""
+those records dead-letter with class `encryption`. The worker's state changelog is compacted:
+an alert state last written under the old key keeps it until the alert is seen again. Each
+rotation and retirement is an audit.events record (--offline skips it, and says so). Exit 2 when
+the file is invalid, the key unknown or active, or the audit record cannot be written (then the
+file is left as it was)."""
 
 
 def _path(args: argparse.Namespace, settings: Any) -> Path:
