@@ -9,6 +9,7 @@ from __future__ import annotations
 from ops.commands import (
     acls,
     changes,
+    cmdb,
     completion,
     demo,
     deploy,
@@ -45,6 +46,7 @@ GROUPS = (
     dlq,
     gate,
     changes,
+    cmdb,
     freeze,
     deploy,
     incidents,

@@ -127,6 +127,13 @@ class Relationship(BaseModel):
     target_ci_id: NonEmpty
 
 
+class FieldSource(BaseModel):
+    """Which source set a CI field's value, and when it last reported it."""
+
+    source: NonEmpty
+    at: UtcDatetime
+
+
 class ConfigurationItem(Record):
     """A CMDB configuration item with its outgoing relationships."""
 
@@ -145,6 +152,7 @@ class ConfigurationItem(Record):
     relationships: list[Relationship] = Field(default_factory=list)
     updated_at: UtcDatetime
     deleted: bool = False
+    provenance: dict[str, FieldSource] = Field(default_factory=dict)
 
 
 class WindowKind(StrEnum):

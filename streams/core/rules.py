@@ -202,10 +202,46 @@ class SourceGrant(_Frozen):
     def may_change(self, path: str) -> bool:
         """Whether this source may change the field path ("attributes.version" is matched by
         "attributes.version", "attributes.*", "attributes" and "*")."""
-        head = path.split(".", 1)[0]
-        return any(
-            g in ("*", path, head) or (g.endswith(".*") and path.startswith(g[:-1])) for g in self.fields
+        return any(path_matches(g, path) for g in self.fields)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """Whether a field pattern covers a field path: "attributes.version" is matched by itself,
+    "attributes.*", "attributes" and "*"."""
+    head = path.split(".", 1)[0]
+    return pattern in ("*", path, head) or (pattern.endswith(".*") and path.startswith(pattern[:-1]))
+
+
+class ReconcileRule(_Frozen):
+    """Which sources may set these fields of CIs of these classes, in priority order, and when a
+    source's value is stale (modelled on ServiceNow's static reconciliation rules and data
+    refresh rules: a higher-priority source's value stands until that source has not confirmed it
+    for its refresh period, then a lower-priority source may replace it)."""
+
+    classes: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    fields: list[str] = Field(min_length=1)
+    priority: list[str] = Field(min_length=1)  # first is highest
+    refresh: dict[str, float] = Field(default_factory=dict)  # source -> seconds until stale
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReconcileRule:
+        if len(set(self.priority)) != len(self.priority):
+            raise ValueError(f"priority lists a source twice: {self.priority}")
+        stray = sorted(set(self.refresh) - set(self.priority))
+        if stray:
+            raise ValueError(f"refresh names sources not in priority: {stray}")
+        if any(v <= 0 for v in self.refresh.values()):
+            raise ValueError("refresh periods must be positive seconds")
+        return self
+
+    def covers(self, ci_class: str, path: str) -> bool:
+        return ("*" in self.classes or ci_class in self.classes) and any(
+            path_matches(f, path) for f in self.fields
         )
+
+    def rank(self, source: str) -> int:
+        """0 for the highest priority; a source not listed ranks after every listed one."""
+        return self.priority.index(source) if source in self.priority else len(self.priority)
 
 
 class ChangeRules(_Frozen):
@@ -221,13 +257,25 @@ class ChangeRules(_Frozen):
     change_on_create: bool = False
     park_timeout: float = Field(600, gt=0)
     park_recheck: float = Field(2.0, gt=0, le=60)
+    reconcile: list[ReconcileRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _standard_within_significant(self) -> ChangeRules:
         stray = [f for f in self.standard if f not in self.significant]
         if stray:
             raise ValueError(f"standard fields {stray} are not in significant")
+        unknown = sorted({s for r in self.reconcile for s in r.priority} - set(self.sources))
+        if unknown:
+            raise ValueError(f"reconcile names sources without a grant in [sources]: {unknown}")
         return self
+
+    def reconcile_rule(self, ci_class: str, path: str) -> ReconcileRule | None:
+        """The rule deciding this field of this class: one naming the class before a "*" one,
+        earlier before later."""
+        named = [r for r in self.reconcile if ci_class in r.classes and r.covers(ci_class, path)]
+        if named:
+            return named[0]
+        return next((r for r in self.reconcile if r.covers(ci_class, path)), None)
 
 
 class EventWhen(_Frozen):

@@ -150,6 +150,13 @@ SINK_COMMANDS = Counter(
 SINK_REQUEST_SECONDS = Histogram(
     "itsm_pipeline_sink_request_seconds", "Latency of sink HTTP requests.", ["target"]
 )
+CI_RECONCILED = Counter(
+    "itsm_pipeline_ci_reconciliation_total",
+    "Changed CI fields of accepted cmdb.ci.updates by how they fared against the source of the CMDB's "
+    "value (ops/rules/changes.toml [[reconcile]]): won_new, won_same_source, won_newest, won_priority, "
+    "won_stale, lost_older, lost_priority. Attributes are counted under their rule's pattern.",
+    ["ci_class", "field", "outcome"],
+)
 CHANGE_INPUTS = Counter(
     "itsm_pipeline_change_inputs_total",
     "Every record of cmdb.ci.updates, change.requests and deploy.events by how it was accounted for: "

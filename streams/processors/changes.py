@@ -38,7 +38,7 @@ from streams.core.topics import (
 from streams.processors.effects import DATA_FAULTS, Emitter, dead_letter, send_all
 from streams.stages.changes.gate import ChangeView
 from streams.stages.changes.linking import FINISHED, DeployLinker
-from streams.stages.changes.validation import CIUpdateValidator
+from streams.stages.changes.validation import CIUpdateValidator, CIVerdict
 
 T = TypeVar("T", bound=Record)
 
@@ -149,9 +149,12 @@ class ChangeProcessor:
         try:
             ci = self._decode(record.value, ConfigurationItem)
             verdict = self.ci_stage.check(self.cmdb.get(ci.ci_id), ci, now)
-            outputs = [encoded(self.serde, self.cmdb_topic, ci.ci_id, ci)]
+            outputs = (
+                [] if verdict.ci is None else [encoded(self.serde, self.cmdb_topic, ci.ci_id, verdict.ci)]
+            )
             if verdict.change is not None:
                 outputs.append(self._command(verdict.change))
+            outputs += [self._audit(a) for a in self._reconcile_audits(ci, verdict, record, now)]
         except DATA_FAULTS as exc:
             fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
             return await self._dead_letter("ci_update", record, fault, now)
@@ -175,10 +178,47 @@ class ChangeProcessor:
             await self._dead_letter("ci_update", record, rejected, now, "rejected")
             return "rejected"
         await self._send(outputs, record)
-        self.cmdb.upsert(ci)  # the next update of this CI is checked against this one
+        if verdict.ci is not None:
+            self.cmdb.upsert(verdict.ci)  # the next update of this CI is checked against this one
+        for d in verdict.decisions:
+            telemetry.CI_RECONCILED.labels(ci.ci_class, d.metric_field, d.outcome).inc()
         outcome = "accepted_with_change" if verdict.change else "accepted"
         telemetry.CHANGE_INPUTS.labels("ci_update", outcome).inc()
         return outcome
+
+    @staticmethod
+    def _reconcile_audits(
+        ci: ConfigurationItem, verdict: CIVerdict, record: Consumed, now: datetime
+    ) -> list[AuditEvent]:
+        """One audit record per losing value: what the source offered, what the CMDB kept and whose."""
+        out = []
+        for d in verdict.lost:
+            holder = d.holder
+            out.append(
+                AuditEvent(
+                    event_id=f"ci-reconcile-{record.topic}-{record.partition}-{record.offset}-{d.path}",
+                    occurred_at=now,
+                    actor=ci.source_system,
+                    action="ci.reconcile.lost",
+                    subject_type="ci",
+                    subject_id=ci.ci_id,
+                    outcome=AuditOutcome.DENIED,
+                    reason=f"{ci.source_system}'s {d.path} lost ({d.outcome}) to "
+                    f"{holder.source if holder else '(none)'}'s value",
+                    details={
+                        "field": d.path,
+                        "ci_class": ci.ci_class,
+                        "outcome": d.outcome,
+                        "offered": d.offered,
+                        "offered_at": ci.updated_at.isoformat(),
+                        "kept": d.kept,
+                        "kept_source": holder.source if holder else "",
+                        "kept_at": holder.at.isoformat() if holder else "",
+                        "priority": ",".join(d.rule.priority) if d.rule else "",
+                    },
+                )
+            )
+        return out
 
     # -- change.requests and deploy.events (parked while a CI is missing) --------------------
 

@@ -4,6 +4,7 @@ change report. Every input is accounted for."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -278,3 +279,82 @@ def test_a_parked_deployment_survives_a_worker_restart(slow_park: Stack, kafka_s
     ]
     assert any('outcome="unparked"} 1.0' in line for line in deploy_lines), deploy_lines
     assert not any('outcome="parked"' in line for line in deploy_lines), deploy_lines
+
+
+def test_three_sources_reconcile_a_ci_field_by_field_with_provenance_and_audited_losses(
+    stack: Stack, kafka_settings: Settings, itsmctl: Any
+) -> None:
+    """The CMDB of record, discovery and terraform report db-1 through the real worker: each field
+    keeps the value of the source its reconciliation rule ranks first (ops/rules/changes.toml), every
+    losing value is an audit record, and `itsmctl cmdb show` names each field's source and age."""
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    now = datetime.now(UTC).replace(microsecond=0)
+    base = {"hostname": "db-1", "attributes": {"os": "debian 12"}}
+    updates = [
+        configuration_item("db-1", **base, updated_at=now - timedelta(minutes=3)),
+        configuration_item(  # discovery outranks the CMDB for hostname and attributes
+            "db-1",
+            hostname="db-1.prod",
+            attributes={"os": "debian 13"},
+            source_system="discovery",
+            updated_at=now - timedelta(minutes=2),
+        ),
+        configuration_item(  # terraform: its hostname loses to discovery's, its service wins
+            "db-1",
+            hostname="db-1.tf",
+            service="ledger",
+            attributes={"os": "debian 13"},
+            source_system="terraform",
+            updated_at=now - timedelta(minutes=1),
+        ),
+        configuration_item(  # the CMDB cannot take back terraform's service; its os loses too
+            "db-1", hostname="db-1.prod", attributes={"os": "rhel 9"}, updated_at=now
+        ),
+    ]
+    produce(boot, t("cmdb.ci.updates"), [rec(u, "db-1") for u in updates])
+    stack.start(["worker"])
+    versions = decode_all(consume(boot, t("cmdb.ci"), 4, timeout=90), ConfigurationItem)
+    assert [(v.source_system, v.hostname, v.service, v.attributes["os"]) for v in versions] == [
+        ("servicenow-cmdb", "db-1", "checkout", "debian 12"),
+        ("discovery", "db-1.prod", "checkout", "debian 13"),
+        ("terraform", "db-1.prod", "ledger", "debian 13"),
+        # The CMDB's last update lost every field it changed; it only confirmed what it holds
+        # (owner_group, criticality, ...), so their age restarts and nothing else moves.
+        ("servicenow-cmdb", "db-1.prod", "ledger", "debian 13"),
+    ]
+    assert versions[3].provenance["owner_group"].at == now
+    assert versions[3].provenance["hostname"].source == "discovery"
+    audits = decode_all(consume(boot, t("audit.events"), 4, timeout=30), AuditEvent)
+    lost = sorted(
+        (a.actor, a.details["field"], a.details["offered"], a.details["kept_source"]) for a in audits
+    )
+    assert lost == [
+        ("servicenow-cmdb", "attributes.os", "rhel 9", "discovery"),
+        ("servicenow-cmdb", "service", "checkout", "terraform"),
+        ("terraform", "hostname", "db-1.tf", "discovery"),
+    ]
+    assert all(a.action == "ci.reconcile.lost" and a.outcome is AuditOutcome.DENIED for a in audits)
+    # Nothing more arrives, nothing is dead-lettered.
+    time.sleep(2)
+    assert len(consume(boot, t("cmdb.ci"), 10, timeout=3)) == 4
+    assert consume(boot, t("cmdb.ci.updates.dlq"), 1, timeout=2) == []
+    text = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+    counted = 'itsm_pipeline_ci_reconciliation_total{{ci_class="server",field="{}",outcome="{}"}} 1.0'
+    assert counted.format("hostname", "lost_priority") in text
+    assert counted.format("service", "won_priority") in text
+
+    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    shown = itsmctl("cmdb", "show", "db-1", "-o", "json", **env)
+    assert shown.returncode == 0, shown.stderr
+    fields = {f["field"]: f for f in json.loads(shown.stdout)["fields"]}
+    assert (fields["hostname"]["value"], fields["hostname"]["source"]) == ("db-1.prod", "discovery")
+    assert (fields["service"]["value"], fields["service"]["source"]) == ("ledger", "terraform")
+    assert (fields["owner_group"]["value"], fields["owner_group"]["source"]) == (
+        "team-web",
+        "servicenow-cmdb",
+    )
+    assert 50 <= fields["service"]["age_seconds"] <= 600  # terraform reported it a minute before now
+    text_out = itsmctl("cmdb", "show", "db-1", **env)
+    assert text_out.returncode == 0 and "discovery" in text_out.stdout and "ledger" in text_out.stdout
+    missing = itsmctl("cmdb", "show", "no-such-ci", **env)
+    assert missing.returncode == 1 and "no CI 'no-such-ci'" in missing.stderr
