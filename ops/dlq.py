@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 
 from ops.runtime import CommandError
 from streams.core.dlq import DLQ_HEADER_PREFIX, ErrorClass, Headers, header_map
-from streams.core.kafka import producer_config, reader
+from streams.core.kafka import producer_config, reader, with_producer
 from streams.core.models import AuditEvent, AuditOutcome
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
@@ -222,7 +222,9 @@ def replay(
             # Only an acknowledged replay goes into the ledger.
             producer.produce(ledger, key=ref.encode(), value=replay_id.encode())
 
-        producer.produce(source, key=rec.key, value=rec.value, headers=headers, on_delivery=delivered)
+        producer.produce(
+            source, key=rec.key, value=rec.value, headers=with_producer(headers), on_delivery=delivered
+        )
         producer.poll(0)
         report.replayed += 1
         if progress:

@@ -16,7 +16,7 @@ from connectors.sinks.http import SinkError
 from connectors.sinks.known import KnownIds
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
-from streams.core.kafka import client_config, note_refusal, producer_config, renew, track
+from streams.core.kafka import client_config, note_refusal, producer_config, renew, track, with_producer
 from streams.core.messages import Consumed, encoded
 from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
@@ -231,7 +231,9 @@ class SinkRunner:
 
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=callback)
+                self.producer.produce(
+                    topic, value=value, key=key, headers=with_producer(headers), on_delivery=callback
+                )
                 return
             except BufferError:
                 # The producer's queue is full: wait for acknowledgements (back-pressure, bounded memory).

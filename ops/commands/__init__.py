@@ -20,6 +20,7 @@ from ops.commands import (
     gate,
     gateway,
     incidents,
+    integrations,
     itsm,
     kafka,
     lag,
@@ -55,6 +56,7 @@ GROUPS = (
     tokens,
     acls,
     fieldkeys,
+    integrations,
     demo,
 )
 EXTRA = (completion,)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = runtime.settings()
     telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
-    runtime.announce_kafka(settings, "sink")
+    runtime.announce_kafka(settings, f"sink-{args.target}")
     telemetry.configure_tracing("itsm-sink")
     limiter = RateLimiter(
         settings.sink_rate_limit_rps,

@@ -17,7 +17,7 @@ from faust.types import TP
 
 from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
 from streams.core.dlq import Headers, bytes_headers
-from streams.core.kafka import note_refusal
+from streams.core.kafka import note_refusal, with_producer
 from streams.core.messages import Consumed
 from streams.core.models import ConfigurationItem, MaintenanceWindow
 from streams.core.rules import Rules
@@ -179,7 +179,7 @@ def create_app(
             out_topics[topic] = raw_topic(topic)
         # The returned future resolves when the broker acknowledged the record.
         sent = asyncio.ensure_future(
-            await out_topics[topic].send(key=key, value=value, headers=bytes_headers(headers))
+            await out_topics[topic].send(key=key, value=value, headers=bytes_headers(with_producer(headers)))
         )
         sent.add_done_callback(_note_refused_send)
         return sent

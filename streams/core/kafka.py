@@ -29,9 +29,25 @@ REFUSALS: dict[int, str] = {
 _IDENTITY: dict[str, str | None] = {"component": "itsmctl", "principal": None}
 
 
+# Every record a pipeline process produces names it in this header (itsmctl integrations audit
+# attributes records to integrations by it; records without one came from outside the pipeline).
+PRODUCER_HEADER = "itsm.producer"
+
+
 def identify(component: str, principal: str | None) -> None:
-    """Name this process and its broker principal in the refusals it logs and counts."""
+    """Name this process and its broker principal in the refusals it logs and counts, and in the
+    producer header of every record it writes."""
     _IDENTITY.update(component=component, principal=principal)
+
+
+def producer_header() -> tuple[str, bytes]:
+    """(itsm.producer, this process's component name)."""
+    return PRODUCER_HEADER, str(_IDENTITY["component"]).encode()
+
+
+def with_producer(headers: Headers | None) -> list[tuple[str, bytes | str | None]]:
+    """headers with this process's producer header in place of any carried one."""
+    return [*(h for h in headers or () if h[0] != PRODUCER_HEADER), producer_header()]
 
 
 def note_refusal(code: int | None, detail: str, where: str = "") -> str | None:
@@ -215,6 +231,7 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     # when the client polls); a command line silences that logger (see quiet_client_logs).
     cfg: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
+        "client.id": f"itsm-{_IDENTITY['component']}",  # names the process in the broker's logs and quotas
         "logger": CLIENT_LOGGER,
         "error_cb": _on_client_error,
     }
@@ -295,7 +312,7 @@ class AckedProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=headers or [], on_delivery=on_delivery
+                    topic, value=value, key=key, headers=with_producer(headers), on_delivery=on_delivery
                 )
                 break
             except BufferError:
