@@ -1,4 +1,5 @@
-"""itsmctl cmdb show: a CI as the pipeline's CMDB (cmdb.ci) holds it, with each field's source and age."""
+"""itsmctl cmdb show|reconcile|drift: a CI with each field's source and age; the drift between the
+CMDB and monitoring, found and listed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from ops import runtime
 
 SECTION = "change management"
-SUMMARY = "show a CI from cmdb.ci with the source and age of each field"
+SUMMARY = "the CMDB: a CI with each field's source and age; drift between the CMDB and monitoring"
 
 
 def _age(seconds: float) -> str:
@@ -108,6 +109,76 @@ def show(args: argparse.Namespace) -> int:
     return runtime.EXIT_OK
 
 
+def _period(text: str) -> float:
+    from streams.core.timeutil import parse_age
+
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def reconcile(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from confluent_kafka import KafkaException, Producer
+
+    from ops.drift import run_pass
+    from streams.core import telemetry
+    from streams.core.kafka import DeliveryError, producer_config
+
+    settings = runtime.settings(kafka=True)
+    if not args.once:
+        telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+        runtime.announce_kafka(settings, "cmdb-reconcile")
+    else:
+        from streams.core.kafka import identify
+
+        identify("cmdb-reconcile", settings.kafka_sasl_username)
+    serde = runtime.serde(settings)
+    producer = Producer(producer_config(settings))
+    stop = runtime.stop_on_signals()
+    period = timedelta(seconds=args.period)
+    while True:
+        try:
+            done = run_pass(
+                settings, serde, producer, datetime.now(UTC), period, args.prometheus, args.propose
+            )
+        except (KafkaException, DeliveryError) as exc:
+            raise runtime.kafka_failure(exc) from None
+        kinds: dict[str, int] = {}
+        for d in done.drift:
+            kinds[d.kind.value] = kinds.get(d.kind.value, 0) + 1
+        summary = ", ".join(f"{n} {k.lower()}" for k, n in sorted(kinds.items())) or "no drift"
+        print(
+            f"cmdb reconcile: {done.cis} CIs, {done.alerts} alerts over {args.period / 3600:g} h, "
+            f"{done.targets} Prometheus targets: {summary}; {len(done.resolved)} resolved"
+            + (f"; {done.proposed} correction(s) proposed to cmdb.ci.updates" if args.propose else ""),
+            flush=True,
+        )
+        if args.once or stop.wait(args.interval):
+            return runtime.EXIT_OK
+
+
+def drift(args: argparse.Namespace) -> int:
+    from ops.drift import current
+
+    settings = runtime.settings(kafka=True)
+    found = [
+        d for d in current(settings, runtime.serde(settings)) if not args.kind or d.kind.value == args.kind
+    ]
+    if args.output == "json":
+        runtime.print_json({"drift": [d.model_dump(mode="json") for d in found]})
+    elif not found:
+        print("no drift recorded (itsmctl cmdb reconcile finds it)")
+    else:
+        now = datetime.now(UTC)
+        for d in found:
+            since = _age((now - d.first_detected_at).total_seconds())
+            print(f"{d.kind.value:<18}  {d.ci_id or d.host or '-':<24}  for {since:<8}  {d.detail}")
+    return runtime.EXIT_PROBLEMS if found else runtime.EXIT_OK
+
+
 def register(sub: Any) -> None:
     group = runtime.command(
         sub,
@@ -129,4 +200,42 @@ def register(sub: Any) -> None:
         "  itsmctl cmdb show web-1 -o json",
     )
     p.add_argument("ci", metavar="CI", help="the CI's id (ConfigurationItem.ci_id)")
+    runtime.add_output(p)
+    p = runtime.action(
+        acts,
+        "cmdb",
+        "reconcile",
+        "compare the CMDB with monitoring and publish the drift to cmdb.drift",
+        reconcile,
+        description="Compare cmdb.ci with the hosts monitoring saw (alerts on alerts.raw over --period "
+        "and, with --prometheus, every target of its `up` series) and publish the result to the "
+        "compacted cmdb.drift: MISSING_IN_CMDB (a monitored host no CI has), NOT_MONITORED (a CMDB "
+        "host nothing saw in the period), ATTRIBUTE_MISMATCH (service or addresses differ); drift "
+        "that is gone is deleted (a tombstone). With --propose, each missing host and mismatch also "
+        "becomes a CI update on cmdb.ci.updates from the source monitoring-drift, which the worker "
+        "validates and reconciles like any other (so it loses to a fresher, higher-priority "
+        "source). Runs every --interval seconds until stopped, or once.\n\n"
+        "  itsmctl cmdb reconcile --once --prometheus http://127.0.0.1:9090\n"
+        "  itsmctl cmdb reconcile --interval 900 --period 24h --propose",
+    )
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--interval", type=float, default=900.0, help="seconds between passes (default 900)")
+    p.add_argument(
+        "--period", type=_period, default=86400.0, help="how far back monitoring counts (default 24h)"
+    )
+    p.add_argument("--prometheus", metavar="URL", help="a Prometheus whose `up` targets count as monitored")
+    p.add_argument("--propose", action="store_true", help="also publish corrections to cmdb.ci.updates")
+    p = runtime.action(
+        acts,
+        "cmdb",
+        "drift",
+        "the drift cmdb.drift holds; exit 1 when there is any",
+        drift,
+        description="The drift between the CMDB and monitoring the last reconciliation pass found "
+        "(itsmctl cmdb reconcile), oldest first detection kept. Exit 1 when there is any.\n\n"
+        "  itsmctl cmdb drift\n  itsmctl cmdb drift --kind MISSING_IN_CMDB -o json",
+    )
+    p.add_argument(
+        "--kind", choices=["MISSING_IN_CMDB", "NOT_MONITORED", "ATTRIBUTE_MISMATCH"], help="only this kind"
+    )
     runtime.add_output(p)

@@ -360,7 +360,9 @@ def publish_batch(
     for topic, key, value in records:
         while True:
             try:
-                producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                producer.produce(
+                    topic, value=value, key=key, headers=[producer_header()], on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 producer.poll(0.1)

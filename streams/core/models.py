@@ -472,6 +472,30 @@ class GateRequest(Record):
     submitted_at: UtcDatetime
 
 
+class DriftKind(StrEnum):
+    MISSING_IN_CMDB = "MISSING_IN_CMDB"
+    NOT_MONITORED = "NOT_MONITORED"
+    ATTRIBUTE_MISMATCH = "ATTRIBUTE_MISMATCH"
+
+
+class CMDBDrift(Record):
+    """A difference between the CMDB and what monitoring sees (cmdb.drift, keyed by drift_id)."""
+
+    avro_name = "io.itsmpipeline.cmdb.CMDBDrift"
+    drift_id: NonEmpty
+    kind: DriftKind
+    ci_id: str | None = None
+    host: str | None = None
+    field: str | None = None
+    cmdb_value: str | None = None
+    observed_value: str | None = None
+    observed_by: list[str] = Field(default_factory=list)
+    first_detected_at: UtcDatetime
+    last_seen_at: UtcDatetime | None = None
+    detected_at: UtcDatetime
+    detail: str = ""
+
+
 class RecordType(StrEnum):
     INCIDENT = "INCIDENT"
     CHANGE = "CHANGE"
@@ -544,4 +568,5 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     ChangeRecord,
     GateRequest,
     IncidentRecord,
+    CMDBDrift,
 )

@@ -30,6 +30,14 @@ _AGE = re.compile(r"^(\d{1,9})([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def parse_age(text: str) -> float:
+    """Seconds from an age: 90s, 30m, 2h, 7d, 4w (ValueError otherwise)."""
+    match = _AGE.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an age like 90s, 30m, 2h, 7d, 4w")
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
 def parse_time_or_age(text: str, now: datetime, field: str = "time") -> datetime:
     """An aware UTC instant from RFC 3339 text, or from an age before now: 90s, 30m, 2h, 7d, 4w."""
     match = _AGE.match(text.strip())

@@ -41,6 +41,7 @@ ALERTS_TICKS = "alerts.ticks"
 ALERTS_CI_INCIDENTS = "alerts.ci.incidents"
 CMDB_CI = "cmdb.ci"
 CMDB_CI_UPDATES = "cmdb.ci.updates"
+CMDB_DRIFT = "cmdb.drift"
 CHANGE_REQUESTS = "change.requests"
 CHANGES_TICKS = "changes.ticks"
 ITSM_CHANGES = "itsm.changes"
@@ -92,6 +93,13 @@ TOPICS: tuple[TopicSpec, ...] = (
         3,
         dlq=True,
         doc="Proposed ConfigurationItem updates from source systems, keyed by ci_id; validated into cmdb.ci.",
+    ),
+    TopicSpec(
+        CMDB_DRIFT,
+        1,
+        compacted=True,
+        doc="CMDBDrift per drift id: hosts monitoring sees that the CMDB lacks, CMDB hosts monitoring has "
+        "not seen, fields that differ (itsmctl cmdb reconcile); a tombstone once resolved.",
     ),
     TopicSpec(
         CHANGE_REQUESTS,

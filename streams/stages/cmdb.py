@@ -27,6 +27,11 @@ def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
+def is_address(value: str) -> bool:
+    """Whether value is an IP address (with or without port or zone)."""
+    return _address(value) is not None
+
+
 def normalize_ip(value: str) -> str:
     """An address in its canonical text (IPv6 compressed and lower case, RFC 5952), port dropped;
     a value that is no address is only trimmed and lower-cased."""

@@ -28,6 +28,7 @@ def test_the_shipped_file_loads_and_declares_one_principal_per_component() -> No
         "changes-sync",
         "incidents-sync",
         "gate",
+        "cmdb-reconcile",
         "replay",
         "status",
     }

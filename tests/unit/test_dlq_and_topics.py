@@ -8,6 +8,7 @@ from streams.core.dlq import DeadLetter, ErrorClass, header_map
 from streams.core.topics import (
     ALERTS_CI_INCIDENTS,
     CMDB_CI,
+    CMDB_DRIFT,
     DLQ_REPLAYS,
     GATE_REQUESTS,
     ITSM_CHANGES,
@@ -65,6 +66,7 @@ def test_cmdb_and_maintenance_topics_are_compacted_and_others_are_not() -> None:
     compacted = {s.name for s in TOPICS if s.compacted}
     assert compacted == {
         CMDB_CI,
+        CMDB_DRIFT,
         MAINTENANCE_WINDOWS,
         ALERTS_CI_INCIDENTS,
         DLQ_REPLAYS,

@@ -1,0 +1,187 @@
+"""One CMDB drift reconciliation pass: read the CMDB (cmdb.ci), what monitoring saw (alerts.raw
+over the period, Prometheus' `up` series), classify (streams/stages/drift.py), publish the drift
+to the compacted cmdb.drift (tombstones for drift that is gone) and, when asked, the proposed
+corrections to cmdb.ci.updates."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ops.runtime import CommandError
+from streams.core.models import Alert, CMDBDrift, ConfigurationItem
+from streams.core.serde import AvroSerde, SerdeError
+from streams.core.settings import Settings
+from streams.stages.drift import Observation, carry, classify, from_alert, from_target, proposal
+
+
+@dataclass
+class Pass:
+    """What one pass found and did."""
+
+    cis: int = 0
+    alerts: int = 0
+    undecodable: int = 0
+    targets: int = 0
+    drift: list[CMDBDrift] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    proposed: int = 0
+
+
+def latest(settings: Settings, topic: str) -> Iterator[tuple[bytes, bytes | None]]:
+    """(key, value) of the newest record per key of a compacted topic (value None: deleted)."""
+    from ops.dlq import read_all
+
+    newest: dict[bytes, bytes | None] = {}
+    for msg in read_all(settings, topic):
+        key = msg.key()
+        if key is not None:
+            newest[key] = msg.value()
+    yield from newest.items()
+
+
+def records_since(settings: Settings, topic: str, since: datetime) -> Iterator[Any]:
+    """The records of topic written at or after since, up to its end as of now."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from streams.core.kafka import reader
+
+    consumer = reader(settings, "drift")
+    try:
+        meta = consumer.list_topics(topic, timeout=15)
+        if meta.topics[topic].error is not None:
+            raise CommandError(f"topic {topic} is not available: {meta.topics[topic].error.str()}")
+        stamp = int(since.timestamp() * 1000)
+        wanted = [TopicPartition(topic, p, stamp) for p in meta.topics[topic].partitions]
+        starts = consumer.offsets_for_times(wanted, timeout=15)
+        ends: dict[int, int] = {}
+        assign = []
+        for tp in starts:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=15)
+            if tp.offset >= 0 and tp.offset < high:
+                ends[tp.partition] = high
+                assign.append(TopicPartition(topic, tp.partition, tp.offset))
+        if not assign:
+            return
+        consumer.assign(assign)
+        while ends:
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    ends.pop(msg.partition() or 0, None)
+                continue
+            part, offset = msg.partition() or 0, msg.offset() or 0
+            if offset >= ends.get(part, -1):
+                ends.pop(part, None)
+                continue
+            yield msg
+            if offset + 1 >= ends.get(part, 0):
+                ends.pop(part, None)
+    finally:
+        consumer.close()
+
+
+def prometheus_targets(url: str, now: datetime, timeout: float = 10.0) -> list[Observation]:
+    """Every series of `up` a Prometheus has now (its scrape targets, up or down), as observations."""
+    import httpx
+
+    try:
+        reply = httpx.get(f"{url.rstrip('/')}/api/v1/query", params={"query": "up"}, timeout=timeout)
+        reply.raise_for_status()
+        body = reply.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise CommandError(f"Prometheus at {url}: {exc}; is --prometheus right and is it running?") from None
+    if body.get("status") != "success":
+        raise CommandError(f"Prometheus at {url} answered {body.get('status')}: {body.get('error', '')}")
+    out = []
+    for series in body.get("data", {}).get("result", []):
+        seen = from_target(series.get("metric", {}), now)
+        if seen is not None:
+            out.append(seen)
+    return out
+
+
+def run_pass(
+    settings: Settings,
+    serde: AvroSerde,
+    producer: Any,
+    now: datetime,
+    period: timedelta,
+    prometheus: str | None,
+    propose: bool,
+) -> Pass:
+    from streams.core.kafka import publish_batch
+    from streams.core.messages import Output, encoded
+    from streams.core.topics import ALERTS_RAW, CMDB_CI, CMDB_CI_UPDATES, CMDB_DRIFT
+
+    result = Pass()
+    cis: dict[str, ConfigurationItem] = {}
+    for _key, value in latest(settings, settings.topic(CMDB_CI)):
+        if value is None:
+            continue
+        try:
+            ci = serde.decode(value, ConfigurationItem)
+        except SerdeError:
+            result.undecodable += 1
+            continue
+        cis[ci.ci_id] = ci
+    result.cis = len(cis)
+    observations: list[Observation] = []
+    owners: dict[str, str] = {}
+    for msg in records_since(settings, settings.topic(ALERTS_RAW), now - period):
+        try:
+            alert = serde.decode(msg.value() or b"", Alert)
+        except SerdeError:
+            result.undecodable += 1
+            continue
+        result.alerts += 1
+        seen = from_alert(alert)
+        if seen is not None:
+            observations.append(seen)
+            if seen.owner:
+                owners[seen.host] = seen.owner
+    if prometheus:
+        targets = prometheus_targets(prometheus, now)
+        result.targets = len(targets)
+        observations += targets
+        owners.update({t.host: t.owner for t in targets if t.owner})
+    found = classify(cis.values(), observations, now, period.total_seconds())
+    previous: dict[str, CMDBDrift] = {}
+    for key, value in latest(settings, settings.topic(CMDB_DRIFT)):
+        if value is not None:
+            try:
+                previous[key.decode()] = serde.decode(value, CMDBDrift)
+            except SerdeError:
+                result.undecodable += 1
+    result.drift, result.resolved = carry(found, previous)
+    drift_topic = settings.topic(CMDB_DRIFT)
+    outputs: list[Output] = [encoded(serde, drift_topic, d.drift_id, d) for d in result.drift]
+    outputs += [Output(drift_topic, key.encode(), None) for key in result.resolved]
+    if propose:
+        updates = settings.topic(CMDB_CI_UPDATES)
+        for d in result.drift:
+            fix = proposal(d, cis.get(d.ci_id or ""), owners.get(d.host or ""), now)
+            if fix is not None:
+                outputs.append(encoded(serde, updates, fix.ci_id, fix))
+                result.proposed += 1
+    publish_batch(producer, outputs)
+    if result.undecodable:
+        print(f"({result.undecodable} undecodable record(s) skipped)", file=sys.stderr)
+    return result
+
+
+def current(settings: Settings, serde: AvroSerde) -> list[CMDBDrift]:
+    """The drift cmdb.drift holds now."""
+    from streams.core.topics import CMDB_DRIFT
+
+    out = []
+    for _key, value in latest(settings, settings.topic(CMDB_DRIFT)):
+        if value is not None:
+            out.append(serde.decode(value, CMDBDrift))
+    return sorted(out, key=lambda d: d.drift_id)
