@@ -78,21 +78,31 @@ def _consumer(settings: Settings) -> Consumer:
     return reader(settings, "dlq", **{"enable.partition.eof": True})
 
 
-def read_all(settings: Settings, topic: str) -> Iterator[Message]:
-    """Every record of topic up to its end as of now, partition by partition in offset order."""
+def read_all(settings: Settings, topic: str, since: datetime | None = None) -> Iterator[Message]:
+    """Every record of topic up to its end as of now (since: only those written at or after it),
+    partition by partition in offset order."""
     consumer = _consumer(settings)
     try:
         meta = consumer.list_topics(topic, timeout=15)
         if meta.topics[topic].error is not None:
             raise CommandError(f"topic {topic} is not available: {meta.topics[topic].error.str()}")
+        partitions = list(meta.topics[topic].partitions)
+        starts = {p: OFFSET_BEGINNING for p in partitions}
+        if since is not None:
+            stamp = int(since.timestamp() * 1000)
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, stamp) for p in partitions], timeout=15
+            )
+            starts = {tp.partition: tp.offset for tp in found}
         ends: dict[int, int] = {}
-        for p in meta.topics[topic].partitions:
+        for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-            if high > low:
+            start = starts.get(p, -1)
+            if high > low and (start == OFFSET_BEGINNING or 0 <= start < high):
                 ends[p] = high
         if not ends:
             return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         while ends:
             msg = consumer.poll(1.0)
             if msg is None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ops.dlq import read_all
 from ops.runtime import CommandError
 from streams.core.models import Alert, CMDBDrift, ConfigurationItem
 from streams.core.serde import AvroSerde, SerdeError
@@ -33,58 +34,12 @@ class Pass:
 
 def latest(settings: Settings, topic: str) -> Iterator[tuple[bytes, bytes | None]]:
     """(key, value) of the newest record per key of a compacted topic (value None: deleted)."""
-    from ops.dlq import read_all
-
     newest: dict[bytes, bytes | None] = {}
     for msg in read_all(settings, topic):
         key = msg.key()
         if key is not None:
             newest[key] = msg.value()
     yield from newest.items()
-
-
-def records_since(settings: Settings, topic: str, since: datetime) -> Iterator[Any]:
-    """The records of topic written at or after since, up to its end as of now."""
-    from confluent_kafka import KafkaError, TopicPartition
-
-    from streams.core.kafka import reader
-
-    consumer = reader(settings, "drift")
-    try:
-        meta = consumer.list_topics(topic, timeout=15)
-        if meta.topics[topic].error is not None:
-            raise CommandError(f"topic {topic} is not available: {meta.topics[topic].error.str()}")
-        stamp = int(since.timestamp() * 1000)
-        wanted = [TopicPartition(topic, p, stamp) for p in meta.topics[topic].partitions]
-        starts = consumer.offsets_for_times(wanted, timeout=15)
-        ends: dict[int, int] = {}
-        assign = []
-        for tp in starts:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=15)
-            if tp.offset >= 0 and tp.offset < high:
-                ends[tp.partition] = high
-                assign.append(TopicPartition(topic, tp.partition, tp.offset))
-        if not assign:
-            return
-        consumer.assign(assign)
-        while ends:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    ends.pop(msg.partition() or 0, None)
-                continue
-            part, offset = msg.partition() or 0, msg.offset() or 0
-            if offset >= ends.get(part, -1):
-                ends.pop(part, None)
-                continue
-            yield msg
-            if offset + 1 >= ends.get(part, 0):
-                ends.pop(part, None)
-    finally:
-        consumer.close()
 
 
 def prometheus_targets(url: str, now: datetime, timeout: float = 10.0) -> list[Observation]:
@@ -134,7 +89,7 @@ def run_pass(
     result.cis = len(cis)
     observations: list[Observation] = []
     owners: dict[str, str] = {}
-    for msg in records_since(settings, settings.topic(ALERTS_RAW), now - period):
+    for msg in read_all(settings, settings.topic(ALERTS_RAW), since=now - period):
         try:
             alert = serde.decode(msg.value() or b"", Alert)
         except SerdeError:
