@@ -76,6 +76,7 @@ class AlertSource(StrEnum):
     DATADOG = "DATADOG"
     CANONICAL = "CANONICAL"
     OTHER = "OTHER"
+    PROMETHEUS = "PROMETHEUS"  # polled from a Prometheus' /api/v1/alerts (itsmctl poll prometheus)
 
 
 class AlertStatus(StrEnum):

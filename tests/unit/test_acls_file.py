@@ -29,6 +29,7 @@ def test_the_shipped_file_loads_and_declares_one_principal_per_component() -> No
         "incidents-sync",
         "gate",
         "cmdb-reconcile",
+        "poller",
         "replay",
         "status",
     }

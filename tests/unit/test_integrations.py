@@ -240,7 +240,7 @@ def test_deprecated_api_versions_in_use_are_reported(
 
 def test_the_document_names_who_writes_and_reads_each_topic() -> None:
     text = document(SHIPPED, SETTINGS)
-    assert "| p.alerts.raw | alert-ingest, operations | stream-worker, cmdb-drift |" in text
+    assert "| p.alerts.raw | alert-ingest, prometheus-poll, operations | stream-worker, cmdb-drift |" in text
     assert "| app-sink-servicenow | servicenow |" in text
     assert "problem management (problems are raised by people in the ITSM" in text
 

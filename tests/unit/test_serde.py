@@ -26,8 +26,9 @@ from tests.examples import EXAMPLES, raw_alert_bytes
 from tests.registry_emulator import RegistryEmulator, ThrowawayCA, make_ca
 from tests.servers import serve
 
-# The released Alert v1 schema's CRC-64-AVRO fingerprint, little-endian (pins the contract).
-ALERT_V1_FINGERPRINT = bytes.fromhex("93f463f0a0a1e618")
+# The current Alert schema's (v2: source PROMETHEUS added) CRC-64-AVRO fingerprint, little-endian
+# (pins the contract; v1's was 93f463f0a0a1e618).
+ALERT_V2_FINGERPRINT = bytes.fromhex("999fb06968a50cb5")
 
 # A minimal Alert, and its Avro binary body spelled out field by field (Avro 1.11 spec encoding).
 TINY = m.Alert(
@@ -74,7 +75,7 @@ def test_crc64_avro_matches_the_avro_specification_vector() -> None:
 
 
 def test_single_object_encoding_exact_bytes(serde: AvroSerde) -> None:
-    assert serde.encode(TINY) == b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY
+    assert serde.encode(TINY) == b"\xc3\x01" + ALERT_V2_FINGERPRINT + TINY_BODY
 
 
 @dataclass
@@ -189,8 +190,8 @@ def test_timestamps_come_back_aware_and_in_utc(serde: AvroSerde) -> None:
         (b'{"json": true}', "unknown framing"),
         (b"\xc3\x01\x00\x01", "truncated single-object header"),
         (b"\xc3\x01" + b"\x00" * 8 + b"\x00", "unknown schema fingerprint"),
-        (b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY[:5], "cannot decode"),
-        (b"\xc3\x01" + ALERT_V1_FINGERPRINT + TINY_BODY + b"\x00", "trailing bytes"),
+        (b"\xc3\x01" + ALERT_V2_FINGERPRINT + TINY_BODY[:5], "cannot decode"),
+        (b"\xc3\x01" + ALERT_V2_FINGERPRINT + TINY_BODY + b"\x00", "trailing bytes"),
         (b"\x00\x00\x00\x00\x01" + TINY_BODY, "no schema registry is configured"),
     ],
     ids=[
