@@ -179,6 +179,67 @@ def drift(args: argparse.Namespace) -> int:
     return runtime.EXIT_PROBLEMS if found else runtime.EXIT_OK
 
 
+def import_(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from confluent_kafka import KafkaException, Producer
+
+    from ops.cmdb_import import CMDBImportError, Report, rows
+    from streams.core.kafka import DeliveryError, producer_config, publish_batch
+    from streams.core.messages import encoded
+    from streams.core.topics import CMDB_CI_UPDATES
+
+    settings = runtime.settings(kafka=True)
+    rules = runtime.rules(settings)
+    if args.source not in rules.changes.sources:
+        known = ", ".join(sorted(rules.changes.sources))
+        raise runtime.CommandError(
+            f"--source {args.source!r} has no grant in changes.toml [sources] (there are: {known}); "
+            "the worker would reject every CI"
+        )
+    serde = runtime.serde(settings)
+    topic = settings.topic(CMDB_CI_UPDATES)
+    producer = Producer(producer_config(settings))
+    report = Report()
+    chunk: list[Any] = []
+
+    def flush() -> None:
+        try:
+            publish_batch(producer, chunk)
+        except (KafkaException, DeliveryError) as exc:
+            raise runtime.CommandError(
+                f"cmdb import: {exc}; {report.published} CI(s) were published before this chunk "
+                f"(a rerun publishes them again: the worker treats a repeated update as a confirmation)"
+            ) from None
+        report.published += len(chunk)
+        chunk.clear()
+        print(f"cmdb import: {report.published} published, {len(report.rejected)} rejected", file=sys.stderr)
+
+    try:
+        for row in rows(Path(args.file), args.source, datetime.now(UTC)):
+            report.read += 1
+            if row.ci is None:
+                report.rejected.append(f"{row.where}: {row.problem}")
+                print(f"cmdb import: {args.file} {row.where}: {row.problem}", file=sys.stderr)
+                continue
+            chunk.append(encoded(serde, topic, row.ci.ci_id, row.ci))
+            if len(chunk) >= args.chunk:
+                flush()
+    except CMDBImportError as exc:
+        raise runtime.CommandError(str(exc)) from None
+    if chunk:
+        flush()
+    summary = (
+        f"cmdb import: {report.read} row(s) read, {report.published} CI update(s) published to {topic} "
+        f"as {args.source}, {len(report.rejected)} rejected"
+    )
+    if args.output == "json":
+        runtime.print_json({"read": report.read, "published": report.published, "rejected": report.rejected})
+    else:
+        print(summary)
+    return runtime.EXIT_PROBLEMS if report.rejected else runtime.EXIT_OK
+
+
 def register(sub: Any) -> None:
     group = runtime.command(
         sub,
@@ -225,6 +286,31 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--prometheus", metavar="URL", help="a Prometheus whose `up` targets count as monitored")
     p.add_argument("--propose", action="store_true", help="also publish corrections to cmdb.ci.updates")
+    p = runtime.action(
+        acts,
+        "cmdb",
+        "import",
+        "CIs from a CSV or JSON export onto cmdb.ci.updates, in chunks",
+        import_,
+        description="Publish the CIs of a CSV file (a header row of ConfigurationItem fields and "
+        "attributes.<key> columns; ip_addresses separated by ';', relationships as "
+        "'TYPE:target;...') or a JSON file (an array of CIs, or a ServiceNow export {\"records\": "
+        "[...]}) to cmdb.ci.updates as updates from --source, --chunk at a time, each chunk "
+        "acknowledged before the next, with progress on stderr. The worker validates and reconciles "
+        "them; a CI whose relationships point at CIs not in the CMDB yet waits (parked) until they "
+        "arrive, or is dead-lettered after park_timeout. A row that is no CI is named on stderr and "
+        "skipped; exit 1 when any was.\n\n"
+        "  itsmctl cmdb import cis.csv --source discovery\n"
+        "  itsmctl cmdb import cmdb_ci_export.json --source servicenow-cmdb --chunk 1000",
+    )
+    p.add_argument("file", metavar="FILE", help="a .csv or .json export")
+    p.add_argument(
+        "--source", required=True, help="the source system the CIs come from (a changes.toml grant)"
+    )
+    p.add_argument(
+        "--chunk", type=runtime.int_between(1, 100000), default=500, help="CIs per acknowledged chunk (500)"
+    )
+    runtime.add_output(p)
     p = runtime.action(
         acts,
         "cmdb",

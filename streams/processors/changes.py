@@ -5,6 +5,7 @@ deployments linked to their change."""
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,6 +128,7 @@ class ChangeProcessor:
     environments: frozenset[str] = frozenset({"production"})
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     counts: dict[int, int] = field(default_factory=dict)
+    _keys: Counter[tuple[str, str | None]] | None = None
 
     def __post_init__(self) -> None:
         t = self.settings.topic
@@ -142,12 +144,36 @@ class ChangeProcessor:
 
     # -- cmdb.ci.updates ------------------------------------------------------------------------
 
-    async def handle_ci_update(self, record: Consumed) -> str:
-        """Validate one proposed CI update: into cmdb.ci (and a change request), or rejected."""
+    async def handle_ci_update(self, record: Consumed, parked: Parked | None = None) -> str:
+        """Validate one proposed CI update: into cmdb.ci (and a change request), or rejected; parked
+        while a CI its relationships point at is not in the CMDB yet (a batch import whose
+        relationships arrive first), and behind an earlier parked update of the same CI."""
         now = self.clock()
         topic, partition, offset = record.topic, record.partition, record.offset
         try:
             ci = self._decode(record.value, ConfigurationItem)
+        except DataError as exc:
+            return await self._dead_letter("ci_update", record, exc, now)
+        missing = (
+            []
+            if ci.deleted
+            else sorted(
+                {
+                    r.target_ci_id
+                    for r in ci.relationships
+                    if r.target_ci_id != ci.ci_id and self.cmdb.get(r.target_ci_id) is None
+                }
+            )
+        )
+        if parked is None and self._waiting(record):
+            missing = missing or [f"(an earlier parked update of {ci.ci_id})"]
+        if missing:
+            waiting = await self._wait_for(
+                "ci_update", record, parked, missing, now, f"relationship target(s) {', '.join(missing)}"
+            )
+            if waiting is not None:
+                return waiting
+        try:
             verdict = self.ci_stage.check(self.cmdb.get(ci.ci_id), ci, now)
             outputs = (
                 [] if verdict.ci is None else [encoded(self.serde, self.cmdb_topic, ci.ci_id, verdict.ci)]
@@ -157,9 +183,9 @@ class ChangeProcessor:
             outputs += [self._audit(a) for a in self._reconcile_audits(ci, verdict, record, now)]
         except DATA_FAULTS as exc:
             fault = DataError(ErrorClass.VALIDATION, f"{type(exc).__name__}: {exc}")
-            return await self._dead_letter("ci_update", record, fault, now)
+            return await self._finish_parked(parked, await self._dead_letter("ci_update", record, fault, now))
         except DataError as exc:
-            return await self._dead_letter("ci_update", record, exc, now)
+            return await self._finish_parked(parked, await self._dead_letter("ci_update", record, exc, now))
         if not verdict.accepted:
             assert verdict.error_class is not None
             audit = AuditEvent(
@@ -176,8 +202,11 @@ class ChangeProcessor:
             await self._send([self._audit(audit)], record)
             rejected = DataError(verdict.error_class, verdict.reason)
             await self._dead_letter("ci_update", record, rejected, now, "rejected")
-            return "rejected"
+            return await self._finish_parked(parked, "rejected")
         await self._send(outputs, record)
+        if parked is not None:  # only once its outputs are acknowledged: a crash retries it
+            self._unpark(parked)
+            telemetry.CHANGE_INPUTS.labels("ci_update", "unparked").inc()
         if verdict.ci is not None:
             self.cmdb.upsert(verdict.ci)  # the next update of this CI is checked against this one
         for d in verdict.decisions:
@@ -245,29 +274,9 @@ class ChangeProcessor:
             return await self._dead_letter(kind, record, unjustified, now)
         missing = sorted({c for c in item.ci_ids if self.cmdb.get(c) is None})
         if missing:
-            if parked is None:
-                entry = Parked.of(record, now, missing)
-                self.parked[entry.slot] = entry.model_dump_json().encode()
-                telemetry.CHANGE_INPUTS.labels(kind, "parked").inc()
-                self.log.info(
-                    "parked",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    missing=missing,
-                )
-                return "parked"
-            waited = (now - parked.parked_at).total_seconds()
-            if waited < self.rules.changes.park_timeout:
-                return "parked"
-            timeout = DataError(
-                ErrorClass.VALIDATION,
-                f"CI(s) {', '.join(missing)} not in the CMDB after waiting {waited:.0f}s "
-                f"(park_timeout {self.rules.changes.park_timeout:.0f}s): referential integrity",
-            )
-            result = await self._dead_letter(kind, record, timeout, now)
-            self._unpark(parked)
-            return result
+            waiting = await self._wait_for(kind, record, parked, missing, now, f"CI(s) {', '.join(missing)}")
+            if waiting is not None:
+                return waiting
         try:
             if isinstance(item, DeploymentEvent):
                 outcome = await self._deploy(item, record, now)
@@ -305,22 +314,89 @@ class ChangeProcessor:
         return "linked"
 
     async def tick(self, partition: int) -> int:
-        """Retry this partition's parked records (those whose CIs arrived go on); returns how many
-        are still parked."""
+        """Retry this partition's parked records in offset order (those whose CIs arrived go on;
+        a CI update stays behind an earlier one of the same CI still parked); returns how many are
+        still parked."""
         waiting = 0
-        for raw in list(self.parked.values()):
-            entry = Parked.model_validate_json(raw)
-            if entry.partition != partition:
-                continue
-            outcome = await self.handle(entry.record(), entry)
+        entries = sorted(
+            (
+                e
+                for e in map(Parked.model_validate_json, list(self.parked.values()))
+                if e.partition == partition
+            ),
+            key=lambda e: (e.topic, e.offset),
+        )
+        blocked: set[tuple[str, str | None]] = set()
+        for entry in entries:
+            if entry.topic == self.updates_topic:
+                if (entry.topic, entry.key) in blocked:
+                    waiting += 1
+                    continue
+                outcome = await self.handle_ci_update(entry.record(), entry)
+                if outcome == "parked":
+                    blocked.add((entry.topic, entry.key))
+            else:
+                outcome = await self.handle(entry.record(), entry)
             waiting += outcome == "parked"
         telemetry.PARKED_RECORDS.labels(str(partition)).set(waiting)
         return waiting
 
+    async def _wait_for(
+        self, kind: str, record: Consumed, parked: Parked | None, missing: list[str], now: datetime, what: str
+    ) -> str | None:
+        """Park a record whose CIs are missing, keep one parked, or dead-letter it once it waited
+        park_timeout (referential integrity); None when it may go on."""
+        if parked is None:
+            entry = Parked.of(record, now, missing)
+            self.parked[entry.slot] = entry.model_dump_json().encode()
+            self._parked_keys()[(record.topic, entry.key)] += 1
+            telemetry.CHANGE_INPUTS.labels(kind, "parked").inc()
+            self.log.info(
+                "parked",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                missing=missing,
+            )
+            return "parked"
+        waited = (now - parked.parked_at).total_seconds()
+        if waited < self.rules.changes.park_timeout:
+            return "parked"
+        timeout = DataError(
+            ErrorClass.VALIDATION,
+            f"{what} not in the CMDB after waiting {waited:.0f}s "
+            f"(park_timeout {self.rules.changes.park_timeout:.0f}s): referential integrity",
+        )
+        result = await self._dead_letter(kind, record, timeout, now)
+        self._unpark(parked)
+        return result
+
+    async def _finish_parked(self, parked: Parked | None, outcome: str) -> str:
+        if parked is not None:
+            self._unpark(parked)
+        return outcome
+
+    def _parked_keys(self) -> Counter[tuple[str, str | None]]:
+        """How many records of each (topic, key) are parked (built once from the table, which a
+        restart restores from its changelog)."""
+        if self._keys is None:
+            self._keys = Counter(
+                (e.topic, e.key) for e in map(Parked.model_validate_json, self.parked.values())
+            )
+        return self._keys
+
+    def _waiting(self, record: Consumed) -> bool:
+        """Whether an earlier record of this topic and key is parked (its order must hold)."""
+        return self._parked_keys()[(record.topic, _b64(record.key))] > 0
+
     # -- helpers --------------------------------------------------------------------------------
 
     def _unpark(self, entry: Parked) -> None:
-        self.parked.pop(entry.slot, None)
+        if self.parked.pop(entry.slot, None) is not None:
+            keys = self._parked_keys()
+            keys[(entry.topic, entry.key)] -= 1
+            if keys[(entry.topic, entry.key)] <= 0:
+                del keys[(entry.topic, entry.key)]
 
     def _decode(self, value: bytes | None, model: type[T]) -> T:
         try:

@@ -267,3 +267,36 @@ def test_a_deployment_with_an_absurd_duration_is_dead_lettered_not_a_crash() -> 
     )
     ((topic, _, _, hdrs),) = out.sent
     assert topic == "x.deploy.events.dlq" and headers(hdrs)["dlq.error.class"] == "validation"
+
+
+def test_a_ci_whose_relationship_target_is_missing_waits_for_it_in_order_and_times_out_without_it() -> None:
+    """A batch import whose relationships arrive first: app-1 RUNS_ON web-9, which comes later; a
+    second update of app-1 waits behind the first; a CI pointing at a CI that never comes is
+    dead-lettered after park_timeout with the missing id as the reason."""
+    out, clock = Collector(), Clock(NOW)
+    p = processor(out, clock)
+    topic = "x.cmdb.ci.updates"
+    edge = [{"type": "RUNS_ON", "target_ci_id": "web-9"}]
+    app1 = ci("app-1", relationships=edge)
+    app1_later = ci("app-1", relationships=edge, hostname="app-1.new", updated_at=NOW + timedelta(seconds=1))
+    lost = ci("app-2", relationships=[{"type": "DEPENDS_ON", "target_ci_id": "never"}])
+    assert run(p.handle_ci_update(Consumed(b"app-1", SERDE.encode(app1), [], topic, 0, 1))) == "parked"
+    assert run(p.handle_ci_update(Consumed(b"app-1", SERDE.encode(app1_later), [], topic, 0, 2))) == "parked"
+    assert run(p.handle_ci_update(Consumed(b"app-2", SERDE.encode(lost), [], topic, 0, 3))) == "parked"
+    assert out.sent == [] and run(p.tick(0)) == 3
+    assert (
+        run(p.handle_ci_update(Consumed(b"web-9", SERDE.encode(ci("web-9")), [], topic, 0, 4))) == "accepted"
+    )
+    assert run(p.tick(0)) == 1  # app-1's two updates went on, in order; app-2 still waits
+    written = [SERDE.decode(v, ConfigurationItem) for t, _, v, _ in out.sent if t == "x.cmdb.ci"]
+    assert [(c.ci_id, c.hostname) for c in written] == [
+        ("web-9", None),
+        ("app-1", None),
+        ("app-1", "app-1.new"),
+    ]
+    clock.now = NOW + timedelta(seconds=601)
+    assert run(p.tick(0)) == 0
+    (dead,) = [h for t, _, _, h in out.sent if t == "x.cmdb.ci.updates.dlq"]
+    reason = headers(dead)["dlq.exception.message"]
+    assert "relationship target(s) never not in the CMDB" in reason and "referential integrity" in reason
+    assert p.parked == {}
