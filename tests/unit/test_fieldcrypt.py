@@ -68,9 +68,9 @@ def test_schema_marks_are_where_the_issue_says_and_do_not_change_fingerprints() 
         in marked["io.itsmpipeline.deploy.DeploymentEvent"]
     )
     # The attribute is outside the Parsing Canonical Form: the released fingerprint is unchanged.
-    from tests.unit.test_serde import ALERT_V1_FINGERPRINT
+    from tests.unit.test_serde import ALERT_V2_FINGERPRINT
 
-    assert store.by_fingerprint.get(ALERT_V1_FINGERPRINT) is not None
+    assert store.by_fingerprint.get(ALERT_V2_FINGERPRINT) is not None
 
 
 def test_every_record_round_trips_with_keys(key_file: Path) -> None:
