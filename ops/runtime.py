@@ -148,6 +148,19 @@ def file_options(p: argparse.ArgumentParser, setting: str, audited: bool = True)
         p.add_argument("--offline", action="store_true", help="change the file without an audit record")
 
 
+def configure_logging(settings: Settings) -> None:
+    """JSON log lines at the configured levels, on stderr or in ITSM_LOG_FILE rotated daily and
+    kept ITSM_LOG_RETENTION_DAYS."""
+    from streams.core import telemetry
+
+    telemetry.configure_logging(
+        settings.log_level,
+        levels=settings.log_levels,
+        file=settings.log_file,
+        retention_days=settings.log_retention_days,
+    )
+
+
 def announce_kafka(settings: Settings, component: str) -> None:
     """One log line naming how this process reaches the broker; plain mode is named insecure."""
     import structlog

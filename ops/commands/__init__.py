@@ -25,6 +25,7 @@ from ops.commands import (
     kafka,
     lag,
     poll,
+    retention,
     rules,
     silence,
     sink,
@@ -59,6 +60,7 @@ GROUPS = (
     acls,
     fieldkeys,
     integrations,
+    retention,
     demo,
 )
 EXTRA = (completion,)

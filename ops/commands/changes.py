@@ -23,7 +23,7 @@ def sync(args: argparse.Namespace) -> int:
     from streams.core.kafka import DeliveryError, producer_config, track
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "changes-sync")
     telemetry.configure_tracing("itsm-changes-sync")
     client = runtime.servicenow_client(settings, "servicenow-changes")

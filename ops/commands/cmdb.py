@@ -124,12 +124,11 @@ def reconcile(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException, Producer
 
     from ops.drift import run_pass
-    from streams.core import telemetry
     from streams.core.kafka import DeliveryError, producer_config
 
     settings = runtime.settings(kafka=True)
     if not args.once:
-        telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+        runtime.configure_logging(settings)
         runtime.announce_kafka(settings, "cmdb-reconcile")
     else:
         from streams.core.kafka import identify

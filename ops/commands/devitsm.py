@@ -21,7 +21,7 @@ def run(_: argparse.Namespace) -> int:
     from connectors.devitsm.store import TABLES, Store
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     if not settings.devitsm_password.get_secret_value():
         raise runtime.CommandError(
             "set ITSM_DEVITSM_PASSWORD (or ITSM_DEVITSM_PASSWORD_FILE); "

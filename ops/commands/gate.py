@@ -27,7 +27,7 @@ def serve(_: argparse.Namespace) -> int:
     from streams.stages.windows import WindowCalendar
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "gate")
     path = settings.gate_callers_file or settings.tokens_file
     if not path:

@@ -79,7 +79,7 @@ def serve(shared_port: bool) -> int:
     from streams.processors.indexes import RecordIndex, WindowIndex
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "gateway")
     try:
         guard = guard_for("gateway", settings, GATEWAY_SCOPES, open_scopes=("alerts:write",))

@@ -25,7 +25,7 @@ def sync(args: argparse.Namespace) -> int:
     from streams.core.kafka import DeliveryError, producer_config, track
 
     settings = runtime.settings(kafka=True)
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "incidents-sync")
     telemetry.configure_tracing("itsm-incidents-sync")
     targets = args.target or ["servicenow"]

@@ -24,7 +24,7 @@ def prometheus(args: argparse.Namespace) -> int:
     from streams.core.topics import ALERTS_RAW
 
     settings = runtime.settings(kafka=True)
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "poll-prometheus")
     log = telemetry.get_logger("poll.prometheus")
     serde = runtime.serde(settings)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.core.topics import ITSM_RESULTS
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, f"sink-{args.target}")
     telemetry.configure_tracing("itsm-sink")
     limiter = RateLimiter(

@@ -102,7 +102,7 @@ def serve(args: argparse.Namespace) -> int:
     from streams.core import telemetry
 
     settings, service = _service(args)
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "status")
     log = telemetry.get_logger("status")
     try:

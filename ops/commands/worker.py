@@ -28,7 +28,7 @@ def run(_: argparse.Namespace) -> int:
     from streams.processors.indexes import CIIncidentIndex, DeployIndex
 
     settings = runtime.settings()
-    telemetry.configure_logging(settings.log_level, levels=settings.log_levels)
+    runtime.configure_logging(settings)
     runtime.announce_kafka(settings, "worker")
     telemetry.configure_tracing("itsm-worker")
     log = telemetry.get_logger("worker")

@@ -324,6 +324,21 @@ class Settings(BaseSettings):
         pattern=r"^\s*$|^\s*[\w.\-]+\s*=\s*(debug|info|warning|error)(\s*,\s*[\w.\-]+\s*=\s*(debug|info|warning|error))*\s*$",
         description="A level per component, e.g. sink=debug,aiokafka=info,librdkafka=warning.",
     )
+    personal_data_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="How long personal data (the schemas' sensitive fields) may stay readable on "
+        "topics kept longer: field keys older than this are to be retired (itsmctl retention report).",
+    )
+    log_file: str = Field(
+        "",
+        description="Write the JSON log lines to this file instead of stderr, rotated at UTC midnight "
+        "(FILE.YYYY-MM-DD); empty: stderr, rotated by the supervisor.",
+    )
+    log_retention_days: int = Field(
+        14, ge=1, le=3650, description="Rotated log files kept (days); older ones are deleted."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -273,10 +274,41 @@ def _threshold(component: str, levels: dict[str, int], default: int) -> int:
     return found
 
 
-def configure_logging(level: str = "info", stream: Any = None, levels: str = "") -> None:
-    """JSON logs on stderr (or stream), one object per line, with ISO UTC timestamps: our own
-    (structlog) and every library's (the logging module: Faust, aiokafka, librdkafka's lines),
-    never a terminal escape code. levels sets a level per component (parse_levels)."""
+class RotatingStream:
+    """A log file rotated at UTC midnight (FILE.YYYY-MM-DD), keeping `days` old files (the
+    standard library's TimedRotatingFileHandler does the rotation and the deleting), written
+    line by line by structlog and the logging module alike."""
+
+    def __init__(self, path: str, days: int) -> None:
+        import logging.handlers
+
+        self._handler = logging.handlers.TimedRotatingFileHandler(
+            path, when="midnight", backupCount=days, utc=True, encoding="utf-8"
+        )
+        self._lock = threading.Lock()
+        self._probe = logging.makeLogRecord({})
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._handler.shouldRollover(self._probe):
+                self._handler.doRollover()
+            assert self._handler.stream is not None
+            return self._handler.stream.write(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._handler.flush()
+
+
+def configure_logging(
+    level: str = "info", stream: Any = None, levels: str = "", file: str = "", retention_days: int = 14
+) -> None:
+    """JSON logs on stderr (or stream, or a daily-rotated file keeping retention_days of them), one
+    object per line, with ISO UTC timestamps: our own (structlog) and every library's (the logging
+    module: Faust, aiokafka, librdkafka's lines), never a terminal escape code. levels sets a level
+    per component (parse_levels)."""
+    if file:
+        stream = RotatingStream(file, retention_days)
     default = LEVELS[level.upper()]
     per = parse_levels(levels)
     lowest = min([default, *per.values()])
