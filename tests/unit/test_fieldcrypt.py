@@ -67,6 +67,14 @@ def test_schema_marks_are_where_the_issue_says_and_do_not_change_fingerprints() 
         "io.itsmpipeline.deploy.DeploymentEvent.triggered_by"
         in marked["io.itsmpipeline.deploy.DeploymentEvent"]
     )
+    # People named in the audit log and in incidents as the ITSM has them (#16: no person kept in
+    # clear on a long-lived topic).
+    assert "io.itsmpipeline.audit.AuditEvent.actor" in marked["io.itsmpipeline.audit.AuditEvent"]
+    assert {f.rsplit(".", 1)[1] for f in marked["io.itsmpipeline.itsm.IncidentRecord"]} == {
+        "assigned_to",
+        "resolved_by",
+        "updated_by",
+    }
     # The attribute is outside the Parsing Canonical Form: the released fingerprint is unchanged.
     from tests.unit.test_serde import ALERT_V2_FINGERPRINT
 
