@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from streams.core.models import ConfigurationItem
+from streams.core.timeutil import zone_of_text
 
 SERVICENOW = {
     "sys_id": "ci_id",
@@ -83,6 +84,8 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
             data[key] = value.lower() in ("true", "1", "yes")
         elif value:
             data[key] = value
+            if key == "updated_at":
+                data["source_zone"] = zone_of_text(value)
     if attributes:
         data["attributes"] = attributes
     return data

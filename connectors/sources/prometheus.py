@@ -32,7 +32,7 @@ import httpx
 from connectors.sinks.ratelimit import retry_after_seconds
 from connectors.sources.alertmanager.mapping import labelset_fingerprint
 from streams.core.models import Alert, AlertSource, AlertStatus, bounded_fingerprint, to_utc
-from streams.core.timeutil import parse_rfc3339
+from streams.core.timeutil import parse_rfc3339, zone_of_text
 
 
 class PollError(Exception):
@@ -61,6 +61,7 @@ def to_alert(raw: dict[str, Any], url: str, now: datetime) -> Alert:
         annotations=annotations,
         starts_at=min(starts, now),
         received_at=now,
+        source_zone=zone_of_text(active),
     )
 
 

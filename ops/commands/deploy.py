@@ -10,6 +10,7 @@ from typing import Any
 
 from ops import runtime
 from streams.core.models import DeployPhase
+from streams.core.timeutil import offset_text
 
 SECTION = "change management"
 SUMMARY = "report a deployment event (STARTED, SUCCEEDED, FAILED, ROLLED_BACK)"
@@ -45,6 +46,7 @@ def report(args: argparse.Namespace) -> int:
             failure_reason=args.failure_reason,
             triggered_by=args.triggered_by or "",
             occurred_at=now,
+            source_zone=offset_text(datetime.now().astimezone()),  # where the pipeline ran
         )
     except ValidationError as exc:
         first = exc.errors()[0]

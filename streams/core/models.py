@@ -102,6 +102,7 @@ class Alert(Record):
     ends_at: UtcDatetime | None = None
     generator_url: str | None = None
     received_at: UtcDatetime
+    source_zone: str | None = None  # the offset or zone the source gave its times in
 
 
 class Criticality(StrEnum):
@@ -154,6 +155,7 @@ class ConfigurationItem(Record):
     updated_at: UtcDatetime
     deleted: bool = False
     provenance: dict[str, FieldSource] = Field(default_factory=dict)
+    source_zone: str | None = None
 
 
 class WindowKind(StrEnum):
@@ -268,6 +270,7 @@ class DeploymentEvent(Record):
     failure_reason: str | None = None
     triggered_by: str = ""
     occurred_at: UtcDatetime
+    source_zone: str | None = None
 
 
 class IncidentAction(StrEnum):

@@ -454,15 +454,54 @@ class RouteRules(_Frozen):
         return self
 
 
+class Display(_Frozen):
+    """How one ITSM's text shows times: an IANA time zone and a CLDR locale."""
+
+    time_zone: str = "UTC"
+    locale: str = "en_US"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return v
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, v: str) -> str:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(v)
+        except (UnknownLocaleError, ValueError):
+            raise ValueError(f"{v!r} is not a locale (e.g. de_DE, en_GB)") from None
+        return v
+
+
 class TemplateRules(_Frozen):
     """Per-target incident templates (ops/rules/templates.toml): Jinja2 text for the title
-    (short_description) and body (description) each ITSM shows when an incident opens."""
+    (short_description) and body (description) each ITSM shows when an incident opens, and the
+    zone and locale each shows times in."""
 
     version: int
     servicenow: dict[str, str] = Field(default_factory=dict)
     jira: dict[str, str] = Field(default_factory=dict)
     rt: dict[str, str] = Field(default_factory=dict)
     webhook: dict[str, str] = Field(default_factory=dict)
+    display: dict[str, Display] = Field(default_factory=dict)
+
+    @field_validator("display")
+    @classmethod
+    def _targets(cls, v: dict[str, Display]) -> dict[str, Display]:
+        unknown = sorted(set(v) - set(ROUTE_TARGETS))
+        if unknown:
+            raise ValueError(f"display names unknown targets {unknown} (targets: {list(ROUTE_TARGETS)})")
+        return v
 
     @field_validator("servicenow", "jira", "rt", "webhook")
     @classmethod

@@ -49,3 +49,33 @@ def parse_time_or_age(text: str, now: datetime, field: str = "time") -> datetime
         raise ValueError(
             f"{field}: {text!r} is neither an RFC 3339 time with an offset nor an age like 30m, 2h, 7d"
         ) from None
+
+
+def offset_text(moment: datetime) -> str | None:
+    """The UTC offset an aware time was given in, as +HH:MM (Z is +00:00); None when naive."""
+    offset = moment.utcoffset()
+    if offset is None:
+        return None
+    minutes = int(offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def zone_of_text(text: object) -> str | None:
+    """The offset of an RFC 3339 text (None when it is none, or not one)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return offset_text(datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip())))
+    except ValueError:
+        return None
+
+
+def localized(moment: datetime, zone: str = "UTC", locale: str = "en_US") -> str:
+    """A time as people read it in a zone and locale (CLDR's long format, with the zone's name):
+    2 December 2026 at 12:00:00 CET; 2. Dezember 2026 um 12:00:00 MEZ."""
+    from zoneinfo import ZoneInfo
+
+    from babel.dates import format_datetime
+
+    return str(format_datetime(moment, format="long", tzinfo=ZoneInfo(zone), locale=locale))

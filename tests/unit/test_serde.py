@@ -26,9 +26,9 @@ from tests.examples import EXAMPLES, raw_alert_bytes
 from tests.registry_emulator import RegistryEmulator, ThrowawayCA, make_ca
 from tests.servers import serve
 
-# The current Alert schema's (v2: source PROMETHEUS added) CRC-64-AVRO fingerprint, little-endian
+# The current Alert schema's (v2: source PROMETHEUS, source_zone added) CRC-64-AVRO fingerprint, little-endian
 # (pins the contract; v1's was 93f463f0a0a1e618).
-ALERT_V2_FINGERPRINT = bytes.fromhex("999fb06968a50cb5")
+ALERT_V2_FINGERPRINT = bytes.fromhex("b02f434db4a5e954")
 
 # A minimal Alert, and its Avro binary body spelled out field by field (Avro 1.11 spec encoding).
 TINY = m.Alert(
@@ -60,6 +60,7 @@ TINY_BODY = bytes(
         0x00,  # generator_url: union branch 0 (null)
         0xA0,
         0x1F,  # received_at 2000 ms: zigzag 4000 as varint
+        0x00,  # source_zone: union branch 0 (null)
     ]
 )
 

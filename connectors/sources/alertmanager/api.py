@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.sources.alertmanager.mapping import PayloadError, labelset_fingerprint, problems_of
 from streams.core.models import Alert, AlertSource, AlertStatus, bounded_fingerprint, to_utc
-from streams.core.timeutil import parse_rfc3339
+from streams.core.timeutil import parse_rfc3339, zone_of_text
 
 # Go's zero time, as a client may serialise "not set".
 ZERO_TIME_PREFIX = "0001-01-01"
@@ -87,6 +87,7 @@ def _to_alert(raw: Any, received_at: datetime) -> Alert:
             "ends_at": None if firing else ends,
             "generator_url": posted.generatorURL or None,
             "received_at": now,
+            "source_zone": zone_of_text(posted.startsAt) or zone_of_text(posted.endsAt),
         }
     )
 

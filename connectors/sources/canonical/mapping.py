@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from connectors.sources.alertmanager.mapping import PayloadError, problems_of
 from streams.core.models import Alert, AlertSource
+from streams.core.timeutil import zone_of_text
 
 
 def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
@@ -22,6 +23,7 @@ def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
             problems.append(f"alerts.{i}: must be an object")
             continue
         data = {"source": AlertSource.CANONICAL.value, **item, "received_at": received_at}
+        data.setdefault("source_zone", zone_of_text(item.get("starts_at")))
         try:
             alerts.append(Alert.model_validate(data))
         except ValidationError as exc:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from connectors.sources.alertmanager.mapping import PayloadError, problems_of
 from streams.core.models import Alert, AlertSource, AlertStatus
-from streams.core.timeutil import parse_rfc3339
+from streams.core.timeutil import parse_rfc3339, zone_of_text
 
 
 class PDPayload(BaseModel):
@@ -103,6 +103,7 @@ def to_alerts(payload: Any, received_at: datetime) -> list[Alert]:
             ends_at=received_at if event.event_action == "resolve" else None,
             generator_url=event.client_url,
             received_at=received_at,
+            source_zone=zone_of_text(p.timestamp) if p else None,
         )
     ]
 

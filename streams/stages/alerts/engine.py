@@ -64,7 +64,13 @@ class AlertEngine:
         self.routing = RoutingStage(rules.routes)
         self.cause = CauseStage(rules.correlation, cmdb, deploys or NoDeploys())
         self.lifecycle = LifecycleStage(
-            rules.lifecycle, rules.versions(), itsm, rules.templates.texts(), topo.late_parent, incidents
+            rules.lifecycle,
+            rules.versions(),
+            itsm,
+            rules.templates.texts(),
+            topo.late_parent,
+            incidents,
+            rules.templates.display,
         )
         self.events = EventRuleSet(rules.events)
         self.inhibitor = Inhibitor(rules.inhibit, rules.lifecycle.signal_timeout)

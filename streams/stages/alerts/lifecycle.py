@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from streams.core import telemetry
@@ -14,7 +15,8 @@ from streams.core.models import (
     IncidentRecord,
     IncidentStatus,
 )
-from streams.core.rules import LifecycleRules
+from streams.core.rules import Display, LifecycleRules
+from streams.core.timeutil import localized
 from streams.stages.alerts.causes import cause_event, describe, restored_event
 from streams.stages.alerts.correlation import index_entry, members_key, parse_entry
 from streams.stages.alerts.state import (
@@ -66,7 +68,9 @@ class LifecycleStage:
         templates: dict[str, dict[str, str]] | None = None,
         late_parent: str = "link",
         incidents: IncidentIndex | None = None,
+        display: Mapping[str, Display] | None = None,
     ) -> None:
+        self.display = dict(display or {})
         self.rules = rules
         self.incidents = incidents
         self.late_parent = late_parent
@@ -591,6 +595,13 @@ class LifecycleStage:
         fields = {t: dict(v) for t, v in work.routed.fields.items()}
         if work.cause is not None and work.cause.change_id:
             fields.setdefault("servicenow", {})["caused_by"] = work.cause.change_id
+        # A target that shows times in its own zone and locale gets the default body so (a template
+        # of its own below replaces it).
+        for target, display in self.display.items():
+            if state.targets and target not in state.targets:
+                continue
+            body = _body(work.alert, state, work, self.rules_version, display)
+            fields.setdefault(target, {})["description"] = body
         if not self.templates:
             return fields
         extra = {
@@ -600,7 +611,9 @@ class LifecycleStage:
             "route": list(work.routed.routes),
         }
         try:
-            rendered = render(self.templates, state.targets, context(work.alert, work.ci, extra))
+            rendered = render(
+                self.templates, state.targets, context(work.alert, work.ci, extra), self.display
+            )
         except TemplateFault as fault:
             telemetry.TEMPLATE_ERRORS.labels(fault.target).inc()
             if not work.timed:
@@ -627,8 +640,24 @@ def _title(alert: Alert | None, state: AlertState) -> str:
 SHOWN_ANNOTATIONS = frozenset({"summary", "description", "message"})
 
 
-def _body(alert: Alert | None, state: AlertState, work: AlertWork | None, rules_version: str) -> str:
+def _body(
+    alert: Alert | None,
+    state: AlertState,
+    work: AlertWork | None,
+    rules_version: str,
+    display: Display | None = None,
+) -> str:
     lines = [alert.description or alert.summary or alert.name if alert else state.fingerprint, ""]
+    if alert is not None:
+        # When it started, in the target's zone and locale (UTC, RFC 3339 by default), and the
+        # offset the source gave it in.
+        started = (
+            localized(alert.starts_at, display.time_zone, display.locale)
+            if display
+            else alert.starts_at.isoformat()
+        )
+        source = f" (source time zone {alert.source_zone})" if alert.source_zone else ""
+        lines += [f"Started: {started}{source}", ""]
     if work is not None:
         if work.ci is None:
             lines.append("CI: unknown (no CMDB match)")

@@ -12,12 +12,15 @@ dead-letters the alert with the reason instead of opening an incident with a bro
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from streams.core.models import Alert, ConfigurationItem
+from streams.core.rules import Display
+from streams.core.timeutil import localized
 
 FIELDS = ("short_description", "description")
 LIMITS = {"short_description": 160, "description": 32_000}  # what an ITSM title and body hold
@@ -66,6 +69,7 @@ def context(alert: Alert, ci: ConfigurationItem | None, extra: Mapping[str, Any]
             "source": alert.source.value,
             "fingerprint": alert.fingerprint,
             "starts_at": alert.starts_at.isoformat(),
+            "source_zone": alert.source_zone,
             "generator_url": alert.generator_url,
         },
         "ci": None
@@ -85,20 +89,37 @@ def context(alert: Alert, ci: ConfigurationItem | None, extra: Mapping[str, Any]
     }
 
 
+def for_target(ctx: dict[str, Any], display: Display | None) -> dict[str, Any]:
+    """The context as one target sees it: alert.starts_at_local, and local(time) to show any RFC
+    3339 time (or datetime) in its zone and locale (UTC and en_US when it has no display)."""
+    zone, locale = (display.time_zone, display.locale) if display else ("UTC", "en_US")
+
+    def local(value: Any) -> str:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return localized(moment, zone, locale)
+
+    alert = dict(ctx["alert"])
+    alert["starts_at_local"] = local(alert["starts_at"])
+    return {**ctx, "alert": alert, "local": local}
+
+
 def render(
     templates: Mapping[str, Mapping[str, jinja2.Template]],
     targets: list[str] | tuple[str, ...],
     ctx: dict[str, Any],
+    display: Mapping[str, Display] | None = None,
 ) -> dict[str, dict[str, str]]:
     """target -> field -> text, for the targets the incident goes to (every templated target when
-    it goes to every sink); TemplateFault names the target, field and reason."""
+    it goes to every sink), times in each target's zone and locale; TemplateFault names the
+    target, field and reason."""
     out: dict[str, dict[str, str]] = {}
     for target, fields in templates.items():
         if targets and target not in targets:
             continue
+        seen = for_target(ctx, (display or {}).get(target))
         for name, template in fields.items():
             try:
-                text = template.render(ctx).strip()
+                text = template.render(seen).strip()
             except jinja2.TemplateError as exc:  # undefined names, sandbox refusals, bad filters
                 raise TemplateFault(
                     target, f"template {target}.{name}: {type(exc).__name__}: {exc}"
