@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from ops.runtime import CommandError
 from streams.core.dlq import DLQ_HEADER_PREFIX, ErrorClass, Headers, header_map
@@ -78,6 +86,32 @@ def _consumer(settings: Settings) -> Consumer:
     return reader(settings, "dlq", **{"enable.partition.eof": True})
 
 
+# Answers while a partition's leader is being elected or its metadata is not known yet.
+ELECTING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+)
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, patience: float = 15.0) -> tuple[int, int]:
+    """A partition's low and high offsets, asked again while the broker says it is electing a
+    leader (a topic created a moment ago, a broker restarting)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=15)
+            return int(low), int(high)
+        except KafkaException as exc:
+            code = exc.args[0].code() if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if code not in ELECTING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def read_all(settings: Settings, topic: str, since: datetime | None = None) -> Iterator[Message]:
     """Every record of topic up to its end as of now (since: only those written at or after it),
     partition by partition in offset order."""
@@ -96,7 +130,7 @@ def read_all(settings: Settings, topic: str, since: datetime | None = None) -> I
             starts = {tp.partition: tp.offset for tp in found}
         ends: dict[int, int] = {}
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+            low, high = _watermarks(consumer, TopicPartition(topic, p))
             start = starts.get(p, -1)
             if high > low and (start == OFFSET_BEGINNING or 0 <= start < high):
                 ends[p] = high

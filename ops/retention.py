@@ -41,6 +41,7 @@ TOPIC_RECORDS: dict[str, type[m.Record] | None] = {
     t.ITSM_RESULTS: m.SinkResult,
     t.DLQ_REPLAYS: None,
     t.AUDIT_EVENTS: m.AuditEvent,
+    t.RULES: m.RuleSet,
 }
 
 

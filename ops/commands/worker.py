@@ -22,9 +22,10 @@ def run(_: argparse.Namespace) -> int:
 
     from streams.agents.app import create_app, rotate_credentials
     from streams.agents.delivery import BrokerOffsets
+    from streams.agents.rulesync import RuleSwitch
     from streams.core.follower import TopicFollower
     from streams.core.kafka import BrokerProbe, client_config, count_aiokafka_refusals, on_credentials
-    from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS
+    from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS, RULES
     from streams.processors.indexes import CIIncidentIndex, DeployIndex
 
     settings = runtime.settings()
@@ -35,6 +36,9 @@ def run(_: argparse.Namespace) -> int:
     rules = runtime.rules(settings)
     serde = runtime.serde(settings)
     followers: list[TopicFollower] = []
+    # The rule set to run: the rules.sets topic's current set when one was applied (itsmctl rules
+    # apply), else the local files; a later set is switched to between records, without a restart.
+    switch = RuleSwitch(rules, serde)
 
     def views_ready() -> str | None:
         if not followers:
@@ -45,6 +49,15 @@ def run(_: argparse.Namespace) -> int:
     port = runtime.serve_metrics(
         settings.metrics_host, settings.worker_metrics_port, "ITSM_WORKER_METRICS_PORT", checks
     )
+    runtime.reachable(settings)
+    rule_sets = TopicFollower(settings, settings.topic(RULES), switch.apply).start()
+    followers.append(rule_sets)
+    try:
+        rule_sets.wait_ready(settings.view_ready_timeout_seconds)
+    except RuntimeError as exc:
+        rule_sets.stop()
+        raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
+    rules = switch.current()[1]
     # Alerts are correlated only once the CMDB and the calendar are complete.
     views = runtime.start_views(settings, serde, "changes", "cmdb", "windows", "itsm_incidents")
     incidents = CIIncidentIndex()
@@ -60,11 +73,13 @@ def run(_: argparse.Namespace) -> int:
             follower.wait_ready(settings.view_ready_timeout_seconds)
     except RuntimeError as exc:
         views.stop()
+        rule_sets.stop()
         raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
     log.info(
         "worker_starting",
         metrics_port=port,
         rules=rules.versions(),
+        rule_set=switch.set_id,
         cis=len(views["cmdb"]),
         windows=len(views["windows"].windows()),
         changes=len(views["changes"].values()),
@@ -74,6 +89,7 @@ def run(_: argparse.Namespace) -> int:
         settings,
         serde,
         rules,
+        switch=switch,
         cmdb=views["cmdb"],
         incidents=incidents,
         windows=views["windows"],
@@ -112,6 +128,7 @@ def run(_: argparse.Namespace) -> int:
         worker.execute_from_commandline()
     finally:
         views.stop()
+        rule_sets.stop()
         offsets.close()
     return runtime.EXIT_OK
 

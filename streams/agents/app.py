@@ -16,6 +16,7 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
+from streams.agents.rulesync import RuleSwitch
 from streams.core.dlq import Headers, bytes_headers
 from streams.core.kafka import note_refusal, with_producer
 from streams.core.messages import Consumed
@@ -122,6 +123,7 @@ def create_app(
     table: MutableMapping[str, bytes] | None = None,
     parked: MutableMapping[str, bytes] | None = None,
     offsets: OffsetOracle | None = None,
+    switch: RuleSwitch | None = None,
 ) -> faust.App:
     """A Faust app that consumes declared topics as raw bytes and decodes inside the agents.
 
@@ -226,9 +228,22 @@ def create_app(
     raw_name, ticks_name = settings.topic(ALERTS_RAW), settings.topic(ALERTS_TICKS)
     ticks = raw_topic(ticks_name)
 
+    # The rule set each processor runs: a new one (rules.sets, RuleSwitch) is taken between two
+    # records or batches, so no record is processed under half of one.
+    generations: dict[str, int] = {}
+
+    def take_rules(name: str, target: Any) -> None:
+        if switch is None:
+            return
+        generation, current = switch.current()
+        if generations.setdefault(name, 0) != generation:
+            target.switch_rules(current)
+            generations[name] = generation
+
     @app.agent(input_topic(raw_name, ticks_name), name="alerts")
     async def alerts(stream: Any) -> None:
         async def batch(events: list[Any]) -> None:
+            take_rules("alerts", processor)
             # Faust writes a table key to the changelog partition (and store) of the current
             # event's partition; a batch's states are written after it, so each write is made
             # in the context of an event of its own partition.
@@ -288,6 +303,7 @@ def create_app(
     @app.agent(input_topic(updates_name), name="ci-updates")
     async def ci_updates(stream: Any) -> None:
         async def one(msg: Any) -> None:
+            take_rules("changes", changer)
             await changer.handle_ci_update(Consumed.from_faust(msg))
 
         await consume(stream, one)
@@ -295,6 +311,7 @@ def create_app(
     @app.agent(input_topic(requests_name, deploys_name, change_ticks_name), name="changes")
     async def change_inputs(stream: Any) -> None:
         async def one(msg: Any) -> None:
+            take_rules("changes", changer)
             if msg.topic == change_ticks_name:
                 await changer.tick(msg.partition)
             else:

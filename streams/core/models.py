@@ -500,6 +500,30 @@ class CMDBDrift(Record):
     detail: str = ""
 
 
+class RuleFile(BaseModel):
+    """One rule file of a rule set."""
+
+    version: int
+    sha256: NonEmpty
+    text: str
+
+
+class RuleSet(Record):
+    """A complete, validated set of rule files as applied to the running pipeline (the rules topic)."""
+
+    avro_name = "io.itsmpipeline.rules.RuleSet"
+    set_id: NonEmpty
+    files: dict[str, RuleFile]
+    action: NonEmpty
+    applied_by: NonEmpty
+    applied_at: UtcDatetime
+    reason: str = ""
+    previous_set_id: str | None = None
+
+    def versions(self) -> dict[str, int]:
+        return {name: f.version for name, f in sorted(self.files.items())}
+
+
 class RecordType(StrEnum):
     INCIDENT = "INCIDENT"
     CHANGE = "CHANGE"
@@ -573,4 +597,5 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     GateRequest,
     IncidentRecord,
     CMDBDrift,
+    RuleSet,
 )

@@ -550,31 +550,57 @@ def default_rules_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "ops" / "rules"
 
 
-def load_rules(directory: Path | None = None) -> Rules:
-    """Read and validate every rule file; RuleError names the file and field at fault."""
+RULE_MODELS: tuple[tuple[str, type[_Frozen]], ...] = (
+    ("severity", SeverityRules),
+    ("correlation", CorrelationRules),
+    ("lifecycle", LifecycleRules),
+    ("fingerprint", FingerprintRules),
+    ("changes", ChangeRules),
+    ("events", EventRules),
+    ("inhibit", InhibitRules),
+    ("routes", RouteRules),
+    ("templates", TemplateRules),
+)
+RULE_FILES = tuple(f"{name}.toml" for name, _ in RULE_MODELS)
+
+
+def rule_texts(directory: Path | None = None) -> dict[str, str]:
+    """file name -> text of every rule file of a directory (RuleError when one is missing)."""
     directory = directory or default_rules_dir()
-    parts: dict[str, object] = {}
-    for name, model in (
-        ("severity", SeverityRules),
-        ("correlation", CorrelationRules),
-        ("lifecycle", LifecycleRules),
-        ("fingerprint", FingerprintRules),
-        ("changes", ChangeRules),
-        ("events", EventRules),
-        ("inhibit", InhibitRules),
-        ("routes", RouteRules),
-        ("templates", TemplateRules),
-    ):
-        path = directory / f"{name}.toml"
+    out = {}
+    for file in RULE_FILES:
+        path = directory / file
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            out[file] = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise RuleError(f"rule file {path} is missing") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleError(f"rule file {path}: {exc}") from None
+    return out
+
+
+def rules_from_texts(texts: dict[str, str], origin: str = "") -> Rules:
+    """Validate a complete set of rule files given as texts; RuleError names the file and field
+    at fault (origin: where they came from, e.g. a directory or a rule set on the rules topic)."""
+    parts: dict[str, object] = {}
+    for name, model in RULE_MODELS:
+        file = f"{name}.toml"
+        where = f"{origin.rstrip('/')}/{file}" if origin else file
+        if file not in texts:
+            raise RuleError(f"rule file {where} is missing")
+        try:
+            data = tomllib.loads(texts[file])
         except tomllib.TOMLDecodeError as exc:
-            raise RuleError(f"{path}: not valid TOML: {exc}") from None
+            raise RuleError(f"{where}: not valid TOML: {exc}") from None
         try:
             parts[name] = model.model_validate(data)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-            raise RuleError(f"{path}: {problems}") from None
+            raise RuleError(f"{where}: {problems}") from None
     return Rules.model_validate(parts)
+
+
+def load_rules(directory: Path | None = None) -> Rules:
+    """Read and validate every rule file; RuleError names the file and field at fault."""
+    directory = directory or default_rules_dir()
+    return rules_from_texts(rule_texts(directory), str(directory))

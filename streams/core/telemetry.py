@@ -151,6 +151,22 @@ SINK_COMMANDS = Counter(
 SINK_REQUEST_SECONDS = Histogram(
     "itsm_pipeline_sink_request_seconds", "Latency of sink HTTP requests.", ["target"]
 )
+RULES_VERSION = Gauge(
+    "itsm_pipeline_rules_version",
+    "The version of each rule file this process runs (ops/rules/*.toml, or the current set of the "
+    "rules.sets topic).",
+    ["file"],
+)
+RULES_SET = Gauge(
+    "itsm_pipeline_rules_set_info",
+    "1 for the rule set this process runs (set id), 0 for sets it ran before.",
+    ["set_id"],
+)
+RULE_SWITCHES = Counter(
+    "itsm_pipeline_rule_switches_total",
+    "Rule sets from rules.sets this worker switched to, or refused (invalid: the running set stays).",
+    ["outcome"],
+)
 CI_RECONCILED = Counter(
     "itsm_pipeline_ci_reconciliation_total",
     "Changed CI fields of accepted cmdb.ci.updates by how they fared against the source of the CMDB's "

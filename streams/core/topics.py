@@ -54,6 +54,7 @@ CHANGE_COMMANDS = "itsm.change.commands"
 ITSM_RESULTS = "itsm.results"
 AUDIT_EVENTS = "audit.events"
 DLQ_REPLAYS = "dlq.replays"
+RULES = "rules.sets"
 
 DLQ_SUFFIX = ".dlq"
 DLQ_RETENTION_MS = 30 * DAY_MS
@@ -146,6 +147,12 @@ TOPICS: tuple[TopicSpec, ...] = (
         1,
         compacted=True,
         doc="Ledger of replayed dead letters (<dlq topic>:<partition>:<offset>), so none is replayed twice.",
+    ),
+    TopicSpec(
+        RULES,
+        1,
+        compacted=True,
+        doc="RuleSet records: every rule set applied (set:<id>) and the one the workers run (current).",
     ),
     TopicSpec(AUDIT_EVENTS, 1, retention_ms=365 * DAY_MS, doc="AuditEvent records."),
 )

@@ -187,6 +187,13 @@ class AlertProcessor:
         self.log = telemetry.get_logger("worker.alerts")
         self.tracer = telemetry.tracer("worker.alerts")
 
+    def switch_rules(self, rules: Rules) -> None:
+        """Run the next record under another rule set (called between records, never within)."""
+        self.rules = rules
+        self.engine = AlertEngine(
+            rules, self.store, self.cmdb, self.incidents, self.windows, self.itsm, self.deploys
+        )
+
     async def handle(self, record: Consumed) -> str:
         """Process one alerts.raw record; returns how it was accounted for."""
         return (await self.handle_batch([record]))[0]

@@ -142,6 +142,11 @@ class ChangeProcessor:
         self.linker = DeployLinker(self.environments)
         self.log = telemetry.get_logger("worker.changes")
 
+    def switch_rules(self, rules: Rules) -> None:
+        """Run the next record under another rule set (called between records, never within)."""
+        self.rules = rules
+        self.ci_stage = CIUpdateValidator(rules.changes)
+
     # -- cmdb.ci.updates ------------------------------------------------------------------------
 
     async def handle_ci_update(self, record: Consumed, parked: Parked | None = None) -> str:

@@ -30,6 +30,7 @@ def test_the_shipped_file_loads_and_declares_one_principal_per_component() -> No
         "gate",
         "cmdb-reconcile",
         "poller",
+        "rules-admin",
         "replay",
         "status",
     }

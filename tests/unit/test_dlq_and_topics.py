@@ -14,6 +14,7 @@ from streams.core.topics import (
     ITSM_CHANGES,
     ITSM_INCIDENTS,
     MAINTENANCE_WINDOWS,
+    RULES,
     TOPICS,
     declared,
 )
@@ -73,6 +74,7 @@ def test_cmdb_and_maintenance_topics_are_compacted_and_others_are_not() -> None:
         ITSM_CHANGES,
         ITSM_INCIDENTS,
         GATE_REQUESTS,
+        RULES,
     }
     for spec in declared():
         cfg = spec.configs()

@@ -37,8 +37,9 @@ def test_every_topic_is_listed_and_personal_data_in_clear_on_long_topics_is_a_fi
     assert suppressed.days == 90 and any(f.endswith("description") for f in suppressed.personal)
     flagged = sorted(f.split(" ", 1)[0] for f in found.findings)
     # Kept longer than 30 days with sensitive fields: the suppressed alerts, the audit log (actors)
-    # and the ITSM's incidents as last synced (compacted: assignees and resolvers).
-    assert flagged == ["alerts.suppressed", "audit.events", "itsm.incidents"]
+    # the ITSM's incidents as last synced (compacted: assignees and resolvers) and the rule sets
+    # (compacted: who applied each).
+    assert flagged == ["alerts.suppressed", "audit.events", "itsm.incidents", "rules.sets"]
     assert all("in clear" in f for f in found.findings)
 
 
@@ -47,7 +48,7 @@ def test_keys_younger_than_the_period_satisfy_it_and_older_ones_are_named(tmp_pa
     assert report(Settings(field_keys_file=str(keys_file(tmp_path, fresh))), STORE, NOW).findings == []
     old = (NOW - timedelta(days=45)).strftime("%Y%m%dT%H%M%SZ")
     found = report(Settings(field_keys_file=str(keys_file(tmp_path, old, fresh))), STORE, NOW)
-    assert len(found.findings) == 3 and all(f"itsmctl fieldkeys retire {old}" in f for f in found.findings)
+    assert len(found.findings) == 4 and all(f"itsmctl fieldkeys retire {old}" in f for f in found.findings)
     longer = report(
         Settings(field_keys_file=str(keys_file(tmp_path, old, fresh)), personal_data_days=60), STORE, NOW
     )
@@ -58,7 +59,7 @@ def test_the_command_reports_and_exits_1_on_findings(itsmctl: Itsmctl, tmp_path:
     ran = itsmctl("retention", "report", "-o", "json")
     assert ran.returncode == 1
     doc = json.loads(ran.stdout)
-    assert doc["personal_data_days"] == 30 and len(doc["findings"]) == 3
+    assert doc["personal_data_days"] == 30 and len(doc["findings"]) == 4
     fresh = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     ok = itsmctl("retention", "report", ITSM_FIELD_KEYS_FILE=str(keys_file(tmp_path, fresh)))
     assert ok.returncode == 0 and "no personal data outlives" in ok.stdout

@@ -1,0 +1,145 @@
+"""Rules with history and rollback on the real broker: a running worker switches rule sets while
+alerts flow, without a restart; every incident command was made under one whole set (its Rules:
+line and its urgency agree), in the order the switches were published; every switch is audited;
+an invalid set or a change without a version bump is refused before it reaches any worker."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ops.kafka import Broker
+from ops.stack import Stack
+from streams.core.models import AuditEvent, IncidentCommand
+from streams.core.rules import default_rules_dir, load_rules
+from streams.core.serde import AvroSerde
+from streams.core.settings import Settings
+from tests.cli import Itsmctl
+from tests.examples import alert
+from tests.kafka_util import consume, produce
+from tests.stacks import pipeline_stack
+
+pytestmark = pytest.mark.integration
+SERDE = AvroSerde()
+
+
+def rules_copy(where: Path, **edits: tuple[str, str]) -> Path:
+    """ops/rules copied to where, each edit (old text, new text) applied to its file."""
+    shutil.copytree(default_rules_dir(), where)
+    for name, (old, new) in edits.items():
+        path = where / f"{name}.toml"
+        text = path.read_text()
+        assert old in text, (name, old)
+        path.write_text(text.replace(old, new, 1))
+    return where
+
+
+@pytest.fixture
+def stack(kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+    with pipeline_stack(kafka_broker, kafka_settings, tmp_path / "stack") as s:
+        yield s
+
+
+def test_a_rollback_while_alerts_flow_switches_whole_sets_at_record_boundaries(
+    stack: Stack, kafka_settings: Settings, itsmctl: Itsmctl, tmp_path: Path
+) -> None:
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    a = rules_copy(tmp_path / "a")
+    # B: Alertmanager's "warning" counts as critical (a higher urgency), and templates.toml moves
+    # too: two files that must switch together.
+    b = rules_copy(
+        tmp_path / "b",
+        severity=("version = 1", "version = 2"),
+        templates=("version = 1", "version = 2"),
+    )
+    severity = (b / "severity.toml").read_text()
+    (b / "severity.toml").write_text(severity.replace('warning = "warning"', 'warning = "critical"', 1))
+    versions_a, versions_b = load_rules(a).versions(), load_rules(b).versions()
+    assert versions_a != versions_b
+
+    first = itsmctl("rules", "apply", "--dir", str(a), "--reason", "baseline", "--actor", "alice", **env)
+    assert first.returncode == 0, first.stderr
+    stack.start(["worker"])
+    # Warm up: the worker runs set A and consumes before the flow starts.
+    produce(boot, t("alerts.raw"), [(b"warm" * 4, SERDE.encode(alert("warm" * 4, severity="warning")), [])])
+    assert consume(boot, t("itsm.incident.commands"), 1, timeout=120)
+
+    sent: list[tuple[float, str]] = []
+
+    def flow() -> None:
+        for n in range(60):
+            fp = f"{n:04d}" * 4
+            produce(boot, t("alerts.raw"), [(fp.encode(), SERDE.encode(alert(fp, severity="warning")), [])])
+            sent.append((time.monotonic(), fp))
+            time.sleep(0.1)
+
+    flowing = threading.Thread(target=flow)
+    flowing.start()
+    time.sleep(2)
+    switched = itsmctl(
+        "rules", "apply", "--dir", str(b), "--reason", "warnings page", "--actor", "bob", **env
+    )
+    assert switched.returncode == 0, switched.stderr
+    assert '+warning = "critical"' in switched.stdout  # the diff of what changes
+    time.sleep(2)
+    back = itsmctl("rules", "rollback", "--reason", "too noisy", "--actor", "carol", **env)
+    assert back.returncode == 0, back.stderr
+    flowing.join()
+
+    commands = [
+        SERDE.decode(m.value(), IncidentCommand)
+        for m in consume(boot, t("itsm.incident.commands"), 61, timeout=120)
+    ]
+    assert len(commands) == 61
+    by_set: dict[str, set[int | None]] = {}
+    order: list[str] = []
+    for cmd in sorted(commands, key=lambda c: c.issued_at):
+        line = next(x for x in cmd.description.splitlines() if x.startswith("Rules: "))
+        versions = line.removeprefix("Rules: ")
+        assert versions in (versions_a, versions_b), versions  # never a mix of two sets
+        by_set.setdefault(versions, set()).add(cmd.urgency)
+        if not order or order[-1] != versions:
+            order.append(versions)
+    # Each set decided one urgency, B's higher than A's; A, then B, then A again after the rollback.
+    assert len(by_set[versions_a]) == 1 and len(by_set[versions_b]) == 1
+    assert by_set[versions_a] != by_set[versions_b]
+    assert order == [versions_a, versions_b, versions_a], order
+
+    audits = [SERDE.decode(m.value(), AuditEvent) for m in consume(boot, t("audit.events"), 3, timeout=30)]
+    assert [(e.action, e.actor, e.reason) for e in sorted(audits, key=lambda e: e.occurred_at)] == [
+        ("rules.applied", "alice", "baseline"),
+        ("rules.applied", "bob", "warnings page"),
+        ("rules.rolled_back", "carol", "too noisy"),
+    ]
+    history = json.loads(itsmctl("rules", "history", "-o", "json", **env).stdout)
+    assert [s["action"] for s in history["sets"]] == ["apply", "apply", "rollback"]
+    assert history["current"] == history["sets"][-1]["set_id"]
+    assert history["sets"][-1]["versions"]["severity.toml"] == 1
+    status = itsmctl("rules", "status", "--dir", str(a), **env)
+    assert status.returncode == 0 and "severity.toml" in status.stdout and "differs" not in status.stdout
+    assert itsmctl("rules", "diff", "--dir", str(b), **env).returncode == 1  # B is not what runs now
+    metrics = httpx.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics").text
+    assert 'itsm_pipeline_rules_version{file="severity.toml"} 1.0' in metrics
+    # At start from its local files to A (the topic's current set), then to B, then back to A.
+    assert 'itsm_pipeline_rule_switches_total{outcome="switched"} 3.0' in metrics
+
+    # Refused before any worker sees it: an invalid file, and a change that kept its version.
+    broken = rules_copy(tmp_path / "broken", severity=("default_impact = 3", "default_impact = 'x'"))
+    refused = itsmctl("rules", "apply", "--dir", str(broken), **env)
+    assert (
+        refused.returncode == 2
+        and "severity.toml" in refused.stderr
+        and "nothing was applied" in refused.stderr
+    )
+    unbumped = rules_copy(tmp_path / "unbumped", routes=("# ", "#  "))
+    refused = itsmctl("rules", "apply", "--dir", str(unbumped), **env)
+    assert refused.returncode == 2 and "routes.toml changed but its version is" in refused.stderr
+    assert len(json.loads(itsmctl("rules", "history", "-o", "json", **env).stdout)["sets"]) == 3
