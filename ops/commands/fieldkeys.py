@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,41 @@ def retire(args: argparse.Namespace) -> int:
     return runtime.EXIT_OK
 
 
+def expire(args: argparse.Namespace) -> int:
+    """Retire every key older than the personal-data period (rotating first when the active one
+    is): what they sealed can no longer be read (crypto-shredding). Meant to run daily."""
+    from ops.retention import key_created
+    from streams.core import fieldcrypt
+
+    settings = runtime.settings()
+    path = _path(args, settings)
+    days = args.older_than if args.older_than is not None else settings.personal_data_days
+    try:
+        active, keys = fieldcrypt.entries(path)
+    except fieldcrypt.FieldCryptError as exc:
+        raise runtime.CommandError(str(exc)) from None
+    if not keys:
+        raise runtime.CommandError(
+            f"field keys file {path} does not exist (itsmctl fieldkeys rotate makes one)"
+        )
+    now = datetime.now(UTC)
+    old = sorted(
+        k for k in keys if (made := key_created(k)) is not None and now - made > timedelta(days=days)
+    )
+    unknown = sorted(k for k in keys if key_created(k) is None)
+    if active in old:
+        kid, _ = _audited(args, "fieldkey.rotate", "new", fieldcrypt.rotate)
+        print(f"key {active} is older than {days} days: key {kid} is active now")
+    for kid in old:
+        _audited(args, "fieldkey.retire", kid, lambda p, kid=kid: fieldcrypt.retire(p, kid))
+        print(f"key {kid} retired: what it sealed can no longer be read")
+    for kid in unknown:
+        print(f"key {kid}: its age is unknown (not named by time); retire it yourself once {days} days old")
+    if not old:
+        print(f"no key older than {days} days")
+    return runtime.EXIT_OK
+
+
 def listing(args: argparse.Namespace) -> int:
     from streams.core.fieldcrypt import FieldCryptError, KeyRing
 
@@ -133,6 +168,22 @@ def register(sub: Any) -> None:
     common(p)
     p = runtime.action(acts, "fieldkeys", "retire", "remove an old (not active) key", retire)
     p.add_argument("key_id", metavar="KEY_ID")
+    common(p)
+    p = runtime.action(
+        acts,
+        "fieldkeys",
+        "expire",
+        "retire every key older than the personal-data period (run it daily)",
+        expire,
+        description="Retire every field key older than --older-than days (default ITSM_PERSONAL_DATA_DAYS), "
+        "rotating first when the active key is that old: the personal data those keys sealed (on "
+        "alerts.suppressed, audit.events, the DLQs, the worker's tables) can no longer be read "
+        "(crypto-shredding). Keys are named by the time they were made. Each rotation and retirement "
+        "is audited. Replay dead letters a key sealed before it expires.",
+    )
+    p.add_argument(
+        "--older-than", type=runtime.int_between(1, 3650), metavar="DAYS", help="age limit in days"
+    )
     common(p)
     p = runtime.action(acts, "fieldkeys", "list", "key ids and the active one", listing)
     common(p, audited=False)

@@ -148,3 +148,21 @@ def test_change_failure_rate_and_time_to_restore_against_figures_by_hand() -> No
     assert (checkout.deploys, checkout.caused_incidents, checkout.change_failure_rate) == (4, 2, 0.5)
     assert checkout.mean_time_to_restore_s == 1200.0 and checkout.unlinked == 1
     assert (payments.deploys, payments.change_failure_rate, payments.mean_time_to_restore_s) == (1, 0.0, None)
+
+
+def test_the_probable_cause_shows_its_time_in_the_zone_and_locale_of_each_target() -> None:
+    from streams.core.rules import TemplateRules
+
+    h = harness(deploy("d1", 30))
+    display = TemplateRules.model_validate(
+        {"version": 2, "display": {"rt": {"time_zone": "Europe/Berlin", "locale": "de_DE"}}}
+    )
+    rules = h.rules.model_copy(update={"templates": display})
+    h.engine = type(h.engine)(
+        rules, h.store, h.cmdb, h.incidents, h.windows, h.itsm, Deploys(deploy("d1", 30))
+    )
+    (cmd,) = h.send(am("f1", ci_id="web-1")).commands
+    # T0 is 10:00 UTC: the deployment finished 09:30 UTC, 10:30 in Berlin.
+    assert "at 2026-11-27T09:30:00+00:00, 30 min before" in cmd.description  # the default: UTC
+    rt = cmd.target_fields["rt"]["description"].replace(" um ", ", ")
+    assert "Probable cause: deployment d1 of checkout" in rt and "27. November 2026, 10:30:00 MEZ" in rt

@@ -79,3 +79,21 @@ def test_the_log_file_rotates_at_midnight_and_keeps_its_days(tmp_path: Path) -> 
     rotated = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("itsm.log."))
     assert len(rotated) == 2  # the older ones were deleted
     assert log.read_text() == '{"event": "day 3"}\n'
+
+
+def test_fieldkeys_expire_retires_keys_past_the_period_rotating_first(
+    itsmctl: Itsmctl, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    old = (now - timedelta(days=40)).strftime("%Y%m%dT%H%M%SZ")
+    older = (now - timedelta(days=70)).strftime("%Y%m%dT%H%M%SZ")
+    path = keys_file(tmp_path, older, old)  # the active key (old) is past 30 days too
+    ran = itsmctl("fieldkeys", "expire", "--offline", ITSM_FIELD_KEYS_FILE=str(path))
+    assert ran.returncode == 0, ran.stderr
+    assert f"key {old} is older than 30 days" in ran.stdout and f"key {older} retired" in ran.stdout
+    listed = json.loads(itsmctl("fieldkeys", "list", "-o", "json", ITSM_FIELD_KEYS_FILE=str(path)).stdout)
+    assert listed["keys"] == [listed["active"]] and listed["active"] not in (old, older)
+    # Now nothing outlives the period, and a second run has nothing to do.
+    assert report(Settings(field_keys_file=str(path)), STORE, now).findings == []
+    again = itsmctl("fieldkeys", "expire", "--offline", "--older-than", "30", ITSM_FIELD_KEYS_FILE=str(path))
+    assert again.returncode == 0 and "no key older than 30 days" in again.stdout

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from streams.core.models import AlertStatus, AuditEvent, AuditOutcome, DeploymentEvent
-from streams.core.rules import CorrelationRules
+from streams.core.rules import CorrelationRules, Display
+from streams.core.timeutil import localized
 from streams.stages.alerts.state import AlertState, AlertWork, IncidentPhase
 from streams.stages.base import Ctx
 from streams.stages.cmdb import CIIndex
@@ -68,8 +69,9 @@ class CauseStage:
         return work
 
 
-def describe(deploy: DeploymentEvent, opened: datetime) -> str:
-    """The description line naming a deployment as the probable cause."""
+def describe(deploy: DeploymentEvent, opened: datetime, display: Display | None = None) -> str:
+    """The description line naming a deployment as the probable cause (its time in the target's
+    zone and locale when it has a display, else RFC 3339 in UTC)."""
     minutes = max(0, round((opened - deploy.occurred_at).total_seconds() / 60))
     facts = [f"{deploy.phase.value.lower()}"]
     if deploy.change_id:
@@ -79,9 +81,14 @@ def describe(deploy: DeploymentEvent, opened: datetime) -> str:
     if deploy.commit_ids:
         facts.append(f"commit {', '.join(deploy.commit_ids[:5])}")
     where = ", ".join(deploy.ci_ids) or f"{deploy.service} in {deploy.environment}"
+    when = (
+        localized(deploy.occurred_at, display.time_zone, display.locale)
+        if display
+        else deploy.occurred_at.isoformat()
+    )
     return (
         f"Probable cause: deployment {deploy.deployment_id} of {deploy.service} ({'; '.join(facts)}) "
-        f"finished on {where} at {deploy.occurred_at.isoformat()}, {minutes} min before this incident."
+        f"finished on {where} at {when}, {minutes} min before this incident."
     )
 
 

@@ -601,6 +601,8 @@ class LifecycleStage:
             if state.targets and target not in state.targets:
                 continue
             body = _body(work.alert, state, work, self.rules_version, display)
+            if work.cause is not None:
+                body += "\n\n" + describe(work.cause, work.now, display)
             fields.setdefault(target, {})["description"] = body
         if not self.templates:
             return fields
