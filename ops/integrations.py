@@ -31,10 +31,6 @@ DEPRECATED: dict[tuple[str, str], str] = {
         "Alertmanager removed API v1 in 0.27.0; use /api/v2 (github.com/prometheus/alertmanager "
         "CHANGELOG, 0.27.0)"
     ),
-    ("servicenow-table", "v1"): (
-        "the pipeline calls the Table API at /api/now/table (the current, unversioned path); a "
-        "pinned /api/now/v1/table is the old path ServiceNow keeps for compatibility only"
-    ),
 }
 
 
