@@ -3,12 +3,14 @@ variables a test gives, and capture what a person would see."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from ops.cli import main
 
@@ -38,10 +40,19 @@ def runner(
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(ROOT)
         capsys.readouterr()
+        # A command that configures logging (a long-running one, run with --once) must not leave
+        # its configuration to the tests after it.
+        saved = structlog.get_config()
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
         try:
             code = main(list(argv))
         except SystemExit as exc:  # argparse: --help, --version and usage errors
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            structlog.configure(**saved)
+            root.handlers[:] = handlers
+            root.setLevel(level)
         out = capsys.readouterr()
         return Ran(code, out.out, out.err)
 
