@@ -43,6 +43,7 @@ from streams.core.models import (
 )
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
+from streams.core.timeutil import offset_text
 from streams.core.topics import AUDIT_EVENTS, CHANGE_REQUESTS, GATE_REQUESTS
 from streams.processors.indexes import ChangeIndex, GateRequestIndex
 from streams.stages.changes.gate import ChangeGate, GateDecision, GatePolicy, GateRequest
@@ -262,6 +263,7 @@ def create_gate(
             commit_ids=[body.commit] if body.commit else [],
             requested_by=caller.name,
             issued_at=now,
+            source_zone=offset_text(body.planned_start) if body.planned_start else None,
         )
         audit = AuditEvent(
             event_id=f"{request_id}-submitted",

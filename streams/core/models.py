@@ -242,6 +242,7 @@ class MaintenanceWindow(Record):
     matchers: list[LabelMatcher] = Field(default_factory=list)
     # Alerts matching every one of these are not covered (empty: no exception).
     except_matchers: list[LabelMatcher] = Field(default_factory=list)
+    source_zone: str | None = None  # the offset or zone the source gave its times in
 
 
 class DeployPhase(StrEnum):
@@ -381,6 +382,7 @@ class ChangeCommand(Record):
     requested_by: str = ""
     issued_at: UtcDatetime
     itsm_ref: str | None = None
+    source_zone: str | None = None  # the offset or zone the requester gave its window in
 
 
 class ChangeStatus(StrEnum):

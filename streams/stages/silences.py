@@ -26,7 +26,7 @@ from streams.core.models import (
     WindowKind,
     WindowScope,
 )
-from streams.core.timeutil import parse_rfc3339
+from streams.core.timeutil import parse_rfc3339, zone_of_text
 from streams.stages.windows import occurrence_end
 
 PREFIX = "silence-"
@@ -227,7 +227,7 @@ def from_am_silence(item: Any, now: datetime, default_author: str = "alertmanage
     if all(m.matches({}) for m in matchers):
         raise SilenceError("at least one matcher must not match the empty string")
     given = str(item.get("id") or "")
-    return make(
+    window = make(
         matchers,
         starts,
         ends,
@@ -236,6 +236,7 @@ def from_am_silence(item: Any, now: datetime, default_author: str = "alertmanage
         now,
         silence_id=(given if given.startswith(PREFIX) else PREFIX + given) if given else None,
     )
+    return window.model_copy(update={"source_zone": zone_of_text(item.get("startsAt"))})
 
 
 def to_am_silence(window: MaintenanceWindow, now: datetime) -> dict[str, Any]:

@@ -219,7 +219,12 @@ def test_a_caller_may_only_do_what_its_scopes_name(gate: Gate) -> None:
 
 def test_submit_then_poll_follows_the_change_through_approval(gate: Gate) -> None:
     with gate.client() as c:
-        pending = c.post("/v1/gate/requests", json={**CHECK, "short_description": "Deploy checkout abc123"})
+        submit = {
+            **CHECK,
+            "short_description": "Deploy checkout abc123",
+            "planned_start": "2027-01-05T09:00:00+01:00",
+        }
+        pending = c.post("/v1/gate/requests", json=submit)
         assert pending.status_code == 202
         rid = pending.json()["request_id"]
         assert c.get(f"/v1/gate/requests/{rid}").json()["status"] == "pending"
@@ -243,6 +248,8 @@ def test_submit_then_poll_follows_the_change_through_approval(gate: Gate) -> Non
     assert (
         cmd.planned_start is not None and cmd.planned_end is not None and cmd.planned_end > cmd.planned_start
     )
+    # The window as the pipeline asked for it: 09:00 at +01:00 is 08:00 UTC, the offset kept.
+    assert cmd.planned_start.hour == 8 and cmd.source_zone == "+01:00"
 
 
 def test_a_rejected_approval_denies_the_request(gate: Gate) -> None:

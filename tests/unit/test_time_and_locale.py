@@ -201,3 +201,32 @@ def test_each_itsm_shows_times_in_its_zone_and_locale_default_text_and_templates
     assert "rt" not in cmd.target_fields  # no display: the default text, in UTC (RFC 3339)
     assert "Started: 2026-12-02T12:00:00+00:00 (source time zone +01:00)" in cmd.description
     json.dumps(cmd.target_fields)
+
+
+def test_windows_keep_the_zone_of_their_source() -> None:
+    """A silence posted with an offset, a calendar's TZID (or UTC, or its declared default zone)."""
+    from connectors.sources.freeze.mapping import freeze_windows
+    from streams.stages.silences import from_am_silence
+
+    silence = from_am_silence(
+        {
+            "matchers": [{"name": "alertname", "value": "A"}],
+            "startsAt": "2026-12-02T13:00:00+01:00",
+            "endsAt": "2026-12-02T15:00:00+01:00",
+            "createdBy": "ops",
+            "comment": "patching",
+        },
+        NOW,
+    )
+    assert silence.source_zone == "+01:00" and silence.starts_at == NOW
+    body = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\n"
+        "BEGIN:VEVENT\r\nUID:a\r\nDTSTART;TZID=Europe/Berlin:20261231T180000\r\nDURATION:PT8H\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:b\r\nDTSTART:20261227T000000Z\r\nDURATION:PT1H\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nUID:c\r\nDTSTART;VALUE=DATE:20261224\r\nDTEND;VALUE=DATE:20261225\r\nEND:VEVENT\r\n"
+        "END:VCALENDAR\r\n"
+    )
+    zones = {
+        w.window_id: w.source_zone for w in freeze_windows(body, "c", NOW, default_zone="America/Chicago")
+    }
+    assert zones == {"freeze-c-a": "Europe/Berlin", "freeze-c-b": "+00:00", "freeze-c-c": "America/Chicago"}

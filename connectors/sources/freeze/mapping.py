@@ -211,6 +211,13 @@ def _windows(
         "updated_at": now,
         "cancelled": str(event.get("STATUS") or "").upper() == "CANCELLED",
     }
+    given = event.get("DTSTART").dt
+    # The calendar's own zone (TZID) or offset, next to the UTC instants.
+    base["source_zone"] = (
+        (_zone_name(given) or ("+00:00" if given.tzinfo else default_zone))
+        if isinstance(given, datetime)
+        else default_zone
+    )
     wid = window_id(source, str(event.get("UID")))
     overridden = len(components) > 1
     recurring = any(p in event for p in ("RRULE", "RDATE", "EXDATE")) or overridden
