@@ -231,6 +231,8 @@ class Views:
         return self.indexes[name]
 
     def stop(self) -> None:
+        for follower in self.followers:  # all asked at once, then awaited: a stop takes one wait
+            follower.signal_stop()
         for follower in self.followers:
             follower.stop()
 

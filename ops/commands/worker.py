@@ -127,6 +127,7 @@ def run(_: argparse.Namespace) -> int:
     try:
         worker.execute_from_commandline()
     finally:
+        rule_sets.signal_stop()
         views.stop()
         rule_sets.stop()
         offsets.close()

@@ -77,8 +77,12 @@ class TopicFollower:
         return None
 
     def stop(self) -> None:
-        self._stop.set()
+        self.signal_stop()
         self._thread.join(5)
+
+    def signal_stop(self) -> None:
+        """Ask the thread to finish without waiting for it (several followers stop together)."""
+        self._stop.set()
 
     def _start_offsets(self, deadline: float) -> tuple[list[TopicPartition], set[int]]:
         """Partitions to read and which hold data. Transient metadata errors (no leader yet
