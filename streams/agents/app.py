@@ -108,6 +108,23 @@ def _note_refused_send(sent: Any) -> None:
         note_refusal(KafkaError._AUTHENTICATION, str(exc))
 
 
+class WorkerApp(faust.App):
+    """faust.App whose running producer is handed out without yielding to the event loop.
+
+    Faust's `maybe_start_producer`, behind every `Topic.send` and every table changelog write, is
+    wrapped in mode's `stampede`, which awaits `asyncio.sleep(0)` three times per call even once
+    the producer runs: every record sent cost three turns of the event loop (a select() each, and
+    the aiokafka sender writing a small request each time). The worker's profile showed it as a
+    third of each alert's wall time (bench/README.md).
+    """
+
+    async def maybe_start_producer(self) -> Any:
+        producer = self.producer
+        if not self.in_transaction and producer.started:
+            return producer
+        return await super().maybe_start_producer()
+
+
 def create_app(
     settings: Settings,
     serde: AvroSerde,
@@ -133,7 +150,7 @@ def create_app(
     and commits what was processed (agents/delivery.py says why Faust's own commits are off);
     without it (agent tests) records are handed over as they come.
     """
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),

@@ -479,3 +479,30 @@ def test_a_failing_due_index_pass_raises_in_the_next_tick_instead_of_vanishing()
 
     with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
         run(ticks())
+
+
+def test_a_running_producer_is_handed_out_without_a_turn_of_the_event_loop() -> None:
+    # Faust's own maybe_start_producer (mode's stampede) yields to the loop three times per call,
+    # and every record the worker sends calls it: WorkerApp returns a started producer at once.
+    app = create_app(
+        SETTINGS,
+        SERDE,
+        load_rules(),
+        cmdb=CMDBIndex(),
+        incidents=CIIncidentIndex(),
+        windows=WindowIndex(SERDE, "w"),
+        emit=Collector(),
+        table={},
+    )
+
+    async def turns_while_getting_the_producer() -> tuple[int, Any]:
+        app.producer._started.set()  # as once the worker runs (no broker needed to hand it out)
+        turns: list[int] = []
+        loop = asyncio.get_running_loop()
+        loop.call_soon(turns.append, 1)
+        producer = await app.maybe_start_producer()
+        return len(turns), producer
+
+    turns, producer = run(turns_while_getting_the_producer())
+    assert producer is app.producer
+    assert turns == 0
