@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams.agents.delivery import DeliveryCursor, OffsetOracle, TopicPartition
+from streams.agents.delivery import DeliveryCursor, Finish, OffsetOracle, TopicPartition
 from streams.agents.rulesync import RuleSwitch
 from streams.core.dlq import Headers, bytes_headers
 from streams.core.kafka import note_refusal, with_producer
@@ -191,7 +191,7 @@ def create_app(
         inputs.update(names)
         return raw_topic(*names)
 
-    consume, consume_batches = _delivery(app, settings, offsets, inputs)
+    consume, consume_batches, finish_pending = _delivery(app, settings, offsets, inputs)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> Any:
         if topic not in out_topics:
@@ -259,12 +259,12 @@ def create_app(
 
     @app.agent(input_topic(raw_name, ticks_name), name="alerts")
     async def alerts(stream: Any) -> None:
-        async def batch(events: list[Any]) -> None:
+        async def batch(events: list[Any]) -> Finish | None:
             take_rules("alerts", processor)
             # Faust writes a table key to the changelog partition (and store) of the current
-            # event's partition; a batch's states are written after it, so each write is made
-            # in the context of an event of its own partition.
-            scopes.clear()
+            # event's partition; a batch's states are written after it (after the next batch was
+            # processed), so each write is made in the context of the latest event of its
+            # partition.
             run: list[Consumed] = []
             for event in events:
                 msg = event.message
@@ -272,13 +272,18 @@ def create_app(
                 if msg.topic != ticks_name:
                     run.append(Consumed.from_faust(msg))
                     continue
-                # A tick sees every alert before it: the run so far is finished first.
+                # A tick sees every alert before it, and their states in the table: the batches
+                # before and the run so far are finished first.
+                await finish_pending()
                 if run:
                     await processor.handle_batch(run)
                     run = []
                 await processor.tick(msg.partition)
             if run:
-                await processor.handle_batch(run)
+                # Finished by the cursor once the next batch was processed (or on a tick, commit
+                # or rebalance): the broker's acknowledgements of this one arrive meanwhile.
+                return (await processor.start_batch(run)).finish
+            return None
 
         await consume_batches(stream, batch)
 
@@ -358,12 +363,13 @@ def create_app(
 
 
 Consume = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[None]]
-ConsumeBatches = Callable[[Any, Callable[[list[Any]], Awaitable[Any]]], Awaitable[None]]
+ConsumeBatches = Callable[[Any, Callable[[list[Any]], Awaitable[Finish | None]]], Awaitable[None]]
+FinishPending = Callable[[], Awaitable[None]]
 
 
 def _delivery(
     app: faust.App, settings: Settings, offsets: OffsetOracle | None, inputs: set[str]
-) -> tuple[Consume, ConsumeBatches]:
+) -> tuple[Consume, ConsumeBatches, FinishPending]:
     """How the agents consume their streams, record by record or in batches: through a
     DeliveryCursor that commits what was processed (with offsets), or as Faust delivers them
     (agent tests)."""
@@ -374,11 +380,18 @@ def _delivery(
             async for event in stream.events():
                 await handle(event.message)
 
-        async def batches_as_delivered(stream: Any, handle: Callable[[list[Any]], Awaitable[Any]]) -> None:
+        async def batches_as_delivered(
+            stream: Any, handle: Callable[[list[Any]], Awaitable[Finish | None]]
+        ) -> None:
             async for events in stream.take_events(size, wait):
-                await handle(list(events))
+                finish = await handle(list(events))
+                if finish is not None:
+                    await finish()
 
-        return as_delivered, batches_as_delivered
+        async def nothing_pending() -> None:
+            return None
+
+        return as_delivered, batches_as_delivered, nothing_pending
 
     async def seek(tp: TopicPartition, offset: int) -> None:
         try:
@@ -393,6 +406,7 @@ def _delivery(
     app.delivery_cursor = cursor  # type: ignore[attr-defined]
 
     async def commit(only: set[Any] | None = None) -> None:
+        await cursor.finish_pending()  # a batch handled last is finished now, not at the next
         epoch = cursor.epoch
         due = cursor.to_commit(only)
         if not due:
@@ -430,7 +444,7 @@ def _delivery(
     signals[0].connect(on_revoked)
     signals[1].connect(on_assigned)
 
-    async def in_batches(stream: Any, handle: Callable[[list[Any]], Awaitable[Any]]) -> None:
+    async def in_batches(stream: Any, handle: Callable[[list[Any]], Awaitable[Finish | None]]) -> None:
         await cursor.consume_batches(stream, handle, size, wait)
 
-    return cursor.consume, in_batches
+    return cursor.consume, in_batches, cursor.finish_pending

@@ -28,6 +28,7 @@ commits them) and runs every agent's records through a ``DeliveryCursor``:
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 import uuid
@@ -39,6 +40,10 @@ from streams.core import telemetry
 from streams.core.kafka import renew
 
 log = telemetry.get_logger("worker.delivery")
+
+# What a batch handler may return: the rest of its work (waiting for its outputs' acknowledgements
+# and writing its state), which the cursor runs after the next batch was handled.
+Finish = Callable[[], Awaitable[Any]]
 
 
 class TopicPartition(NamedTuple):
@@ -100,6 +105,10 @@ class DeliveryCursor:
     _owned_now: frozenset[TopicPartition] | None = None
     # Per partition: the next offset to admit, ahead of the position while a batch is in hand.
     _reading: dict[TopicPartition, int] = field(default_factory=dict)
+    # Batches handled whose handler left work to finish (their outputs' acknowledgements), oldest
+    # first, with their admissions: done only once finished, in order.
+    _unfinished: collections.deque[tuple[Finish, list[Admission]]] = field(default_factory=collections.deque)
+    _finishing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -225,11 +234,20 @@ class DeliveryCursor:
             self.committed.update(offsets)
 
     async def consume_batches(
-        self, stream: Any, handle: Callable[[list[Any]], Awaitable[Any]], size: int, wait: float
+        self,
+        stream: Any,
+        handle: Callable[[list[Any]], Awaitable[Finish | None]],
+        size: int,
+        wait: float,
     ) -> None:
         """Run a Faust stream's records through handle in batches (up to size records, or what
         came within wait seconds), in order, each at least once; positions move after the batch.
-        handle gets Faust's events (a table write needs its record's event: see app.py)."""
+        handle gets Faust's events (a table write needs its record's event: see app.py).
+
+        A handler may return the rest of its batch's work (a Finish): the cursor runs it once the
+        next batch was handled (or on finish_pending: a tick, a commit, a rebalance), so one
+        batch is processed while the previous one's acknowledgements are on their way. The
+        batch's positions move only once its Finish returned."""
         async for events in stream.take_events(size, wait):
             admitted: list[tuple[Any, Admission]] = []
             for event in events:
@@ -237,17 +255,45 @@ class DeliveryCursor:
                 admission = await self.admit(msg.topic, msg.partition, msg.offset)
                 if admission is not None:
                     admitted.append((event, admission))
-            if admitted:
-                try:
-                    await handle([event for event, _ in admitted])
-                except BaseException:
-                    # Not done: read these partitions from their positions again, so the records
-                    # after the batch are held back (sought back) until the batch is processed.
-                    for _, admission in admitted:
-                        self._reading.pop(admission.tp, None)
-                    raise
-                for _, admission in admitted:
+            if not admitted:
+                continue
+            admissions = [admission for _, admission in admitted]
+            try:
+                finish = await handle([event for event, _ in admitted])
+            except BaseException:
+                self._not_done(admissions)
+                raise
+            if finish is None:
+                await self.finish_pending()  # done in order: the ones before it first
+                for admission in admissions:
                     self.done(admission)
+            else:
+                self._unfinished.append((finish, admissions))
+                await self.finish_pending(keep=1)
+
+    async def finish_pending(self, keep: int = 0) -> None:
+        """Finish handled batches, oldest first, until keep are left; their positions move."""
+        async with self._finishing:
+            while len(self._unfinished) > keep:
+                finish, admissions = self._unfinished[0]
+                try:
+                    await finish()
+                except BaseException:
+                    # Neither this batch nor any after it is done: their partitions are read from
+                    # their positions again.
+                    for _, later in self._unfinished:
+                        self._not_done(later)
+                    self._unfinished.clear()
+                    raise
+                self._unfinished.popleft()
+                for admission in admissions:
+                    self.done(admission)
+
+    def _not_done(self, admissions: list[Admission]) -> None:
+        # Not done: read these partitions from their positions again, so the records after the
+        # batch are held back (sought back) until the batch is processed.
+        for admission in admissions:
+            self._reading.pop(admission.tp, None)
 
     async def consume(self, stream: Any, handle: Callable[[Any], Awaitable[Any]]) -> None:
         """Run a Faust stream's records through handle, in order, each at least once."""

@@ -90,7 +90,8 @@ class TableStore:
     """AlertState in a mapping of fingerprint -> MessagePack bytes (the Faust table, or a dict in
     tests). While a batch is processed, its states are staged here and read back from the stage
     (as copies: a stage that fails half-way must not leave its changes behind); they reach the
-    table only once the batch's outputs are acknowledged.
+    table only once the batch's outputs are acknowledged. Batches processed but not yet
+    acknowledged (inflight, oldest first) are read before the table, newest first.
 
     The last firing alert a state keeps goes to the table's changelog with its sensitive fields
     encrypted (`serde.seal`), like the alert on alerts.raw.
@@ -99,6 +100,7 @@ class TableStore:
     def __init__(self, table: MutableMapping[str, bytes], serde: AvroSerde | None = None) -> None:
         self.table = table
         self.staged: dict[str, AlertState] | None = None
+        self.inflight: list[dict[str, AlertState]] = []
         # Only with keys configured: without them nothing is encrypted, and a get per record
         # should not pay for looking.
         crypt = serde.crypt if serde is not None else None
@@ -108,6 +110,9 @@ class TableStore:
     def get(self, fingerprint: str) -> AlertState | None:
         if self.staged is not None and fingerprint in self.staged:
             return copy_state(self.staged[fingerprint])
+        for batch in reversed(self.inflight):
+            if fingerprint in batch:
+                return copy_state(batch[fingerprint])
         raw = self.table.get(fingerprint)
         if not raw:
             return None
@@ -121,6 +126,10 @@ class TableStore:
                 self.log.error("state_decrypt_failed", fingerprint=fingerprint, error=str(exc))
         return state
 
+    def settled(self, batch: dict[str, AlertState]) -> None:
+        """A batch's states are in the table now (or its batch failed): no longer read from it."""
+        self.inflight = [b for b in self.inflight if b is not batch]
+
     def put(self, state: AlertState) -> None:
         if self.serde is not None and state.alert is not None:
             state = msgspec.structs.replace(state, alert=self.serde.seal(Alert, state.alert))
@@ -132,6 +141,53 @@ def sampled(rate: float, *parts: str | None) -> bool:
     if rate <= 0:
         return False
     return zlib.crc32("|".join(p or "" for p in parts).encode()) % 10_000 < rate * 10_000
+
+
+def _observe_command_latency(entered: float) -> Callable[[Any], None]:
+    def observe(ack: Any) -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            COMMAND_LATENCY.observe(max(0.0, time.time() - entered))
+
+    return observe
+
+
+@dataclass
+class InFlight:
+    """A processed batch whose outputs are on their way to the broker (AlertProcessor.start_batch)."""
+
+    processor: AlertProcessor
+    now: datetime
+    staged: dict[str, AlertState] = field(default_factory=dict)
+    acks: list[Any] = field(default_factory=list)
+    letters: list[tuple[Any, ErrorClass]] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+
+    def time_command(self, acks: list[Any], entered: float) -> None:
+        """ingest_to_command for a record that made a command: when its last output is acknowledged."""
+        last = acks[-1] if acks else None
+        if isinstance(last, asyncio.Future):
+            last.add_done_callback(_observe_command_latency(entered))
+        else:  # an emitter without acknowledgements (tests): the command is out now
+            COMMAND_LATENCY.observe(max(0.0, time.time() - entered))
+
+    async def finish(self) -> list[str]:
+        """Wait for every acknowledgement of the batch, then write its states to the table (only
+        then: a crash before re-processes the batch); returns how each record was accounted for."""
+        p = self.processor
+        try:
+            for ack in self.acks:
+                await settle(ack)
+            for ack, error_class in self.letters:
+                await settle_dead_letter(ack, STAGE, error_class)
+            for state in self.staged.values():
+                p._put(state)
+                p._track(state, self.now)
+        finally:
+            # Written, or failed (the worker crashes and re-processes from the last commit).
+            p.store.settled(self.staged)
+        for outcome, count in collections.Counter(self.outcomes).items():
+            telemetry.ALERT_OUTCOMES.labels(outcome).inc(count)
+        return self.outcomes
 
 
 @dataclass
@@ -199,19 +255,20 @@ class AlertProcessor:
         return (await self.handle_batch([record]))[0]
 
     async def handle_batch(self, records: Sequence[Consumed]) -> list[str]:
-        """Process alerts.raw records in order; returns how each was accounted for.
+        """Process alerts.raw records in order and finish them; returns how each was accounted for."""
+        return await (await self.start_batch(records)).finish()
 
-        Every output (and dead letter) of the batch is sent before any acknowledgement is awaited,
-        then all are awaited at once: one wait for the broker per batch instead of per record.
-        Only then are the batch's states written to the table (a crash before re-processes the
-        whole batch from the last commit; it never loses a command).
+    async def start_batch(self, records: Sequence[Consumed]) -> InFlight:
+        """Process alerts.raw records in order and send every output (and dead letter) of the
+        batch, without waiting for the broker: the returned InFlight's finish() waits for every
+        acknowledgement at once, then writes the batch's states to the table. Until then later
+        batches read those states from the store's overlay, so the next batch is processed while
+        this one's acknowledgements are on their way; a crash before finish re-processes the batch
+        from the last commit (its offsets move only after finish), it never loses a command.
         """
         now = self.clock()
-        staged: dict[str, AlertState] = {}
-        acks: list[Any] = []
-        letters: list[tuple[Any, ErrorClass]] = []
-        outcomes: list[str] = []
-        commanded: list[float] = []  # when each record that made a command entered the pipeline
+        flight = InFlight(self, now)
+        staged = flight.staged
         self.store.staged = staged
         try:
             for record in records:
@@ -231,39 +288,30 @@ class AlertProcessor:
                         outputs = self._encode(fx, now)
                     except SerdeError as exc:
                         error = ErrorClass(exc.error_class)
-                        letters.append(await self._letter(record, now, error, str(exc)))
-                        outcomes.append("dead_lettered")
+                        flight.letters.append(await self._letter(record, now, error, str(exc)))
+                        flight.outcomes.append("dead_lettered")
                         continue
                     except DATA_FAULTS as exc:
                         message = f"{type(exc).__name__}: {exc}"
-                        letters.append(await self._letter(record, now, ErrorClass.VALIDATION, message))
-                        outcomes.append("dead_lettered")
+                        flight.letters.append(await self._letter(record, now, ErrorClass.VALIDATION, message))
+                        flight.outcomes.append("dead_lettered")
                         continue
                     self._apply_index(fx)
                     carried = telemetry.inject_headers(record.trace())  # this span now the parent
-                    acks.extend(await send_outputs(self.emit, outputs, carried))
+                    acks = await send_outputs(self.emit, outputs, carried)
+                    flight.acks.extend(acks)
                     if state is not None:  # None: an event rule dropped it, nothing to keep
                         staged[state.fingerprint] = state
-                    outcomes.append(fx.outcome.value)
+                    flight.outcomes.append(fx.outcome.value)
                     span.set_attribute("outcome", fx.outcome.value)
                     if fx.commands and (entered := record.ingested_at()) is not None:
-                        commanded.append(entered)
-            for ack in acks:
-                await settle(ack)
-            for ack, error_class in letters:
-                await settle_dead_letter(ack, STAGE, error_class)
-            if commanded:
-                acked = time.time()  # the commands are on the broker now
-                for entered in commanded:
-                    COMMAND_LATENCY.observe(max(0.0, acked - entered))
-        finally:
+                        flight.time_command(acks, entered)
+        except BaseException:
             self.store.staged = None
-        for state in staged.values():
-            self._put(state)  # only after every output was acknowledged
-            self._track(state, now)
-        for outcome, count in collections.Counter(outcomes).items():
-            telemetry.ALERT_OUTCOMES.labels(outcome).inc(count)
-        return outcomes
+            raise
+        self.store.staged = None
+        self.store.inflight.append(staged)
+        return flight
 
     async def tick(self, partition: int) -> int:
         """Time-driven transitions of this partition's alerts that came due; returns how many ran."""

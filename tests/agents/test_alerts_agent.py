@@ -506,3 +506,38 @@ def test_a_running_producer_is_handed_out_without_a_turn_of_the_event_loop() -> 
     turns, producer = run(turns_while_getting_the_producer())
     assert producer is app.producer
     assert turns == 0
+
+
+def test_a_batch_started_before_the_previous_one_finished_reads_its_states_and_writes_after_it() -> None:
+    """Batches overlap (the next is processed while the previous one's acknowledgements are on
+    their way): a repeat in the second batch sees the first batch's state, and each batch's
+    states reach the table only once its own outputs were acknowledged."""
+    acks: list[asyncio.Future[None]] = []
+
+    class Acking(Collector):
+        async def __call__(self, topic: str, key: bytes | None, value: bytes | None, headers: Any) -> Any:
+            await super().__call__(topic, key, value, headers)
+            ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            acks.append(ack)
+            return ack
+
+    out = Acking()
+    p = processor(out)
+
+    def record(offset: int) -> Consumed:
+        return Consumed(b"fp1", SERDE.encode(alert("fp1")), [], "x.alerts.raw", 0, offset)
+
+    async def drive() -> tuple[list[str], list[str]]:
+        first = await p.start_batch([record(1)])
+        second = await p.start_batch([record(2)])  # the first not finished yet
+        assert p.table == {}  # nothing written before an acknowledgement
+        for ack in acks:
+            ack.set_result(None)
+        done_first = await first.finish()
+        assert set(p.table) == {"fp1"}
+        return done_first, await second.finish()
+
+    first, second = run(drive())
+    assert first == ["emitted"] and second == ["deduplicated"]
+    assert len(out.on("itsm.incident.commands")) == 1  # one incident, not two
+    assert p.store.inflight == []

@@ -221,3 +221,61 @@ def test_after_a_failed_batch_later_records_cannot_carry_the_position_past_it() 
     assert seeks and set(seeks) == {(TP0, 0)}  # sought back to the failed batch
     asyncio.run(c.consume_batches(Stream([[0, 1, 2, 3, 4]]), fine, 500, 0.01))
     assert c.to_commit() == {TP0: 5}
+
+
+def test_a_batch_left_to_finish_is_finished_after_the_next_one_was_handled_and_only_then_done() -> None:
+    log = Log({TP0: list(range(100))}, {TP0: 0})
+    c, _ = cursor(log)
+    trail: list[str] = []
+
+    async def handle(events: list[Event]) -> object:
+        first = events[0].message.offset
+        trail.append(f"handled {first} (committable {c.to_commit()})")
+
+        async def finish() -> None:
+            trail.append(f"finished {first}")
+
+        return finish
+
+    async def run() -> None:
+        await c.consume_batches(Stream([[0, 1, 2], [3, 4], [5]]), handle, 500, 0.01)
+        trail.append(f"stream over (committable {c.to_commit()})")
+        await c.finish_pending()  # as the commit timer does
+
+    asyncio.run(run())
+    assert trail == [
+        "handled 0 (committable {})",
+        "handled 3 (committable {})",  # batch 0 still in flight: nothing to commit
+        "finished 0",
+        "handled 5 (committable {TopicPartition(topic='x.alerts.raw', partition=0): 3})",
+        "finished 3",
+        "stream over (committable {TopicPartition(topic='x.alerts.raw', partition=0): 5})",
+        "finished 5",
+    ]
+    assert c.to_commit() == {TP0: 6}
+
+
+def test_a_batch_whose_finish_fails_is_not_done_and_neither_is_any_after_it() -> None:
+    log = Log({TP0: list(range(100))}, {TP0: 0})
+    c, seeks = cursor(log)
+
+    async def handle(events: list[Event]) -> object:
+        first = events[0].message.offset
+
+        async def finish() -> None:
+            if first == 3:
+                raise RuntimeError("the broker refused an output")
+
+        return finish
+
+    async def run() -> None:
+        try:
+            await c.consume_batches(Stream([[0, 1, 2], [3, 4], [5, 6], [7]]), handle, 500, 0.01)
+        except RuntimeError:
+            pass
+
+    asyncio.run(run())
+    assert c.to_commit() == {TP0: 3}  # batch 0 finished; 3 and 5 (handled after it) are not
+    # The restarted agent's stream goes on after them: held back and sought back to 3.
+    asyncio.run(c.consume_batches(Stream([[7, 8]]), handle, 500, 0.01))
+    assert (TP0, 3) in seeks and c.to_commit() == {TP0: 3}
