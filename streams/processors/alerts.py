@@ -185,8 +185,6 @@ class InFlight:
         finally:
             # Written, or failed (the worker crashes and re-processes from the last commit).
             p.store.settled(self.staged)
-        for outcome, count in collections.Counter(self.outcomes).items():
-            telemetry.ALERT_OUTCOMES.labels(outcome).inc(count)
         return self.outcomes
 
 
@@ -311,6 +309,9 @@ class AlertProcessor:
             raise
         self.store.staged = None
         self.store.inflight.append(staged)
+        # Counted as decided (a batch that fails later is processed, and counted, again).
+        for outcome, count in collections.Counter(flight.outcomes).items():
+            telemetry.ALERT_OUTCOMES.labels(outcome).inc(count)
         return flight
 
     async def tick(self, partition: int) -> int:
