@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import threading
 from collections import defaultdict, deque
 from typing import Protocol
 
 from streams.core.models import ConfigurationItem
+
+# What an address can be made of (digits, hex digits, dots and colons); anything else is a name.
+_ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f.:]+\Z").match
 
 
 def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -18,8 +23,11 @@ def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         host = host[1 : host.index("]")]
     elif host.count(":") == 1:
         host = host.split(":", 1)[0]
+    host = host.split("%", 1)[0]  # a zone id names a link, not a host
+    if not _ADDRESS_CHARS(host):
+        return None  # a hostname: not worth the parser's exception (most alerts name hosts)
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])  # a zone id names a link, not a host
+        address = ipaddress.ip_address(host)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -39,6 +47,7 @@ def normalize_ip(value: str) -> str:
     return str(address) if address is not None else value.strip().lower()
 
 
+@functools.lru_cache(maxsize=65_536)
 def normalize_host(value: str) -> str:
     """web-1.example.com:9100 -> web-1: hostnames compare without domain, port and case;
     an address compares in its canonical form."""

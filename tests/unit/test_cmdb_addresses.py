@@ -34,6 +34,11 @@ def test_hostnames_drop_domain_and_port_but_addresses_stay_whole() -> None:
     assert normalize_host("Web-1.Example.com:9100") == "web-1"
     assert normalize_host("10.0.0.5:9100") == "10.0.0.5"
     assert normalize_host("[2001:DB8::5]:9100") == "2001:db8::5"
+    # Names made only of hex digits are still names, and a zone id still leaves the address.
+    assert normalize_host("deadbeef:9100") == "deadbeef"
+    assert normalize_host("cafe.example.com") == "cafe"
+    assert normalize_host("fe80::1%eth0") == "fe80::1"
+    assert normalize_host("::ffff:10.0.0.5") == "10.0.0.5"
 
 
 def test_a_ci_is_found_by_any_spelling_of_its_ipv6_address() -> None:
