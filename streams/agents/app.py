@@ -169,6 +169,7 @@ def create_app(
         # The alerts agent sends a whole batch before it waits: a few milliseconds of linger let
         # aiokafka put it in a few produce requests instead of one per record.
         producer_linger=settings.worker_producer_linger_seconds,
+        producer_max_batch_size=settings.worker_producer_batch_bytes,
     )
     out_topics: dict[str, faust.TopicT] = {}
 
