@@ -170,6 +170,7 @@ def create_app(
         # aiokafka put it in a few produce requests instead of one per record.
         producer_linger=settings.worker_producer_linger_seconds,
         producer_max_batch_size=settings.worker_producer_batch_bytes,
+        stream_buffer_maxsize=settings.worker_stream_buffer_records,
     )
     out_topics: dict[str, faust.TopicT] = {}
 

@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     # batch makes the next send wait for that request's answer. 256 KiB (aiokafka's default is
     # 16 KiB, about sixteen incident commands) took 7-22% more alerts per second here.
     worker_producer_batch_bytes: int = Field(262_144, ge=16_384, le=1_048_576)
+    # Records Faust's consumer holds for a stream before it waits for the agent (Faust's
+    # stream_buffer_maxsize, 4,096 by default): 16,384 took 5-15% more alerts per second here
+    # (bench/README.md), for a few more MiB of prefetched records.
+    worker_stream_buffer_records: int = Field(16_384, ge=1_000, le=100_000)
 
     # Worker / sink metrics (the gateway serves /metrics on its own port)
     worker_metrics_port: int = Field(9464, ge=0, le=65535)
