@@ -8,6 +8,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import structlog
@@ -471,12 +472,26 @@ def readyz_handler(checks: dict[str, Check]) -> Callable[[Any], Any]:
     return readyz
 
 
+class OpsHTTPServer(ThreadingHTTPServer):
+    """The /metrics, /healthz and /readyz server. A request that fails is one JSON log line, not
+    socketserver's traceback on stderr between dashed lines (the log stays one JSON object per
+    line); a client that left before its answer was written (a scraper's timeout) is expected."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        log = get_logger("ops-http")
+        if isinstance(exc, ConnectionError):  # BrokenPipeError, ConnectionResetError, ...
+            log.info("ops_http_client_gone", client=str(client_address[0]), error=type(exc).__name__)
+        else:
+            log.error("ops_http_request_failed", client=str(client_address[0]), error=repr(exc))
+
+
 def start_metrics_server(host: str, port: int, checks: dict[str, Check] | None = None) -> int:
     """Serve /metrics, /healthz (alive) and /readyz (every check fine: 200, else 503 naming the
     problems, as JSON) on host:port in a daemon thread; returns the bound port (0 picks one)."""
     import json
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -504,7 +519,7 @@ def start_metrics_server(host: str, port: int, checks: dict[str, Check] | None =
         def log_message(self, format: str, *args: Any) -> None:
             return  # scrapes and probes are not log events
 
-    httpd = ThreadingHTTPServer((host, port), Handler)
+    httpd = OpsHTTPServer((host, port), Handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, name="ops-http", daemon=True).start()
     return int(httpd.server_address[1])

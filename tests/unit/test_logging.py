@@ -79,3 +79,27 @@ def test_secret_values_are_redacted_from_every_line_ours_and_the_libraries() -> 
     assert lines[0]["url"] == "https://u:[redacted]@itsm/x"
     assert lines[1]["event"] == "GET https://itsm/x?token=[redacted] failed"
     assert lines[2]["value"] == "abc"
+
+
+def test_a_scraper_gone_before_its_answer_is_one_json_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from http.server import BaseHTTPRequestHandler
+
+    buf = io.StringIO()
+    telemetry.configure_logging("info", stream=buf)
+    server = telemetry.OpsHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    try:
+        for exc in (BrokenPipeError(32, "Broken pipe"), ValueError("a bug")):
+            try:
+                raise exc
+            except (BrokenPipeError, ValueError):
+                server.handle_error(None, ("127.0.0.1", 50000))  # as socketserver calls it
+    finally:
+        server.server_close()
+    assert capsys.readouterr().err == ""  # socketserver's default prints a traceback there
+    got = [(x["event"], x["level"], x["error"]) for x in lines(buf)]
+    assert got == [
+        ("ops_http_client_gone", "info", "BrokenPipeError"),
+        ("ops_http_request_failed", "error", "ValueError('a bug')"),
+    ]
