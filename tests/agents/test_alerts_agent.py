@@ -276,9 +276,9 @@ def test_correlation_decisions_are_sampled_deterministically() -> None:
     assert 400 < sum(sampled(0.5, str(i)) for i in range(1000)) < 600
 
 
-def test_the_faust_agent_runs_the_processor_in_test_context() -> None:
-    out = Collector()
-    app = create_app(
+def app_for(out: Collector) -> Any:
+    """The worker's Faust app with the processor's test doubles (no broker)."""
+    return create_app(
         SETTINGS,
         SERDE,
         load_rules(),
@@ -288,6 +288,11 @@ def test_the_faust_agent_runs_the_processor_in_test_context() -> None:
         emit=out,
         table={},
     )
+
+
+def test_the_faust_agent_runs_the_processor_in_test_context() -> None:
+    out = Collector()
+    app = app_for(out)
     agent = app.agents["alerts"]
 
     async def drive() -> None:
@@ -305,16 +310,7 @@ def test_the_faust_agent_runs_the_processor_in_test_context() -> None:
 
 def test_the_guard_agent_dead_letters_undecodable_cmdb_records() -> None:
     out = Collector()
-    app = create_app(
-        SETTINGS,
-        SERDE,
-        load_rules(),
-        cmdb=CMDBIndex(),
-        incidents=CIIncidentIndex(),
-        windows=WindowIndex(SERDE, "w"),
-        emit=out,
-        table={},
-    )
+    app = app_for(out)
     guard = app.agents["guard-cmdb.ci"]
 
     async def drive() -> None:
@@ -385,16 +381,7 @@ def test_the_guard_dead_letters_a_window_whose_time_zone_is_unknown() -> None:
     schemaless_writer(buf, loaded.parsed, raw)
     value = b"\xc3\x01" + loaded.fingerprint + buf.getvalue()
     out = Collector()
-    app = create_app(
-        SETTINGS,
-        SERDE,
-        load_rules(),
-        cmdb=CMDBIndex(),
-        incidents=CIIncidentIndex(),
-        windows=WindowIndex(SERDE, "w"),
-        emit=out,
-        table={},
-    )
+    app = app_for(out)
 
     async def drive() -> None:
         async with app.agents["guard-maintenance.windows"].test_context() as ctx:
@@ -484,16 +471,7 @@ def test_a_failing_due_index_pass_raises_in_the_next_tick_instead_of_vanishing()
 def test_a_running_producer_is_handed_out_without_a_turn_of_the_event_loop() -> None:
     # Faust's own maybe_start_producer (mode's stampede) yields to the loop three times per call,
     # and every record the worker sends calls it: WorkerApp returns a started producer at once.
-    app = create_app(
-        SETTINGS,
-        SERDE,
-        load_rules(),
-        cmdb=CMDBIndex(),
-        incidents=CIIncidentIndex(),
-        windows=WindowIndex(SERDE, "w"),
-        emit=Collector(),
-        table={},
-    )
+    app = app_for(Collector())
 
     async def turns_while_getting_the_producer() -> tuple[int, Any]:
         app.producer._started.set()  # as once the worker runs (no broker needed to hand it out)
