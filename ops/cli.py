@@ -11,6 +11,7 @@ from confluent_kafka import KafkaException
 
 from ops import runtime
 from ops.commands import EXTRA, GROUPS
+from streams.core import telemetry
 from streams.core.kafka import quiet_client_logs
 
 CONFIGURATION = """Configuration comes from ITSM_* environment variables (see README: Configuration);
@@ -60,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         # Named by the command they were given to (an option of another action is refused).
         args.leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "long_running", False):
-        # A one-shot command reports a broker it cannot reach in one line, not librdkafka's.
+        # A one-shot command reports a broker it cannot reach in one line, not librdkafka's; its
+        # standard output is its answer (text or -o json), so a library's warning (a refusal the
+        # broker logged, say) is a JSON line on stderr, never mixed into it.
         quiet_client_logs()
+        telemetry.configure_logging("warning")
     try:
         return int(args.func(args) or 0)
     except KafkaException as exc:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from confluent_kafka.admin import AdminClient
 
 from ops import topics as topic_ops
@@ -33,6 +35,19 @@ def _broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
         return {}
     broker: Broker = request.getfixturevalue("kafka_broker")
     return {k: v for k, v in broker.env().items() if k != "ITSM_KAFKA_BOOTSTRAP"}
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """itsmctl run in the test's process configures logging (a one-shot command: warnings on
+    stderr); the tests after it get the configuration they started with."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

@@ -191,3 +191,33 @@ def test_a_taken_metrics_port_is_one_line_naming_the_setting(itsmctl: Itsmctl) -
     assert r.returncode == 2, r.stderr
     assert f"cannot serve /metrics on 127.0.0.1:{port}" in r.stderr
     assert "ITSM_WORKER_METRICS_PORT" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_library_warning_during_a_one_shot_command_is_a_json_line_on_stderr_not_in_its_answer(
+    tmp_path: Path, itsmctl: Itsmctl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker refusal librdkafka reports while `-o json` runs (CI saw one) must not corrupt the
+    document on stdout."""
+    import json
+
+    from confluent_kafka import KafkaError
+
+    from connectors import auth
+    from streams.core.kafka import note_refusal
+
+    path = tmp_path / "tokens.json"
+    scope = "alerts:write:alertmanager"
+    issued = itsmctl("tokens", "issue", "prom", "--scope", scope, "--file", str(path), "--offline")
+    assert issued.returncode == 0
+    load = auth.Tokens.load
+
+    def load_with_a_refusal(p: Path) -> auth.Tokens:
+        note_refusal(KafkaError.SASL_AUTHENTICATION_FAILED, "GroupCoordinator: SASL SCRAM-SHA-512 failed")
+        return load(p)
+
+    monkeypatch.setattr(auth.Tokens, "load", staticmethod(load_with_a_refusal))
+    r = itsmctl("tokens", "list", "--file", str(path), "-o", "json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["principals"][0]["name"] == "prom"
+    [line] = r.stderr.splitlines()
+    assert json.loads(line)["event"] == "kafka_refused"
