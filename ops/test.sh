@@ -33,6 +33,9 @@ echo "test: ruff"
 "$VENV/bin/ruff" check streams connectors ops tests bench
 echo "test: mypy"
 "$VENV/bin/mypy"
+# Test files run in ITSM_TEST_PROCESSES pytest processes (pytest-xdist, default 2: most tests wait
+# on brokers, ITSMs and stacks rather than compute); each process starts its own session broker
+# and RT, and a file's tests stay in one process. ITSM_TEST_PROCESSES=0 runs them in this one.
 echo "test: pytest"
 # The slowest tests are listed at the end, to keep the suite's time in view.
-exec "$VENV/bin/pytest" --durations=15 "$@"
+exec "$VENV/bin/pytest" -n "${ITSM_TEST_PROCESSES:-2}" --dist loadfile --durations=15 "$@"

@@ -39,11 +39,12 @@ def rt_tickets(rt: RealRT, queue: str) -> list[dict[str, object]]:
 def test_two_sinks_receive_disjoint_routed_sets_in_the_queue_the_route_names(
     real_rt: RealRT, kafka_broker: Broker, kafka_settings: Settings, tmp_path: Path, itsmctl: Itsmctl
 ) -> None:
-    # A queue of the DBA team beside the sink's own, and an RT account of this test's with rights
-    # on both (the session's account keeps its one queue: other tests check its least privilege).
-    routed_queue = f"dba-{uuid.uuid4().hex[:6]}"
+    # A queue of the DBA team beside the sink's own, both this test's (the session's queue holds
+    # other tests' tickets), and an RT account of this test's with rights on both (the session's
+    # account keeps its one queue: other tests check its least privilege).
+    routed_queue, own_queue = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("dba", "own"))
     user, password = f"itsm-route-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    for queue in (routed_queue, real_rt.queue):
+    for queue in (routed_queue, own_queue):
         provision(tmp_path, queue, user, password)
     rules = rules_dir(
         tmp_path,
@@ -64,8 +65,8 @@ fields.rt = {{ queue = "{routed_queue}" }}
         "ITSM_RT_URL": real_rt.url,
         "ITSM_RT_USER": user,
         "ITSM_RT_PASSWORD": password,
-        "ITSM_RT_INCIDENT_QUEUE": real_rt.queue,
-        "ITSM_RT_CHANGE_QUEUE": real_rt.queue,
+        "ITSM_RT_INCIDENT_QUEUE": own_queue,
+        "ITSM_RT_CHANGE_QUEUE": own_queue,
     }
     with pipeline_stack(kafka_broker, s, tmp_path / "stack", extra_env=env) as stack:
         stack.start([*("devitsm", "worker", "sink", "gateway"), "sink-rt"])
@@ -105,7 +106,7 @@ fields.rt = {{ queue = "{routed_queue}" }}
         assert sorted(str(t["Subject"]) for t in rt_tickets(real_rt, routed_queue)) == [
             f"[unknown] routing test dba {i} on host-{i}:9100" for i in (0, 2)
         ]
-        assert rt_tickets(real_rt, real_rt.queue) == []
+        assert rt_tickets(real_rt, own_queue) == []
 
         # The resolves follow the same routes, and RT finds its tickets in the routed queue.
         time.sleep(0.1)  # a resolve ends after its alert started
