@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -90,7 +91,11 @@ class Progress:
 
 
 NOT_ROUTED = "not_routed"  # itsm_pipeline_sink_commands_total's outcome for a command routed elsewhere
-LANE_DEPTH = 32  # commands queued per lane before their partition is paused (bounded memory)
+LANE_DEPTH = 32  # commands queued per lane (bounded memory)
+# Commands of one partition held while the lane of the first is full, before the partition is
+# paused; it is resumed once they are all handed over. Not one pause per command: librdkafka drops
+# what it prefetched for a partition when it is paused and fetches it again on resume.
+HELD_MAX = 64
 COMMIT_EVERY = 0.2  # seconds between asynchronous commits of finished commands
 
 
@@ -184,8 +189,9 @@ class SinkRunner:
         self._last_commit = 0.0
         self._count = threading.Lock()
         self.lanes = [Lane(self, s, i) for i, s in enumerate([sink, *more])]
-        # Per paused partition: the command waiting for room in its lane.
-        self._held: dict[int, Message] = {}
+        # Per partition: the commands waiting, in offset order, for room in their lanes.
+        self._held: dict[int, deque[Message]] = {}
+        self._paused: set[int] = set()
         for lane in self.lanes:
             if hasattr(lane.sink, "intent"):
                 # A sink whose lookups can lag behind its creates records each create before sending it.
@@ -272,6 +278,7 @@ class SinkRunner:
         # A held command was not handed over: not committed, so its next owner delivers it.
         for tp in partitions:
             self._held.pop(tp.partition, None)
+            self._paused.discard(tp.partition)
         # The commands in the lanes finish first, then everything finished is committed.
         for lane in self.lanes:
             lane.queue.join()
@@ -328,15 +335,21 @@ class SinkRunner:
         return self.processed
 
     def _dispatch(self, msg: Message) -> None:
-        """Hand msg to the lane of its key (its correlation id). When that lane is full, the
-        command is held and its partition paused (back-pressure: memory bounded by LANE_DEPTH per
-        lane and one held command per partition; the consumer keeps polling, so rebalances and
-        the other partitions go on); it is handed over, and the partition resumed, once the lane
-        has room."""
+        """Hand msg to the lane of its key (its correlation id). When that lane is full, or
+        commands of the partition are already waiting, it waits behind them (offset order, so a
+        correlation id's order holds); HELD_MAX waiting pause the partition (back-pressure: memory
+        bounded by LANE_DEPTH per lane and HELD_MAX per partition; the consumer keeps polling, so
+        rebalances and the other partitions go on) until they are all handed over."""
         partition = int(msg.partition() or 0)
         self.progress.begin(partition, int(msg.offset() or 0))
-        if not self._offer(msg):
-            self._held[partition] = msg
+        held = self._held.get(partition)
+        if held is None and self._offer(msg):
+            return
+        if held is None:
+            held = self._held[partition] = deque()
+        held.append(msg)
+        if len(held) >= HELD_MAX and partition not in self._paused:
+            self._paused.add(partition)
             self.consumer.pause([TopicPartition(self.topic, partition)])
 
     def _offer(self, msg: Message) -> bool:
@@ -348,10 +361,14 @@ class SinkRunner:
         return True
 
     def _place_held(self) -> None:
-        for partition, msg in list(self._held.items()):
-            if self._offer(msg):
+        for partition, held in list(self._held.items()):
+            while held and self._offer(held[0]):
+                held.popleft()
+            if not held:
                 del self._held[partition]
-                self.consumer.resume([TopicPartition(self.topic, partition)])
+                if partition in self._paused:
+                    self._paused.discard(partition)
+                    self.consumer.resume([TopicPartition(self.topic, partition)])
 
     def _raise_lane_failure(self) -> None:
         if self.failure is not None:
@@ -372,6 +389,7 @@ class SinkRunner:
         # one did not commit is redelivered there (idempotency absorbs it).
         for tp in partitions:
             self._held.pop(tp.partition, None)
+            self._paused.discard(tp.partition)
         self.progress.forget({tp.partition for tp in partitions})
 
     def process(self, msg: Message, sink: Sink | None = None) -> None:
