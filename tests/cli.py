@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,22 @@ class Ran:
 Itsmctl = Callable[..., Ran]
 
 
+@contextmanager
+def logging_kept() -> Iterator[None]:
+    """structlog's configuration and the root logger's handlers and level as they were before,
+    whatever itsmctl configured in between (a one-shot command: warnings on stderr; a
+    long-running one run with --once: its JSON logs)."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def runner(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, base: dict[str, str] | None = None
 ) -> Itsmctl:
@@ -40,19 +57,12 @@ def runner(
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(ROOT)
         capsys.readouterr()
-        # A command that configures logging (a long-running one, run with --once) must not leave
-        # its configuration to the tests after it.
-        saved = structlog.get_config()
-        root = logging.getLogger()
-        handlers, level = list(root.handlers), root.level
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:  # argparse: --help, --version and usage errors
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            structlog.configure(**saved)
-            root.handlers[:] = handlers
-            root.setLevel(level)
+        # A command that configures logging must not leave its configuration to what follows.
+        with logging_kept():
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:  # argparse: --help, --version and usage errors
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         out = capsys.readouterr()
         return Ran(code, out.out, out.err)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from confluent_kafka.admin import AdminClient
 
 from ops import topics as topic_ops
@@ -19,7 +17,7 @@ from ops.kafka.security import BrokerSecurity
 from streams.core.settings import Settings
 from streams.core.topics import declared
 from tests import kafka_util
-from tests.cli import Itsmctl, runner
+from tests.cli import Itsmctl, logging_kept, runner
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -39,15 +37,10 @@ def _broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _logging_restored() -> Iterator[None]:
-    """itsmctl run in the test's process configures logging (a one-shot command: warnings on
-    stderr); the tests after it get the configuration they started with."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    """A test that runs itsmctl's main() itself (not through the itsmctl fixture) leaves the
+    logging configuration to the tests after it as it found it."""
+    with logging_kept():
+        yield
 
 
 @pytest.fixture(autouse=True)
