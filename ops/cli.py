@@ -4,6 +4,7 @@ ops/commands, one module per group."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
 
@@ -63,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "long_running", False):
         # A one-shot command reports a broker it cannot reach in one line, not librdkafka's; its
         # standard output is its answer (text or -o json), so a library's warning (a refusal the
-        # broker logged, say) is a JSON line on stderr, never mixed into it.
+        # broker logged, say) is a JSON line on stderr, never mixed into it. ITSM_LOG_LEVEL, when
+        # given, asks for more (a value Settings refuses is reported by the command that loads it).
         quiet_client_logs()
-        telemetry.configure_logging("warning")
+        asked = os.environ.get("ITSM_LOG_LEVEL", "")
+        telemetry.configure_logging(asked if asked in ("debug", "info", "warning", "error") else "warning")
     try:
         return int(args.func(args) or 0)
     except KafkaException as exc:

@@ -4,6 +4,7 @@ shell completion, and one parser for every --since/--until."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError
 
+from connectors import auth
 from ops.cli import build_parser, main
 from ops.runtime import EXIT_ERROR
+from streams.core.kafka import note_refusal
 from tests.cli import Itsmctl, runner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,13 +202,6 @@ def test_a_library_warning_during_a_one_shot_command_is_a_json_line_on_stderr_no
 ) -> None:
     """A broker refusal librdkafka reports while `-o json` runs (CI saw one) must not corrupt the
     document on stdout."""
-    import json
-
-    from confluent_kafka import KafkaError
-
-    from connectors import auth
-    from streams.core.kafka import note_refusal
-
     path = tmp_path / "tokens.json"
     scope = "alerts:write:alertmanager"
     issued = itsmctl("tokens", "issue", "prom", "--scope", scope, "--file", str(path), "--offline")
@@ -221,3 +218,7 @@ def test_a_library_warning_during_a_one_shot_command_is_a_json_line_on_stderr_no
     assert json.loads(r.stdout)["principals"][0]["name"] == "prom"
     [line] = r.stderr.splitlines()
     assert json.loads(line)["event"] == "kafka_refused"
+    # ITSM_LOG_LEVEL sets the level of a one-shot command too.
+    quiet = itsmctl("tokens", "list", "--file", str(path), "-o", "json", ITSM_LOG_LEVEL="error")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout) == json.loads(r.stdout)
