@@ -93,9 +93,13 @@ def sink_rate(
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()
     while runner.processed == 0:
+        if not thread.is_alive():
+            raise SystemExit("the sink stopped before its first command (see its log lines above)")
         time.sleep(0.001)
     first = time.perf_counter()
     while runner.processed < len(cmds):
+        if not thread.is_alive():
+            raise SystemExit(f"the sink stopped after {runner.processed} of {len(cmds)} commands")
         time.sleep(0.01)
     end = time.perf_counter()
     stop.set()
