@@ -110,7 +110,11 @@ def test_broker_and_itsm_credentials_rotate_mid_stream_without_a_restart(
     try:
         stack.start(["devitsm", "gateway", "worker", "sink"])
         pids = {name: proc.pid for name, proc in stack.procs.items()}
-        flowing = threading.Thread(target=post_range, args=(0, 60, 0.25))  # about 15 s of alerts
+        # The pipeline runs end to end first, so the rotation comes mid-stream, not mid-start (on
+        # a loaded machine the worker was still declaring its topics 3 s after it was spawned).
+        post_range(0, 1, 0.0)
+        wait_incidents(1)
+        flowing = threading.Thread(target=post_range, args=(1, 60, 0.25))  # about 15 s of alerts
         flowing.start()
         time.sleep(3)
         # Kafka: each principal's new password, at the broker and in its file.
