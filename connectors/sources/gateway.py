@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -164,7 +163,7 @@ def create_gateway(
                 span.set_attribute("alerts", len(records))
                 headers = telemetry.inject_headers([("source", source.name.encode())])
                 try:
-                    await asyncio.gather(*(producer.send(topic, k, v, headers) for k, v in records))
+                    await producer.send_all(topic, records, headers)
                 except DeliveryError as exc:
                     span.set_status(trace.StatusCode.ERROR, str(exc))
                     telemetry.WEBHOOK_REQUESTS.labels(source.name, "error_503").inc()

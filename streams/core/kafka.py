@@ -268,7 +268,7 @@ class AckedProducer:
         # A fatal client error (e.g. the broker refusing this principal an idempotent producer id)
         # fails every send waiting and every later one, instead of leaving them waiting forever.
         self._fatal: str | None = None
-        self._waiting: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[Message]]] = set()
+        self._waiting: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[list[Message]]]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
@@ -292,36 +292,66 @@ class AckedProducer:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
     ) -> Message:
         """Produce one record and wait for its acknowledgement (DeliveryError if refused)."""
+        return (await self.send_all(topic, [(key, value)], headers))[0]
+
+    async def send_all(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        headers: Headers | None = None,
+    ) -> list[Message]:
+        """Produce records (key, value) to topic and wait until the broker acknowledged every one:
+        their messages in order, or DeliveryError naming the first refusal.
+
+        One future and one wake-up of the event loop for the whole batch (profiled in the gateway:
+        a future, a task and a cross-thread wake-up per record were a quarter of its time).
+        """
+        if not records:
+            return []
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
+        future: asyncio.Future[list[Message]] = loop.create_future()
         entry = (loop, future)
         with self._lock:
             if self._fatal is not None:
                 raise DeliveryError(f"{topic}: {self._fatal}")
             self._waiting.add(entry)
+        batch = _Batch(len(records))
 
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        def finish() -> None:
             with self._lock:
                 self._waiting.discard(entry)
-            if err is not None:
-                note_refusal(err.code(), err.str(), topic)
-                loop.call_soon_threadsafe(_set_exception, future, DeliveryError(f"{topic}: {err.str()}"))
+            if batch.error:
+                loop.call_soon_threadsafe(_set_exception, future, DeliveryError(batch.error))
             else:
-                loop.call_soon_threadsafe(_set_result, future, msg)
+                loop.call_soon_threadsafe(_set_result, future, batch.acked)
 
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=with_producer(headers), on_delivery=on_delivery
-                )
-                break
-            except BufferError:
-                # Local queue full: wait for deliveries instead of failing the request.
-                await asyncio.sleep(0.05)
-            except KafkaException as exc:
-                with self._lock:
-                    self._waiting.discard(entry)
-                raise DeliveryError(f"{topic}: {exc}") from exc
+        def delivered(i: int) -> Callable[[KafkaError | None, Message], None]:
+            def on_delivery(err: KafkaError | None, msg: Message) -> None:
+                if err is not None:
+                    note_refusal(err.code(), err.str(), topic)
+                if batch.done(i, msg, f"{topic}: {err.str()}" if err is not None else ""):
+                    finish()
+
+            return on_delivery
+
+        carried = with_producer(headers)
+        for i, (key, value) in enumerate(records):
+            while True:
+                try:
+                    self._producer.produce(
+                        topic, value=value, key=key, headers=carried, on_delivery=delivered(i)
+                    )
+                    break
+                except BufferError:
+                    # Local queue full: wait for deliveries instead of failing the request.
+                    await asyncio.sleep(0.05)
+                except KafkaException as exc:
+                    # The records not produced will never call back. Those produced may still be
+                    # delivered, so the caller learns of the refusal once they are done, never
+                    # while one of them is still on its way.
+                    if batch.abandon(len(records) - i, f"{topic}: {exc}"):
+                        finish()
+                    return await future
         return await future
 
     def close(self, timeout: float = 10.0) -> int:
@@ -335,12 +365,39 @@ class AckedProducer:
         return int(left)
 
 
-def _set_result(future: asyncio.Future[Message], msg: Message) -> None:
+class _Batch:
+    """What AckedProducer.send_all still waits for: the delivery callbacks (on the poll thread)
+    and a produce refusal (on the event loop) count down under one lock; done() and abandon() are
+    true for the one call that finished the batch."""
+
+    __slots__ = ("acked", "error", "left", "lock")
+
+    def __init__(self, count: int) -> None:
+        self.acked: list[Message] = [None] * count  # type: ignore[list-item]
+        self.error = ""
+        self.left = count
+        self.lock = threading.Lock()
+
+    def done(self, i: int, msg: Message, error: str) -> bool:
+        with self.lock:
+            self.acked[i] = msg
+            self.error = self.error or error
+            self.left -= 1
+            return self.left == 0
+
+    def abandon(self, count: int, error: str) -> bool:
+        with self.lock:
+            self.error = self.error or error
+            self.left -= count
+            return self.left == 0
+
+
+def _set_result(future: asyncio.Future[Any], msg: Any) -> None:
     if not future.done():
         future.set_result(msg)
 
 
-def _set_exception(future: asyncio.Future[Message], exc: Exception) -> None:
+def _set_exception(future: asyncio.Future[Any], exc: Exception) -> None:
     if not future.done():
         future.set_exception(exc)
 
