@@ -13,6 +13,7 @@ import struct
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,29 @@ class LoadedSchema:
     fingerprint: bytes
     path: Path
     parsed_raw: Any = None
+    # Top-level fields of type timestamp-millis (or a union with it): encode() hands fastavro
+    # their epoch milliseconds, which it writes as they are (profiled: its own conversion of an
+    # aware datetime was about 3.5 us a field, a third of encoding an Alert).
+    millis: frozenset[str] = frozenset()
+
+
+def _is_millis(node: Any) -> bool:
+    if isinstance(node, list):
+        return any(_is_millis(branch) for branch in node)
+    return (
+        isinstance(node, dict)
+        and node.get("logicalType") == "timestamp-millis"
+        and node.get("type") == "long"
+    )
+
+
+def millis_fields(raw: Mapping[str, Any]) -> frozenset[str]:
+    """The names of a record schema's top-level timestamp-millis fields."""
+    return frozenset(str(f["name"]) for f in raw.get("fields", ()) if _is_millis(f.get("type")))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _full_name(node: dict[str, Any], namespace: str | None) -> str:
@@ -157,7 +181,7 @@ class SchemaStore:
         name = _full_name(raw, None)
         if path.parent == self.schema_dir:
             self.expanded[name] = raw
-        return LoadedSchema(name, parsed, canonical_fingerprint(raw), path, raw)
+        return LoadedSchema(name, parsed, canonical_fingerprint(raw), path, raw, millis_fields(raw))
 
     def for_record(self, model: type[Record]) -> LoadedSchema:
         try:
@@ -342,6 +366,10 @@ class AvroSerde:
         value = record.to_avro()
         if self.crypt is not None:
             value = self.seal(type(record), value)
+        for name in schema.millis:
+            moment = value.get(name)
+            if isinstance(moment, datetime) and moment.tzinfo is not None:
+                value[name] = (moment - _EPOCH) // _MILLISECOND
         try:
             schemaless_writer(buf, schema.parsed, value)
         except (ValueError, TypeError) as exc:

@@ -8,19 +8,35 @@ from datetime import UTC, datetime, timedelta, tzinfo
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
+def _fromisoformat(text: str) -> datetime:
+    """datetime.fromisoformat, nanoseconds (Go's) cut to the microseconds Python keeps."""
+    stripped = text.strip()
+    try:
+        return datetime.fromisoformat(stripped)
+    except ValueError:
+        return datetime.fromisoformat(_FRACTION.sub(r"\1", stripped))
+
+
 def parse_rfc3339(text: str, field: str = "timestamp", default_tz: tzinfo | None = None) -> datetime:
     """An aware UTC datetime from RFC 3339 text; naive text is rejected unless default_tz is declared."""
-    cleaned = _FRACTION.sub(r"\1", text.strip())  # Go sends nanoseconds; Python keeps microseconds
+    return parse_rfc3339_zoned(text, field, default_tz)[0]
+
+
+def parse_rfc3339_zoned(
+    text: str, field: str = "timestamp", default_tz: tzinfo | None = None
+) -> tuple[datetime, str | None]:
+    """parse_rfc3339, and the offset the text was given in (zone_of_text) from the same parse."""
     try:
-        value = datetime.fromisoformat(cleaned)
+        value = _fromisoformat(text)
     except ValueError:
         raise ValueError(f"{field}: {text!r} is not an RFC 3339 timestamp") from None
+    zone = offset_text(value)
     if value.tzinfo is None:
         if default_tz is None:
             raise ValueError(f"{field}: {text!r} has no time zone offset and its source declares none")
         value = value.replace(tzinfo=default_tz)
     try:
-        return value.astimezone(UTC)
+        return value.astimezone(UTC), zone
     except OverflowError:
         # e.g. 0001-01-01T00:30:00+01:00 or 9999-12-31T23:59:59-01:00: no UTC instant exists.
         raise ValueError(f"{field}: {text!r} lies outside the calendar in UTC (years 1 to 9999)") from None
@@ -66,7 +82,7 @@ def zone_of_text(text: object) -> str | None:
     if not isinstance(text, str):
         return None
     try:
-        return offset_text(datetime.fromisoformat(_FRACTION.sub(r"\1", text.strip())))
+        return offset_text(_fromisoformat(text))
     except ValueError:
         return None
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.core.models import Alert, AlertSource, AlertStatus, bounded_fingerprint, to_utc
-from streams.core.timeutil import parse_rfc3339, zone_of_text
+from streams.core.timeutil import parse_rfc3339, parse_rfc3339_zoned
 
 # Alertmanager's "not set" endsAt.
 ZERO_TIME_PREFIX = "0001-01-01"
@@ -124,7 +124,7 @@ def _to_alert(am: AMAlert, hook: AMWebhook, received_at: datetime, source: Alert
     ends_at = None
     if am.endsAt and not am.endsAt.startswith(ZERO_TIME_PREFIX):
         ends_at = to_utc(parse_rfc3339(am.endsAt, "endsAt"))
-    starts_at = parse_rfc3339(am.startsAt, "startsAt")
+    starts_at, zone = parse_rfc3339_zoned(am.startsAt, "startsAt")
     # The webhook was validated field by field (AMWebhook: string labels and annotations, a
     # non-empty alertname, RFC 3339 times), so the canonical Alert is built without validating
     # every field a second time (about a third of the gateway's mapping time): what Alert's types
@@ -145,5 +145,5 @@ def _to_alert(am: AMAlert, hook: AMWebhook, received_at: datetime, source: Alert
         ends_at=ends_at,
         generator_url=am.generatorURL or None,
         received_at=to_utc(received_at),
-        source_zone=zone_of_text(am.startsAt),
+        source_zone=zone,
     )
