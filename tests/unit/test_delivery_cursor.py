@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from streams.agents.delivery import DeliveryCursor, TopicPartition
 
@@ -158,6 +159,33 @@ def test_a_partition_stalled_below_the_end_is_sought_back_again() -> None:
     now[0] += 60
     assert asyncio.run(unstick()) == []  # at the end: nothing waits, nothing to seek
     assert seeks == [(TP0, 369)]
+
+
+def test_a_partition_whose_records_are_in_hand_is_not_stalled_however_long_they_take() -> None:
+    # A slow batch (its outputs waiting for acknowledgements) holds the position still; seeking
+    # then would only drop the consumer's prefetched records. Once done, the wait starts again.
+    log = Log({TP0: list(range(400))}, {TP0: 369})
+    c, seeks = cursor(log)
+    now = [1000.0]
+    c.clock = lambda: now[0]
+    ends = {TP0: 383}
+
+    async def admit(offset: int) -> Any:
+        return await c.admit(TP0.topic, TP0.partition, offset)
+
+    async def unstick() -> list[TopicPartition]:
+        return await c.unstick(ends.get)
+
+    in_hand = [asyncio.run(admit(369)), asyncio.run(admit(370))]
+    assert asyncio.run(unstick()) == []
+    now[0] += 60
+    assert asyncio.run(unstick()) == [] and seeks == []  # in hand for a minute: not stalled
+    for admission in in_hand:
+        c.done(admission)
+    now[0] += 60
+    assert asyncio.run(unstick()) == []  # it moved: a new wait starts
+    now[0] += 5.1
+    assert asyncio.run(unstick()) == [TP0] and seeks == [(TP0, 371)]
 
 
 class Msg:
