@@ -39,7 +39,7 @@ def test_a_record_the_client_refuses_fails_the_batch_after_the_others_are_settle
     producer = AckedProducer(kafka_settings, **{"message.max.bytes": 10_000})
     records = [(b"a", b"first"), (b"b", b"x" * 20_000), (b"c", b"never")]
     try:
-        with pytest.raises(DeliveryError, match="too large|MSG_SIZE_TOO_LARGE"):
+        with pytest.raises(DeliveryError, match=r"too large|MSG_SIZE_TOO_LARGE"):
             asyncio.run(producer.send_all(topic, records))
         # The record produced before the refusal was delivered: the refusal was not reported
         # while it was still on its way (a caller retrying it duplicates, never loses).
