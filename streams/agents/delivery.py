@@ -306,7 +306,11 @@ class DeliveryCursor:
             msg = event.message
             admission = await self.admit(msg.topic, msg.partition, msg.offset)
             if admission is not None:
-                await handle(msg)
+                try:
+                    await handle(msg)
+                except BaseException:
+                    self._not_done([admission])  # as for a failed batch: read from the position
+                    raise
                 self.done(admission)
 
 

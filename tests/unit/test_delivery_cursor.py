@@ -4,6 +4,7 @@ sought back, confirmed gaps crossed, and only processed positions committed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,6 +250,41 @@ def test_after_a_failed_batch_later_records_cannot_carry_the_position_past_it() 
     assert seeks and set(seeks) == {(TP0, 0)}  # sought back to the failed batch
     asyncio.run(c.consume_batches(Stream([[0, 1, 2, 3, 4]]), fine, 500, 0.01))
     assert c.to_commit() == {TP0: 5}
+
+
+class Records:
+    """Faust's events(): the records given, in order."""
+
+    def __init__(self, offsets: list[int]) -> None:
+        self.offsets = offsets
+
+    async def events(self) -> object:
+        for offset in self.offsets:
+            yield Event(offset)
+
+
+def test_after_a_record_failed_one_by_one_later_records_cannot_carry_the_position_past_it() -> None:
+    # The record-by-record path (change inputs, record guards) like the batch path above: the
+    # failed record is read again, never skipped as "redelivered", and nothing past it commits.
+    log = Log({TP0: list(range(100))}, {TP0: 0})
+    c, seeks = cursor(log)
+    handled: list[int] = []
+
+    async def failing(msg: Msg) -> None:
+        raise RuntimeError("broker down")
+
+    async def fine(msg: Msg) -> None:
+        handled.append(msg.offset)
+
+    async def run() -> None:
+        with contextlib.suppress(RuntimeError):
+            await c.consume(Records([0, 1]), failing)
+        await c.consume(Records([1, 2]), fine)  # the restarted agent goes on after it
+
+    asyncio.run(run())
+    assert handled == [] and c.to_commit() == {} and set(seeks) == {(TP0, 0)}
+    asyncio.run(c.consume(Records([0, 1, 2]), fine))
+    assert handled == [0, 1, 2] and c.to_commit() == {TP0: 3}
 
 
 def test_a_batch_left_to_finish_is_finished_after_the_next_one_was_handled_and_only_then_done() -> None:
