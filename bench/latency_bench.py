@@ -1,6 +1,6 @@
 """End-to-end latency at fixed offered loads: webhook -> incident command -> incident in the ITSM.
 
-    .venv/bin/python -m bench.latency_bench [--rates 100,500,1000] [--seconds 20]
+    .venv/bin/python -m bench.latency_bench [--rates 100,500,1000] [--seconds 20] [--without-itsm]
 
 Starts a KRaft broker (ops/kafka) on free loopback ports and the pipeline as `itsmctl run` would
 (Stack: the development ITSM, the worker, the ServiceNow sink with ITSM_SINK_CONCURRENCY=4 and
@@ -15,6 +15,8 @@ send) for --seconds. Measured per alert, from the moment its webhook was sent:
 
 Prints p50/p99/max of each and how many arrived within 120 s of the end. There is no baseline
 process for a whole pipeline; the webhook -> command figure is the pipeline without the ITSM.
+With --without-itsm only the gateway and the worker run (no sink, no development ITSM), so the
+webhook -> command figure is not also a measure of how the sink and the ITSM share the two cores.
 """
 
 from __future__ import annotations
@@ -141,7 +143,14 @@ def main() -> None:
     )
     parser.add_argument("--rates", default="100,500,1000", help="offered alerts per second")
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--without-itsm",
+        action="store_true",
+        help="start only the gateway and the worker: webhook -> command, with no sink or ITSM "
+        "sharing the machine's cores",
+    )
     args = parser.parse_args()
+    with_itsm = not args.without_itsm
     print(machine(), flush=True)
     rates = [int(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -159,29 +168,33 @@ def main() -> None:
             topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared("blat.")))
             commands = Arrivals(broker.bootstrap, f"blat.{INCIDENT_COMMANDS}", m.IncidentCommand, "OPEN")
             results = Arrivals(broker.bootstrap, f"blat.{ITSM_RESULTS}", m.SinkResult, "CREATED")
-            stack.start(["devitsm", "worker", "sink", "gateway"])
+            stack.start(["devitsm", "worker", "sink", "gateway"] if with_itsm else ["worker", "gateway"])
             for arrivals in (commands, results):
                 arrivals.ready.wait(60)
+            # The last arrival awaited: the incident in the ITSM, or without it the command.
+            last = results if with_itsm else commands
             # Warm-up: the worker joins its group and the sink its own before anything is timed.
             warm, _ = asyncio.run(offer(stack.gateway_url, 20, 1, "warm"))
             deadline = time.monotonic() + 120
-            while any(c not in results.times for c in warm) and time.monotonic() < deadline:
+            while any(c not in last.times for c in warm) and time.monotonic() < deadline:
                 time.sleep(0.2)
             report: list[str] = []
             for rate in rates:
                 sent, failures = asyncio.run(offer(stack.gateway_url, rate, args.seconds, f"r{rate}x"))
                 deadline = time.monotonic() + 120
-                while time.monotonic() < deadline and any(c not in results.times for c in sent):
+                while time.monotonic() < deadline and any(c not in last.times for c in sent):
                     stack.check_alive()
                     time.sleep(0.2)
                 to_cmd = [commands.times[c] - t for c, t in sent.items() if c in commands.times]
                 to_itsm = [results.times[c] - t for c, t in sent.items() if c in results.times]
                 report += [
                     f"{rate:,} new alerts/s offered for {args.seconds} s ({len(sent):,} alerts, "
-                    f"{failures} refused requests):",
+                    f"{failures} refused requests{'' if with_itsm else '; no sink, no ITSM'}):",
                     f"  webhook -> command on the topic: {quantiles(to_cmd)}   ({len(to_cmd):,} arrived)",
-                    f"  webhook -> incident in the ITSM: {quantiles(to_itsm)}   ({len(to_itsm):,} arrived)",
                 ]
+                if with_itsm:
+                    arrived = f"({len(to_itsm):,} arrived)"
+                    report.append(f"  webhook -> incident in the ITSM: {quantiles(to_itsm)}   {arrived}")
             commands.stop.set()
             results.stop.set()
         finally:
