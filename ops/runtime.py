@@ -220,6 +220,25 @@ def rules(settings: Settings) -> Rules:
         raise CommandError(str(exc)) from None
 
 
+def follow_rules(settings: Settings, serde: AvroSerde, local: Any, component: str) -> tuple[Any, Any]:
+    """The rule set this process runs, kept current: (RuleSwitch, its rules.sets follower), once
+    the follower caught up. It starts with the set the pipeline runs (`itsmctl rules apply`), the
+    local files (local, from rules()) only when none was ever applied, and takes every later set
+    without a restart."""
+    from streams.agents.rulesync import RuleSwitch
+    from streams.core.follower import TopicFollower
+    from streams.core.topics import RULES
+
+    switch = RuleSwitch(local, serde, component=component)
+    follower = TopicFollower(settings, settings.topic(RULES), switch.apply).start()
+    try:
+        follower.wait_ready(settings.view_ready_timeout_seconds)
+    except RuntimeError as exc:
+        follower.stop()
+        raise CommandError(f"{exc}; {kafka_hint(settings)}") from None
+    return switch, follower
+
+
 @dataclass
 class Views:
     """Indexes of compacted topics this process needs, each kept current by its TopicFollower."""

@@ -64,12 +64,15 @@ def create_gateway(
     producer: AckedProducer,
     sources: Mapping[str, WebhookSource],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    fingerprints: FingerprintRules | None = None,
+    fingerprints: FingerprintRules | Callable[[], FingerprintRules] | None = None,
     samples: Callable[[str], CorrelationSample | None] = lambda _id: None,
     silences: SilenceStore | None = None,
     guard: Guard | None = None,
 ) -> web.Application:
     """The aiohttp application with one POST route per webhook source, /healthz and /metrics.
+
+    fingerprints: fingerprint.toml's rules, or what returns the current ones (`itsmctl gateway`
+    follows rules.sets): taken once per request, so a request's alerts are keyed under one set.
 
     samples looks up a sampled correlation decision by id (the gateway follows
     alerts.correlation.samples): a verdict must name one, and its rule.
@@ -150,7 +153,8 @@ def create_gateway(
                 return reject(400, f"invalid {source.name} payload", problems_of(exc))
             except (ValueError, OverflowError) as exc:
                 return reject(400, f"invalid {source.name} payload", [f"{type(exc).__name__}: {exc}"])
-            alerts = [apply_fingerprint_rule(a, fingerprints) for a in mapped]
+            rule = fingerprints() if callable(fingerprints) else fingerprints
+            alerts = [apply_fingerprint_rule(a, rule) for a in mapped]
             try:
                 records = [(a.fingerprint.encode(), serde.encode(a, topic)) for a in alerts]
             except SerdeError as exc:

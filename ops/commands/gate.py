@@ -38,13 +38,35 @@ def serve(_: argparse.Namespace) -> int:
         tokens = TokensFile(Path(path))
     except TokensError as exc:
         raise runtime.CommandError(str(exc)) from None
-    rules = runtime.rules(settings)
+    local_rules = runtime.rules(settings)
     serde = runtime.serde(settings)
-    views = runtime.start_views(settings, serde, "cmdb", "windows", "changes", "requests")
+    # correlation.toml's topology (which CIs a window covers) from the rule set the pipeline runs.
+    switch, rule_sets = runtime.follow_rules(settings, serde, local_rules, "gate")
+    try:
+        views = runtime.start_views(settings, serde, "cmdb", "windows", "changes", "requests")
+    except runtime.CommandError:
+        rule_sets.stop()
+        raise
+    views.followers.append(rule_sets)
+    generation, rules = switch.current()
     topology = rules.correlation.topology
     calendar = WindowCalendar(
         views["windows"], views["cmdb"], frozenset(topology.relationships), topology.max_depth
     )
+    taken = [generation]
+
+    @web.middleware
+    async def current_rules(request: web.Request, handler: Any) -> Any:
+        # A new rule set is taken between two requests (on the event loop): a decision is made
+        # under one whole set.
+        now, current = switch.current()
+        if now != taken[0]:
+            topology = current.correlation.topology
+            calendar.relationships = frozenset(topology.relationships)
+            calendar.max_depth = topology.max_depth
+            taken[0] = now
+        return await handler(request)
+
     gate = ChangeGate(GatePolicy(settings.gate_environment_set()), calendar, views["cmdb"])
     producer = AckedProducer(settings, **GATE_PRODUCER)
     app = create_gate(
@@ -58,6 +80,8 @@ def serve(_: argparse.Namespace) -> int:
         views.followers,
         checks={"broker": BrokerProbe(settings)},
     )
+
+    app.middlewares.append(current_rules)
 
     async def on_cleanup(_: web.Application) -> None:
         producer.close()

@@ -92,11 +92,14 @@ def serve(shared_port: bool) -> int:
     samples = RecordIndex(
         serde, settings.topic(ALERTS_CORRELATION_SAMPLES), CorrelationSample, lambda s: s.sample_id
     )
+    # fingerprint.toml from the rule set the pipeline runs, switched between two requests.
+    switch, rule_sets = runtime.follow_rules(settings, serde, rules, "gateway")
     follower = TopicFollower(settings, samples.topic, samples.apply).start()
     try:
         follower.wait_ready(settings.view_ready_timeout_seconds)
     except RuntimeError as exc:
         follower.stop()
+        rule_sets.stop()
         raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
     producer = AckedProducer(
         settings, **{"delivery.timeout.ms": int(settings.gateway_publish_timeout_seconds * 1000)}
@@ -109,13 +112,14 @@ def serve(shared_port: bool) -> int:
     except RuntimeError as exc:
         follower.stop()
         windows_follower.stop()
+        rule_sets.stop()
         raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
     app = create_gateway(
         settings,
         serde,
         producer,
         sources,
-        fingerprints=rules.fingerprint,
+        fingerprints=lambda: switch.current()[1].fingerprint,
         samples=samples.get,
         silences=SilenceStore(windows.windows, windows.put),
         guard=guard,
@@ -124,12 +128,14 @@ def serve(shared_port: bool) -> int:
         "broker": BrokerProbe(settings),
         "samples_view": follower.problem,
         "windows_view": windows_follower.problem,
+        "rule_sets_view": rule_sets.problem,
     }
     app.router.add_get("/readyz", telemetry.readyz_handler(checks))
 
     async def on_cleanup(_: web.Application) -> None:
         follower.stop()
         windows_follower.stop()
+        rule_sets.stop()
         left = producer.close()
         telemetry.get_logger("gateway").info("gateway_stopped", undelivered=left)
 

@@ -24,8 +24,9 @@ canonical Alert JSON; - reads standard input.
 
 LIFECYCLE = """
 
-The rule files the pipeline runs are a rule set on the compacted rules.sets topic; every worker
-switches to a new set at a record boundary, without a restart, and every switch is audited.
+The rule files the pipeline runs are a rule set on the compacted rules.sets topic; every worker,
+gateway and gate switches to a new set at a record or request boundary, without a restart, and
+every switch is audited.
 
   itsmctl rules status                  the running set, its file versions, what differs locally
   itsmctl rules diff [SET_A SET_B]      the running set against the local files, or two sets
@@ -233,7 +234,7 @@ def apply(args: argparse.Namespace) -> int:
     print(changed, end="")
     print(
         f"rules apply: set {new.set_id} ({_versions(new)}) published; "
-        "every worker switches at its next record"
+        "every worker, gateway and gate switches at its next record or request"
     )
     return runtime.EXIT_OK
 
@@ -360,7 +361,7 @@ def status(args: argparse.Namespace) -> int:
         )
         return runtime.EXIT_OK
     if current is None:
-        print(f"no rule set on the rules topic: workers run the files they started with ({where})")
+        print(f"no rule set on the rules topic: the pipeline runs the files it started with ({where})")
         return runtime.EXIT_OK
     print(
         f"running: set {current.set_id}, {current.action} by {current.applied_by} "
@@ -373,7 +374,7 @@ def status(args: argparse.Namespace) -> int:
         )
         print(f"  {name:<16} v{f.version}{note}")
     print(
-        "each worker exports the set it runs: itsm_pipeline_rules_version{file} and "
+        "each worker, gateway and gate exports the set it runs: itsm_pipeline_rules_version{file} and "
         "itsm_pipeline_rules_set_info"
     )
     return runtime.EXIT_OK
@@ -413,8 +414,8 @@ def register(sub: Any) -> None:
     p.add_argument("b", nargs="?", metavar="SET_B", help="another one")
     local_dir(p)
     for name, handler, summary in (
-        ("apply", apply, "validate the local files and switch every worker to them (audited)"),
-        ("rollback", rollback, "switch every worker back to the previous set, or --to SET (audited)"),
+        ("apply", apply, "validate the local files and switch the pipeline to them (audited)"),
+        ("rollback", rollback, "switch the pipeline back to the previous set, or --to SET (audited)"),
     ):
         p = runtime.action(acts, "rules", name, summary, handler)
         if name == "apply":

@@ -22,10 +22,9 @@ def run(_: argparse.Namespace) -> int:
 
     from streams.agents.app import create_app, rotate_credentials
     from streams.agents.delivery import BrokerOffsets
-    from streams.agents.rulesync import RuleSwitch
     from streams.core.follower import TopicFollower
     from streams.core.kafka import BrokerProbe, client_config, count_aiokafka_refusals, on_credentials
-    from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS, RULES
+    from streams.core.topics import ALERTS_CI_INCIDENTS, DEPLOY_EVENTS
     from streams.processors.indexes import CIIncidentIndex, DeployIndex
 
     settings = runtime.settings()
@@ -33,12 +32,9 @@ def run(_: argparse.Namespace) -> int:
     runtime.announce_kafka(settings, "worker")
     telemetry.configure_tracing("itsm-worker")
     log = telemetry.get_logger("worker")
-    rules = runtime.rules(settings)
+    local_rules = runtime.rules(settings)
     serde = runtime.serde(settings)
     followers: list[TopicFollower] = []
-    # The rule set to run: the rules.sets topic's current set when one was applied (itsmctl rules
-    # apply), else the local files; a later set is switched to between records, without a restart.
-    switch = RuleSwitch(rules, serde)
 
     def views_ready() -> str | None:
         if not followers:
@@ -50,13 +46,10 @@ def run(_: argparse.Namespace) -> int:
         settings.metrics_host, settings.worker_metrics_port, "ITSM_WORKER_METRICS_PORT", checks
     )
     runtime.reachable(settings)
-    rule_sets = TopicFollower(settings, settings.topic(RULES), switch.apply).start()
+    # The rule set to run: the rules.sets topic's current set when one was applied (itsmctl rules
+    # apply), else the local files; a later set is switched to between records, without a restart.
+    switch, rule_sets = runtime.follow_rules(settings, serde, local_rules, "worker")
     followers.append(rule_sets)
-    try:
-        rule_sets.wait_ready(settings.view_ready_timeout_seconds)
-    except RuntimeError as exc:
-        rule_sets.stop()
-        raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
     rules = switch.current()[1]
     # Alerts are correlated only once the CMDB and the calendar are complete.
     views = runtime.start_views(settings, serde, "changes", "cmdb", "windows", "itsm_incidents")

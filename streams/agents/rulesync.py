@@ -1,6 +1,7 @@
-"""The rule set a worker runs, switched without a restart: the rules.sets follower (its own
-thread) offers each new `current` set, validated; each agent takes it between two records, so
-every record is processed under one whole set, never half of one."""
+"""The rule set a process runs, switched without a restart: the rules.sets follower (its own
+thread) offers each new `current` set, validated; a worker's agents take it between two records,
+the gateway and the gate between two requests, so every record and request is processed under one
+whole set, never half of one."""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ CURRENT = b"current"
 class RuleSwitch:
     """The newest valid rule set and its generation; agents compare generations between records."""
 
-    def __init__(self, rules: Rules, serde: AvroSerde, set_id: str = "local files") -> None:
+    def __init__(
+        self, rules: Rules, serde: AvroSerde, set_id: str = "local files", component: str = "worker"
+    ) -> None:
         self._lock = threading.Lock()
         self.serde = serde
         self.rules = rules
         self.set_id = set_id
         self.generation = 0
-        self.log = telemetry.get_logger("worker.rules")
+        self.log = telemetry.get_logger(f"{component}.rules")
         self._export(rules, set_id, None)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:

@@ -7,22 +7,33 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from connectors.sources.alertmanager.mapping import labelset_fingerprint
 from ops.kafka import Broker
 from ops.stack import Stack
-from streams.core.models import AuditEvent, IncidentCommand
+from streams.core.models import (
+    Alert,
+    AuditEvent,
+    IncidentCommand,
+    MaintenanceWindow,
+    WindowKind,
+    WindowScope,
+)
 from streams.core.rules import default_rules_dir, load_rules
 from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.cli import Itsmctl
-from tests.examples import alert
+from tests.examples import alert, configuration_item
 from tests.kafka_util import consume, produce
 from tests.stacks import pipeline_stack
 
@@ -143,3 +154,132 @@ def test_a_rollback_while_alerts_flow_switches_whole_sets_at_record_boundaries(
     refused = itsmctl("rules", "apply", "--dir", str(unbumped), **env)
     assert refused.returncode == 2 and "routes.toml changed but its version is" in refused.stderr
     assert len(json.loads(itsmctl("rules", "history", "-o", "json", **env).stdout)["sets"]) == 3
+
+
+def test_the_gateway_keys_alerts_under_the_rule_set_the_pipeline_runs_without_a_restart(
+    stack: Stack, kafka_settings: Settings, itsmctl: Itsmctl, tmp_path: Path
+) -> None:
+    """fingerprint.toml reaches a running gateway through rules.sets: an applied set re-keys the
+    next webhook's alerts, a rollback keys them as before; the gateway exports the set it runs."""
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    a = rules_copy(tmp_path / "a")
+    by_name = rules_copy(
+        tmp_path / "b",
+        fingerprint=(
+            'version = 1\n\n[sources]\nalertmanager = "source"',
+            'version = 2\n\n[sources]\nalertmanager = ["alertname"]',
+        ),
+    )
+    assert itsmctl("rules", "apply", "--dir", str(a), "--actor", "alice", **env).returncode == 0
+    stack.start(["gateway"])
+    source_fp = "feedfacefeedface"
+    by_name_fp = labelset_fingerprint({"alertname": "DiskFull"})
+    posted: list[str] = []
+
+    def post() -> str:
+        """One webhook (a new instance label each time, the same source fingerprint); the key of
+        the alert the gateway published."""
+        instance = f"db-{len(posted)}:9100"
+        hook = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "itsm",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "DiskFull", "instance": instance},
+                    "annotations": {"summary": "disk full"},
+                    "startsAt": "2026-12-03T08:00:00Z",
+                    "fingerprint": source_fp,
+                }
+            ],
+        }
+        r = httpx.post(f"{stack.gateway_url}/v1/alerts/alertmanager", json=hook, timeout=30)
+        assert r.status_code == 202, r.text
+        posted.append(instance)
+        msgs = consume(boot, t("alerts.raw"), len(posted), timeout=60)
+        assert len(msgs) == len(posted)
+        last = next(m for m in msgs if SERDE.decode(m.value(), Alert).labels["instance"] == instance)
+        return (last.key() or b"").decode()
+
+    def keyed_as(wanted: str) -> bool:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if post() == wanted:
+                return True
+            time.sleep(0.5)
+        return False
+
+    assert post() == source_fp
+    switched = itsmctl("rules", "apply", "--dir", str(by_name), "--actor", "bob", **env)
+    assert switched.returncode == 0, switched.stderr
+    assert keyed_as(by_name_fp)  # no restart: the running gateway took set B
+    metrics = httpx.get(f"{stack.gateway_url}/metrics", timeout=10).text
+    assert 'itsm_pipeline_rules_version{file="fingerprint.toml"} 2.0' in metrics
+    back = itsmctl("rules", "rollback", "--actor", "carol", **env)
+    assert back.returncode == 0, back.stderr
+    assert keyed_as(source_fp)
+    assert post() == source_fp  # and it stays there
+
+
+def test_the_gate_decides_under_the_topology_of_the_rule_set_the_pipeline_runs(
+    stack: Stack, kafka_settings: Settings, itsmctl: Itsmctl, tmp_path: Path
+) -> None:
+    """correlation.toml's topology reaches a running gate through rules.sets: a freeze on a host
+    covers the web server that runs on it while RUNS_ON is followed, and no longer once a set
+    without it is applied."""
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    a = rules_copy(tmp_path / "a")
+    no_runs_on = rules_copy(
+        tmp_path / "b",
+        correlation=(
+            'relationships = ["DEPENDS_ON", "RUNS_ON", "HOSTED_ON"]',
+            'relationships = ["DEPENDS_ON", "HOSTED_ON"]',
+        ),
+    )
+    text = (no_runs_on / "correlation.toml").read_text()
+    version = next(line for line in text.splitlines() if line.startswith("version = "))
+    bumped = f"version = {int(version.removeprefix('version = ')) + 1}"
+    (no_runs_on / "correlation.toml").write_text(text.replace(version, bumped, 1))
+    now = datetime.now(UTC)
+    web = configuration_item("web-1", relationships=[{"type": "RUNS_ON", "target_ci_id": "host-1"}])
+    produce(
+        boot,
+        t("cmdb.ci"),
+        [(b"host-1", SERDE.encode(configuration_item("host-1")), []), (b"web-1", SERDE.encode(web), [])],
+    )
+    freeze = MaintenanceWindow(
+        window_id="fr-host-1",
+        kind=WindowKind.FREEZE,
+        scope=WindowScope.CI_AND_DEPENDENTS,
+        target="host-1",
+        starts_at=now - timedelta(hours=1),
+        ends_at=now + timedelta(days=1),
+        reason="host-1 firmware",
+        updated_at=now,
+    )
+    produce(boot, t("maintenance.windows"), [(b"fr-host-1", SERDE.encode(freeze), [])])
+    assert itsmctl("rules", "apply", "--dir", str(a), "--actor", "alice", **env).returncode == 0
+    stack.start(["gate"])
+    check = "gate check --service checkout --env production --commit c1 --ci web-1".split()
+
+    def decision() -> subprocess.CompletedProcess[str]:
+        caller = {**stack.env(), "ITSM_GATE_TOKEN_FILE": str(stack.gate_token_file())}
+        return subprocess.run(
+            [sys.executable, "-m", "ops.cli", *check], env=caller, capture_output=True, text=True, timeout=60
+        )
+
+    frozen = decision()
+    assert frozen.returncode == 1 and "freeze window fr-host-1" in frozen.stdout, (
+        frozen.stdout + frozen.stderr
+    )
+    switched = itsmctl("rules", "apply", "--dir", str(no_runs_on), "--actor", "bob", **env)
+    assert switched.returncode == 0, switched.stderr
+    deadline = time.monotonic() + 60
+    while "freeze window fr-host-1" in (latest := decision()).stdout and time.monotonic() < deadline:
+        time.sleep(0.5)
+    # Still denied (no approved change covers the deploy), but the host's freeze no longer covers it.
+    assert latest.returncode == 1 and "freeze" not in latest.stdout, latest.stdout + latest.stderr
+    assert "no approved change" in latest.stdout, latest.stdout
