@@ -30,9 +30,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import httpx
+import aiohttp
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 
@@ -76,10 +75,12 @@ class Arrivals:
                 self.ready.set()
             if msg is None or msg.error() is not None:
                 continue
-            record: Any = self.serde.decode(msg.value() or b"", self.model)
-            kind = getattr(record, "action", None) or getattr(record, "outcome", None)
-            if kind is not None and kind.value == self.wanted:
-                self.times.setdefault(record.correlation_id, time.monotonic())
+            # Plain Avro, no model validation: this thread shares the machine's two cores with the
+            # pipeline it measures.
+            record = self.serde.decode_dict(msg.value() or b"", self.model)
+            kind = record.get("action") or record.get("outcome")
+            if kind == self.wanted:
+                self.times.setdefault(record["correlation_id"], time.monotonic())
         self.consumer.close()
 
 
@@ -100,32 +101,40 @@ def webhook(fps: list[str]) -> bytes:
 
 
 async def offer(url: str, rate: int, seconds: int, run: str) -> tuple[dict[str, float], int]:
-    """Posts rate alerts/s for seconds on a fixed schedule; send time per correlation id, failures."""
+    """Posts rate alerts/s for seconds on a fixed schedule; send time per correlation id, failures.
+
+    The bodies are made before the clock starts and sent with aiohttp's client (lighter than
+    httpx's): the generator shares the two cores with the pipeline it measures (with httpx and
+    validated decoding it took 30-45% of a core at 1,000 alerts/s)."""
     sent: dict[str, float] = {}
     failures = 0
     interval = PER_REQUEST / rate
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=64)) as http:
+    count = round(seconds * rate / PER_REQUEST)
+    requests = []
+    for i in range(count):
+        fps = [f"{run}{i:06d}{j}" for j in range(PER_REQUEST)]
+        requests.append(([correlation_id(fp) for fp in fps], webhook(fps)))
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(
+        base_url=url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as http:
 
-        async def post(fps: list[str]) -> None:
+        async def post(ids: list[str], body: bytes) -> None:
             nonlocal failures
             at = time.monotonic()
-            for fp in fps:
-                sent[correlation_id(fp)] = at
-            r = await http.post(
-                "/v1/alerts/alertmanager",
-                content=webhook(fps),
-                headers={"Content-Type": "application/json"},
-            )
-            if r.status_code != 202:
-                failures += 1
+            for cid in ids:
+                sent[cid] = at
+            async with http.post(
+                "/v1/alerts/alertmanager", data=body, headers={"Content-Type": "application/json"}
+            ) as r:
+                await r.read()
+                if r.status != 202:
+                    failures += 1
 
-        tasks, start, i = [], time.monotonic(), 0
-        while i * interval < seconds:
-            due = start + i * interval
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            fps = [f"{run}{i:06d}{j}" for j in range(PER_REQUEST)]
-            tasks.append(asyncio.create_task(post(fps)))
-            i += 1
+        tasks, start = [], time.monotonic()
+        for i, (ids, body) in enumerate(requests):
+            await asyncio.sleep(max(0.0, start + i * interval - time.monotonic()))
+            tasks.append(asyncio.create_task(post(ids, body)))
         await asyncio.gather(*tasks)
     return sent, failures
 
