@@ -44,6 +44,7 @@ from streams.stages.alerts.state import ItsmIncidents, NoItsmIncidents
 from streams.stages.cmdb import CMDBIndex
 
 PARTITIONS = {spec.name: spec.partitions for spec in TOPICS}
+Timed = Callable[[], Awaitable[None]]  # what a periodic task runs
 # RocksDB through rocksdict, with caches sized for a worker rather than Faust's defaults (a 2 GiB
 # block cache and 64 MiB write buffers per partition): the state is on disk, memory stays small.
 ROCKSDB_OPTIONS = {
@@ -251,6 +252,33 @@ def create_app(
     # records or batches, so no record is processed under half of one.
     generations: dict[str, int] = {}
 
+    def current_rules() -> Rules:
+        return switch.current()[1] if switch is not None else rules
+
+    def periodic(name: str, period: Callable[[Rules], float]) -> Callable[[Timed], Timed]:
+        """Like app.timer, with the period read from the running rule set: a set that changes it
+        (`itsmctl rules apply`) takes effect within a second, without a restart (the sleep is
+        taken in slices of at most a second). Started with the app's tasks, after recovery; stops
+        with the app."""
+
+        def register(fun: Timed) -> Timed:
+            async def every_period() -> None:
+                clock = asyncio.get_running_loop().time
+                last = clock()
+                while not app.should_stop:
+                    wait = last + period(current_rules()) - clock()
+                    if wait > 0:
+                        await app.sleep(min(wait, 1.0))
+                        continue
+                    last = clock()
+                    await fun()
+
+            every_period.__qualname__ = name  # Faust names a task's logs and traces by it
+            app.task(every_period)
+            return fun
+
+        return register
+
     def take_rules(name: str, target: Any) -> None:
         if switch is None:
             return
@@ -291,7 +319,7 @@ def create_app(
 
     assigned: set[int] = set()
 
-    @app.timer(rules.lifecycle.tick_interval, name="alert-ticks")
+    @periodic("alert-ticks", lambda r: r.lifecycle.tick_interval)
     async def tick_owned_partitions() -> None:
         # A tick goes through the stream, so time-driven state changes happen inside an event
         # of the partition that owns the state (Faust writes tables only from events).
@@ -343,7 +371,7 @@ def create_app(
 
         await consume(stream, one)
 
-    @app.timer(rules.changes.park_recheck, name="change-ticks")
+    @periodic("change-ticks", lambda r: r.changes.park_recheck)
     async def tick_parked() -> None:
         # Parked records are retried inside an event of their own partition (table writes).
         for tp in sorted(app.assignor.assigned_actives()):

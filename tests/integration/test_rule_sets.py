@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,9 @@ from ops.kafka import Broker
 from ops.stack import Stack
 from streams.core.models import (
     Alert,
+    AlertStatus,
     AuditEvent,
+    IncidentAction,
     IncidentCommand,
     MaintenanceWindow,
     WindowKind,
@@ -34,7 +37,7 @@ from streams.core.serde import AvroSerde
 from streams.core.settings import Settings
 from tests.cli import Itsmctl
 from tests.examples import alert, configuration_item
-from tests.kafka_util import consume, produce
+from tests.kafka_util import consume, consume_until, produce
 from tests.stacks import pipeline_stack
 
 pytestmark = pytest.mark.integration
@@ -200,7 +203,7 @@ def test_the_gateway_keys_alerts_under_the_rule_set_the_pipeline_runs_without_a_
         posted.append(instance)
         msgs = consume(boot, t("alerts.raw"), len(posted), timeout=60)
         assert len(msgs) == len(posted)
-        last = next(m for m in msgs if SERDE.decode(m.value(), Alert).labels["instance"] == instance)
+        last = next(m for m in msgs if SERDE.decode(m.value() or b"", Alert).labels["instance"] == instance)
         return (last.key() or b"").decode()
 
     def keyed_as(wanted: str) -> bool:
@@ -283,3 +286,58 @@ def test_the_gate_decides_under_the_topology_of_the_rule_set_the_pipeline_runs(
     # Still denied (no approved change covers the deploy), but the host's freeze no longer covers it.
     assert latest.returncode == 1 and "freeze" not in latest.stdout, latest.stdout + latest.stderr
     assert "no approved change" in latest.stdout, latest.stdout
+
+
+def test_a_new_tick_interval_reaches_a_running_worker_within_a_second(
+    stack: Stack, kafka_settings: Settings, itsmctl: Itsmctl, tmp_path: Path
+) -> None:
+    """lifecycle.tick_interval is read by the running worker's timer: under set A (a tick a
+    minute) a cleared alert waits for the next tick to resolve its incident; once set B (two
+    ticks a second) is applied, it resolves within seconds, long before A's first tick."""
+    boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
+    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    slow = rules_copy(
+        tmp_path / "a",
+        lifecycle=("tick_interval = 1.0", "tick_interval = 60.0"),
+    )
+    text = (slow / "lifecycle.toml").read_text()
+    version = next(line for line in text.splitlines() if line.startswith("version = "))
+    number = int(version.removeprefix("version = "))
+    stable = text.replace("stable_period = 300", "stable_period = 1", 1)
+    (slow / "lifecycle.toml").write_text(stable.replace(version, f"version = {number + 1}", 1))
+    fast = rules_copy(tmp_path / "b")
+    (fast / "lifecycle.toml").write_text(
+        stable.replace("tick_interval = 60.0", "tick_interval = 0.5", 1).replace(
+            version, f"version = {number + 2}", 1
+        )
+    )
+    assert itsmctl("rules", "apply", "--dir", str(slow), "--actor", "alice", **env).returncode == 0
+    started = time.monotonic()
+    stack.start(["worker"])
+    now = datetime.now(UTC)
+    fp = "5eed" * 4
+    firing = alert(fp, starts_at=now - timedelta(minutes=1), received_at=now)
+    produce(boot, t("alerts.raw"), [(fp.encode(), SERDE.encode(firing), [])])
+    assert consume(boot, t("itsm.incident.commands"), 1, timeout=60)
+    cleared = alert(
+        fp,
+        status=AlertStatus.RESOLVED,
+        starts_at=now - timedelta(minutes=1),
+        ends_at=datetime.now(UTC),
+        received_at=datetime.now(UTC),
+    )
+    produce(boot, t("alerts.raw"), [(fp.encode(), SERDE.encode(cleared), [])])
+    time.sleep(3)  # the stable period (1 s) passes; set A's first tick is a minute after the start
+    switched = itsmctl("rules", "apply", "--dir", str(fast), "--actor", "bob", **env)
+    assert switched.returncode == 0, switched.stderr
+    applied = time.monotonic()
+    assert applied - started < 45, "too slow a start to tell set B's tick from set A's"
+
+    def resolved(msg: Any) -> bool:
+        return SERDE.decode(msg.value() or b"", IncidentCommand).action is IncidentAction.RESOLVE
+
+    commands = consume_until(boot, t("itsm.incident.commands"), resolved, timeout=30)
+    actions = [SERDE.decode(m.value() or b"", IncidentCommand).action for m in commands]
+    assert actions and actions[-1] is IncidentAction.RESOLVE, actions
+    # Resolved under set B's period: well before set A's first tick (60 s after the start).
+    assert time.monotonic() - started < 58
