@@ -306,27 +306,36 @@ def test_itsmctl_gate_check_waits_for_a_named_change_to_be_approved(gate: Gate, 
     import os
     import subprocess
     import sys
-    import threading
 
     token = tmp_path / "token"
     token.write_text(gate.tokens["ci"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("ITSM_")}
     env.update(ITSM_GATE_URL=gate.url, ITSM_GATE_TOKEN_FILE=str(token))
     gate.changes.put(change("CHG0030011", status="REQUESTED"))
-    approve = threading.Timer(2.0, lambda: gate.changes.put(change("CHG0030011", status="SCHEDULED")))
-    approve.start()
+    # Approved once the command said it waits (not after a fixed delay: a loaded machine can take
+    # longer than that to start the command, which then sees the change approved at once).
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "gate", "check", "--service", "checkout", "--env", "production",
+         "--change", "CHG0030011", "--wait", "--interval", "0.5", "--timeout", "30"],
+        env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "ops.cli", "gate", "check", "--service", "checkout", "--env", "production",
-             "--change", "CHG0030011", "--wait", "--interval", "0.5", "--timeout", "30"],
-            env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        assert waiting.stdout is not None
+        first = ""
+        while "is not approved (state requested)" not in first:  # it polled and was refused
+            line = waiting.stdout.readline()
+            assert line, first  # the command ended before it said so
+            first += line
+        gate.changes.put(change("CHG0030011", status="SCHEDULED"))
+        rest, err = waiting.communicate(timeout=60)
     finally:
-        approve.cancel()
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "deny for now" in r.stdout and "is not approved (state requested)" in r.stdout
-    assert "gate: checkout -> production: allow (change CHG0030011)" in r.stdout
-    assert gate.tokens["ci"] not in r.stdout + r.stderr
+        if waiting.poll() is None:
+            waiting.kill()
+    out = first + rest
+    assert waiting.returncode == 0, out + err
+    assert "deny for now" in out
+    assert "gate: checkout -> production: allow (change CHG0030011)" in out
+    assert gate.tokens["ci"] not in out + err
     timeout = subprocess.run(
         [sys.executable, "-m", "ops.cli", "gate", "check", "--service", "search", "--env", "production",
          "--change", "CHG0030099", "--wait", "--interval", "0.5", "--timeout", "2"],
