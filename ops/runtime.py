@@ -22,6 +22,7 @@ from streams.core.timeutil import parse_time_or_age
 if TYPE_CHECKING:
     from connectors.sinks.http import RetryPolicy
     from connectors.sinks.servicenow.client import ServiceNowClient
+    from streams.agents.rulesync import RuleSwitch
     from streams.core.follower import TopicFollower
     from streams.core.rules import Rules
     from streams.core.serde import AvroSerde
@@ -220,7 +221,9 @@ def rules(settings: Settings) -> Rules:
         raise CommandError(str(exc)) from None
 
 
-def follow_rules(settings: Settings, serde: AvroSerde, local: Any, component: str) -> tuple[Any, Any]:
+def follow_rules(
+    settings: Settings, serde: AvroSerde, local: Rules, component: str
+) -> tuple[RuleSwitch, TopicFollower]:
     """The rule set this process runs, kept current: (RuleSwitch, its rules.sets follower), once
     the follower caught up. It starts with the set the pipeline runs (`itsmctl rules apply`), the
     local files (local, from rules()) only when none was ever applied, and takes every later set
