@@ -44,15 +44,33 @@ pytestmark = pytest.mark.integration
 SERDE = AvroSerde()
 
 
-def rules_copy(where: Path, **edits: tuple[str, str]) -> Path:
-    """ops/rules copied to where, each edit (old text, new text) applied to its file."""
-    shutil.copytree(default_rules_dir(), where)
+def rules_copy(where: Path, source: Path | None = None, **edits: tuple[str, str]) -> Path:
+    """ops/rules (or source) copied to where, each edit (old text, new text) applied to its file."""
+    shutil.copytree(source or default_rules_dir(), where)
     for name, (old, new) in edits.items():
         path = where / f"{name}.toml"
         text = path.read_text()
         assert old in text, (name, old)
         path.write_text(text.replace(old, new, 1))
     return where
+
+
+def edited(where: Path, name: str, *edits: tuple[str, str]) -> Path:
+    """name.toml in where with the edits (old text, new text) applied and its version one higher
+    (`itsmctl rules apply` refuses a changed file whose version did not go up)."""
+    path = where / f"{name}.toml"
+    text = path.read_text()
+    for old, new in edits:
+        assert old in text, (name, old)
+        text = text.replace(old, new, 1)
+    version = next(line for line in text.splitlines() if line.startswith("version = "))
+    path.write_text(text.replace(version, f"version = {int(version.removeprefix('version = ')) + 1}", 1))
+    return where
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """What itsmctl needs to reach this test's broker and topics."""
+    return {"ITSM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "ITSM_TOPIC_PREFIX": settings.topic_prefix}
 
 
 @pytest.fixture
@@ -65,7 +83,7 @@ def test_a_rollback_while_alerts_flow_switches_whole_sets_at_record_boundaries(
     stack: Stack, kafka_settings: Settings, itsmctl: Itsmctl, tmp_path: Path
 ) -> None:
     boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
-    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    env = cli_env(kafka_settings)
     a = rules_copy(tmp_path / "a")
     # B: Alertmanager's "warning" counts as critical (a higher urgency), and templates.toml moves
     # too: two files that must switch together.
@@ -165,14 +183,10 @@ def test_the_gateway_keys_alerts_under_the_rule_set_the_pipeline_runs_without_a_
     """fingerprint.toml reaches a running gateway through rules.sets: an applied set re-keys the
     next webhook's alerts, a rollback keys them as before; the gateway exports the set it runs."""
     boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
-    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    env = cli_env(kafka_settings)
     a = rules_copy(tmp_path / "a")
-    by_name = rules_copy(
-        tmp_path / "b",
-        fingerprint=(
-            'version = 1\n\n[sources]\nalertmanager = "source"',
-            'version = 2\n\n[sources]\nalertmanager = ["alertname"]',
-        ),
+    by_name = edited(
+        rules_copy(tmp_path / "b"), "fingerprint", ('alertmanager = "source"', 'alertmanager = ["alertname"]')
     )
     assert itsmctl("rules", "apply", "--dir", str(a), "--actor", "alice", **env).returncode == 0
     stack.start(["gateway"])
@@ -233,19 +247,16 @@ def test_the_gate_decides_under_the_topology_of_the_rule_set_the_pipeline_runs(
     covers the web server that runs on it while RUNS_ON is followed, and no longer once a set
     without it is applied."""
     boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
-    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
+    env = cli_env(kafka_settings)
     a = rules_copy(tmp_path / "a")
-    no_runs_on = rules_copy(
-        tmp_path / "b",
-        correlation=(
+    no_runs_on = edited(
+        rules_copy(tmp_path / "b"),
+        "correlation",
+        (
             'relationships = ["DEPENDS_ON", "RUNS_ON", "HOSTED_ON"]',
             'relationships = ["DEPENDS_ON", "HOSTED_ON"]',
         ),
     )
-    text = (no_runs_on / "correlation.toml").read_text()
-    version = next(line for line in text.splitlines() if line.startswith("version = "))
-    bumped = f"version = {int(version.removeprefix('version = ')) + 1}"
-    (no_runs_on / "correlation.toml").write_text(text.replace(version, bumped, 1))
     now = datetime.now(UTC)
     web = configuration_item("web-1", relationships=[{"type": "RUNS_ON", "target_ci_id": "host-1"}])
     produce(
@@ -295,21 +306,15 @@ def test_a_new_tick_interval_reaches_a_running_worker_within_a_second(
     minute) a cleared alert waits for the next tick to resolve its incident; once set B (two
     ticks a second) is applied, it resolves within seconds, long before A's first tick."""
     boot, t = kafka_settings.kafka_bootstrap, kafka_settings.topic
-    env = {"ITSM_KAFKA_BOOTSTRAP": boot, "ITSM_TOPIC_PREFIX": kafka_settings.topic_prefix}
-    slow = rules_copy(
-        tmp_path / "a",
-        lifecycle=("tick_interval = 1.0", "tick_interval = 60.0"),
+    env = cli_env(kafka_settings)
+    slow = edited(
+        rules_copy(tmp_path / "a"),
+        "lifecycle",
+        ("tick_interval = 1.0", "tick_interval = 60.0"),
+        ("stable_period = 300", "stable_period = 1"),
     )
-    text = (slow / "lifecycle.toml").read_text()
-    version = next(line for line in text.splitlines() if line.startswith("version = "))
-    number = int(version.removeprefix("version = "))
-    stable = text.replace("stable_period = 300", "stable_period = 1", 1)
-    (slow / "lifecycle.toml").write_text(stable.replace(version, f"version = {number + 1}", 1))
-    fast = rules_copy(tmp_path / "b")
-    (fast / "lifecycle.toml").write_text(
-        stable.replace("tick_interval = 60.0", "tick_interval = 0.5", 1).replace(
-            version, f"version = {number + 2}", 1
-        )
+    fast = edited(
+        rules_copy(tmp_path / "b", slow), "lifecycle", ("tick_interval = 60.0", "tick_interval = 0.5")
     )
     assert itsmctl("rules", "apply", "--dir", str(slow), "--actor", "alice", **env).returncode == 0
     started = time.monotonic()
