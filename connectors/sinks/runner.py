@@ -17,7 +17,15 @@ from connectors.sinks.http import SinkError
 from connectors.sinks.known import KnownIds
 from streams.core import telemetry
 from streams.core.dlq import ErrorClass, Headers
-from streams.core.kafka import client_config, note_refusal, producer_config, renew, track, with_producer
+from streams.core.kafka import (
+    RefusalGrace,
+    client_config,
+    note_refusal,
+    producer_config,
+    renew,
+    track,
+    with_producer,
+)
 from streams.core.messages import Consumed, encoded
 from streams.core.models import ChangeCommand, IncidentCommand, RecordType, SinkOutcome, SinkResult
 from streams.core.serde import AvroSerde, SerdeError
@@ -192,6 +200,8 @@ class SinkRunner:
         # Per partition: the commands waiting, in offset order, for room in their lanes.
         self._held: dict[int, deque[Message]] = {}
         self._paused: set[int] = set()
+        # Refused while a rotated password is on its way: retried, not fatal (for a while).
+        self._grace = RefusalGrace(settings.kafka_refusal_grace_seconds)
         for lane in self.lanes:
             if hasattr(lane.sink, "intent"):
                 # A sink whose lookups can lag behind its creates records each create before sending it.
@@ -321,9 +331,11 @@ class SinkRunner:
                 err = msg.error()
                 if err is not None:
                     note_refusal(err.code(), err.str(), str(msg.topic() or ""))
-                    if err.fatal() or (not err.retriable() and err.code() != KafkaError._PARTITION_EOF):
+                    failed = err.fatal() or (not err.retriable() and err.code() != KafkaError._PARTITION_EOF)
+                    if failed and not self._grace.tolerate(err):
                         raise KafkaException(err)
                     continue
+                self._grace.cleared()
                 self._dispatch(msg)
             self._stop_lanes()
             self._raise_lane_failure()

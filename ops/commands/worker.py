@@ -77,7 +77,9 @@ def run(_: argparse.Namespace) -> int:
         windows=len(views["windows"].windows()),
         changes=len(views["changes"].values()),
     )
-    offsets = BrokerOffsets(client_config(settings), settings.app_id)
+    offsets = BrokerOffsets(
+        client_config(settings), settings.app_id, grace=settings.kafka_refusal_grace_seconds
+    )
     app = create_app(
         settings,
         serde,

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from streams.core import telemetry
-from streams.core.kafka import renew
+from streams.core.kafka import PASSING_REFUSALS, renew
 
 log = telemetry.get_logger("worker.delivery")
 
@@ -318,12 +318,18 @@ class BrokerOffsets:
     """An OffsetOracle over a confluent-kafka consumer that never joins the group: it reads the
     group's committed offsets and peeks at a partition (blocking calls, run in a thread)."""
 
-    def __init__(self, config: dict[str, Any], group_id: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, config: dict[str, Any], group_id: str, timeout: float = 10.0, grace: float = 60.0
+    ) -> None:
         from confluent_kafka import Consumer
 
         from streams.core.kafka import track
 
         self.timeout = timeout
+        # How long a committed offset is asked for again while the broker cannot answer it (a
+        # timeout, a broker moving, or a password refused in a rotation's seconds between the
+        # broker and the file) before the caller gets the error.
+        self.grace = grace
         base = {
             **config,
             "enable.auto.commit": False,
@@ -338,11 +344,31 @@ class BrokerOffsets:
         self._lock = threading.Lock()
 
     def _committed(self, tp: TopicPartition) -> int | None:
+        from confluent_kafka import KafkaError, KafkaException
         from confluent_kafka import TopicPartition as CTP
 
-        with self._lock:
-            renew(self._group)
-            (got,) = self._group.committed([CTP(tp.topic, tp.partition)], timeout=self.timeout)
+        deadline = time.monotonic() + self.grace
+        while True:
+            with self._lock:
+                renew(self._group)  # the rotated password, when one came meanwhile
+                try:
+                    (got,) = self._group.committed([CTP(tp.topic, tp.partition)], timeout=self.timeout)
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0]
+                    again = (
+                        isinstance(err, KafkaError)
+                        and not err.fatal()
+                        and (
+                            err.retriable()
+                            or err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
+                            or err.code() in PASSING_REFUSALS
+                        )
+                    )
+                    if not again or time.monotonic() > deadline:
+                        raise
+            log.warning("committed_offset_retried", topic=tp.topic, partition=tp.partition, error=err.str())
+            time.sleep(0.5)
         if got.error is not None:
             raise RuntimeError(f"committed offset of {tp}: {got.error}")
         return got.offset if got.offset >= 0 else None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.core import telemetry
-from streams.core.kafka import REFUSALS, client_config, note_refusal, renew, track
+from streams.core.kafka import REFUSALS, RefusalGrace, client_config, note_refusal, renew, track
 from streams.core.settings import Settings
 
 # Metadata errors that clear by themselves shortly after a topic is created or a leader moves.
@@ -52,6 +52,8 @@ class TopicFollower:
         self._thread = threading.Thread(target=self._run, name=f"view-{topic}", daemon=True)
         self.log = telemetry.get_logger("view", topic=topic)
         self.failure: BaseException | None = None
+        # Refused while a rotated password is on its way: retried, not failed (for a while).
+        self._grace = RefusalGrace(settings.kafka_refusal_grace_seconds)
 
     def start(self) -> TopicFollower:
         self._thread.start()
@@ -86,8 +88,10 @@ class TopicFollower:
 
     def _start_offsets(self, deadline: float) -> tuple[list[TopicPartition], set[int]]:
         """Partitions to read and which hold data. Transient metadata errors (no leader yet
-        right after the topic was created, say) are retried until the deadline."""
+        right after the topic was created, say) and a refused password (rotated while the process
+        starts: the new one is taken before each try) are retried until the deadline."""
         while True:
+            renew(self._consumer)  # a password rotated while the process starts
             try:
                 meta = self._consumer.list_topics(self.topic, timeout=10)
                 if meta.topics[self.topic].error is not None:
@@ -104,7 +108,9 @@ class TopicFollower:
                 return parts, pending
             except KafkaException as exc:
                 err = exc.args[0]
-                transient = isinstance(err, KafkaError) and (err.retriable() or err.code() in TRANSIENT)
+                transient = isinstance(err, KafkaError) and (
+                    err.retriable() or err.code() in TRANSIENT or self._grace.tolerate(err)
+                )
                 if not transient or time.monotonic() > deadline:
                     raise
                 self.log.info("view_waiting", reason=err.str())
@@ -135,8 +141,12 @@ class TopicFollower:
                             self._caught_up()
                         continue
                     if err.fatal() or err.code() in REFUSALS:
+                        if self._grace.tolerate(err):
+                            note_refusal(err.code(), err.str(), self.topic)
+                            continue
                         raise KafkaException(err)  # a refused view never catches up: fail it
                     continue
+                self._grace.cleared()
                 key = msg.key()
                 if key is not None:
                     self.apply(key, msg.value())

@@ -69,6 +69,41 @@ def note_refusal(code: int | None, detail: str, where: str = "") -> str | None:
     return reason
 
 
+# Refusals a credential rotation gives for a moment (README: Rotating any other secret): the broker
+# holds the principal's new password before the process's file does. librdkafka reports the group
+# coordinator lookup it then cannot make as an authentication failure or as the group's refusal.
+PASSING_REFUSALS = frozenset(
+    {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+)
+
+
+class RefusalGrace:
+    """Whether a long-running client loop (a view, a sink) goes on after a refusal its poll
+    returned: an authentication refusal is retried while the refusals in a row are younger than
+    grace seconds; a row ends when a record arrives or after grace seconds without a refusal.
+    A topic's or the cluster's authorization refusal (a missing grant) and a fatal error end
+    the loop at once. Every refusal is logged and counted by note_refusal either way."""
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self._since: float | None = None
+        self._last = 0.0
+
+    def tolerate(self, err: KafkaError) -> bool:
+        if err.fatal() or err.code() not in PASSING_REFUSALS:
+            return False
+        now = self.clock()
+        if self._since is None or now - self._last > self.grace:
+            self._since = now
+        self._last = now
+        return now - self._since <= self.grace
+
+    def cleared(self) -> None:
+        """A record arrived: the client is authenticated again."""
+        self._since = None
+
+
 # What aiokafka (the worker's Faust clients) logs for the same refusals: its error class names.
 AIOKAFKA_REFUSALS: dict[str, int] = {
     "SaslAuthenticationFailed": KafkaError.SASL_AUTHENTICATION_FAILED,
@@ -137,6 +172,13 @@ def untrack(client: Any) -> None:
             _CLIENTS.remove(client)
 
 
+def renew_later(consumer: Consumer, username: str, password: str) -> None:
+    """Hand consumer new credentials: the thread that polls it takes them at its next renew()."""
+    with _CLIENTS_LOCK:
+        _LATEST[:] = [(username, password)]
+        _PENDING.add(id(consumer))
+
+
 def renew(consumer: Consumer) -> None:
     """Called by the thread that polls consumer, before it polls: take rotated credentials."""
     if not _PENDING or id(consumer) not in _PENDING:
@@ -162,12 +204,9 @@ def rotate_credentials(username: str, password: str) -> int:
     with _CLIENTS_LOCK:
         clients, listeners = list(_CLIENTS), list(_LISTENERS)
     told = 0
-    with _CLIENTS_LOCK:
-        _LATEST[:] = [(username, password)]
     for client in clients:
         if isinstance(client, Consumer):
-            with _CLIENTS_LOCK:
-                _PENDING.add(id(client))
+            renew_later(client, username, password)
             told += 1
             continue
         try:

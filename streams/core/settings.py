@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     kafka_ca_file: str | None = Field(
         None, description="CA bundle the broker's certificate is checked against (default: the system's)."
     )
+    kafka_refusal_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a running view or sink keeps retrying while the broker refuses its "
+        "password (a rotation's seconds between the broker and the file) before it stops.",
+    )
     topic_prefix: str = Field("", description="Prefix for every topic name (isolation of tests, tenants).")
     app_id: str = Field("itsm-pipeline", description="Faust app id and consumer group stem.")
     topic_replication: int = Field(1, ge=1, description="Replication factor for declared topics.")

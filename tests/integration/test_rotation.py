@@ -150,3 +150,123 @@ def test_broker_and_itsm_credentials_rotate_mid_stream_without_a_restart(
     finally:
         codes = stack.stop()
     assert all(code == 0 for code in codes.values()), (codes, {n: stack.log_tail(n) for n in codes})
+
+
+def test_views_outlive_the_seconds_between_a_new_password_at_the_broker_and_in_their_file(
+    secured: Secured,
+) -> None:
+    """The broker holds a principal's new password before the process's file does: the views'
+    clients are refused meanwhile (their connections re-authenticate every 4 s here), and once the
+    new password reaches them they follow their topics again instead of having failed their process.
+
+    librdkafka hands a consumer's poll a refusal only when one of its requests was on a connection
+    whose re-authentication failed, so five views are refused for 20 s (without the grace, one of
+    them failed in each of several runs)."""
+    from confluent_kafka import Producer
+
+    from streams.core.follower import TopicFollower
+    from streams.core.kafka import renew_later
+
+    principal = "gate"  # a view reader the pipeline test above does not run as
+    settings = secured.settings(principal)
+    topics = [
+        settings.topic(t)
+        for t in ("cmdb.ci", "maintenance.windows", "itsm.changes", "gate.requests", "rules.sets")
+    ]
+    seen: dict[str, list[bytes]] = {topic: [] for topic in topics}
+    views = [
+        TopicFollower(settings, topic, lambda key, _v, got=seen[topic]: got.append(key)) for topic in topics
+    ]
+    try:
+        for view in views:
+            view.start()
+        for view in views:
+            view.wait_ready(60)
+        fresh = secrets.token_urlsafe(24)
+        scram_user(AdminClient(secured.broker.client_config()), principal, fresh)
+        secured.passwords[principal].write_text(fresh)
+        time.sleep(5 * REAUTH_MS / 1000)  # every connection has had to re-authenticate, and failed
+        assert [view.problem() for view in views] == [None] * len(views)
+        for view in views:
+            renew_later(view._consumer, principal, fresh)  # what the password file's watcher does
+        producer = Producer(secured.broker.client_config())
+        for topic in topics:
+            producer.produce(topic, key=b"after-rotation", value=None)
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 30
+        while any(b"after-rotation" not in got for got in seen.values()) and time.monotonic() < deadline:
+            for view in views:
+                view.check()
+            time.sleep(0.2)
+        assert all(b"after-rotation" in got for got in seen.values()), {t: len(g) for t, g in seen.items()}
+        for view in views:
+            view.check()
+    finally:
+        for view in views:
+            view.signal_stop()
+        for view in views:
+            view.stop()
+
+
+def test_a_view_started_between_a_new_password_at_the_broker_and_in_its_file_catches_up(
+    secured: Secured,
+) -> None:
+    """A process starting in a rotation's seconds between the two steps: its view is refused at
+    first, takes the new password from its file, catches up and follows its topic."""
+    from confluent_kafka import Producer
+
+    from streams.core.follower import TopicFollower
+    from streams.core.kafka import renew_later
+
+    principal = "gate"
+    settings = secured.settings(principal)  # the old password, as the file still holds it
+    topic = settings.topic("cmdb.ci")
+    producer = Producer(secured.broker.client_config())
+    producer.produce(topic, key=b"before-start", value=None)
+    assert producer.flush(30) == 0
+    fresh = secrets.token_urlsafe(24)
+    scram_user(AdminClient(secured.broker.client_config()), principal, fresh)
+    seen: list[bytes] = []
+    view = TopicFollower(settings, topic, lambda key, _v: seen.append(key)).start()
+    try:
+        time.sleep(5)
+        assert view.problem() == f"view of {topic} not caught up"  # refused so far, not failed
+        secured.passwords[principal].write_text(fresh)
+        renew_later(view._consumer, principal, fresh)  # what the password file's watcher does
+        view.wait_ready(60)
+        assert b"before-start" in seen
+        view.check()
+    finally:
+        view.stop()
+
+
+def test_the_workers_committed_offsets_are_asked_again_until_its_new_password_arrives(
+    secured: Secured,
+) -> None:
+    """The worker reads its group's committed offsets (BrokerOffsets) when it takes a partition:
+    asked while the broker refuses the old password, the question is asked again (with the new
+    password once its file has it) instead of failing the worker after one timeout."""
+    import asyncio
+
+    from streams.agents.delivery import BrokerOffsets, TopicPartition
+    from streams.core.kafka import client_config, renew_later
+
+    principal = "worker"
+    settings = secured.settings(principal)
+    offsets = BrokerOffsets(client_config(settings), APP, timeout=5)
+    tp = TopicPartition(settings.topic("alerts.raw"), 0)
+    try:
+        before = asyncio.run(offsets.committed(tp))  # connected with the old password
+        fresh = secrets.token_urlsafe(24)
+        scram_user(AdminClient(secured.broker.client_config()), principal, fresh)
+        secured.passwords[principal].write_text(fresh)
+        time.sleep(2 * REAUTH_MS / 1000)  # its connections had to re-authenticate, and failed
+        started = time.monotonic()
+        timer = threading.Timer(8, renew_later, (offsets._group, principal, fresh))
+        timer.start()  # the file's watcher hands the new password over after one timeout
+        got = asyncio.run(offsets.committed(tp))
+        timer.join()
+        assert time.monotonic() - started >= 8  # answered only once the new password was there
+        assert got == before
+    finally:
+        offsets.close()
