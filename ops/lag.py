@@ -14,12 +14,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from streams.core.kafka import client_config, reader, track
 from streams.core.settings import Settings
 
+CHANGELOG_SUFFIX = "-changelog"  # Faust's table changelog topics: <app id>-<table>-changelog
 NO_OFFSET = -1001  # librdkafka's OFFSET_INVALID: the group committed nothing on this partition
 
 
@@ -99,6 +100,23 @@ class LagReader:
         result = futures[group].result()
         return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
 
+    def assigned(self, group: str) -> set[tuple[str, int]]:
+        """The partitions the group's members hold now (a member that has not committed yet is
+        stuck unseen otherwise: a new sink whose ITSM is down from its first command)."""
+        try:
+            desc = self.admin.describe_consumer_groups([group], request_timeout=self.timeout)[group].result()
+        except KafkaException:
+            return set()  # no such group, or the broker cannot say: the committed offsets still count
+        held: set[tuple[str, int]] = set()
+        for member in desc.members or []:
+            assignment = getattr(member, "assignment", None)
+            for tp in getattr(assignment, "topic_partitions", None) or []:
+                # Faust assigns the worker its tables' changelogs too: read for state, never
+                # committed, and no backlog of the pipeline's.
+                if not tp.topic.endswith(CHANGELOG_SUFFIX):
+                    held.add((tp.topic, tp.partition))
+        return held
+
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return self._offsets(partitions, OffsetSpec.latest())
 
@@ -147,8 +165,12 @@ class LagReader:
     # -- lag --------------------------------------------------------------------------------
 
     def lag(self, groups: Sequence[str], now: float | None = None) -> list[PartitionLag]:
-        """Every committed partition of each group, against the end of its log."""
+        """Every partition each group committed or holds, against the end of its log; one it
+        holds without a commit counts from the log's start (auto.offset.reset=earliest)."""
         committed: dict[str, dict[tuple[str, int], int]] = {g: self.committed(g) for g in groups}
+        for group in groups:
+            for tp in self.assigned(group):
+                committed[group].setdefault(tp, NO_OFFSET)
         parts = {tp for offsets in committed.values() for tp in offsets}
         ends = self.end_offsets(parts)
         uncommitted = {tp for offsets in committed.values() for tp, o in offsets.items() if o < 0}

@@ -79,3 +79,35 @@ def test_lag_per_group_topic_and_partition_with_its_age(kafka_settings: Settings
     assert ran.returncode == 1
     assert "consumer group nobody-here does not exist" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+def test_a_member_that_never_committed_has_its_partitions_counted_from_the_start(
+    kafka_settings: Settings,
+) -> None:
+    """A new sink stuck on its first command (its ITSM down) has committed nothing: its group's
+    partitions still show their lag, so PipelineStalled and ConsumerLagOld can see it."""
+    s = kafka_settings
+    topic = s.topic("itsm.change.commands")
+    producer = Producer(conf(s.kafka_bootstrap))
+    for i in range(5):
+        producer.produce(topic, b"z", key=f"k{i}".encode())
+    assert producer.flush(10) == 0
+    group = f"{s.app_id}-sink-jira"
+    member = Consumer(conf(s.kafka_bootstrap, {"group.id": group, "enable.auto.commit": False}))
+    reader = LagReader(s)
+    try:
+        member.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.2)
+        held = {(tp.topic, tp.partition) for tp in member.assignment()}
+        assert held, "the member was never assigned its partitions"
+        rows = {(r.topic, r.partition): r for r in reader.lag([group])}
+        starts, ends = reader.start_offsets(held), reader.end_offsets(held)
+    finally:
+        member.close()
+        reader.close()
+    assert set(rows) == held
+    assert all(r.current_offset == -1 for r in rows.values())
+    assert {tp: r.lag for tp, r in rows.items()} == {tp: ends[tp] - starts[tp] for tp in held}
+    assert sum(r.lag for r in rows.values()) == 5
