@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         # Named by the command they were given to (an option of another action is refused).
         args.leaf.error(f"unrecognized arguments: {' '.join(extra)}")
-    if not getattr(args, "long_running", False):
+    if getattr(args, "long_running", False):
+        runtime.stop_while_starting()
+    else:
         # A one-shot command reports a broker it cannot reach in one line, not librdkafka's; its
         # standard output is its answer (text or -o json), so a library's warning (a refusal the
         # broker logged, say) is a JSON line on stderr, never mixed into it. ITSM_LOG_LEVEL, when
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"itsmctl {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    except runtime.Stopped as exc:
+        print(f"itsmctl {args.cmd}: stopped ({exc}) while starting", file=sys.stderr)
+        return runtime.EXIT_OK
 
 
 if __name__ == "__main__":

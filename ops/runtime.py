@@ -312,6 +312,22 @@ def kafka_failure(exc: Exception) -> CommandError:
     return CommandError(f"Kafka: {reason}; {hint}")
 
 
+class Stopped(BaseException):
+    """SIGTERM while a long-running command was still starting, before it installed its own stop
+    handling (a worker waiting for its views, say). A BaseException, so no `except Exception` on
+    the way (Faust's startup, a retry loop) mistakes it for a failure."""
+
+
+def stop_while_starting() -> None:
+    """Until a long-running command installs its own SIGTERM handling (stop_on_signals, the
+    gateway's, Faust's), SIGTERM stops it cleanly (exit 0) instead of killing it mid-start."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def stop_on_signals() -> threading.Event:
     """An event set by SIGTERM or SIGINT, for loops that finish their record before stopping."""
     stop = threading.Event()
