@@ -424,8 +424,23 @@ def _delivery(
         return as_delivered, batches_as_delivered, nothing_pending
 
     async def seek(tp: TopicPartition, offset: int) -> None:
+        # Faust's Consumer.seek calls aiokafka's seek from this thread while the consumer's own
+        # thread may be draining fetched records: the seek deleted the partition's records under
+        # it (a KeyError in aiokafka's fetched_records that stopped the worker). The seek runs in
+        # the consumer's thread instead, as Faust's own seek_wait does.
+        consumer: Any = app.consumer
+        target = TP(tp.topic, tp.partition)
+        thread = getattr(consumer, "_thread", None)
         try:
-            await app.consumer.seek(TP(tp.topic, tp.partition), offset)
+            if thread is None:
+                await consumer.seek(target, offset)
+                return
+
+            async def in_consumer_thread() -> None:
+                thread._ensure_consumer().seek(target, offset)
+
+            await thread.call_thread(in_consumer_thread)
+            consumer._read_offset[target] = offset if offset else None  # what Consumer.seek sets
         except IllegalStateError:
             pass  # no longer assigned: its next owner starts from the committed offset
 
