@@ -36,10 +36,7 @@ def supervise(count: int, log_level: str) -> int:
     log = telemetry.get_logger("gateway")
     with tempfile.TemporaryDirectory(prefix="itsm-gateway-metrics-") as metrics_dir:
         env = {**os.environ, CHILD: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        children = [
-            subprocess.Popen([sys.executable, "-m", "ops.cli", "gateway"], env=env) for _ in range(count)
-        ]
-        log.info("gateway_processes", count=count, pids=[c.pid for c in children])
+        children: list[subprocess.Popen[bytes]] = []
         stopping = False
 
         def stop(signum: int, _frame: Any) -> None:
@@ -49,8 +46,14 @@ def supervise(count: int, log_level: str) -> int:
                 if child.poll() is None:
                     child.send_signal(signal.SIGTERM)
 
+        # Before the first child starts: a stop request never leaves one behind.
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        for _ in range(count):
+            if stopping:
+                break
+            children.append(subprocess.Popen([sys.executable, "-m", "ops.cli", "gateway"], env=env))
+        log.info("gateway_processes", count=count, pids=[c.pid for c in children])
         code = runtime.EXIT_OK
         while any(child.poll() is None for child in children):
             for child in children:
