@@ -69,8 +69,16 @@ def run(args: argparse.Namespace) -> int:
     )
     telemetry.get_logger("sink").info("metrics_listening", port=port, target=args.target, kind=args.kind)
     telemetry.get_logger("sink").info("sink_ready", known_ids=len(known))
+
+    def results_alive() -> None:
+        # The results view failed (refused past ITSM_KAFKA_REFUSAL_GRACE_SECONDS, say): one line.
+        try:
+            results.check()
+        except RuntimeError as exc:
+            raise runtime.CommandError(f"{exc}; {runtime.kafka_hint(settings)}") from None
+
     try:
-        runner.run(runtime.stop_on_signals(), check=results.check)
+        runner.run(runtime.stop_on_signals(), check=results_alive)
     finally:
         results.stop()
     return runtime.EXIT_OK

@@ -258,6 +258,66 @@ def test_the_pipeline_runs_with_one_principal_per_component(secured: Secured, tm
     assert all(code == 0 for code in codes.values()), (codes, {n: stack.log_tail(n) for n in codes})
 
 
+def test_a_sink_whose_results_view_loses_its_grant_stops_with_one_line(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """A running sink's READ grant on itsm.results is revoked: its view fails (a missing grant is
+    never waited out) and the sink stops with exit 2 and one line naming it, no traceback."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    stack = Stack(
+        tmp_path / "stack",
+        secured.broker.bootstrap,
+        kafka_env=secured.env("admin"),
+        topic_prefix=PREFIX,
+        app_id=APP,
+        component_env={"sink": secured.env("sink-servicenow")},
+    )
+    admin = AdminClient(secured.broker.client_config())
+    try:
+        stack.start(["devitsm", "sink"])
+        log = stack.workdir / "logs" / "sink.log"
+        deadline = time.monotonic() + 60
+        while "sink_started" not in log.read_text():
+            stack.check_alive()
+            assert time.monotonic() < deadline, stack.log_tail("sink")
+            time.sleep(0.2)
+        revoke = AclBindingFilter(
+            ResourceType.TOPIC,
+            f"{PREFIX}itsm.results",
+            ResourcePatternType.ANY,
+            "User:sink-servicenow",
+            None,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        deleted = admin.delete_acls([revoke])[revoke].result()
+        assert deleted, "the sink had no grant on itsm.results to revoke"
+        sink = stack.procs["sink"]
+        deadline = time.monotonic() + 60
+        while sink.poll() is None:
+            assert time.monotonic() < deadline, stack.log_tail("sink")
+            time.sleep(0.2)
+        text = log.read_text()
+        assert sink.returncode == 2, stack.log_tail("sink")
+        assert "Traceback" not in text
+        assert f"itsmctl sink: view of {PREFIX}itsm.results failed:" in text
+        assert "uthoriz" in text.split("itsmctl sink: view of", 1)[1].splitlines()[0]
+    finally:
+        stack.stop()
+        file = acls.Declared.load()
+        acls.execute(
+            admin, acls.plan(file.grants(secured.settings("worker")), acls.current(admin), file.principals)
+        )
+
+
 # Last in this file: the allowed writes below leave records the tests above would read.
 @pytest.mark.parametrize("principal", PRINCIPALS)
 def test_each_principal_is_refused_outside_its_grant_and_the_refusal_is_logged_and_counted(
