@@ -219,20 +219,23 @@ def test_acls_commands_explain_bad_input(secured: Secured, itsmctl: Itsmctl, tmp
     assert r.returncode == 2 and "gateway is not the broker's administrator" in r.stderr, r.stderr
 
 
-def test_the_pipeline_runs_with_one_principal_per_component(secured: Secured, tmp_path: Path) -> None:
-    """Gateway, worker and ServiceNow sink, each as its own principal with only its grants: an
-    Alertmanager notification becomes incidents in the ITSM, nothing dead-lettered."""
-    stack = Stack(
+def principals_stack(secured: Secured, tmp_path: Path, principals: dict[str, str]) -> Stack:
+    """The pipeline's processes on the secured broker, each named component as its principal."""
+    return Stack(
         tmp_path / "stack",
         secured.broker.bootstrap,
         kafka_env=secured.env("admin"),
         topic_prefix=PREFIX,
         app_id=APP,
-        component_env={
-            "gateway": secured.env("gateway"),
-            "worker": secured.env("worker"),
-            "sink": secured.env("sink-servicenow"),
-        },
+        component_env={name: secured.env(principal) for name, principal in principals.items()},
+    )
+
+
+def test_the_pipeline_runs_with_one_principal_per_component(secured: Secured, tmp_path: Path) -> None:
+    """Gateway, worker and ServiceNow sink, each as its own principal with only its grants: an
+    Alertmanager notification becomes incidents in the ITSM, nothing dead-lettered."""
+    stack = principals_stack(
+        secured, tmp_path, {"gateway": "gateway", "worker": "worker", "sink": "sink-servicenow"}
     )
     try:
         stack.start()
@@ -272,14 +275,7 @@ def test_a_sink_whose_results_view_loses_its_grant_stops_with_one_line(
         ResourceType,
     )
 
-    stack = Stack(
-        tmp_path / "stack",
-        secured.broker.bootstrap,
-        kafka_env=secured.env("admin"),
-        topic_prefix=PREFIX,
-        app_id=APP,
-        component_env={"sink": secured.env("sink-servicenow")},
-    )
+    stack = principals_stack(secured, tmp_path, {"sink": "sink-servicenow"})
     admin = AdminClient(secured.broker.client_config())
     try:
         stack.start(["devitsm", "sink"])
