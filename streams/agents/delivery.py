@@ -37,10 +37,23 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from confluent_kafka import KafkaError
+
 from streams.core import telemetry
+from streams.core.follower import TRANSIENT
 from streams.core.kafka import PASSING_REFUSALS, renew
 
 log = telemetry.get_logger("worker.delivery")
+
+# The group's coordinator is loading, moving or not known yet (a broker just started, a leader
+# moved): a committed offset asked for then is asked again.
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
 
 # What a batch handler may return: the rest of its work (waiting for its outputs' acknowledgements
 # and writing its state), which the cursor runs after the next batch was handled.
@@ -344,7 +357,7 @@ class BrokerOffsets:
         self._lock = threading.Lock()
 
     def _committed(self, tp: TopicPartition) -> int | None:
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka import KafkaException
         from confluent_kafka import TopicPartition as CTP
 
         deadline = time.monotonic() + self.grace
@@ -361,7 +374,8 @@ class BrokerOffsets:
                         and not err.fatal()
                         and (
                             err.retriable()
-                            or err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
+                            or err.code() in TRANSIENT
+                            or err.code() in COORDINATOR_MOVING
                             or err.code() in PASSING_REFUSALS
                         )
                     )
