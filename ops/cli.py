@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         # Named by the command they were given to (an option of another action is refused).
         args.leaf.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "long_running", False):
-        runtime.stop_while_starting()
+        runtime.stop_while_starting(args.cmd)
     else:
         # A one-shot command reports a broker it cannot reach in one line, not librdkafka's; its
         # standard output is its answer (text or -o json), so a library's warning (a refusal the
@@ -83,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"itsmctl {args.cmd}: interrupted", file=sys.stderr)
         return 130
-    except runtime.Stopped as exc:
-        print(f"itsmctl {args.cmd}: stopped ({exc}) while starting", file=sys.stderr)
-        return runtime.EXIT_OK
 
 
 if __name__ == "__main__":

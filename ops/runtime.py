@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -312,18 +314,17 @@ def kafka_failure(exc: Exception) -> CommandError:
     return CommandError(f"Kafka: {reason}; {hint}")
 
 
-class Stopped(BaseException):
-    """SIGTERM while a long-running command was still starting, before it installed its own stop
-    handling (a worker waiting for its views, say). A BaseException, so no `except Exception` on
-    the way (Faust's startup, a retry loop) mistakes it for a failure."""
-
-
-def stop_while_starting() -> None:
+def stop_while_starting(command: str) -> None:
     """Until a long-running command installs its own SIGTERM handling (stop_on_signals, the
     gateway's, Faust's), SIGTERM stops it cleanly (exit 0) instead of killing it mid-start."""
 
     def handler(signum: int, _frame: object) -> None:
-        raise Stopped(signal.Signals(signum).name)
+        # Exit here rather than raise: an exception raised inside a C extension's call (librdkafka
+        # reading its config, seen in CI) came out as that call's TypeError. Nothing was consumed
+        # or committed before the command's own handling is installed, so nothing is lost.
+        name = signal.Signals(signum).name
+        print(f"itsmctl {command}: stopped ({name}) while starting", file=sys.stderr, flush=True)
+        os._exit(EXIT_OK)
 
     signal.signal(signal.SIGTERM, handler)
 
