@@ -1,12 +1,18 @@
 """Baselines for the worker bench: the least a stream processor can do with each record, copying
 it from one topic to another, three ways.
 
-    python -m bench.passthrough {faust-await,faust,confluent} BOOTSTRAP INPUT OUTPUT GROUP
+    python -m bench.passthrough {faust-await,faust,confluent,processor} BOOTSTRAP INPUT OUTPUT GROUP
 
 - faust-await: a bare Faust agent that sends each record and awaits the broker's acknowledgement
   before the next (what the worker did per record before it batched);
 - faust: the same agent, not awaiting acknowledgements (Faust's usual way);
-- confluent: a confluent-kafka consume/produce loop (librdkafka batches everything).
+- confluent: a confluent-kafka consume/produce loop (librdkafka batches everything);
+- processor: not a passthrough but the worker's own work per record without Faust: the alert
+  processor (decode, the engine's stages under the default rules, encoding every output, the
+  state in MessagePack) on that confluent-kafka loop, up to 500 records a batch, each batch's
+  outputs and states (to OUTPUT, standing in for a changelog) acknowledged before its offsets are
+  committed. What the worker could reach if alerts.raw were read without Faust's per-event
+  machinery (issue #12's remedy), not a product path: no ticks, no rebalance handling.
 
 Each commits its consumer group's offsets every 0.2 s, like the worker in the bench, and runs
 until terminated. Same Faust settings as the worker (memory store, acks=all, earliest).
@@ -87,9 +93,96 @@ def run_confluent(bootstrap: str, source: str, target: str, group: str) -> None:
     consumer.close()
 
 
+def run_processor(bootstrap: str, source: str, target: str, group: str, prefix: str) -> None:
+    import asyncio
+    from collections.abc import Iterator, MutableMapping
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from streams.core.messages import Consumed
+    from streams.core.rules import load_rules
+    from streams.core.serde import AvroSerde
+    from streams.core.settings import Settings
+    from streams.processors.alerts import AlertProcessor
+    from streams.processors.indexes import CIIncidentIndex, WindowIndex
+    from streams.stages.cmdb import CMDBIndex
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+
+    class Changelogged(MutableMapping[str, bytes]):
+        """A dict whose writes also go to a topic, as a Faust table's go to its changelog."""
+
+        def __init__(self) -> None:
+            self.data: dict[str, bytes] = {}
+
+        def __getitem__(self, key: str) -> bytes:
+            return self.data[key]
+
+        def __setitem__(self, key: str, value: bytes) -> None:
+            self.data[key] = value
+            producer.produce(target, key=key.encode(), value=value)
+
+        def __delitem__(self, key: str) -> None:
+            del self.data[key]
+            producer.produce(target, key=key.encode(), value=None)
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self.data)
+
+        def __len__(self) -> int:
+            return len(self.data)
+
+    async def emit(topic: str, key: bytes | None, value: bytes | None, headers: Any) -> None:
+        producer.produce(topic, key=key, value=value, headers=headers)
+        producer.poll(0)
+
+    serde = AvroSerde()
+    windows = WindowIndex(serde, f"{prefix}maintenance.windows")
+    settings = Settings(topic_prefix=prefix)
+    processor = AlertProcessor(
+        settings, serde, emit, load_rules(), Changelogged(), CMDBIndex(), CIIncidentIndex(), windows
+    )
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    consumer.subscribe([source])
+
+    async def loop() -> None:
+        while not stopping:
+            batch = [m for m in consumer.consume(500, 0.1) if m.error() is None]
+            if not batch:
+                continue
+            flight = await processor.start_batch([Consumed.from_confluent(m) for m in batch])
+            producer.flush(30)  # every output acknowledged (the worker awaits each ack)
+            await flight.finish()  # the states written (and produced), then committed
+            producer.flush(30)
+            ends: dict[int, int] = {}
+            for m in batch:
+                ends[m.partition() or 0] = (m.offset() or 0) + 1
+            done = [TopicPartition(source, p, o) for p, o in ends.items()]
+            consumer.commit(offsets=done, asynchronous=True)
+
+    asyncio.run(loop())
+    consumer.close()
+
+
 def main() -> None:
     mode, bootstrap, source, target, group = sys.argv[1:6]
-    if mode == "confluent":
+    if mode == "processor":
+        run_processor(bootstrap, source, target, group, prefix=sys.argv[6])
+    elif mode == "confluent":
         run_confluent(bootstrap, source, target, group)
     else:
         run_faust(bootstrap, source, target, group, await_acks=mode == "faust-await")

@@ -1,6 +1,7 @@
-"""The worker (`itsmctl worker`) beside three passthroughs reading the same records, in one run.
+"""The worker (`itsmctl worker`) beside three passthroughs reading the same records, in one run,
+and the worker's own work without Faust.
 
-    .venv/bin/python -m bench.worker_bench [--new N] [--repeats N] [--resolves N]
+    .venv/bin/python -m bench.worker_bench [--new N] [--repeats N] [--resolves N] [--contenders ...]
 
 Starts a KRaft broker (ops/kafka) on free loopback ports and applies the topics. Two workloads,
 each produced once to its own alerts.raw (6 partitions, Avro, keyed by fingerprint):
@@ -11,7 +12,9 @@ each produced once to its own alerts.raw (6 partitions, Avro, keyed by fingerpri
 
 Each contender is its own process and consumer group, reading the whole topic from the start:
 the worker (as `itsmctl worker` runs, commit interval 0.2 s) and bench/passthrough.py's bare Faust
-agent awaiting each acknowledgement, the same not awaiting, and a confluent-kafka loop. The rate
+agent awaiting each acknowledgement, the same not awaiting, and a confluent-kafka loop; and the
+alert processor (the worker's per-record work: decode, stages, encode, state) on a confluent-kafka
+loop instead of Faust, to show what reading alerts.raw without Faust could reach. The rate
 is measured on the group's committed offsets, polled every 50 ms, from the first commit to the
 last (so process start-up and group joining are not counted); RSS is the process's at the end.
 """
@@ -160,6 +163,7 @@ def run_passthrough(tmp: Path, bootstrap: str, prefix: str, mode: str, total: in
             f"{prefix}{ALERTS_RAW}",
             f"{prefix}out",
             group,
+            prefix,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -181,6 +185,11 @@ def main() -> None:
     parser.add_argument("--new", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=18_000)
     parser.add_argument("--resolves", type=int, default=2_000)
+    parser.add_argument(
+        "--contenders",
+        default="worker,faust-await,faust,confluent,processor",
+        help="which to run (comma-separated; default all)",
+    )
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -201,9 +210,12 @@ def main() -> None:
             results: dict[str, dict[str, dict[str, Any]]] = {}
             for case, (prefix, records) in cases.items():
                 n = len(records)
-                row = results[case] = {"worker": run_worker(tmp, broker.bootstrap, prefix, n)}
-                for mode in ("faust-await", "faust", "confluent"):
-                    row[mode] = run_passthrough(tmp, broker.bootstrap, prefix, mode, n)
+                row = results[case] = {}
+                for mode in args.contenders.split(","):
+                    if mode == "worker":
+                        row[mode] = run_worker(tmp, broker.bootstrap, prefix, n)
+                    else:
+                        row[mode] = run_passthrough(tmp, broker.bootstrap, prefix, mode, n)
         finally:
             broker.stop()
     labels = {
@@ -211,14 +223,19 @@ def main() -> None:
         "faust-await": "bare Faust, awaiting each ack",
         "faust": "bare Faust, not awaiting acks",
         "confluent": "confluent-kafka passthrough",
+        "processor": "alert processor, confluent-kafka",
     }
     for case, row in results.items():
         n = len(cases[case][1])
         print(f"{case}: {n:,} alerts on 6 partitions")
-        worker = row["worker"]["rate"]
+        worker = row["worker"]["rate"] if "worker" in row else None
         for key, label in labels.items():
+            if key not in row:
+                continue
             r = row[key]
-            ratio = "" if key == "worker" else f"   worker / this: {worker / r['rate']:5.2f}"
+            ratio = ""
+            if key != "worker" and worker is not None:
+                ratio = f"   worker / this: {worker / r['rate']:5.2f}"
             if r.get("bound"):
                 ratio += " (at most: everything committed at once, rate counted from its start)"
             at_least = ">=" if r.get("bound") else "  "
