@@ -99,7 +99,7 @@ class CorrelationStage:
         decision = "matched"
         if work.ci is None:
             decision = "unknown"
-            telemetry.ALERTS_UNKNOWN_CI.labels(work.alert.source.value.lower()).inc()
+            telemetry.labelled(telemetry.ALERTS_UNKNOWN_CI, work.alert.source.value.lower()).inc()
         else:
             work.state.ci_id = work.ci.ci_id
             # Only an alert without an incident of its own can be adopted by an upstream one.
@@ -124,7 +124,7 @@ class CorrelationStage:
         ):
             # Looked up only if the alert opens an incident (not for each suppressed or held one).
             work.dependents = functools.partial(self.open_below, work.ci.ci_id)
-        telemetry.CORRELATIONS.labels(work.ci_rule, decision).inc()
+        telemetry.labelled(telemetry.CORRELATIONS, work.ci_rule, decision).inc()
         work.effects.decisions.append(
             CorrelationDecision(
                 work.alert.fingerprint,
