@@ -52,6 +52,19 @@ def is_pipeline_group(group: str, app_id: str) -> bool:
     return group == app_id or group.startswith(f"{app_id}-sink-")
 
 
+def _held_by(desc: Any) -> set[tuple[str, int]]:
+    """The partitions a described group's members hold."""
+    held: set[tuple[str, int]] = set()
+    for member in desc.members or []:
+        assignment = getattr(member, "assignment", None)
+        for tp in getattr(assignment, "topic_partitions", None) or []:
+            # Faust assigns the worker its tables' changelogs too: read for state, never
+            # committed, and no backlog of the pipeline's.
+            if not tp.topic.endswith(CHANGELOG_SUFFIX):
+                held.add((tp.topic, tp.partition))
+    return held
+
+
 class LagReader:
     """Reads consumer lag through one admin client and one (never committing) consumer, reused
     across calls, so a status service can ask every few seconds."""
@@ -61,6 +74,9 @@ class LagReader:
         self.timeout = timeout
         self.admin = track(AdminClient(client_config(settings)))
         self._peek: Consumer | None = None
+        # What groups() found each group's members holding, for the lag() that follows it: one
+        # description of the groups per refresh, not one more per group.
+        self._held: dict[str, set[tuple[str, int]]] = {}
 
     def close(self) -> None:
         if self._peek is not None:
@@ -83,10 +99,12 @@ class LagReader:
             return []
         described = self.admin.describe_consumer_groups(names, request_timeout=self.timeout)
         out = []
+        self._held = {}
         for name in names:
             desc = described[name].result()
             state = getattr(desc.state, "name", str(desc.state)).lower()
             out.append(GroupInfo(name, state, len(desc.members)))
+            self._held[name] = _held_by(desc)
         return out
 
     # -- offsets ----------------------------------------------------------------------------
@@ -103,19 +121,23 @@ class LagReader:
     def assigned(self, group: str) -> set[tuple[str, int]]:
         """The partitions the group's members hold now (a member that has not committed yet is
         stuck unseen otherwise: a new sink whose ITSM is down from its first command)."""
-        try:
-            desc = self.admin.describe_consumer_groups([group], request_timeout=self.timeout)[group].result()
-        except KafkaException:
-            return set()  # no such group, or the broker cannot say: the committed offsets still count
-        held: set[tuple[str, int]] = set()
-        for member in desc.members or []:
-            assignment = getattr(member, "assignment", None)
-            for tp in getattr(assignment, "topic_partitions", None) or []:
-                # Faust assigns the worker its tables' changelogs too: read for state, never
-                # committed, and no backlog of the pipeline's.
-                if not tp.topic.endswith(CHANGELOG_SUFFIX):
-                    held.add((tp.topic, tp.partition))
-        return held
+        return self._assigned([group])[group]
+
+    def _assigned(self, groups: Sequence[str]) -> dict[str, set[tuple[str, int]]]:
+        """assigned() of each group: as groups() just described it (taken once), the others
+        described now in one request."""
+        out = {g: held for g in groups if (held := self._held.pop(g, None)) is not None}
+        missing = [g for g in groups if g not in out]
+        if not missing:
+            return out
+        described = self.admin.describe_consumer_groups(missing, request_timeout=self.timeout)
+        for group in missing:
+            try:
+                out[group] = _held_by(described[group].result())
+            except KafkaException:
+                # No such group, or the broker cannot say: the committed offsets still count.
+                out[group] = set()
+        return out
 
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return self._offsets(partitions, OffsetSpec.latest())
@@ -168,8 +190,8 @@ class LagReader:
         """Every partition each group committed or holds, against the end of its log; one it
         holds without a commit counts from the log's start (auto.offset.reset=earliest)."""
         committed: dict[str, dict[tuple[str, int], int]] = {g: self.committed(g) for g in groups}
-        for group in groups:
-            for tp in self.assigned(group):
+        for group, held in self._assigned(groups).items():
+            for tp in held:
                 committed[group].setdefault(tp, NO_OFFSET)
         parts = {tp for offsets in committed.values() for tp in offsets}
         ends = self.end_offsets(parts)

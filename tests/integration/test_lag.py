@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -81,11 +82,29 @@ def test_lag_per_group_topic_and_partition_with_its_age(kafka_settings: Settings
     assert "Traceback" not in ran.stderr
 
 
+class CountingAdmin:
+    """The reader's real admin client, counting its consumer group descriptions."""
+
+    def __init__(self, admin: Any) -> None:
+        self.admin = admin
+        self.describes: list[list[str]] = []
+
+    def describe_consumer_groups(self, groups: list[str], **kwargs: Any) -> Any:
+        self.describes.append(list(groups))
+        return self.admin.describe_consumer_groups(groups, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.admin, name)
+
+
+@pytest.mark.parametrize("after_groups", [False, True], ids=["lag_alone", "groups_then_lag"])
 def test_a_member_that_never_committed_has_its_partitions_counted_from_the_start(
-    kafka_settings: Settings,
+    kafka_settings: Settings, after_groups: bool
 ) -> None:
     """A new sink stuck on its first command (its ITSM down) has committed nothing: its group's
-    partitions still show their lag, so PipelineStalled and ConsumerLagOld can see it."""
+    partitions still show their lag, so PipelineStalled and ConsumerLagOld can see it. What its
+    members hold is read from one description of the groups per refresh (groups() then lag(), as
+    `itsmctl lag` and the status service ask), or from one of its own when lag() is asked alone."""
     s = kafka_settings
     topic = s.topic("itsm.change.commands")
     producer = Producer(conf(s.kafka_bootstrap))
@@ -95,6 +114,7 @@ def test_a_member_that_never_committed_has_its_partitions_counted_from_the_start
     group = f"{s.app_id}-sink-jira"
     member = Consumer(conf(s.kafka_bootstrap, {"group.id": group, "enable.auto.commit": False}))
     reader = LagReader(s)
+    admin = reader.admin = CountingAdmin(reader.admin)  # type: ignore[assignment]
     try:
         member.subscribe([topic])
         deadline = time.monotonic() + 30
@@ -102,8 +122,13 @@ def test_a_member_that_never_committed_has_its_partitions_counted_from_the_start
             member.poll(0.2)
         held = {(tp.topic, tp.partition) for tp in member.assignment()}
         assert held, "the member was never assigned its partitions"
+        if after_groups:
+            assert [g.members for g in reader.groups([group])] == [1]
         rows = {(r.topic, r.partition): r for r in reader.lag([group])}
         starts, ends = reader.start_offsets(held), reader.end_offsets(held)
+        assert admin.describes == [[group]]
+        reader.lag([group])  # a later refresh without groups() describes again
+        assert admin.describes == [[group], [group]]
     finally:
         member.close()
         reader.close()
