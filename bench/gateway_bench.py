@@ -1,6 +1,6 @@
 """The ingest gateway beside Prometheus Alertmanager, under the same load generator (wrk).
 
-    .venv/bin/python -m bench.gateway_bench [--seconds S] [--processes 1,2]
+    .venv/bin/python -m bench.gateway_bench [--seconds S] [--processes 1,2] [--rounds R]
 
 Needs `wrk` and `prometheus-alertmanager` (Debian packages; ops/test.sh installs both). Starts a
 KRaft broker (ops/kafka) on free loopback ports, applies the topics, then for each load:
@@ -13,7 +13,10 @@ KRaft broker (ops/kafka) on free loopback ports, applies the topics, then for ea
   alerts on `POST /api/v2/alerts` (what Prometheus sends it) and keeps them in memory.
 
 wrk runs with 2 threads for --seconds (default 10) after a 2-second warm-up. Prints alerts per
-second, p50/p99 latency and non-2xx answers for each, and the ratio gateway / Alertmanager.
+second, p50/p99 latency and non-2xx answers for each, and the ratio gateway / Alertmanager. With
+--rounds R every contender is measured R times (Alertmanager first in odd rounds, last in even
+ones; the broker runs, idle, while Alertmanager is measured): the medians, their range, and the
+ratio of the medians, the latencies of the round nearest the median.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -38,6 +42,9 @@ from ops.kafka import Broker
 from ops.kafka.broker import free_port
 from ops.stack import Stack
 from streams.core.topics import declared
+
+ALERTMANAGER = "Alertmanager POST /api/v2/alerts"
+Row = tuple[str, int, dict[str, Any]]
 
 LUA = """
 local counter = 0
@@ -174,74 +181,109 @@ def start_alertmanager(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("alertmanager did not become ready")
 
 
+def measure_alertmanager(tmp: Path, loads: list[tuple[int, int]], seconds: int) -> list[Row]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc, am_url = start_alertmanager(tmp)
+    try:
+        return [
+            (ALERTMANAGER, per, wrk(tmp, am_url, "/api/v2/alerts", api_body(per), conns, seconds))
+            for per, conns in loads
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def measure_gateway(
+    tmp: Path, bootstrap: str, count: int, loads: list[tuple[int, int]], seconds: int
+) -> list[Row]:
+    tmp.mkdir(parents=True, exist_ok=True)
+    stack = Stack(
+        tmp,
+        bootstrap,
+        topic_prefix="bgw.",
+        app_id="bgw",
+        extra_env={"ITSM_LOG_LEVEL": "warning", "ITSM_GATEWAY_PROCESSES": str(count)},
+    )
+    stack.start(["gateway"])
+    name = f"gateway, {count} process{'es' if count > 1 else ''}"
+    try:
+        return [
+            (
+                name,
+                per,
+                wrk(tmp, stack.gateway_url, "/v1/alerts/alertmanager", webhook_body(per), conns, seconds),
+            )
+            for per, conns in loads
+        ]
+    finally:
+        stack.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--processes", default="1,2", help="ITSM_GATEWAY_PROCESSES values to measure")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every contender this many times, Alertmanager first in odd rounds and last in "
+        "even ones; prints the medians (and the range) and the ratio of medians (default 1)",
+    )
     args = parser.parse_args()
     print(machine(), flush=True)
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     loads = [(1, 16), (10, 64)]
     processes = [int(p) for p in args.processes.split(",")]
-    rows: list[tuple[str, int, dict[str, Any]]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        proc, am_url = start_alertmanager(tmp)
-        try:
-            for per, conns in loads:
-                rows.append(
-                    (
-                        "Alertmanager POST /api/v2/alerts",
-                        per,
-                        wrk(tmp, am_url, "/api/v2/alerts", api_body(per), conns, args.seconds),
-                    )
-                )
-        finally:
-            proc.terminate()
-            proc.wait(10)
         broker = Broker(tmp / "kafka", port=free_port(), controller_port=free_port())
         broker.start(wait=120)
         try:
             topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared("bgw.")))
-            for count in processes:
-                stack = Stack(
-                    tmp / f"stack-{count}",
-                    broker.bootstrap,
-                    topic_prefix="bgw.",
-                    app_id="bgw",
-                    extra_env={"ITSM_LOG_LEVEL": "warning", "ITSM_GATEWAY_PROCESSES": str(count)},
-                )
-                stack.start(["gateway"])
-                try:
-                    for per, conns in loads:
-                        result = wrk(
-                            tmp,
-                            stack.gateway_url,
-                            "/v1/alerts/alertmanager",
-                            webhook_body(per),
-                            conns,
-                            args.seconds,
-                        )
-                        rows.append((f"gateway, {count} process{'es' if count > 1 else ''}", per, result))
-                finally:
-                    stack.stop()
+            for round_ in range(args.rounds):
+                order: list[int | None] = [None, *processes]  # None: Alertmanager
+                if round_ % 2:
+                    order.reverse()
+                for count in order:
+                    if count is None:
+                        rows.extend(measure_alertmanager(tmp / f"am-{round_}", loads, args.seconds))
+                    else:
+                        where = tmp / f"stack-{count}-{round_}"
+                        rows.extend(measure_gateway(where, broker.bootstrap, count, loads, args.seconds))
+                if args.rounds > 1:
+                    print(f"round {round_ + 1} of {args.rounds} done", flush=True)
         finally:
             broker.stop()
-    am = {per: r["rps"] * per for name, per, r in rows if name.startswith("Alertmanager")}
+    many = args.rounds > 1
+    if many:
+        print(f"medians of {args.rounds} rounds (alerts/s range in brackets); ratios of the medians")
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for name, per, result in rows:
+        grouped.setdefault((name, per), []).append(result)
+    rate = {key: statistics.median(r["rps"] * key[1] for r in runs) for key, runs in grouped.items()}
     print(
         f"{'':<36} {'per req':>7} {'conns':>5} {'alerts/s':>10} {'p50':>9} {'p99':>9} "
         f"{'non-2xx':>7} {'ratio':>6}"
     )
-    for name, per, r in rows:
+    for (name, per), runs in grouped.items():
         conns = dict(loads)[per]
-        rate = r["rps"] * per
-        ratio = "" if name.startswith("Alertmanager") else f"{rate / am[per]:6.2f}"
+        median = rate[(name, per)]
+        ratio = "" if name == ALERTMANAGER else f"{median / rate[(ALERTMANAGER, per)]:6.2f}"
+        # Latencies of the round whose rate is nearest the median; refusals of every round.
+        middle = min(runs, key=lambda r: abs(r["rps"] * per - median))
+        errors = sum(r["errors"] for r in runs)
+        spread = ""
+        if many:
+            spread = f"  [{min(r['rps'] * per for r in runs):,.0f}-{max(r['rps'] * per for r in runs):,.0f}]"
         print(
-            f"{name:<36} {per:>7} {conns:>5} {rate:>10,.0f} {r['p50']:>9} {r['p99']:>9} "
-            f"{r['errors']:>7} {ratio:>6}"
+            f"{name:<36} {per:>7} {conns:>5} {median:>10,.0f} {middle['p50']:>9} {middle['p99']:>9} "
+            f"{errors:>7} {ratio:>6}{spread}"
         )
 
 

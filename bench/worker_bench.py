@@ -2,6 +2,7 @@
 and the worker's own work without Faust.
 
     .venv/bin/python -m bench.worker_bench [--new N] [--repeats N] [--resolves N] [--contenders ...]
+                                           [--rounds R]
 
 Starts a KRaft broker (ops/kafka) on free loopback ports and applies the topics. Two workloads,
 each produced once to its own alerts.raw (6 partitions, Avro, keyed by fingerprint):
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,20 +140,23 @@ def measure(
             proc.kill()
 
 
-def run_worker(tmp: Path, bootstrap: str, prefix: str, total: int) -> dict[str, Any]:
+def run_worker(tmp: Path, bootstrap: str, prefix: str, total: int, tag: str = "") -> dict[str, Any]:
+    """`itsmctl worker` as its own consumer group (tag: a round's, so each reads from the start)."""
     stack = Stack(
-        tmp / f"stack-{prefix.strip('.')}",
+        tmp / f"stack-{prefix.strip('.')}{tag}",
         bootstrap,
         topic_prefix=prefix,
-        app_id=f"{prefix}worker",
+        app_id=f"{prefix}worker{tag}",
         extra_env={"ITSM_LOG_LEVEL": "warning", "ITSM_WORKER_COMMIT_INTERVAL_SECONDS": "0.2"},
     )
     stack.start(["worker"])
-    return measure(stack.procs["worker"], bootstrap, f"{prefix}worker", f"{prefix}{ALERTS_RAW}", total)
+    return measure(stack.procs["worker"], bootstrap, f"{prefix}worker{tag}", f"{prefix}{ALERTS_RAW}", total)
 
 
-def run_passthrough(tmp: Path, bootstrap: str, prefix: str, mode: str, total: int) -> dict[str, Any]:
-    group = f"{prefix}pass-{mode}"
+def run_passthrough(
+    tmp: Path, bootstrap: str, prefix: str, mode: str, total: int, tag: str = ""
+) -> dict[str, Any]:
+    group = f"{prefix}pass-{mode}{tag}"
     log = open(tmp / f"{group}.log", "ab")
     proc = subprocess.Popen(
         [
@@ -190,6 +195,13 @@ def main() -> None:
         default="worker,faust-await,faust,confluent,processor",
         help="which to run (comma-separated; default all)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every contender this many times, in a rotated order each round; prints the "
+        "median (and the range) and the ratio of medians (default 1)",
+    )
     args = parser.parse_args()
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -207,15 +219,22 @@ def main() -> None:
                 # Where the passthroughs copy to (the broker creates no topic by itself).
                 admin.create_topics([NewTopic(f"{prefix}out", PARTITIONS, 1)])[f"{prefix}out"].result(30)
                 produce(broker.bootstrap, f"{prefix}{ALERTS_RAW}", records)
-            results: dict[str, dict[str, dict[str, Any]]] = {}
-            for case, (prefix, records) in cases.items():
-                n = len(records)
-                row = results[case] = {}
-                for mode in args.contenders.split(","):
-                    if mode == "worker":
-                        row[mode] = run_worker(tmp, broker.bootstrap, prefix, n)
-                    else:
-                        row[mode] = run_passthrough(tmp, broker.bootstrap, prefix, mode, n)
+            contenders = args.contenders.split(",")
+            results: dict[str, dict[str, list[dict[str, Any]]]] = {case: {} for case in cases}
+            for round_ in range(args.rounds):
+                # Rotated, so no contender always runs first (or last) on a host that drifts.
+                order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
+                tag = f"-r{round_}" if args.rounds > 1 else ""
+                for case, (prefix, records) in cases.items():
+                    n = len(records)
+                    for mode in order:
+                        if mode == "worker":
+                            result = run_worker(tmp, broker.bootstrap, prefix, n, tag)
+                        else:
+                            result = run_passthrough(tmp, broker.bootstrap, prefix, mode, n, tag)
+                        results[case].setdefault(mode, []).append(result)
+                if args.rounds > 1:
+                    print(f"round {round_ + 1} of {args.rounds} done", flush=True)
         finally:
             broker.stop()
     labels = {
@@ -225,21 +244,31 @@ def main() -> None:
         "confluent": "confluent-kafka passthrough",
         "processor": "alert processor, confluent-kafka",
     }
+    many = args.rounds > 1
+    if many:
+        print(f"medians of {args.rounds} rounds (range in brackets); ratios of the medians")
     for case, row in results.items():
         n = len(cases[case][1])
         print(f"{case}: {n:,} alerts on 6 partitions")
-        worker = row["worker"]["rate"] if "worker" in row else None
+        rates = {key: statistics.median(r["rate"] for r in runs) for key, runs in row.items()}
+        worker = rates.get("worker")
         for key, label in labels.items():
             if key not in row:
                 continue
-            r = row[key]
+            runs, rate = row[key], rates[key]
+            spread = ""
+            if many:
+                low, high = min(r["rate"] for r in runs), max(r["rate"] for r in runs)
+                spread = f" [{low:,.0f}-{high:,.0f}]"
             ratio = ""
             if key != "worker" and worker is not None:
-                ratio = f"   worker / this: {worker / r['rate']:5.2f}"
-            if r.get("bound"):
+                ratio = f"   worker / this: {worker / rate:5.2f}"
+            bound = any(r.get("bound") for r in runs)
+            if bound:
                 ratio += " (at most: everything committed at once, rate counted from its start)"
-            at_least = ">=" if r.get("bound") else "  "
-            print(f"  {label:<32} {at_least}{r['rate']:9,.0f} alerts/s   RSS {r['rss']:6.0f} MiB{ratio}")
+            at_least = ">=" if bound else "  "
+            rss = max(r["rss"] for r in runs)
+            print(f"  {label:<32} {at_least}{rate:9,.0f} alerts/s{spread}   RSS {rss:6.0f} MiB{ratio}")
 
 
 if __name__ == "__main__":
