@@ -347,8 +347,10 @@ class StatusService:
             ends: dict[tuple[str, str], int] = {}
             for row in self.partitions:
                 key = [row.group, row.topic, str(row.partition)]
-                if row.current_offset >= 0:
-                    current.add_metric(key, row.current_offset)
+                # -1 where the group holds the partition but never committed there, as
+                # kafka_exporter exports it: PipelineStalled's "the committed offset stands still"
+                # then holds for a consumer stuck on its very first record too.
+                current.add_metric(key, row.current_offset)
                 lag.add_metric(key, row.lag)
                 seconds.add_metric(key, row.lag_seconds)
                 sums[(row.group, row.topic)] = sums.get((row.group, row.topic), 0) + row.lag

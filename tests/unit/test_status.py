@@ -84,8 +84,9 @@ def test_lag_gauges_in_kafka_exporter_names() -> None:
         ("app", "alerts.raw", "1"): 7,
     }
     assert values("kafka_consumergroup_current_offset") == {
-        ("app", "alerts.raw", "0"): 90
-    }  # none committed on 1
+        ("app", "alerts.raw", "0"): 90,
+        ("app", "alerts.raw", "1"): -1,  # none committed there (kafka_exporter's -1)
+    }
     assert values("kafka_consumergroup_lag_sum") == {("app", "alerts.raw"): 17}
     assert values("kafka_consumergroup_lag_seconds")[("app", "alerts.raw", "1")] == 30.0
     assert values("kafka_topic_partition_current_offset") == {
