@@ -87,6 +87,7 @@ class LagReader:
 
     def groups(self, only: Sequence[str] = ()) -> list[GroupInfo]:
         """The pipeline's consumer groups (or exactly `only`), with their state and member count."""
+        self._held = {}  # a lag() after this call reads this call's description, never an older one
         if only:
             # Asked for by name: described even when the broker lists no such group (it shows dead).
             names = list(only)
@@ -99,7 +100,6 @@ class LagReader:
             return []
         described = self.admin.describe_consumer_groups(names, request_timeout=self.timeout)
         out = []
-        self._held = {}
         for name in names:
             desc = described[name].result()
             state = getattr(desc.state, "name", str(desc.state)).lower()
