@@ -63,13 +63,9 @@ class Pipeline:
         self._timers = tuple(telemetry.STAGE_SECONDS.labels(stage.name) for stage in self.stages)
         self._in = telemetry.RECORDS_IN.labels(name)
         self._runs = 0
-        self._out: dict[str, Any] = {}
 
     def _count_out(self, outcome: str) -> None:
-        counter = self._out.get(outcome)
-        if counter is None:
-            counter = self._out[outcome] = telemetry.RECORDS_OUT.labels(self.name, outcome)
-        counter.inc()
+        telemetry.labelled(telemetry.RECORDS_OUT, self.name, outcome).inc()
 
     def run(self, record: Any, ctx: Ctx) -> Any:
         """The final record, or the first Dropped a stage returned."""
