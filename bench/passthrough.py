@@ -115,7 +115,22 @@ def run_processor(bootstrap: str, source: str, target: str, group: str, prefix: 
             "enable.auto.commit": False,
         }
     )
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    failed: list[Any] = []
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            # Python is called only for a record the broker did not take: the batch then fails.
+            "delivery.report.only.error": True,
+            "on_delivery": lambda err, _msg: failed.append(err),
+        }
+    )
+
+    def acknowledged() -> None:
+        left = producer.flush(30)
+        if left or failed:
+            raise RuntimeError(f"{left} records unacknowledged, {len(failed)} refused: {failed[:3]}")
 
     class Changelogged(MutableMapping[str, bytes]):
         """A dict whose writes also go to a topic, as a Faust table's go to its changelog."""
@@ -165,9 +180,9 @@ def run_processor(bootstrap: str, source: str, target: str, group: str, prefix: 
             if not batch:
                 continue
             flight = await processor.start_batch([Consumed.from_confluent(m) for m in batch])
-            producer.flush(30)  # every output acknowledged (the worker awaits each ack)
+            acknowledged()  # every output (the worker awaits each ack)
             await flight.finish()  # the states written (and produced), then committed
-            producer.flush(30)
+            acknowledged()
             ends: dict[int, int] = {}
             for m in batch:
                 ends[m.partition() or 0] = (m.offset() or 0) + 1
