@@ -128,33 +128,55 @@ def read_all(settings: Settings, topic: str, since: datetime | None = None) -> I
                 [TopicPartition(topic, p, stamp) for p in partitions], timeout=15
             )
             starts = {tp.partition: tp.offset for tp in found}
-        ends: dict[int, int] = {}
-        for p in partitions:
-            low, high = _watermarks(consumer, TopicPartition(topic, p))
-            start = starts.get(p, -1)
-            if high > low and (start == OFFSET_BEGINNING or 0 <= start < high):
-                ends[p] = high
-        if not ends:
-            return
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
-        while ends:
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            err = msg.error()
-            part, offset = msg.partition() or 0, msg.offset() or 0
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    ends.pop(part, None)
-                continue
-            if offset >= ends.get(part, -1):
-                ends.pop(part, None)
-                continue
-            yield msg
-            if offset + 1 >= ends.get(part, 0):
-                ends.pop(part, None)
+        yield from _to_the_end(consumer, {(topic, p): starts.get(p, -1) for p in partitions})
     finally:
         consumer.close()
+
+
+def read_topics(settings: Settings, wanted: Callable[[str], bool]) -> Iterator[Message]:
+    """Every retained record of the broker's topics whose name wanted() accepts, up to their ends
+    as of now, in offset order within each partition (the partitions read together)."""
+    consumer = _consumer(settings)
+    try:
+        meta = consumer.list_topics(timeout=15)
+        starts = {
+            (name, p): OFFSET_BEGINNING
+            for name, topic in sorted(meta.topics.items())
+            if wanted(name) and topic.error is None
+            for p in topic.partitions
+        }
+        yield from _to_the_end(consumer, starts)
+    finally:
+        consumer.close()
+
+
+def _to_the_end(consumer: Consumer, starts: dict[tuple[str, int], int]) -> Iterator[Message]:
+    """The records of each (topic, partition) from its start offset (OFFSET_BEGINNING, or one
+    offsets_for_times found; -1 for none) up to its high watermark as of now."""
+    ends: dict[tuple[str, int], int] = {}
+    for (topic, p), start in starts.items():
+        low, high = _watermarks(consumer, TopicPartition(topic, p))
+        if high > low and (start == OFFSET_BEGINNING or 0 <= start < high):
+            ends[(topic, p)] = high
+    if not ends:
+        return
+    consumer.assign([TopicPartition(topic, p, starts[(topic, p)]) for topic, p in ends])
+    while ends:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        err = msg.error()
+        at, offset = (str(msg.topic()), msg.partition() or 0), msg.offset() or 0
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                ends.pop(at, None)
+            continue
+        if offset >= ends.get(at, -1):
+            ends.pop(at, None)
+            continue
+        yield msg
+        if offset + 1 >= ends.get(at, 0):
+            ends.pop(at, None)
 
 
 def dead_records(settings: Settings, topic: str) -> Iterator[DeadRecord]:
