@@ -8,6 +8,8 @@ records stay, their personal fields can no longer be read)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,7 +126,8 @@ def report(settings: Settings, store: Any, now: datetime) -> Report:
             for kid in stale:
                 out.findings.append(
                     f"{name}: field key {kid} is older than {period} days and still makes the personal data "
-                    f"it sealed readable: itsmctl fieldkeys rotate, then itsmctl fieldkeys retire {kid}"
+                    "it sealed readable: itsmctl fieldkeys expire (or rotate, then "
+                    f"itsmctl fieldkeys retire {kid} --shred)"
                 )
     state = marked.get(m.Alert.avro_name, [])
     out.entries.append(
@@ -191,3 +194,51 @@ def report(settings: Settings, store: Any, now: datetime) -> Report:
 
 def short(paths: list[str]) -> list[str]:
     return [p.split(".", 3)[-1] if p.count(".") >= 3 else p for p in paths]
+
+
+@dataclass
+class SealedScan:
+    """What a scan of the retained records found for one field key."""
+
+    records: int = 0  # records read
+    topics: int = 0  # topics read (with at least one record)
+    sealed: dict[str, int] = field(default_factory=dict)  # topic -> records holding a value it sealed
+
+
+def holds_our_records(settings: Settings) -> Callable[[str], bool]:
+    """Which broker topics can hold values a field key sealed: every declared topic of this
+    deployment and its dead letters, and the worker's table changelogs ({app id}-*-changelog)."""
+    ours = {settings.topic(spec.name) for spec in t.declared()}
+    tables = f"{settings.app_id}-"
+    return lambda name: name in ours or (name.startswith(tables) and name.endswith("-changelog"))
+
+
+def sealed_with(
+    settings: Settings,
+    kid: str,
+    progress: Callable[[SealedScan], None] | None = None,
+    every: float = 2.0,
+) -> SealedScan:
+    """Read every retained record that can hold a sealed value and count, per topic, those
+    holding one key kid sealed. A sealed value is a string (Avro's, or MessagePack's in the
+    worker's tables) that holds `enc:v1:<key id>:` verbatim, so the record's bytes are searched
+    without decoding them (a dead letter's value is the original record's bytes).
+    progress(scan) is called every `every` seconds while it reads."""
+    from ops.dlq import read_topics
+    from streams.core.fieldcrypt import PREFIX
+
+    needle = f"{PREFIX}{kid}:".encode()
+    scan, seen = SealedScan(), set()
+    last = time.monotonic()
+    for msg in read_topics(settings, holds_our_records(settings)):
+        topic = str(msg.topic())
+        scan.records += 1
+        seen.add(topic)
+        value = msg.value()
+        if value is not None and needle in value:
+            scan.sealed[topic] = scan.sealed.get(topic, 0) + 1
+        if progress is not None and time.monotonic() - last >= every:
+            scan.topics, last = len(seen), time.monotonic()
+            progress(scan)
+    scan.topics = len(seen)
+    return scan

@@ -20,17 +20,18 @@ readable by the pipeline's account only; the running processes reread it when it
 rotation needs no restart.
 
   itsmctl fieldkeys rotate              a new key, made active; older keys stay to decrypt
-  itsmctl fieldkeys retire KEY_ID       remove an old key (nothing retained may still use it)
+  itsmctl fieldkeys retire KEY_ID       remove an old key once no retained record uses it
   itsmctl fieldkeys list [-o json]      key ids and which one is active (never key material)
   itsmctl fieldkeys fields              every field the schemas mark sensitive
 
-Rotate writes a new file when there is none (mode 0600). Retire the old key only once every topic
-that holds values it encrypted has passed its retention (`itsmctl topics list` shows them), else
-those records dead-letter with class `encryption`. The worker's state changelog is compacted:
-an alert state last written under the old key keeps it until the alert is seen again. Each
-rotation and retirement is an audit.events record (--offline skips it, and says so). Exit 2 when
-the file is invalid, the key unknown or active, or the audit record cannot be written (then the
-file is left as it was)."""
+Rotate writes a new file when there is none (mode 0600). Retire reads the retained records first
+and keeps the key while any holds a value it sealed (exit 1, naming the topics): once the key is
+gone, those records could only dead-letter with class `encryption`. The worker's state changelog
+is compacted: an alert state last written under the old key keeps it until the alert is seen
+again. `--shred` retires a key anyway, to make what it sealed unreadable on purpose; `expire`
+does that by age. Each rotation and retirement is an audit.events record (--offline skips it and
+the check, and says so). Exit 2 when the file is invalid, the key unknown or active, or the audit
+record cannot be written (then the file is left as it was)."""
 
 
 def _path(args: argparse.Namespace, settings: Any) -> Path:
@@ -40,7 +41,7 @@ def _path(args: argparse.Namespace, settings: Any) -> Path:
     return Path(path)
 
 
-def _audited(args: argparse.Namespace, action: str, subject: str, change: Any) -> Any:
+def _audited(args: argparse.Namespace, action: str, subject: str, change: Any, checked: str = "") -> Any:
     """Make the change, then its audit record; when the record cannot be written, put the file back."""
     from streams.core.fieldcrypt import FieldCryptError
     from streams.core.models import AuditEvent, AuditOutcome
@@ -65,7 +66,7 @@ def _audited(args: argparse.Namespace, action: str, subject: str, change: Any) -
         subject_id=subject,
         outcome=AuditOutcome.DONE,
         reason="",
-        details={"file": str(path)},
+        details={"file": str(path), **({"checked": checked} if checked else {})},
     )
     runtime.audit_or_restore(settings, path, before, [(subject, event)])
     return result
@@ -82,9 +83,64 @@ def rotate(args: argparse.Namespace) -> int:
 def retire(args: argparse.Namespace) -> int:
     from streams.core import fieldcrypt
 
-    left = _audited(args, "fieldkey.retire", args.key_id, lambda path: fieldcrypt.retire(path, args.key_id))
+    checked = _unused(args)
+    left = _audited(
+        args,
+        "fieldkey.retire",
+        args.key_id,
+        lambda path: fieldcrypt.retire(path, args.key_id),
+        checked,
+    )
     print(f"key {args.key_id} removed; left: {', '.join(left)}")
     return runtime.EXIT_OK
+
+
+def _unused(args: argparse.Namespace) -> str:
+    """Before a key is retired: read the retained records and refuse (exit 1) while any holds a
+    value it sealed, naming the topics; what was checked, for the audit record."""
+    from ops.retention import SealedScan, sealed_with
+    from streams.core import fieldcrypt
+
+    settings = runtime.settings()
+    kid = args.key_id
+    try:
+        active, keys = fieldcrypt.entries(_path(args, settings))
+    except fieldcrypt.FieldCryptError as exc:
+        raise runtime.CommandError(str(exc)) from None
+    if kid not in keys or kid == active:
+        return ""  # fieldcrypt.retire refuses it and says why
+    if args.shred:
+        return "not checked (--shred: what it sealed can no longer be read)"
+    if args.offline:
+        print(f"key {kid}: retained records not checked (--offline)", file=sys.stderr)
+        return "not checked (--offline)"
+    runtime.reachable(settings)
+
+    def progress(scan: SealedScan) -> None:
+        print(
+            f"reading retained records for values key {kid} sealed: {scan.records:,} "
+            f"on {scan.topics} topics so far",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    scan = sealed_with(settings, kid, progress)
+    if scan.sealed:
+        where = ", ".join(f"{topic} ({n:,})" for topic, n in sorted(scan.sealed.items()))
+        raise runtime.CommandError(
+            f"key {kid} still sealed values in {sum(scan.sealed.values()):,} retained records: {where}; "
+            "once it is retired they can never be read or replayed (dead letters of class encryption). "
+            "Replay what must be delivered and wait until the rest pass their retention (a worker "
+            "table keeps an alert's state until the alert is seen again), or retire it with --shred "
+            "to make them unreadable on purpose",
+            runtime.EXIT_PROBLEMS,
+        )
+    print(
+        f"key {kid}: {scan.records:,} retained records on {scan.topics} topics read, none holds a "
+        "value it sealed",
+        file=sys.stderr,
+    )
+    return f"{scan.records} retained records on {scan.topics} topics read: none sealed with it"
 
 
 def expire(args: argparse.Namespace) -> int:
@@ -166,8 +222,26 @@ def register(sub: Any) -> None:
 
     p = runtime.action(acts, "fieldkeys", "rotate", "add a new key and make it active", rotate)
     common(p)
-    p = runtime.action(acts, "fieldkeys", "retire", "remove an old (not active) key", retire)
+    p = runtime.action(
+        acts,
+        "fieldkeys",
+        "retire",
+        "remove an old (not active) key once no retained record uses it",
+        retire,
+        description="Remove an old (not active) key. First every retained record that can hold a "
+        "value it sealed is read (this deployment's topics, their dead letters and the worker's "
+        "table changelogs; progress on stderr): while one does, the key stays and the command "
+        "exits 1 naming the topics and counts, since once the key is gone those values can never "
+        "be read or replayed. --shred retires it anyway, to make them unreadable on purpose "
+        "(crypto-shredding); --offline does not read the broker (and says so). The retirement is "
+        "audited with what was checked.",
+    )
     p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument(
+        "--shred",
+        action="store_true",
+        help="retire it even though retained records hold values it sealed: they become unreadable",
+    )
     common(p)
     p = runtime.action(
         acts,

@@ -48,7 +48,9 @@ def test_keys_younger_than_the_period_satisfy_it_and_older_ones_are_named(tmp_pa
     assert report(Settings(field_keys_file=str(keys_file(tmp_path, fresh))), STORE, NOW).findings == []
     old = (NOW - timedelta(days=45)).strftime("%Y%m%dT%H%M%SZ")
     found = report(Settings(field_keys_file=str(keys_file(tmp_path, old, fresh))), STORE, NOW)
-    assert len(found.findings) == 4 and all(f"itsmctl fieldkeys retire {old}" in f for f in found.findings)
+    assert len(found.findings) == 4 and all(
+        f"itsmctl fieldkeys retire {old} --shred" in f for f in found.findings
+    )
     longer = report(
         Settings(field_keys_file=str(keys_file(tmp_path, old, fresh)), personal_data_days=60), STORE, NOW
     )
