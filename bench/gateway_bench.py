@@ -11,6 +11,10 @@ KRaft broker (ops/kafka) on free loopback ports, applies the topics, then for ea
   (what Alertmanager sends it) and answers 202 only after the broker acknowledged every alert;
 - Prometheus Alertmanager (the Debian package, no cluster, a null receiver) takes the same
   alerts on `POST /api/v2/alerts` (what Prometheus sends it) and keeps them in memory.
+- two floors, each one process served as the gateway serves (bench/http_floor.py): aiohttp
+  reading the body and answering 202, and the same plus the per-alert library work (the strict
+  JSON parse, the webhook mapping, Avro encoding; no Kafka): what the chosen stack can reach in
+  one process before any of the gateway's own work (--no-floors skips them).
 
 wrk runs with 2 threads for --seconds (default 10) after a 2-second warm-up. Prints alerts per
 second, p50/p99 latency and non-2xx answers for each, and the ratio gateway / Alertmanager. With
@@ -27,6 +31,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -220,6 +225,37 @@ def measure_gateway(
         stack.stop()
 
 
+FLOORS = {
+    "bare": "floor: aiohttp, read + 202",
+    "work": "floor: + parse, map, Avro (no Kafka)",
+}
+
+
+def measure_floor(tmp: Path, mode: str, loads: list[tuple[int, int]], seconds: int) -> list[Row]:
+    """bench.http_floor (one process, as the gateway serves) under the same loads."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.http_floor", str(port), mode])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(url + "/v1/alerts/alertmanager", content=webhook_body(1).replace("@ID@", "0"))
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"bench.http_floor {mode} did not start") from None
+                time.sleep(0.2)
+        return [
+            (FLOORS[mode], per, wrk(tmp, url, "/v1/alerts/alertmanager", webhook_body(per), conns, seconds))
+            for per, conns in loads
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -232,6 +268,13 @@ def main() -> None:
         default=1,
         help="measure every contender this many times, Alertmanager first in odd rounds and last in "
         "even ones; prints the medians (and the range) and the ratio of medians (default 1)",
+    )
+    parser.add_argument(
+        "--no-floors",
+        dest="floors",
+        action="store_false",
+        help="skip the floors (bench.http_floor: aiohttp alone, and with the per-alert parse, "
+        "mapping and Avro encoding but no Kafka)",
     )
     args = parser.parse_args()
     print(machine(), flush=True)
@@ -247,12 +290,17 @@ def main() -> None:
         try:
             topic_ops.apply(AdminClient({"bootstrap.servers": broker.bootstrap}), list(declared("bgw.")))
             for round_ in range(args.rounds):
-                order: list[int | None] = [None, *processes]  # None: Alertmanager
+                # None: Alertmanager; a string: one of the floors.
+                order: list[int | str | None] = [None, *processes, *(FLOORS if args.floors else [])]
                 if round_ % 2:
                     order.reverse()
                 for count in order:
                     if count is None:
                         rows.extend(measure_alertmanager(tmp / f"am-{round_}", loads, args.seconds))
+                    elif isinstance(count, str):
+                        rows.extend(
+                            measure_floor(tmp / f"floor-{count}-{round_}", count, loads, args.seconds)
+                        )
                     else:
                         where = tmp / f"stack-{count}-{round_}"
                         rows.extend(measure_gateway(where, broker.bootstrap, count, loads, args.seconds))
