@@ -133,18 +133,28 @@ def read_all(settings: Settings, topic: str, since: datetime | None = None) -> I
         consumer.close()
 
 
-def read_topics(settings: Settings, wanted: Callable[[str], bool]) -> Iterator[Message]:
-    """Every retained record of the broker's topics whose name wanted() accepts, up to their ends
-    as of now, in offset order within each partition (the partitions read together)."""
+def topic_names(settings: Settings) -> set[str]:
+    """The topics the broker shows this principal (one it may not describe is not among them)."""
+    consumer = _consumer(settings)
+    try:
+        return set(consumer.list_topics(timeout=15).topics)
+    finally:
+        consumer.close()
+
+
+def read_topics(settings: Settings, topics: list[str]) -> Iterator[Message]:
+    """Every retained record of topics, up to their ends as of now, in offset order within each
+    partition (the partitions read together); CommandError when one is not available."""
     consumer = _consumer(settings)
     try:
         meta = consumer.list_topics(timeout=15)
-        starts = {
-            (name, p): OFFSET_BEGINNING
-            for name, topic in sorted(meta.topics.items())
-            if wanted(name) and topic.error is None
-            for p in topic.partitions
-        }
+        starts: dict[tuple[str, int], int] = {}
+        for name in topics:
+            topic = meta.topics.get(name)
+            if topic is None or topic.error is not None:
+                why = topic.error.str() if topic is not None and topic.error is not None else "not found"
+                raise CommandError(f"topic {name} is not available: {why}")
+            starts.update({(name, p): OFFSET_BEGINNING for p in topic.partitions})
         yield from _to_the_end(consumer, starts)
     finally:
         consumer.close()

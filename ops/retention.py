@@ -205,12 +205,24 @@ class SealedScan:
     sealed: dict[str, int] = field(default_factory=dict)  # topic -> records holding a value it sealed
 
 
-def holds_our_records(settings: Settings) -> Callable[[str], bool]:
-    """Which broker topics can hold values a field key sealed: every declared topic of this
-    deployment and its dead letters, and the worker's table changelogs ({app id}-*-changelog)."""
+def holding_sealed_values(settings: Settings) -> list[str]:
+    """The broker's topics that can hold values a field key sealed: every declared topic of this
+    deployment and its dead letters, and the worker's table changelogs ({app id}-*-changelog).
+    CommandError when a declared one is not there (not created, or hidden from this principal),
+    since records it may hold could not be read."""
+    from ops.dlq import topic_names
+    from ops.runtime import CommandError
+
     ours = {settings.topic(spec.name) for spec in t.declared()}
+    names = topic_names(settings)
+    if missing := sorted(ours - names):
+        raise CommandError(
+            f"cannot read {len(missing)} of the deployment's topics ({', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}): the broker does not show them to this principal "
+            "(one that may read every topic is needed) or they were never created (itsmctl topics apply)"
+        )
     tables = f"{settings.app_id}-"
-    return lambda name: name in ours or (name.startswith(tables) and name.endswith("-changelog"))
+    return sorted(ours | {n for n in names if n.startswith(tables) and n.endswith("-changelog")})
 
 
 def sealed_with(
@@ -230,7 +242,7 @@ def sealed_with(
     needle = f"{PREFIX}{kid}:".encode()
     scan, seen = SealedScan(), set()
     last = time.monotonic()
-    for msg in read_topics(settings, holds_our_records(settings)):
+    for msg in read_topics(settings, holding_sealed_values(settings)):
         topic = str(msg.topic())
         scan.records += 1
         seen.add(topic)

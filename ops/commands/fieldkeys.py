@@ -30,8 +30,9 @@ gone, those records could only dead-letter with class `encryption`. The worker's
 is compacted: an alert state last written under the old key keeps it until the alert is seen
 again. `--shred` retires a key anyway, to make what it sealed unreadable on purpose; `expire`
 does that by age. Each rotation and retirement is an audit.events record (--offline skips it and
-the check, and says so). Exit 2 when the file is invalid, the key unknown or active, or the audit
-record cannot be written (then the file is left as it was)."""
+the check, and says so). Exit 2 when the file is invalid, the key unknown or active, a topic of the
+deployment cannot be read, or the audit record cannot be written (then the file is left as it
+was)."""
 
 
 def _path(args: argparse.Namespace, settings: Any) -> Path:

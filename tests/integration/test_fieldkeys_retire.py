@@ -1,6 +1,7 @@
 """Retiring a field key against the real broker: refused (exit 1, topics and counts named) while
 retained records hold values it sealed, on a topic, its dead letters or the worker's state
-changelog; done and audited once none does; --shred retires it anyway."""
+changelog; done and audited once none does; refused (exit 2) when the deployment's topics cannot
+be read; --shred retires it anyway."""
 
 from __future__ import annotations
 
@@ -95,6 +96,13 @@ def test_a_key_that_sealed_retained_records_stays_until_shredded_on_purpose(
     event = keyed(path).decode(audit.value() or b"", m.AuditEvent)  # its details are sealed too
     assert event.action == "fieldkey.retire" and event.subject_id == third and event.actor == "sec-officer"
     assert event.details["checked"] == "6 retained records on 3 topics read: none sealed with it"
+
+    # A deployment whose topics the broker does not show: nothing could be read, nothing is retired.
+    unseen = itsmctl("fieldkeys", "retire", str(new), **{**env, "ITSM_TOPIC_PREFIX": "never-applied."})
+    assert (
+        unseen.returncode == 2 and "cannot read" in unseen.stderr and "itsmctl topics apply" in unseen.stderr
+    )
+    assert "Traceback" not in unseen.stderr and new in KeyRing.load(path).keys
 
     # --shred retires the old key anyway: what it sealed can no longer be read.
     shredded = itsmctl("fieldkeys", "retire", str(old), "--shred", **env)
