@@ -232,9 +232,7 @@ def sealed_with(
     every: float = 2.0,
 ) -> SealedScan:
     """Read every retained record that can hold a sealed value and count, per topic, those
-    holding one key kid sealed. A sealed value is a string (Avro's, or MessagePack's in the
-    worker's tables) that holds `enc:v1:<key id>:` verbatim, so the record's bytes are searched
-    without decoding them (a dead letter's value is the original record's bytes).
+    holding one key kid sealed (_holds).
     progress(scan) is called every `every` seconds while it reads."""
     from ops.dlq import read_topics
     from streams.core.fieldcrypt import PREFIX
@@ -247,10 +245,28 @@ def sealed_with(
         scan.records += 1
         seen.add(topic)
         value = msg.value()
-        if value is not None and needle in value:
+        if value is not None and _holds(value, needle):
             scan.sealed[topic] = scan.sealed.get(topic, 0) + 1
         if progress is not None and time.monotonic() - last >= every:
             scan.topics, last = len(seen), time.monotonic()
             progress(scan)
     scan.topics = len(seen)
     return scan
+
+
+def _holds(value: bytes, needle: bytes) -> bool:
+    """Whether a record's bytes hold a value sealed under the key whose `enc:v1:<key id>:` is
+    needle. A sealed value is a string that holds it verbatim in Avro (topics, and dead letters,
+    whose value is the original record's bytes) and in MessagePack (the worker's alert states);
+    the changes table keeps a parked record's bytes base64-encoded in JSON (Parked), so those are
+    decoded first."""
+    if needle in value:
+        return True
+    if value[:1] != b"{":
+        return False
+    from streams.processors.changes import Parked
+
+    try:
+        return needle in (Parked.model_validate_json(value).record().value or b"")
+    except ValueError:  # not a parked record (pydantic's ValidationError, base64's Error)
+        return False
